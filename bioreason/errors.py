@@ -14,6 +14,10 @@ class BioreasonError(Exception):
     """Base class: a problem with the user's input or set-up, with a message meant for people."""
 
 
+class EmptyInputError(BioreasonError, ValueError):
+    """A required input (question, file, field) is empty."""
+
+
 class InvalidSequenceError(BioreasonError, ValueError):
     """A DNA sequence is empty or holds a character that is not a nucleotide code."""
 

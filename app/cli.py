@@ -1,0 +1,66 @@
+"""The ``bioreason`` command: subcommands that each work end to end.
+
+``main(argv)`` parses, runs, and turns every :class:`BioreasonError` into one
+line on stderr and exit code 2 (never a traceback); Ctrl-C gives 130. Each
+subcommand lives in its own small module and registers itself through
+``add_parser(subparsers)``; heavy imports happen inside the handlers so that
+``bioreason --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from bioreason.errors import BioreasonError
+
+SUBCOMMANDS = ("bioreason.app.cmd_models", "bioreason.app.cmd_ask")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="bioreason",
+        description="A DNA-language model that reasons about genomics (DNA encoder -> projector -> LLM). "
+                    "Research use only, not for clinical decisions.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in SUBCOMMANDS:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    _quiet_libraries()
+    try:
+        return int(args.handler(args) or 0)
+    except BioreasonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""``bioreason ask``: ask the model a question about one or more DNA sequences; the answer streams."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("ask", help="ask a question about DNA sequences (answer streamed to stdout)",
+                       description="Ask the DNA-LLM a question. Each --dna is a sequence (A/C/G/T/N, case-free; "
+                                   "IUPAC codes become N) or the path of a FASTA file (first record). Sequences "
+                                   "longer than the encoder's maximum (1,024 nt for the default) are an error, "
+                                   "not tiled. Until a trained checkpoint ships, the default model's answers are "
+                                   "not meaningful.")
+    p.add_argument("question", help="the question, in quotes")
+    p.add_argument("--dna", action="append", default=[], metavar="SEQ|FASTA",
+                   help="a DNA sequence or FASTA path; repeat for several (e.g. reference then alternate)")
+    p.add_argument("--model", default=None, help="model folder (default: the embedded default model)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="cap on generated tokens (default 256)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
+    p.add_argument("--system", default=None, help="replace the system prompt")
+    p.set_defaults(handler=run)
+
+
+def read_dna_argument(value: str) -> str:
+    """A literal sequence, or the first record of a FASTA file when ``value`` is an existing path."""
+    path = Path(value)
+    if len(value) < 4096 and path.is_file():
+        lines = path.read_text(errors="replace").splitlines()
+        body, seen = [], False
+        for line in lines:
+            if line.startswith(">"):
+                if seen:
+                    break
+                seen = True
+                continue
+            body.append(line.strip())
+        return "".join(body)
+    return value
+
+
+def run(args) -> int:
+    from bioreason.hub import load_model
+    from bioreason.inference import DEFAULT_SYSTEM, build_messages, stream_answer
+
+    messages = build_messages(args.question, [read_dna_argument(d) for d in args.dna], args.system or DEFAULT_SYSTEM)
+    model, processor = load_model(args.model)
+    processor([messages])  # validate the sequences before any output
+    for piece in stream_answer(model, processor, messages, max_new_tokens=args.max_new_tokens,
+                               temperature=args.temperature):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0

@@ -1,0 +1,61 @@
+"""Answering questions with a loaded DNA-LLM: message building and streamed generation.
+
+Shared by the CLI's ``ask`` and the Gradio demo so neither front end holds
+generation logic. ``stream_answer`` runs ``model.generate`` in a worker thread
+with a ``TextIteratorStreamer`` and yields text as it is produced; DNA is
+encoded once at prefill and the KV cache does the rest.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterator
+
+from bioreason.errors import EmptyInputError
+from bioreason.processing import user_message
+
+DEFAULT_SYSTEM = ("You are BioReason, an assistant that reasons step by step about DNA. "
+                  "Think inside <think>...</think>, then give the final answer on a line starting with 'Answer:'.")
+
+
+def build_messages(question: str, dna: list[str] | tuple[str, ...] = (), system: str | None = DEFAULT_SYSTEM):
+    """A chat: optional system turn, then one user turn with the DNA sequences and the question."""
+    if not question or not question.strip():
+        raise EmptyInputError("the question is empty; pass the question text as the last argument")
+    msgs = [{"role": "system", "content": system}] if system else []
+    return msgs + [user_message(question.strip(), list(dna))]
+
+
+def generation_kwargs(processor, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 0.95) -> dict:
+    tok = processor.tokenizer
+    kw = dict(max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    if temperature and temperature > 0:
+        kw.update(do_sample=True, temperature=temperature, top_p=top_p)
+    else:
+        kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    return kw
+
+
+def stream_answer(model, processor, messages, **gen) -> Iterator[str]:
+    """Yield the answer's text piece by piece as the model generates it."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    inputs = processor([messages]).to(model.device)
+    streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            with torch.inference_mode():
+                model.generate(**inputs, streamer=streamer, **generation_kwargs(processor, **gen))
+        except BaseException as exc:  # surfaced in the caller's thread below
+            errors.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    yield from streamer
+    thread.join()
+    if errors:
+        raise errors[0]
