@@ -26,7 +26,11 @@ def add_parser(sub) -> None:
 def read_dna_argument(value: str) -> str:
     """A literal sequence, or the first record of a FASTA file when ``value`` is an existing path."""
     path = Path(value)
-    if len(value) < 4096 and path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # e.g. a long sequence is not a valid file name
+        is_file = False
+    if is_file:
         lines = path.read_text(errors="replace").splitlines()
         body, seen = [], False
         for line in lines:

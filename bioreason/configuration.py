@@ -29,6 +29,7 @@ class DNALLMConfig(PretrainedConfig):
         max_dna_tokens: upper bound on LLM positions per sequence (checked against the stride).
         projector_hidden_act: activation between the projector's two Linear layers.
         dna_start_token_id / dna_pad_token_id / dna_end_token_id: ids of the special tokens in the LLM vocabulary.
+        freeze_encoder / freeze_llm: initial trainability (the encoder is frozen by default).
     """
 
     model_type = "bioreason_dnallm"
@@ -38,7 +39,8 @@ class DNALLMConfig(PretrainedConfig):
                  dna_hidden_size: int | None = None, pooling: str = "mean", pool_stride: int = 16,
                  max_dna_tokens: int = 64, projector_hidden_act: str = "gelu",
                  dna_start_token_id: int | None = None, dna_pad_token_id: int | None = None,
-                 dna_end_token_id: int | None = None, model_id: str | None = None, **kwargs):
+                 dna_end_token_id: int | None = None, model_id: str | None = None, freeze_encoder: bool = True,
+                 freeze_llm: bool = False, **kwargs):
         if isinstance(text_config, dict):
             kind = text_config.get("model_type", "llama")
             text_config = AutoConfig.for_model(**{**text_config, "model_type": kind})
@@ -57,6 +59,8 @@ class DNALLMConfig(PretrainedConfig):
         self.dna_start_token_id = dna_start_token_id
         self.dna_pad_token_id = dna_pad_token_id
         self.dna_end_token_id = dna_end_token_id
+        self.freeze_encoder = bool(freeze_encoder)  # applied when the model is built; see set_trainable
+        self.freeze_llm = bool(freeze_llm)
         self.model_id = model_id  # a human-readable name written into predictions (e.g. "bioreason-default")
         super().__init__(**kwargs)
 

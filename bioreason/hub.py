@@ -224,11 +224,13 @@ def load_model(path=None, dtype: str = "auto", device: str = "cpu"):
     from bioreason.modeling import DNALLMForCausalLM
     from bioreason.processing import DNALLMProcessor
 
+    from safetensors import SafetensorError
+
     folder = resolve_model_dir(path)
     torch_dtype = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
     try:
         model = DNALLMForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device).eval()
         proc = DNALLMProcessor.from_pretrained(folder)
-    except (OSError, ValueError, RuntimeError) as exc:  # unreadable safetensors, truncated file, bad json
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # unreadable safetensors, truncated file, bad json
         raise CorruptModelError(f"cannot load the model in {folder}: {exc}") from exc
     return model, proc

@@ -98,6 +98,7 @@ class DNALLMForCausalLM(DNALLMPreTrainedModel, GenerationMixin):
         self.pooler = DNAPooler(dna_hidden, config.pool_stride, config.pooling)
         self.projector = DNAProjector(dna_hidden, config.text_config.hidden_size, config.projector_hidden_act)
         self.post_init()
+        self.set_trainable(encoder=not config.freeze_encoder, llm=not config.freeze_llm, projector=True)
 
     # --- plumbing expected by transformers / peft -------------------------------------------------
     def get_input_embeddings(self):

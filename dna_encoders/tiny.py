@@ -32,9 +32,9 @@ class TinyEncoder(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, input_ids, attention_mask=None):
-        h = self.embeddings(input_ids)  # (B, L, d)
-        if attention_mask is not None:
-            h = h * attention_mask.unsqueeze(-1).to(h.dtype)
+        h = self.embeddings(input_ids)
+        keep = 1.0 if attention_mask is None else attention_mask.unsqueeze(-1).to(h.dtype)  # (B, L, 1)
+        h = h * keep  # (B, L, d); padding zeroed so it acts like conv zero-padding
         for conv in self.convs:
-            h = h + self.act(conv(h.transpose(1, 2)).transpose(1, 2))
+            h = (h + self.act(conv(h.transpose(1, 2)).transpose(1, 2))) * keep
         return h

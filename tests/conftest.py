@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny random DNA-LLM built in-process, and real DNA from the bundled GRCh38 slice."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+SLICE_START = 43044294  # chr17 position of index 0 of the plain slice (see tests/data/PROVENANCE.md)
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def chr17_slice() -> str:
+    text = (DATA / "GRCh38_chr17_43044294-43125363.fa").read_text()
+    return "".join(text.split("\n", 1)[1].split())
+
+
+@pytest.fixture(scope="session")
+def real_windows(chr17_slice):
+    """Three real 1,024-nt windows from BRCA1 exons/introns."""
+    return [chr17_slice[i:i + 1024] for i in (1411, 5000, 19000)]
+
+
+@pytest.fixture()
+def tiny():
+    from bioreason.tiny import build_tiny
+
+    return build_tiny(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_session():
+    from bioreason.tiny import build_tiny
+
+    return build_tiny(seed=0)

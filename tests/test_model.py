@@ -1,0 +1,139 @@
+"""DNALLMForCausalLM on a tiny random config: shapes, the merge check, generation, save/load, LoRA, freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bioreason.errors import PlaceholderCountError
+from bioreason.processing import user_message
+
+
+def _batch(proc, seqs=("ACGT" * 40, "ACGA" * 40), answer="<think>x</think>\nAnswer: benign"):
+    conv = [user_message("Is this variant pathogenic?", list(seqs)), {"role": "assistant", "content": answer}]
+    return proc([conv, [user_message("Why?", ["ACGTTT" * 10]), {"role": "assistant", "content": "Answer: no"}]])
+
+
+def test_forward_backward_shapes(tiny):
+    model, proc = tiny
+    model.train()
+    b = _batch(proc)
+    out = model(**b)
+    assert out.logits.shape == (*b["input_ids"].shape, model.config.text_config.vocab_size)
+    out.loss.backward()
+    assert model.projector.linear_1.weight.grad.abs().sum() > 0
+    assert model.dna_encoder.embeddings.weight.grad is None  # frozen by default: no gradient computed
+
+
+def test_encoder_gets_gradients_when_trainable(tiny):
+    model, proc = tiny
+    model.set_trainable(encoder=True, llm=False, projector=True)
+    model(**_batch(proc)).loss.backward()
+    assert model.dna_encoder.embeddings.weight.grad.abs().sum() > 0
+
+
+def test_placeholder_mismatch_names_both_counts(tiny):
+    model, proc = tiny
+    b = _batch(proc)
+    b["dna_input_ids"] = b["dna_input_ids"][:2]
+    b["dna_attention_mask"] = b["dna_attention_mask"][:2]
+    with pytest.raises(PlaceholderCountError, match=r"24 DNA placeholder tokens but the DNA gives 20"):
+        model(**b)
+
+
+def test_pooling_counts_match_processor():
+    from bioreason.tiny import build_tiny
+
+    for pooling in ("mean", "attention"):
+        model, proc = build_tiny(pooling=pooling, pool_stride=16)
+        assert proc.num_placeholders(1024) == 64
+        assert proc.num_placeholders(1000) == 63
+        b = proc([[user_message("q", ["A" * 1024, "C" * 1000, "G" * 17])]])
+        feats = model.get_dna_features(b["dna_input_ids"], b["dna_attention_mask"])
+        assert feats.shape == (64 + 63 + 2, 32)
+        assert int((b["input_ids"] == proc.dna_pad_id).sum()) == feats.shape[0]
+
+
+def test_mean_pool_ignores_padding(tiny):
+    model, proc = tiny
+    alone = proc.dna_tokenizer(["ACGTACGTAC"])
+    padded = proc.dna_tokenizer(["ACGTACGTAC", "A" * 100])
+    with torch.no_grad():
+        a = model.get_dna_features(alone["input_ids"], alone["attention_mask"])
+        b = model.get_dna_features(padded["input_ids"], padded["attention_mask"])
+    assert torch.allclose(a[0], b[0], atol=1e-6)
+
+
+def test_generate_equals_stepwise_greedy(tiny):
+    model, proc = tiny
+    inputs = proc([[user_message("What is this?", ["ACGT" * 30, "TTGA" * 20])]])
+    with torch.no_grad():
+        gen = model.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=None,
+                             pad_token_id=proc.tokenizer.pad_token_id)
+        ids = inputs["input_ids"]
+        feats = model.get_dna_features(inputs["dna_input_ids"], inputs["dna_attention_mask"])
+        for _ in range(12):  # no cache: full forward each step, DNA merged each time
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), dna_features=feats).logits
+            ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert gen.tolist() == ids.tolist()
+
+
+def test_batched_left_padded_generation_matches_single(tiny):
+    model, proc = tiny
+    convs = [[user_message("Short?", ["ACGT" * 5])], [user_message("A longer question here?", ["TTGA" * 40])]]
+    kw = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=proc.tokenizer.pad_token_id)
+    with torch.no_grad():
+        both = model.generate(**proc(convs), **kw)[:, -6:]
+        one = model.generate(**proc(convs[:1]), **kw)[:, -6:]
+    assert both[0].tolist() == one[0].tolist()
+
+
+def test_save_load_round_trip_identical_logits(tiny, tmp_path):
+    from bioreason.modeling import DNALLMForCausalLM
+    from bioreason.processing import DNALLMProcessor
+
+    model, proc = tiny
+    b = _batch(proc)
+    model.save_pretrained(tmp_path)
+    proc.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    again = DNALLMForCausalLM.from_pretrained(tmp_path).eval()
+    proc2 = DNALLMProcessor.from_pretrained(tmp_path)
+    b2 = _batch(proc2)
+    assert torch.equal(b["input_ids"], b2["input_ids"])
+    with torch.no_grad():
+        assert torch.equal(model(**b).logits, again(**b2).logits)
+
+
+def test_auto_classes_resolve(tiny, tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from bioreason.modeling import DNALLMForCausalLM
+
+    model, _ = tiny
+    model.save_pretrained(tmp_path)
+    assert type(AutoConfig.from_pretrained(tmp_path)).__name__ == "DNALLMConfig"
+    assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path), DNALLMForCausalLM)
+
+
+def test_lora_wraps_and_one_step_lowers_loss(tiny):
+    pytest.importorskip("peft")
+    from bioreason.modeling import apply_lora
+
+    model, proc = tiny
+    peft_model = apply_lora(model, r=4, alpha=8, dropout=0.0)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable) and any("projector" in n for n in trainable)
+    assert not any("dna_encoder" in n for n in trainable)
+    assert not any("lora" not in n and "language_model" in n for n in trainable)
+    peft_model.train()
+    b = _batch(proc)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    before = peft_model(**b).loss
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        after = peft_model(**b).loss
+    assert after.item() < before.item()
+    with peft_model.disable_adapter(), torch.no_grad():  # the reference policy: same weights, adapter off
+        assert peft_model(**b).loss.item() != pytest.approx(after.item())
