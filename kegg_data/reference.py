@@ -1,0 +1,136 @@
+"""The reference genome: pyfaidx behind contig synonyms, a chunk cache and clear errors.
+
+Opens plain FASTA or BGZF FASTA (with ``.fai``/``.gzi``); a plain-gzip file
+gets an error that says to use ``bgzip``; a missing ``.fai`` is built by
+pyfaidx, or, in a folder we cannot write, an error says how to build it.
+Contig names are resolved like Ensembl VEP: the exact name, then with ``chr``
+added or stripped, then ``M`` <-> ``MT``; each mapping is logged once.
+Coordinates: :meth:`Reference.fetch` takes 0-based half-open ``[start, end)``
+and pads with N past either contig edge. Reads go through a cache of 1 Mb
+chunks, so the many nearby windows of a sorted VCF cost one disk read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+from bioreason.errors import InputFormatError, ReferenceError_
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+
+
+def _compression(path: Path) -> str:
+    """'plain', 'bgzf' or 'gzip' from the first bytes of the file."""
+    with open(path, "rb") as fh:
+        head = fh.read(18)
+    if head[:2] != b"\x1f\x8b":
+        return "plain"
+    # BGZF: gzip with FEXTRA and a 'BC' subfield (SAM spec 4.1)
+    return "bgzf" if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC" else "gzip"
+
+
+def contig_synonyms(name: str) -> list[str]:
+    """Candidate FASTA names for a VCF contig, in VEP's order: as is, chr added/stripped, M <-> MT."""
+    base = name[3:] if name.lower().startswith("chr") else name
+    cands = [name, base, "chr" + base]
+    if base.upper() in ("M", "MT"):
+        cands += ["MT", "M", "chrM", "chrMT"]
+    seen: list[str] = []
+    for c in cands:
+        if c not in seen:
+            seen.append(c)
+    return seen
+
+
+class Reference:
+    """An indexed FASTA with synonyms and a chunk cache. ``Reference(path)``; ``fetch(contig, start0, end0)``."""
+
+    def __init__(self, path, cache_chunks: int = 16):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ReferenceError_(f"reference FASTA {self.path} does not exist; pass --fasta with a FASTA file")
+        kind = _compression(self.path)
+        if kind == "gzip":
+            raise ReferenceError_(
+                f"{self.path} is gzip-compressed, but indexed access needs BGZF; recompress it with "
+                f"`gunzip -c {self.path} | bgzip > {self.path.with_suffix('')}.bgz.gz` (bgzip comes with htslib/tabix)")
+        fai = Path(str(self.path) + ".fai")
+        if not fai.is_file() and not os.access(self.path.parent, os.W_OK):
+            raise ReferenceError_(
+                f"{self.path} has no index ({fai.name}) and its folder is read-only; build one elsewhere with "
+                f"`samtools faidx {self.path}` as a user who can write there, or copy the FASTA to a writable folder")
+        if kind == "bgzf" and not Path(str(self.path) + ".gzi").is_file() and not os.access(self.path.parent, os.W_OK):
+            raise ReferenceError_(f"{self.path} is BGZF without a .gzi index in a read-only folder; run "
+                                  f"`samtools faidx {self.path}` where it can write, or copy it")
+        try:
+            import pyfaidx
+        except ImportError as exc:
+            from bioreason.errors import MissingDependencyError
+
+            raise MissingDependencyError("reading FASTA needs pyfaidx: `pip install bioreason[genomics]`") from exc
+        try:
+            self._fa = pyfaidx.Fasta(str(self.path), sequence_always_upper=True, rebuild=False, as_raw=True,
+                                     build_index=True)
+        except pyfaidx.UnsupportedCompressionFormat as exc:
+            raise ReferenceError_(f"{self.path}: {exc}") from exc
+        except (pyfaidx.FastaIndexingError, ValueError) as exc:
+            raise InputFormatError(f"{self.path} is not a valid FASTA file: {exc}") from exc
+        except ImportError as exc:  # BGZF reading needs biopython
+            raise ReferenceError_(f"{self.path} is BGZF; reading it needs biopython: "
+                                  "`pip install bioreason[genomics]`") from exc
+        self.lengths = {name: len(rec) for name, rec in self._fa.records.items()} if hasattr(
+            self._fa, "records") else {k: len(self._fa[k]) for k in self._fa.keys()}
+        self._resolved: dict[str, str | None] = {}
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_chunks = cache_chunks
+
+    def resolve(self, chrom: str) -> str | None:
+        """The FASTA contig for a VCF contig name, or None if no synonym exists. Warns once per renaming."""
+        if chrom in self._resolved:
+            return self._resolved[chrom]
+        found = next((c for c in contig_synonyms(chrom) if c in self.lengths), None)
+        if found is not None and found != chrom:
+            log.warning("contig %r is named %r in %s; using it (VEP-style synonym)", chrom, found, self.path.name)
+        self._resolved[chrom] = found
+        return found
+
+    def tried(self, chrom: str) -> str:
+        return ", ".join(contig_synonyms(chrom))
+
+    def _chunk(self, contig: str, idx: int) -> str:
+        key = (contig, idx)
+        seq = self._cache.get(key)
+        if seq is None:
+            start = idx * CHUNK
+            end = min(start + CHUNK, self.lengths[contig])
+            seq = self._fa.faidx.fetch(contig, start + 1, end) if end > start else ""  # 1-based inclusive
+            seq = str(seq)
+            self._cache[key] = seq
+            if len(self._cache) > self._cache_chunks:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return seq
+
+    def fetch(self, contig: str, start: int, end: int) -> str:
+        """Upper-case sequence of ``contig`` at 0-based ``[start, end)``, N-padded beyond the contig edges."""
+        length = self.lengths[contig]
+        left = max(0, -start)
+        right = max(0, end - length)
+        s, e = max(start, 0), min(end, length)
+        parts = []
+        while s < e:
+            idx = s // CHUNK
+            chunk = self._chunk(contig, idx)
+            off = s - idx * CHUNK
+            take = min(e - s, len(chunk) - off)
+            parts.append(chunk[off:off + take])
+            s += take
+        return "N" * left + "".join(parts) + "N" * right
+
+    def close(self) -> None:
+        self._fa.close()

@@ -1,0 +1,324 @@
+"""VCF/BCF + reference FASTA -> one ``Variant`` window pair per ALT allele, or a recorded ``Skip``.
+
+Reading is cyvcf2 (htslib), so ``.vcf``, ``.vcf.gz`` and ``.bcf`` all work.
+Every ALT allele of every record ends as exactly one ``Variant`` or one ``Skip``
+(``chrom, pos, ref, alt, reason``); ``VariantReader.stats`` counts them and
+the reader checks ``alleles == windows + skips`` when the file ends.
+
+Windows (coordinates: VCF POS is 1-based; FASTA offsets are 0-based, converted
+once in ``_window``): both windows are ``window`` nt long (default 1,024, the
+default encoder's maximum). The REF allele starts at 0-based offset
+``window // 2`` of the reference window, which is the FASTA slice
+``[pos0 - offset, pos0 - offset + window)``. The alternate window is the same
+left flank, then the ALT allele, then the reference sequence that follows REF,
+taken as far as needed to fill the window. So an insertion shortens the right
+flank and a deletion extends it with real downstream sequence: both windows
+keep the same length and the same left flank, and they differ from the allele
+onwards. Windows past a contig edge are N-padded and flagged ``edge_padded``.
+
+Policies (each an option, each decision recorded on the variant or the skip):
+``ref_check`` error|warn|skip|fix (like ``bcftools norm -c e|w|x|s``; default
+error); contig synonyms (chr added/stripped, M<->MT, like Ensembl VEP); symbolic
+``<...>``, breakend, ``*`` and missing ``.`` ALTs skipped; alleles longer than
+``max_allele_len`` (default 64) or with non-ACGTN bases skipped; optional
+left-normalisation of indels (``left_normalise``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Iterator
+
+from bioreason.errors import InputFormatError, MissingDependencyError, ReferenceMismatchError
+from bioreason.kegg_data.reference import Reference
+
+log = logging.getLogger(__name__)
+REF_CHECK_POLICIES = ("error", "warn", "skip", "fix")
+ACGTN = frozenset("ACGTN")
+
+
+@dataclass
+class Variant:
+    """One ALT allele with its windows. ``pos`` is 1-based; ``window_start`` is a 0-based FASTA offset."""
+
+    chrom: str
+    pos: int
+    ref: str
+    alt: str
+    id: str | None
+    record: int  # 0-based index of the VCF record
+    allele: int  # 1-based index of this ALT in the record
+    contig: str  # the FASTA's name for chrom
+    window_start: int
+    offset: int  # 0-based index of the allele in both windows
+    ref_window: str
+    alt_window: str
+    flags: tuple[str, ...] = ()
+    info: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.chrom}:{self.pos}:{self.ref}:{self.alt}"
+
+    @property
+    def kind(self) -> str:
+        if len(self.ref) == len(self.alt):
+            return "SNV" if len(self.ref) == 1 else "MNV"
+        return "insertion" if len(self.alt) > len(self.ref) else "deletion" if len(self.alt) < len(self.ref) else "indel"
+
+
+@dataclass
+class Skip:
+    """An ALT allele that did not become a window, and why."""
+
+    chrom: str
+    pos: int
+    ref: str
+    alt: str
+    reason: str
+    record: int
+    allele: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.chrom}:{self.pos}:{self.ref}:{self.alt}"
+
+
+@dataclass
+class ReaderStats:
+    records: int = 0
+    alleles: int = 0
+    windows: int = 0
+    skips: int = 0
+    reasons: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Capture what C code (htslib) writes to file descriptor 2; yields a function returning the text."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        box: list[str] = []
+        try:
+            yield lambda: box[0] if box else ""
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            box.append(tmp.read().decode(errors="replace").strip())
+
+
+def left_normalise(ref_fetch, pos0: int, ref: str, alt: str) -> tuple[int, str, str]:
+    """vt-style normalisation: trim common suffix, extend left when an allele empties, trim common prefix.
+
+    ``ref_fetch(start0, end0)`` reads the reference; ``pos0`` is 0-based. Returns the new (pos0, ref, alt).
+    """
+    changed = True
+    while changed:
+        changed = False
+        if ref and alt and ref[-1] == alt[-1]:
+            ref, alt, changed = ref[:-1], alt[:-1], True
+        if (not ref or not alt) and pos0 > 0:
+            base = ref_fetch(pos0 - 1, pos0)
+            pos0, ref, alt, changed = pos0 - 1, base + ref, base + alt, True
+    while len(ref) > 1 and len(alt) > 1 and ref[0] == alt[0]:
+        ref, alt, pos0 = ref[1:], alt[1:], pos0 + 1
+    return pos0, ref, alt
+
+
+class VariantReader:
+    """Iterate ``Variant``/``Skip`` objects from a VCF/BCF against a reference. See the module docstring."""
+
+    def __init__(self, vcf_path, reference: Reference | str | os.PathLike, window: int = 1024,
+                 ref_check: str = "error", max_allele_len: int = 64, left_normalise: bool = False,
+                 info_fields: tuple[str, ...] | list[str] = ()):
+        if ref_check not in REF_CHECK_POLICIES:
+            raise ValueError(f"ref_check must be one of {REF_CHECK_POLICIES}, not {ref_check!r}")
+        if window < 2 or max_allele_len >= window - window // 2:
+            raise ValueError(f"window {window} must exceed twice max_allele_len {max_allele_len}")
+        self.path = Path(vcf_path)
+        self.reference = reference if isinstance(reference, Reference) else Reference(reference)
+        self.window, self.offset = int(window), int(window) // 2
+        self.ref_check, self.max_allele_len, self.normalise = ref_check, int(max_allele_len), left_normalise
+        self.info_fields = tuple(info_fields)
+        self.stats = ReaderStats()
+        self._vcf = self._open()
+        self.header_lines = len(self._vcf.raw_header.splitlines())
+        self._mismatch_warned = 0
+
+    def _open(self):
+        if not self.path.is_file():
+            raise InputFormatError(f"VCF file {self.path} does not exist")
+        try:
+            from cyvcf2 import VCF
+        except ImportError as exc:
+            raise MissingDependencyError("reading VCF needs cyvcf2: `pip install bioreason[genomics]`") from exc
+        with _captured_stderr() as htslib_said:
+            try:
+                vcf = VCF(str(self.path), lazy=True, strict_gt=False)
+                exc_text = None
+            except Exception as exc:  # htslib failures surface as OSError or bare Exception
+                vcf, exc_text = None, str(exc)
+        if vcf is None:
+            said = htslib_said()
+            raise InputFormatError(
+                f"{self.path}:1: not a readable VCF/BCF header ({said or exc_text}); a VCF needs a "
+                "'##fileformat=VCFv4.x' line and a tab-separated '#CHROM' line with no empty sample names "
+                "(check with `bcftools view -h`)")
+        return vcf
+
+    def where(self, record: int) -> str:
+        """'file:line' for a record (BCF has no lines: 'file record N')."""
+        if self.path.suffix == ".bcf":
+            return f"{self.path} record {record + 1}"
+        return f"{self.path}:{self.header_lines + record + 1}"
+
+    def _line_text(self, record: int) -> str:
+        opener = gzip.open if self.path.suffix == ".gz" else open
+        try:
+            with opener(self.path, "rt", errors="replace") as fh:
+                line = next(islice(fh, self.header_lines + record, None), "")
+        except OSError:
+            return ""
+        return line.rstrip("\n")[:120]
+
+    # --- iteration ------------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Variant | Skip]:
+        rec_i = -1
+        it = iter(self._vcf)
+        while True:
+            try:
+                rec = next(it)
+            except StopIteration:
+                break
+            except Exception as exc:  # htslib could not parse a data line
+                bad = rec_i + 1
+                raise InputFormatError(
+                    f"{self.where(bad)}: htslib could not parse this record ({exc}; its message is printed "
+                    f"above as [E::...]): {self._line_text(bad)!r}; fix or remove the line") from exc
+            rec_i += 1
+            self.stats.records += 1
+            yield from self._record(rec, rec_i)
+        self.close()
+        s = self.stats
+        if s.alleles != s.windows + s.skips:  # the accounting invariant: nothing is lost
+            raise RuntimeError(f"internal error: {s.alleles} alleles but {s.windows} windows + {s.skips} skips")
+
+    def _skip(self, chrom, pos, ref, alt, reason, rec_i, allele) -> Skip:
+        self.stats.skips += 1
+        key = reason.split(" (")[0] if reason.startswith(("REF ", "contig ")) else reason
+        self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
+        return Skip(chrom, pos, ref, alt, reason, rec_i, allele)
+
+    def _record(self, rec, rec_i: int):
+        chrom, pos, vcf_ref = rec.CHROM, rec.POS, rec.REF.upper()
+        alts = [a.upper() for a in rec.ALT] or ["."]
+        self.stats.alleles += len(alts)
+        contig = self.reference.resolve(chrom)
+        info = {k: rec.INFO.get(k) for k in self.info_fields} if self.info_fields else {}
+        record_reason = None
+        if contig is None:
+            record_reason = f"contig {chrom} not in the FASTA (tried {self.reference.tried(chrom)})"
+        elif not set(vcf_ref) <= ACGTN:
+            record_reason = f"REF {vcf_ref[:20]} has characters other than A, C, G, T, N"
+        elif pos - 1 + len(vcf_ref) > self.reference.lengths[contig]:
+            record_reason = f"POS beyond the end of contig {contig} (length {self.reference.lengths[contig]})"
+        if record_reason:
+            for i, alt in enumerate(alts, 1):
+                yield self._skip(chrom, pos, vcf_ref, alt, record_reason, rec_i, i)
+            return
+        pos0 = pos - 1
+        fasta_ref = self.reference.fetch(contig, pos0, pos0 + len(vcf_ref))
+        ref, flags = vcf_ref, []
+        if fasta_ref != vcf_ref:
+            ref, flags, reason = self._ref_policy(chrom, pos, vcf_ref, fasta_ref, alts, rec_i)
+            if reason:
+                for i, alt in enumerate(alts, 1):
+                    yield self._skip(chrom, pos, vcf_ref, alt, reason, rec_i, i)
+                return
+        if contig != chrom:
+            flags.append("contig_renamed")
+        for i, alt in enumerate(alts, 1):
+            reason = self._allele_reason(ref, alt)
+            if reason:
+                yield self._skip(chrom, pos, vcf_ref, alt, reason, rec_i, i)
+                continue
+            yield self._window(chrom, contig, pos0, ref, alt, rec, rec_i, i, flags, info)
+
+    def _ref_policy(self, chrom, pos, vcf_ref, fasta_ref, alts, rec_i):
+        """Apply --ref-check to a mismatch: returns (ref to use, flags, skip reason or None)."""
+        if self.ref_check == "error":
+            raise ReferenceMismatchError(
+                f"{self.where(rec_i)}: REF {vcf_ref!r} at {chrom}:{pos} does not match the FASTA ({fasta_ref!r}); "
+                "pass --ref-check=skip to drop such records, --ref-check=warn to keep them, or "
+                "--ref-check=fix to take the FASTA's allele")
+        if self.ref_check == "skip":
+            return vcf_ref, [], f"REF {vcf_ref} does not match the FASTA ({fasta_ref}) (--ref-check=skip)"
+        if self.ref_check == "warn":
+            self._mismatch_warned += 1
+            if self._mismatch_warned <= 10:
+                log.warning("%s: REF %s at %s:%d does not match the FASTA (%s); kept (--ref-check=warn)",
+                            self.where(rec_i), vcf_ref, chrom, pos, fasta_ref)
+            return vcf_ref, ["ref_mismatch"], None
+        if "N" in fasta_ref:
+            return vcf_ref, [], f"REF {vcf_ref} does not match the FASTA ({fasta_ref}), which is N there"
+        return fasta_ref, ["ref_fixed"], None  # fix
+
+    def _allele_reason(self, ref: str, alt: str) -> str | None:
+        if alt in (".", ""):
+            return "ALT is missing ('.')"
+        if alt == "*":
+            return "ALT '*' (spanning deletion) is described by another record"
+        if alt.startswith("<"):
+            return f"symbolic ALT {alt} (not sequence-resolved)"
+        if "[" in alt or "]" in alt:
+            return f"breakend ALT {alt[:30]}"
+        if not set(alt) <= ACGTN:
+            return f"ALT {alt[:20]} has characters other than A, C, G, T, N"
+        if alt == ref:
+            return "ALT equals REF"
+        if max(len(ref), len(alt)) > self.max_allele_len:
+            return f"allele longer than {self.max_allele_len} nt (--max-allele-len)"
+        return None
+
+    def _window(self, chrom, contig, pos0, ref, alt, rec, rec_i, allele, flags, info) -> Variant:
+        fetch = self.reference.fetch
+        flags = list(flags)
+        if self.normalise and len(ref) != len(alt):
+            n_pos0, n_ref, n_alt = left_normalise(lambda s, e: fetch(contig, s, e), pos0, ref, alt)
+            if (n_pos0, n_ref, n_alt) != (pos0, ref, alt):
+                pos0, ref, alt = n_pos0, n_ref, n_alt
+                flags.append("left_normalised")
+        W, off = self.window, self.offset
+        start = pos0 - off  # 0-based FASTA offset of the window
+        ref_window = fetch(contig, start, start + W)
+        right = W - off - len(alt)
+        after = pos0 + len(ref)
+        alt_window = ref_window[:off] + alt + fetch(contig, after, after + right)
+        length = self.reference.lengths[contig]
+        if start < 0 or start + W > length or after + right > length:
+            flags.append("edge_padded")
+        self.stats.windows += 1
+        return Variant(chrom, pos0 + 1, ref, alt, rec.ID, rec_i, allele, contig, start, off, ref_window,
+                       alt_window, tuple(flags), info)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._vcf.close()
+
+
+def read_variants(vcf_path, fasta, **options) -> tuple[list[Variant], list[Skip], ReaderStats]:
+    """Read a whole VCF: (variants, skips, stats). Options as for :class:`VariantReader`."""
+    reader = VariantReader(vcf_path, fasta, **options)
+    variants, skips = [], []
+    for item in reader:
+        (variants if isinstance(item, Variant) else skips).append(item)
+    return variants, skips, reader.stats
