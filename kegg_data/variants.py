@@ -134,83 +134,24 @@ def left_normalise(ref_fetch, pos0: int, ref: str, alt: str) -> tuple[int, str, 
     return pos0, ref, alt
 
 
-class VariantReader:
-    """Iterate ``Variant``/``Skip`` objects from a VCF/BCF against a reference. See the module docstring."""
+class WindowBuilder:
+    """The policies and the window arithmetic, for one variant at a time (VCF records or table rows).
 
-    def __init__(self, vcf_path, reference: Reference | str | os.PathLike, window: int = 1024,
-                 ref_check: str = "error", max_allele_len: int = 64, left_normalise: bool = False,
-                 info_fields: tuple[str, ...] | list[str] = ()):
+    ``build(chrom, pos, ref, alts, ...)`` returns one ``Variant`` or ``Skip`` per ALT and updates ``stats``.
+    ``where`` is a callable giving 'file:line' for messages.
+    """
+
+    def __init__(self, reference: Reference | str | os.PathLike, window: int = 1024, ref_check: str = "error",
+                 max_allele_len: int = 64, left_normalise: bool = False):
         if ref_check not in REF_CHECK_POLICIES:
             raise ValueError(f"ref_check must be one of {REF_CHECK_POLICIES}, not {ref_check!r}")
         if window < 2 or max_allele_len >= window - window // 2:
             raise ValueError(f"window {window} must exceed twice max_allele_len {max_allele_len}")
-        self.path = Path(vcf_path)
         self.reference = reference if isinstance(reference, Reference) else Reference(reference)
         self.window, self.offset = int(window), int(window) // 2
         self.ref_check, self.max_allele_len, self.normalise = ref_check, int(max_allele_len), left_normalise
-        self.info_fields = tuple(info_fields)
         self.stats = ReaderStats()
-        self._vcf = self._open()
-        self.header_lines = len(self._vcf.raw_header.splitlines())
         self._mismatch_warned = 0
-
-    def _open(self):
-        if not self.path.is_file():
-            raise InputFormatError(f"VCF file {self.path} does not exist")
-        try:
-            from cyvcf2 import VCF
-        except ImportError as exc:
-            raise MissingDependencyError("reading VCF needs cyvcf2: `pip install bioreason[genomics]`") from exc
-        with _captured_stderr() as htslib_said:
-            try:
-                vcf = VCF(str(self.path), lazy=True, strict_gt=False)
-                exc_text = None
-            except Exception as exc:  # htslib failures surface as OSError or bare Exception
-                vcf, exc_text = None, str(exc)
-        if vcf is None:
-            said = htslib_said()
-            raise InputFormatError(
-                f"{self.path}:1: not a readable VCF/BCF header ({said or exc_text}); a VCF needs a "
-                "'##fileformat=VCFv4.x' line and a tab-separated '#CHROM' line with no empty sample names "
-                "(check with `bcftools view -h`)")
-        return vcf
-
-    def where(self, record: int) -> str:
-        """'file:line' for a record (BCF has no lines: 'file record N')."""
-        if self.path.suffix == ".bcf":
-            return f"{self.path} record {record + 1}"
-        return f"{self.path}:{self.header_lines + record + 1}"
-
-    def _line_text(self, record: int) -> str:
-        opener = gzip.open if self.path.suffix == ".gz" else open
-        try:
-            with opener(self.path, "rt", errors="replace") as fh:
-                line = next(islice(fh, self.header_lines + record, None), "")
-        except OSError:
-            return ""
-        return line.rstrip("\n")[:120]
-
-    # --- iteration ------------------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[Variant | Skip]:
-        rec_i = -1
-        it = iter(self._vcf)
-        while True:
-            try:
-                rec = next(it)
-            except StopIteration:
-                break
-            except Exception as exc:  # htslib could not parse a data line
-                bad = rec_i + 1
-                raise InputFormatError(
-                    f"{self.where(bad)}: htslib could not parse this record ({exc}; its message is printed "
-                    f"above as [E::...]): {self._line_text(bad)!r}; fix or remove the line") from exc
-            rec_i += 1
-            self.stats.records += 1
-            yield from self._record(rec, rec_i)
-        self.close()
-        s = self.stats
-        if s.alleles != s.windows + s.skips:  # the accounting invariant: nothing is lost
-            raise RuntimeError(f"internal error: {s.alleles} alleles but {s.windows} windows + {s.skips} skips")
 
     def _skip(self, chrom, pos, ref, alt, reason, rec_i, allele) -> Skip:
         self.stats.skips += 1
@@ -218,46 +159,47 @@ class VariantReader:
         self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
         return Skip(chrom, pos, ref, alt, reason, rec_i, allele)
 
-    def _record(self, rec, rec_i: int):
-        chrom, pos, vcf_ref = rec.CHROM, rec.POS, rec.REF.upper()
-        alts = [a.upper() for a in rec.ALT] or ["."]
+    def build(self, chrom: str, pos: int, ref: str, alts: list[str], var_id: str | None = None, rec_i: int = 0,
+              info: dict | None = None, where=lambda i: f"record {i + 1}") -> list[Variant | Skip]:
+        """All outcomes (one per ALT) of one record. ``pos`` is the 1-based VCF POS."""
+        self.stats.records += 1
+        vcf_ref = ref.upper()
+        alts = [a.upper() for a in alts] or ["."]
         self.stats.alleles += len(alts)
+        info = info or {}
         contig = self.reference.resolve(chrom)
-        info = {k: rec.INFO.get(k) for k in self.info_fields} if self.info_fields else {}
         record_reason = None
         if contig is None:
             record_reason = f"contig {chrom} not in the FASTA (tried {self.reference.tried(chrom)})"
-        elif not set(vcf_ref) <= ACGTN:
-            record_reason = f"REF {vcf_ref[:20]} has characters other than A, C, G, T, N"
-        elif pos - 1 + len(vcf_ref) > self.reference.lengths[contig]:
-            record_reason = f"POS beyond the end of contig {contig} (length {self.reference.lengths[contig]})"
+        elif not vcf_ref or not set(vcf_ref) <= ACGTN:
+            record_reason = f"REF {vcf_ref[:20] or '(empty)'} has characters other than A, C, G, T, N"
+        elif pos < 1 or pos - 1 + len(vcf_ref) > self.reference.lengths[contig]:
+            record_reason = f"POS {pos} outside contig {contig} (length {self.reference.lengths[contig]})"
         if record_reason:
-            for i, alt in enumerate(alts, 1):
-                yield self._skip(chrom, pos, vcf_ref, alt, record_reason, rec_i, i)
-            return
-        pos0 = pos - 1
+            return [self._skip(chrom, pos, vcf_ref, alt, record_reason, rec_i, i) for i, alt in enumerate(alts, 1)]
+        pos0 = pos - 1  # VCF 1-based -> FASTA 0-based, here and nowhere else
         fasta_ref = self.reference.fetch(contig, pos0, pos0 + len(vcf_ref))
         ref, flags = vcf_ref, []
         if fasta_ref != vcf_ref:
-            ref, flags, reason = self._ref_policy(chrom, pos, vcf_ref, fasta_ref, alts, rec_i)
+            ref, flags, reason = self._ref_policy(chrom, pos, vcf_ref, fasta_ref, where(rec_i))
             if reason:
-                for i, alt in enumerate(alts, 1):
-                    yield self._skip(chrom, pos, vcf_ref, alt, reason, rec_i, i)
-                return
+                return [self._skip(chrom, pos, vcf_ref, alt, reason, rec_i, i) for i, alt in enumerate(alts, 1)]
         if contig != chrom:
             flags.append("contig_renamed")
+        out: list[Variant | Skip] = []
         for i, alt in enumerate(alts, 1):
             reason = self._allele_reason(ref, alt)
             if reason:
-                yield self._skip(chrom, pos, vcf_ref, alt, reason, rec_i, i)
-                continue
-            yield self._window(chrom, contig, pos0, ref, alt, rec, rec_i, i, flags, info)
+                out.append(self._skip(chrom, pos, vcf_ref, alt, reason, rec_i, i))
+            else:
+                out.append(self._window(chrom, contig, pos0, ref, alt, var_id, rec_i, i, flags, info))
+        return out
 
-    def _ref_policy(self, chrom, pos, vcf_ref, fasta_ref, alts, rec_i):
+    def _ref_policy(self, chrom, pos, vcf_ref, fasta_ref, where: str):
         """Apply --ref-check to a mismatch: returns (ref to use, flags, skip reason or None)."""
         if self.ref_check == "error":
             raise ReferenceMismatchError(
-                f"{self.where(rec_i)}: REF {vcf_ref!r} at {chrom}:{pos} does not match the FASTA ({fasta_ref!r}); "
+                f"{where}: REF {vcf_ref!r} at {chrom}:{pos} does not match the FASTA ({fasta_ref!r}); "
                 "pass --ref-check=skip to drop such records, --ref-check=warn to keep them, or "
                 "--ref-check=fix to take the FASTA's allele")
         if self.ref_check == "skip":
@@ -266,7 +208,7 @@ class VariantReader:
             self._mismatch_warned += 1
             if self._mismatch_warned <= 10:
                 log.warning("%s: REF %s at %s:%d does not match the FASTA (%s); kept (--ref-check=warn)",
-                            self.where(rec_i), vcf_ref, chrom, pos, fasta_ref)
+                            where, vcf_ref, chrom, pos, fasta_ref)
             return vcf_ref, ["ref_mismatch"], None
         if "N" in fasta_ref:
             return vcf_ref, [], f"REF {vcf_ref} does not match the FASTA ({fasta_ref}), which is N there"
@@ -289,7 +231,7 @@ class VariantReader:
             return f"allele longer than {self.max_allele_len} nt (--max-allele-len)"
         return None
 
-    def _window(self, chrom, contig, pos0, ref, alt, rec, rec_i, allele, flags, info) -> Variant:
+    def _window(self, chrom, contig, pos0, ref, alt, var_id, rec_i, allele, flags, info) -> Variant:
         fetch = self.reference.fetch
         flags = list(flags)
         if self.normalise and len(ref) != len(alt):
@@ -307,8 +249,101 @@ class VariantReader:
         if start < 0 or start + W > length or after + right > length:
             flags.append("edge_padded")
         self.stats.windows += 1
-        return Variant(chrom, pos0 + 1, ref, alt, rec.ID, rec_i, allele, contig, start, off, ref_window,
+        return Variant(chrom, pos0 + 1, ref, alt, var_id, rec_i, allele, contig, start, off, ref_window,
                        alt_window, tuple(flags), info)
+
+    def check_accounting(self) -> None:
+        s = self.stats
+        if s.alleles != s.windows + s.skips:  # the invariant: nothing is lost
+            raise RuntimeError(f"internal error: {s.alleles} alleles but {s.windows} windows + {s.skips} skips")
+
+
+class VariantReader:
+    """Iterate ``Variant``/``Skip`` objects from a VCF/BCF against a reference. See the module docstring."""
+
+    def __init__(self, vcf_path, reference: Reference | str | os.PathLike, window: int = 1024,
+                 ref_check: str = "error", max_allele_len: int = 64, left_normalise: bool = False,
+                 info_fields: tuple[str, ...] | list[str] = ()):
+        self.path = Path(vcf_path)
+        self.builder = WindowBuilder(reference, window, ref_check, max_allele_len, left_normalise)
+        self.reference = self.builder.reference
+        self.info_fields = tuple(info_fields)
+        self._vcf = self._open()
+        self.header_lines = self._count_header_lines()
+
+    @property
+    def stats(self) -> ReaderStats:
+        return self.builder.stats
+
+    def _open(self):
+        if not self.path.is_file():
+            raise InputFormatError(f"VCF file {self.path} does not exist")
+        try:
+            from cyvcf2 import VCF
+        except ImportError as exc:
+            raise MissingDependencyError("reading VCF needs cyvcf2: `pip install bioreason[genomics]`") from exc
+        with _captured_stderr() as htslib_said:
+            try:
+                vcf = VCF(str(self.path), lazy=True, strict_gt=False)
+                exc_text = None
+            except Exception as exc:  # htslib failures surface as OSError or bare Exception
+                vcf, exc_text = None, str(exc)
+        if vcf is None:
+            said = htslib_said()
+            raise InputFormatError(
+                f"{self.path}:1: not a readable VCF/BCF header ({said or exc_text}); a VCF needs a "
+                "'##fileformat=VCFv4.x' line and a tab-separated '#CHROM' line with no empty sample names "
+                "(check with `bcftools view -h`)")
+        return vcf
+
+    def _count_header_lines(self) -> int:
+        """Lines before the first record, read from the file (htslib's header text adds lines, e.g. PASS)."""
+        if self.path.suffix == ".bcf":
+            return 0
+        opener = gzip.open if self.path.suffix == ".gz" else open
+        n = 0
+        with opener(self.path, "rt", errors="replace") as fh:
+            for line in fh:
+                if not line.startswith("#"):
+                    break
+                n += 1
+        return n
+
+    def where(self, record: int) -> str:
+        """'file:line' for a record (BCF has no lines: 'file record N')."""
+        if self.path.suffix == ".bcf":
+            return f"{self.path} record {record + 1}"
+        return f"{self.path}:{self.header_lines + record + 1}"
+
+    def _line_text(self, record: int) -> str:
+        opener = gzip.open if self.path.suffix == ".gz" else open
+        try:
+            with opener(self.path, "rt", errors="replace") as fh:
+                line = next(islice(fh, self.header_lines + record, None), "")
+        except OSError:
+            return ""
+        return line.rstrip("\n")[:120]
+
+    def __iter__(self) -> Iterator[Variant | Skip]:
+        rec_i = -1
+        it = iter(self._vcf)
+        fields = self.info_fields
+        build = self.builder.build
+        while True:
+            try:
+                rec = next(it)
+            except StopIteration:
+                break
+            except Exception as exc:  # htslib could not parse a data line
+                bad = rec_i + 1
+                raise InputFormatError(
+                    f"{self.where(bad)}: htslib could not parse this record ({exc}; its message is printed "
+                    f"above as [E::...]): {self._line_text(bad)!r}; fix or remove the line") from exc
+            rec_i += 1
+            info = {k: rec.INFO.get(k) for k in fields} if fields else None
+            yield from build(rec.CHROM, rec.POS, rec.REF, rec.ALT, rec.ID, rec_i, info, self.where)
+        self.close()
+        self.builder.check_accounting()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -1,0 +1,88 @@
+"""``Example``: the unit every data source produces and every consumer (processor, trainer, CLI) takes.
+
+A question, the DNA sequences it refers to (in order), the expected answer and
+optional reasoning, plus free-form ``meta`` (task, label, variant key, ...).
+``to_messages`` renders the chat in BioReason's format: a user turn with the
+DNA parts then the question; the assistant target is ``<think>\\n...\\n</think>``
+then ``Answer: ...``. In ``text`` mode (the text-only baseline) the DNA is
+written into the question instead, as BioReason's ``--model_type llm`` does.
+Also ``load_table``: the one way files and hub datasets are read (``datasets``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bioreason.errors import DatasetValidationError, MissingDependencyError
+
+
+@dataclass
+class Example:
+    question: str
+    dna: list[str]
+    answer: str | None = None
+    reasoning: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def target(self) -> str | None:
+        """The assistant's text: ``<think>`` reasoning (if any), then ``Answer: ...``."""
+        if self.answer is None:
+            return None
+        think = f"<think>\n{self.reasoning.strip()}\n</think>\n\n" if self.reasoning else ""
+        return f"{think}Answer: {self.answer.strip()}"
+
+    def to_messages(self, system: str | None = None, mode: str = "dna", with_answer: bool = True) -> list[dict]:
+        """Chat messages. ``mode``: ``dna`` (sequences as DNA parts) or ``text`` (sequences written as text)."""
+        if mode == "dna":
+            parts = [{"type": "dna", "sequence": s} for s in self.dna] + [{"type": "text", "text": self.question}]
+        elif mode == "text":
+            names = ["Reference sequence", "Variant sequence"] if len(self.dna) == 2 else [
+                f"Sequence {i + 1}" for i in range(len(self.dna))]
+            lines = [f"{n}: {s}" for n, s in zip(names, self.dna)]
+            parts = [{"type": "text", "text": "\n".join(lines + [f"Question: {self.question}"])}]
+        else:
+            raise ValueError(f"mode must be 'dna' or 'text', not {mode!r}")
+        msgs = [{"role": "system", "content": system}] if system else []
+        msgs.append({"role": "user", "content": parts})
+        if with_answer and self.answer is not None:
+            msgs.append({"role": "assistant", "content": self.target()})
+        return msgs
+
+
+def center_crop(seq: str, length: int, center: int | None = None) -> str:
+    """``length`` nt of ``seq`` centred on 0-based ``center`` (default: the middle); N-padded at the edges."""
+    if len(seq) <= length and center is None:
+        return seq
+    center = len(seq) // 2 if center is None else center
+    start = center - length // 2
+    left = "N" * max(0, -start)
+    body = seq[max(0, start):start + length]
+    return (left + body + "N" * length)[:length]
+
+
+def load_table(source: str, split: str | None = None):
+    """A ``datasets.Dataset`` from a local JSONL/JSON/CSV/TSV/parquet file (or folder), or a hub name.
+
+    Local files: the builder is chosen from the extension; the split is ``train`` unless ``split`` names a file
+    pattern. Anything else is passed to ``datasets.load_dataset(source, split=split)`` (needs network).
+    """
+    try:
+        import datasets
+    except ImportError as exc:
+        raise MissingDependencyError("loading datasets needs `pip install bioreason[train]`") from exc
+    path = Path(source)
+    if path.exists():
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        if split and path.is_dir():
+            files = [p for p in files if p.name.startswith(split)] or files
+        exts = {p.suffix.lower() for p in files} - {".md", ".txt"}
+        kinds = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+        builder = {kinds.get(e) for e in exts}
+        if len(builder) != 1 or None in builder:
+            raise DatasetValidationError(
+                f"{source}: cannot tell the file format from {sorted(exts)}; use .jsonl, .csv, .tsv or .parquet")
+        kind = builder.pop()
+        kw = {"delimiter": "\t"} if exts == {".tsv"} else {}
+        return datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train", **kw)
+    return datasets.load_dataset(source, split=split or "train")

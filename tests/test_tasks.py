@@ -1,0 +1,154 @@
+"""Task classes on real KEGG records, the shared answer parser, metrics, and users' own datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bioreason.answers import extract_answer, match_label, split_think
+from bioreason.errors import DatasetValidationError
+from bioreason.kegg_data.metrics import classification_metrics
+from bioreason.kegg_data.tasks import TASKS, get_task
+from bioreason.kegg_data.user_data import examples_from_vcf, load_user_dataset
+
+DATA = Path(__file__).parent / "data"
+CHR17 = Path(__file__).parents[1] / "kegg_data" / "data" / "GRCh38_chr17_BRCA1_Nmasked.fa.gz"
+
+
+def test_kegg_real_records_load_and_render(tiny_session):
+    task = get_task("kegg", dna_length=1024)
+    examples = task.load(str(DATA / "kegg_sample.jsonl"))
+    assert len(examples) == 50 and examples[0].meta["label"] == "cushing syndrome"
+    raw = json.loads((DATA / "kegg_sample.jsonl").read_text().splitlines()[0])
+    ex = examples[0]
+    assert ex.dna[0] == raw["reference_sequence"][2000 - 512:2000 + 512]  # cropped around the variant
+    assert ex.dna[0][512] != ex.dna[1][512]  # the SNV sits at the documented offset
+    target = ex.target()
+    assert target.startswith("<think>\nStep 1:") and target.endswith("Answer: cushing syndrome")
+    _, proc = tiny_session
+    batch = proc([task.to_messages(ex)])
+    assert int((batch["input_ids"] == proc.dna_pad_id).sum()) == 128
+    text = task.to_messages(ex, mode="text")
+    assert "Reference sequence: " in text[-2]["content"][0]["text"] and text[-1]["role"] == "assistant"
+
+
+def test_kegg_evaluate_perfect_and_wrong():
+    task = get_task("kegg")
+    examples = task.load(str(DATA / "kegg_sample.jsonl"))[:6]
+    perfect = task.evaluate(examples, [e.target() for e in examples])
+    assert perfect["accuracy"] == 1.0
+    wrong = task.evaluate(examples, ["<think>x</think>\nAnswer: nothing"] * 6)
+    assert wrong["accuracy"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["variant_effect_coding", "variant_effect_non_snv"])
+def test_variant_effect_tasks_from_local_files(tmp_path, name):
+    ref = "ACGT" * 1024  # 4,096 nt, like the non-SNV windows
+    alt = ref[:2048] + "T" + ref[2049:]
+    seq_col = "mutated_sequence" if name.endswith("non_snv") else "variant_sequence"
+    rows = [{"question": "Is it pathogenic?", "answer": "pathogenic; ['Wilson_disease']", "reference_sequence": ref,
+             seq_col: alt},
+            {"question": "Is it pathogenic?", "answer": "benign", "reference_sequence": ref, seq_col: alt}]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    task = get_task(name)
+    ex = task.load(str(path))
+    assert [e.meta["label"] for e in ex] == ["pathogenic", "benign"]
+    assert len(ex[0].dna[0]) == 1024
+    if name.endswith("non_snv"):
+        assert ex[0].answer == "pathogenic; Wilson disease"
+        assert ex[0].dna[1][512] == "T" and ex[0].dna[0][512] == ref[2048]
+    out = task.evaluate(ex, ["<think>..</think>\nAnswer: Pathogenic.", "Answer: pathogenic and benign"])
+    assert out["accuracy"] == 0.5 and out["unparsed"] == 1
+
+
+def test_unknown_task_and_missing_column(tmp_path):
+    with pytest.raises(DatasetValidationError, match="known tasks"):
+        get_task("nope")
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"question": "q", "answer": "benign"}))
+    with pytest.raises(DatasetValidationError, match="lacks column"):
+        get_task("variant_effect_coding").load(str(path))
+    assert set(TASKS) >= {"kegg", "variant_effect_coding", "variant_effect_non_snv"}
+
+
+@pytest.mark.parametrize("text,answer", [
+    ("<think>It is benign? No.</think>\nAnswer: pathogenic", "pathogenic"),
+    ("<think>Answer: benign</think>", None),  # answered only inside <think>
+    ("<think>never closed Answer: benign", None),
+    ("no think at all\nanswer: Benign.", "Benign."),
+    ("", None),
+    ("Answer:   ", None),
+])
+def test_extract_answer(text, answer):
+    assert extract_answer(text) == answer
+
+
+def test_match_label_rules():
+    labels = ("pathogenic", "benign")
+    assert match_label("Pathogenic!", labels) == "pathogenic"
+    assert match_label("pathogenic or benign", labels) is None  # both labels: no label
+    assert match_label("nonpathogenic", labels) is None  # whole words only
+    assert match_label("likely pathogenic", ("pathogenic", "likely pathogenic")) == "likely pathogenic"
+    assert split_think("<think>a</think>b") == ("a", "b")
+
+
+def test_metrics_hand_computed():
+    m = classification_metrics(["a", "a", "b", "b"], ["a", "b", "b", None], ["a", "b"])
+    assert m["accuracy"] == 0.5 and m["unparsed"] == 1
+    assert m["per_class"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2}
+    assert m["per_class"]["b"]["precision"] == 0.5 and m["per_class"]["b"]["recall"] == 0.5
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.5) / 2)
+    assert m["confusion"]["b"] == {"b": 1, "<none>": 1}
+
+
+# --- users' own datasets ------------------------------------------------------------------------------------------
+def test_user_dataset_sequences_csv(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("question,answer,reference_sequence,variant_sequence,reasoning\n"
+                    "Is it bad?,benign,acgt,ACGA,The change is silent.\n")
+    (ex,), skips = load_user_dataset(str(path))
+    assert ex.dna == ["ACGT", "ACGA"] and ex.reasoning == "The change is silent." and not skips
+    assert ex.target() == "<think>\nThe change is silent.\n</think>\n\nAnswer: benign"
+
+
+def test_user_dataset_bad_value_names_row_and_column(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    rows = [{"question": "q", "answer": "a", "sequences": ["ACGT"]},
+            {"question": "q", "answer": "a", "sequences": ["ACGT", "ACXT"]}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(DatasetValidationError, match=r"mine.jsonl:2 \(row 2\), column 'sequences'.*'X' at position 3"):
+        load_user_dataset(str(path))
+    path.write_text(json.dumps({"question": "q", "answer": " ", "sequences": ["ACGT"]}))
+    with pytest.raises(DatasetValidationError, match=r"mine.jsonl:1 \(row 1\), column 'answer': empty"):
+        load_user_dataset(str(path))
+    path.write_text(json.dumps({"question": "q", "answer": "a"}))
+    with pytest.raises(DatasetValidationError, match="no DNA columns"):
+        load_user_dataset(str(path))
+
+
+def test_user_dataset_coordinates_with_fasta(tmp_path):
+    path = tmp_path / "coords.tsv"
+    path.write_text("chrom\tpos\tref\talt\tquestion\tanswer\n"
+                    "17\t43045705\tT\tA\tEffect?\tFUNC\n"
+                    "17\t43045705\tG\tA\tEffect?\tFUNC\n"
+                    "chr17\tx\tT\tA\tEffect?\tFUNC\n")
+    with pytest.raises(DatasetValidationError, match=r"coords.tsv:4 \(row 3\), column 'pos'"):
+        load_user_dataset(str(path), fasta=CHR17, ref_check="skip")
+    path.write_text("\n".join(path.read_text().splitlines()[:3]) + "\n")
+    examples, skips = load_user_dataset(str(path), fasta=CHR17, ref_check="skip")
+    assert len(examples) == 1 and examples[0].dna[0][512] == "T" and examples[0].dna[1][512] == "A"
+    assert len(skips) == 1 and "does not match the FASTA" in skips[0].reason
+
+
+def test_labelled_vcf_route_info_and_tsv(tmp_path):
+    ex, skips, stats = examples_from_vcf(DATA / "brca1_sge_findlay2018_grch38_part1.vcf", CHR17,
+                                         label_field="LABEL")
+    assert len(ex) == 1945 and {e.answer for e in ex} == {"FUNC", "INT", "LOF"}
+    tsv = tmp_path / "labels.tsv"
+    tsv.write_text("chrom\tpos\tref\talt\tlabel\nchr17\t43045705\tT\tA\tbenign\n")
+    ex, skips, stats = examples_from_vcf(DATA / "brca1_sge_findlay2018_grch38_part1.vcf", CHR17, labels_tsv=tsv)
+    assert len(ex) == 1 and ex[0].answer == "benign" and len(skips) == 1944
+    assert stats.alleles == len(ex) + len(skips) and skips[0].reason.startswith("no label")
