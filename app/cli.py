@@ -15,7 +15,7 @@ import sys
 
 from bioreason.errors import BioreasonError
 
-SUBCOMMANDS = ("bioreason.app.cmd_models", "bioreason.app.cmd_ask")
+SUBCOMMANDS = ("bioreason.app.cmd_models", "bioreason.app.cmd_ask", "bioreason.app.cmd_windows")
 
 
 def build_parser() -> argparse.ArgumentParser:

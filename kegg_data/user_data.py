@@ -153,6 +153,7 @@ def examples_from_vcf(vcf, fasta, label_field: str | None = "LABEL", labels_tsv=
         if label in (None, "", "."):
             reader.stats.windows -= 1  # re-account: this allele ends as a skip, not an example
             reader.stats.skips += 1
+            reader.stats.reasons["no label"] = reader.stats.reasons.get("no label", 0) + 1
             skips.append(Skip(item.chrom, item.pos, item.ref, item.alt,
                               f"no label ({'not in ' + str(labels_tsv) if table is not None else 'INFO/' + str(label_field) + ' missing'})",
                               item.record, item.allele))

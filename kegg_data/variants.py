@@ -30,6 +30,7 @@ import contextlib
 import gzip
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from itertools import islice
@@ -41,6 +42,16 @@ from bioreason.kegg_data.reference import Reference
 
 log = logging.getLogger(__name__)
 REF_CHECK_POLICIES = ("error", "warn", "skip", "fix")
+# skip reasons grouped for the summary counts (the full reason stays on each Skip)
+_CATEGORIES = [(re.compile(p), c) for p, c in (
+    (r"contig .* not in the FASTA", "contig not in the FASTA"), (r"REF .* does not match", "REF mismatch"),
+    (r"REF .* has characters", "REF not A/C/G/T/N"), (r"ALT .* has characters", "ALT not A/C/G/T/N"),
+    (r"symbolic ALT", "symbolic ALT"), (r"breakend ALT", "breakend ALT"), (r"POS .* outside", "POS outside contig"),
+    (r"no label", "no label"))]
+
+
+def skip_category(reason: str) -> str:
+    return next((c for p, c in _CATEGORIES if p.match(reason)), reason)
 ACGTN = frozenset("ACGTN")
 
 
@@ -155,7 +166,7 @@ class WindowBuilder:
 
     def _skip(self, chrom, pos, ref, alt, reason, rec_i, allele) -> Skip:
         self.stats.skips += 1
-        key = reason.split(" (")[0] if reason.startswith(("REF ", "contig ")) else reason
+        key = skip_category(reason)
         self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
         return Skip(chrom, pos, ref, alt, reason, rec_i, allele)
 

@@ -108,3 +108,34 @@ def test_help_lists_only_working_subcommands(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "ask" in out and "prepare-models" in out
+
+
+def test_windows_command_accounts_for_every_allele(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    prefix = tmp_path / "cv"
+    rc = main(["windows", str(data / "clinvar_grch38_vep_testset.vcf.gz"), "--fasta",
+               str(data / "hg38_chr2_1-2333275.fa.gz"), "-o", str(prefix), "--info", "CLNSIG"])
+    assert rc == 0
+    windows = [json.loads(x) for x in Path(f"{prefix}.windows.jsonl").read_text().splitlines()]
+    skipped = Path(f"{prefix}.skipped.tsv").read_text().splitlines()
+    assert len(windows) == 2 and len(skipped) == 1 + 48 and skipped[0] == "chrom\tpos\tref\talt\treason"
+    assert windows[0]["contig"] == "chr2" and len(windows[0]["ref_window"]) == 1024 and "info" in windows[0]
+    assert "skipped 48: contig not in the FASTA" in capsys.readouterr().out
+    assert main(["windows", str(data / "clinvar_grch38_vep_testset.vcf.gz"), "--fasta",
+                 str(data / "hg38_chr2_1-2333275.fa.gz"), "-o", str(prefix)]) == 2  # no overwrite without --force
+    assert "--force" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".*tmp-*"))
+
+
+def test_windows_ref_mismatch_error_leaves_no_output(tmp_path, capsys):
+    from pathlib import Path
+
+    edge = Path(__file__).parent / "data" / "vcf_edge_cases"
+    rc = main(["windows", str(edge / "bcftools_norm.check-ref.vcf"), "--fasta", str(edge / "bcftools_norm.check-ref.fa"),
+               "-o", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--ref-check=skip" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
