@@ -121,6 +121,10 @@ class DNALLMProcessor:
             if ids[: len(prompt_ids)] != prompt_ids:
                 raise ValueError("the chat template renders the prompt differently with and without the answer")
             labels = [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids):]
+            eos = tok.eos_token_id  # nothing after the answer's end-of-turn token is learned (template newlines)
+            last = max((i for i in range(len(prompt_ids), len(ids)) if ids[i] == eos), default=None)
+            if last is not None:
+                labels[last + 1:] = [IGNORE_INDEX] * (len(ids) - last - 1)
         if max_length is not None and len(ids) > max_length:
             ids, labels = self._truncate(ids, labels, max_length, truncation)
             if ids is None:

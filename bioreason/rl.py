@@ -1,0 +1,196 @@
+"""The small RL core: rewards (a registry with TRL's contract), group advantages, the GRPO loss, log-probs.
+
+Reused by training (SFT/GRPO), evaluation, ``predict`` and the demo:
+- rewards: ``reward(completions, **columns) -> list[float | None]``, registered with ``@register_reward``;
+  correctness reads only the final ``Answer:`` line outside ``<think>`` (``bioreason.answers``), so naming both
+  labels or answering only inside ``<think>`` scores 0;
+- ``group_advantages``: ``(r - mean_group) / (std_group + 1e-4)``, NaN-aware;
+- ``grpo_loss``: clipped importance-ratio surrogate, optional KL (k3 estimator) against a reference policy
+  (the same model with its LoRA adapter disabled), DAPO/TRL token-level or per-sequence averaging; returns the
+  loss and a dict of detached statistics;
+- ``completion_logprobs``: per-token log-probs of completions, computing logits only for completion positions;
+- ``score_candidates``: log-likelihood of each candidate answer after a prompt (``predict --score-only``, AUROC).
+Torch is imported inside the functions that need it, so the rewards stay importable without it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Callable
+
+from bioreason.answers import extract_answer, match_label, normalise_text, split_think
+
+REWARDS: dict[str, Callable] = {}
+_FORMAT = re.compile(r"^\s*<think>\s*\S.*?</think>\s*Answer\s*:\s*\S[^\n]*\s*$", re.DOTALL | re.IGNORECASE)
+
+
+def register_reward(name: str):
+    def deco(fn):
+        REWARDS[name] = fn
+        fn.reward_name = name
+        return fn
+
+    return deco
+
+
+def _labels_for(label_set, i):
+    if label_set is None:
+        return None
+    item = label_set[i] if isinstance(label_set, (list, tuple)) and label_set and isinstance(
+        label_set[0], (list, tuple)) else label_set
+    return list(item) if item else None
+
+
+@register_reward("correctness")
+def correctness(completions: list[str], label: list[str], label_set=None, **_) -> list[float]:
+    """1.0 when the final answer names exactly the gold label (closed set) or equals it (open set), else 0.0."""
+    out = []
+    for i, (text, gold) in enumerate(zip(completions, label)):
+        answer = extract_answer(text)
+        labels = _labels_for(label_set, i)
+        if labels:
+            ok = match_label(answer, labels) == gold
+        else:
+            ok = answer is not None and normalise_text(answer) == normalise_text(gold)
+        out.append(1.0 if ok else 0.0)
+    return out
+
+
+@register_reward("format")
+def format_reward(completions: list[str], **_) -> list[float]:
+    """1.0 for ``<think>`` non-empty reasoning ``</think>`` then a single final ``Answer: ...`` line."""
+    return [1.0 if text and _FORMAT.match(text) and text.count("</think>") == 1 else 0.0 for text in completions]
+
+
+@register_reward("conciseness")
+def conciseness(completions: list[str], max_words: int = 8, **_) -> list[float]:
+    """1.0 when the final answer has at most ``max_words`` words (and exists), else 0.0."""
+    out = []
+    for text in completions:
+        answer = extract_answer(text)
+        out.append(1.0 if answer is not None and len(answer.split()) <= max_words else 0.0)
+    return out
+
+
+def get_reward(name: str) -> Callable:
+    if name not in REWARDS:
+        from bioreason.errors import RecipeError
+
+        raise RecipeError(f"unknown reward {name!r}; registered rewards: {', '.join(sorted(REWARDS))}")
+    return REWARDS[name]
+
+
+def compute_rewards(completions: list[str], weights: dict[str, float], columns: dict):
+    """(total (N,), per-function (N, F) tensor, names). ``None`` from a reward is NaN, ignored in the total."""
+    import torch
+
+    names = list(weights)
+    cols = []
+    for name in names:
+        vals = get_reward(name)(completions, **columns)
+        cols.append([math.nan if v is None else float(v) for v in vals])
+    per = torch.tensor(cols, dtype=torch.float32).T  # (N, F)
+    w = torch.tensor([weights[n] for n in names], dtype=torch.float32)
+    total = torch.nansum(per * w, dim=1)
+    return total, per, names
+
+
+def group_advantages(rewards, group_size: int, eps: float = 1e-4):
+    """(r - group mean) / (group std + eps) for consecutive groups of ``group_size``; NaN rewards -> 0."""
+    import torch
+
+    r = rewards.view(-1, group_size)  # (P, G)
+    valid = ~torch.isnan(r)
+    n = valid.sum(1, keepdim=True).clamp(min=1)
+    mean = torch.where(valid, r, 0).sum(1, keepdim=True) / n
+    var = torch.where(valid, (r - mean) ** 2, 0).sum(1, keepdim=True) / (n - 1).clamp(min=1)
+    adv = (r - mean) / (var.sqrt() + eps)
+    return torch.where(valid, adv, 0).view(-1)
+
+
+def grpo_loss(logp, old_logp, advantages, mask, ref_logp=None, beta: float = 0.0, epsilon: float = 0.2,
+              epsilon_high: float | None = None, loss_type: str = "dapo", global_tokens: float | None = None):
+    """Clipped GRPO surrogate. Shapes: ``logp``, ``old_logp``, ``ref_logp``, ``mask`` (N, C); ``advantages`` (N,).
+
+    ``loss_type``: ``dapo`` (sum over all completion tokens / number of tokens, as TRL's default) or ``grpo``
+    (mean per sequence, then mean over sequences). ``global_tokens``: the token count over all processes, so that
+    the loss of a sharded batch equals the single-process one. Returns ``(loss, stats)``.
+    """
+    import torch
+
+    mask = mask.to(logp.dtype)
+    ratio = torch.exp(logp - old_logp)
+    hi = epsilon if epsilon_high is None else epsilon_high
+    adv = advantages.unsqueeze(1)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + hi) * adv
+    per_token = -torch.min(unclipped, clipped)
+    kl = None
+    if beta and ref_logp is not None:
+        d = ref_logp - logp
+        kl = torch.exp(d) - d - 1  # k3 estimator, >= 0
+        per_token = per_token + beta * kl
+    if loss_type == "grpo":
+        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    elif loss_type == "dapo":
+        loss = (per_token * mask).sum() / (global_tokens if global_tokens else mask.sum().clamp(min=1))
+    else:
+        raise ValueError(f"loss_type must be 'dapo' or 'grpo', not {loss_type!r}")
+    with torch.no_grad():
+        ntok = mask.sum().clamp(min=1)
+        is_clipped = ((ratio < 1 - epsilon) & (adv < 0)) | ((ratio > 1 + hi) & (adv > 0))
+        stats = {"clip_fraction": float((is_clipped.to(mask.dtype) * mask).sum() / ntok),
+                 "kl": float((kl * mask).sum() / ntok) if kl is not None else 0.0,
+                 "completion_length": float(mask.sum(1).mean())}
+    return loss, stats
+
+
+def completion_logprobs(model, input_ids, attention_mask, completion_len: int, **dna):
+    """Per-token log-probs (N, C) of the last ``completion_len`` tokens of ``input_ids`` (N, P + C).
+
+    Only the logits of the completion positions are computed (``logits_to_keep``), not the whole sequence.
+    """
+    import torch
+
+    out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=completion_len + 1, **dna)
+    logits = out.logits[:, :-1].float()  # (N, C, V): position t predicts token t + 1
+    targets = input_ids[:, -completion_len:]
+    return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def score_candidates(model, processor, prompts: list[list[dict]], candidates: list[str], answer_prefix: str = "Answer: "):
+    """Log-likelihood of each candidate answer after each prompt: returns a (B, K) tensor of summed log-probs.
+
+    Each prompt's DNA is encoded once and shared by its K candidate rows; the candidate text is
+    ``answer_prefix + candidate`` followed by the end-of-turn token.
+    """
+    import torch
+
+    tok = processor.tokenizer
+    enc = processor(prompts, padding_side="left")
+    B, K = len(prompts), len(candidates)
+    cand_ids = [tok(answer_prefix + c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in candidates]
+    C = max(len(c) for c in cand_ids)
+    comp = torch.full((K, C), tok.pad_token_id, dtype=torch.long)
+    cmask = torch.zeros((K, C), dtype=torch.long)
+    for k, ids in enumerate(cand_ids):
+        comp[k, :len(ids)] = torch.tensor(ids)
+        cmask[k, :len(ids)] = 1
+    ids = torch.cat([enc["input_ids"].repeat_interleave(K, 0), comp.repeat(B, 1)], dim=1)  # (B*K, P + C)
+    attn = torch.cat([enc["attention_mask"].repeat_interleave(K, 0), cmask.repeat(B, 1)], dim=1)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        feats = model.get_dna_features(enc["dna_input_ids"].to(device), enc["dna_attention_mask"].to(device)) \
+            if enc["dna_input_ids"].numel() else None
+        if feats is not None:  # repeat each prompt's features K times, keeping batch order
+            counts = (enc["input_ids"] == processor.dna_pad_id).sum(1).tolist()
+            feats = torch.cat([f.repeat(K, 1) for f in torch.split(feats, counts)], dim=0)
+        pos = (attn.cumsum(1) - 1).clamp(min=0)
+        logp = completion_logprobs(model, ids.to(device), attn.to(device), C, dna_features=feats,
+                                   position_ids=pos.to(device))
+    return (logp.cpu() * cmask.repeat(B, 1)).sum(1).view(B, K)
+
+
+__all__ = ["REWARDS", "register_reward", "correctness", "format_reward", "conciseness", "compute_rewards",
+           "group_advantages", "grpo_loss", "completion_logprobs", "score_candidates", "split_think"]
