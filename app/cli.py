@@ -15,7 +15,8 @@ import sys
 
 from bioreason.errors import BioreasonError
 
-SUBCOMMANDS = ("bioreason.app.cmd_models", "bioreason.app.cmd_ask", "bioreason.app.cmd_windows")
+SUBCOMMANDS = ("bioreason.app.cmd_models", "bioreason.app.cmd_ask", "bioreason.app.cmd_windows",
+               "bioreason.app.cmd_train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +49,14 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse fills a trailing nargs="*" positional before later options are seen, so KEY=VALUE overrides
+    # placed after --recipe come back as extras; hand those (and only those) to commands that take overrides.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     _quiet_libraries()

@@ -209,7 +209,10 @@ def resolve_model_dir(path: str | os.PathLike | None, auto_prepare: bool = True)
             raise ModelNotPreparedError(f"model folder {folder} does not exist; give a folder written by "
                                         "`bioreason train` or leave --model out to use the default "
                                         "(prepared by `bioreason prepare-models`)")
-    for name in REQUIRED_FILES:
+    from bioreason.checkpoints import is_adapter_folder
+
+    required = ("processor_config.json", "tokenizer_config.json") if is_adapter_folder(folder) else REQUIRED_FILES
+    for name in required:
         if not (folder / name).is_file():
             raise CorruptModelError(f"model folder {folder} is incomplete: {name} is missing")
     if not any(folder.glob("*.safetensors")):
@@ -230,7 +233,11 @@ def load_model(path=None, dtype: str = "auto", device: str = "cpu"):
 
     from safetensors import SafetensorError
 
+    from bioreason.checkpoints import is_adapter_folder, load_adapter_folder
+
     folder = resolve_model_dir(path)
+    if is_adapter_folder(folder):
+        return load_adapter_folder(folder, dtype=dtype, device=device)
     auto = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     torch_dtype = {"auto": auto, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
     try:

@@ -170,6 +170,14 @@ class DNALLMForCausalLM(DNALLMPreTrainedModel, GenerationMixin):
         return self.language_model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                    labels=labels, logits_to_keep=logits_to_keep, **kwargs)
 
+    def generate(self, *args, **kwargs):
+        """``GenerationMixin.generate``, never sampling the DNA special tokens (they carry no text)."""
+        dna_tokens = [i for i in (self.config.dna_start_token_id, self.config.dna_pad_token_id,
+                                  self.config.dna_end_token_id) if i is not None]
+        if dna_tokens and kwargs.get("suppress_tokens") is None:
+            kwargs["suppress_tokens"] = dna_tokens
+        return super().generate(*args, **kwargs)
+
     def prepare_inputs_for_generation(self, *args, dna_input_ids=None, dna_attention_mask=None, dna_features=None,
                                       is_first_iteration=False, **kwargs):
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)

@@ -1,0 +1,40 @@
+"""``bioreason train sft|grpo --recipe NAME [key=value ...]``: the thin training entry points, from the CLI.
+
+One process here; for several (CPU with gloo, or GPUs) launch the same modules with torchrun or accelerate:
+``torchrun --nproc_per_node 2 -m bioreason.training.sft --recipe tiny`` or
+``accelerate launch --config_file training/recipes/accelerate_deepspeed_zero2.yaml -m bioreason.training.grpo ...``.
+"""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune with SFT or GRPO from a YAML recipe",
+                       description="Train from a recipe (tiny, default-cpu, default, paper, or a YAML path) with "
+                                   "key=value overrides, e.g. `bioreason train sft --recipe default-cpu "
+                                   "train.max_steps=50`. Checkpoints every train.save_every steps; resume with "
+                                   "train.resume=latest. The final model folder (OUTPUT_DIR/final) is what "
+                                   "`bioreason ask --model` and `bioreason predict --model` load.")
+    p.add_argument("stage", choices=("sft", "grpo"), help="sft (supervised) or grpo (reinforcement learning)")
+    p.add_argument("--recipe", required=True, help="recipe name or YAML path")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from bioreason.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.stage == "sft":
+        from bioreason.training.sft import run as train
+    else:
+        from bioreason.training.grpo import run as train
+    _, history, folder = train(recipe)
+    if history:
+        first, last = history[0], history[-1]
+        key = "loss" if args.stage == "sft" else "reward"
+        print(f"{args.stage}: {len(history)} steps; {key} {first.get(key, 0):.4f} -> {last.get(key, 0):.4f}; "
+              f"model in {folder}")
+    else:
+        print(f"{args.stage}: nothing to do (already at train.max_steps); model in {folder}")
+    return 0

@@ -1,0 +1,86 @@
+"""Trained model folders: a full model, or a small adapter (LoRA + projector) on top of a base model.
+
+``save_trained`` writes either format atomically (temporary folder, then rename). An adapter folder holds
+``adapter_config.json`` + ``adapter_model.safetensors`` (peft LoRA), ``projector.safetensors`` (projector,
+pooler, and the encoder if it was trained), the processor files and ``bioreason_adapter.json`` naming the base
+(``default`` or a folder). ``load_adapter_folder`` rebuilds the model: base, then LoRA merged into its weights,
+then the projector. Everything is safetensors; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+ADAPTER_FILE = "bioreason_adapter.json"
+
+
+def _trainable_non_lora(model) -> dict:
+    """Projector/pooler tensors, plus the encoder's when it trains (names relative to the DNA-LLM)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    sd = {}
+    for prefix, module in (("projector.", base.projector), ("pooler.", base.pooler)):
+        sd.update({prefix + k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+    if any(p.requires_grad for p in base.dna_encoder.parameters()):
+        sd.update({"dna_encoder." + k: v.detach().cpu().contiguous() for k, v in base.dna_encoder.state_dict().items()})
+    return sd
+
+
+def save_trained(model, processor, folder, base: str | None, fmt: str = "adapter", meta: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+    try:
+        is_peft = hasattr(model, "peft_config")
+        if fmt == "adapter":
+            if not is_peft or base is None:
+                raise ValueError("the adapter format needs a LoRA model and a base (default or a folder)")
+            model.save_pretrained(tmp)  # adapter_config.json + adapter_model.safetensors
+            save_file(_trainable_non_lora(model), str(tmp / "projector.safetensors"))
+            (tmp / ADAPTER_FILE).write_text(json.dumps({"base": base, **(meta or {})}, indent=2))
+        else:
+            full = model.merge_and_unload() if is_peft else model
+            full.save_pretrained(tmp, safe_serialization=True)
+            (tmp / "bioreason_trained.json").write_text(json.dumps(meta or {}, indent=2))
+        processor.save_pretrained(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def is_adapter_folder(folder) -> bool:
+    return (Path(folder) / ADAPTER_FILE).is_file()
+
+
+def load_adapter_folder(folder, dtype: str = "auto", device: str = "cpu"):
+    """(model, processor) from an adapter folder: base model + merged LoRA + trained projector."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from bioreason import hub
+    from bioreason.errors import CorruptModelError
+    from bioreason.processing import DNALLMProcessor
+
+    folder = Path(folder)
+    info = json.loads((folder / ADAPTER_FILE).read_text())
+    for name in ("adapter_config.json", "adapter_model.safetensors", "projector.safetensors"):
+        if not (folder / name).is_file():
+            raise CorruptModelError(f"adapter folder {folder} is incomplete: {name} is missing")
+    base = info.get("base", "default")
+    model, _ = hub.load_model(None if base == "default" else base, dtype="float32", device=device)
+    model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    missing = model.load_state_dict(load_file(str(folder / "projector.safetensors")), strict=False)
+    if missing.unexpected_keys:
+        raise CorruptModelError(f"{folder}/projector.safetensors has unknown tensors {missing.unexpected_keys[:3]}")
+    auto = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    model = model.to({"auto": auto, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]).eval()
+    return model, DNALLMProcessor.from_pretrained(folder)

@@ -1,0 +1,120 @@
+"""Training recipes: YAML files with defaults, ``key=value`` overrides, and a clear error for unknown keys.
+
+A recipe has four sections: ``model`` (what to start from, LoRA, what trains), ``data`` (which task or file),
+``train`` (optimiser, steps, batch, checkpoints) and ``grpo`` (sampling and rewards). ``load_recipe(path,
+overrides)`` merges the file over ``DEFAULTS`` and the overrides over both; values in overrides are parsed as
+YAML (``train.lr=1e-4``, ``grpo.rewards={correctness: 2.0}``). Recipes ship under ``training/recipes/`` and can be
+named without the folder (``--recipe tiny``).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+from bioreason.errors import RecipeError
+
+DEFAULTS: dict = {
+    "model": {
+        "init": "default",  # default | tiny | a model folder
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+        "train_encoder": False,
+        "gradient_checkpointing": False,
+    },
+    "data": {
+        "task": "toy",  # toy | kegg | variant_effect_coding | variant_effect_non_snv | user | vcf | brca1
+        "source": None, "split": "train", "fasta": None, "limit": None, "n": 64, "mode": "dna",
+        "max_length": 1024, "label_field": "LABEL", "labels_tsv": None, "window": 1024, "options": {},
+    },
+    "train": {
+        "seed": 0, "output_dir": "runs/default", "lr": 2e-4, "batch_size": 2, "grad_accum": 1, "max_steps": 100,
+        "scheduler": "cosine", "warmup_steps": 0, "weight_decay": 0.0, "max_grad_norm": 1.0,
+        "mixed_precision": "no", "log_every": 1, "save_every": 0, "save_total_limit": 2, "resume": None,
+        "save_format": "auto", "trackers": "auto", "threads": None,
+    },
+    "grpo": {
+        "num_generations": 4, "max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "beta": 0.0,
+        "epsilon": 0.2, "loss_type": "dapo", "sampler": "hf",
+        "rewards": {"correctness": 2.0, "format": 0.5, "conciseness": 0.5},
+    },
+}
+
+
+def resolve_recipe_path(name: str) -> Path:
+    path = Path(name)
+    if path.is_file():
+        return path
+    from importlib import resources
+
+    try:
+        packaged = resources.files("bioreason.training") / "recipes" / f"{name}.yaml"
+        if packaged.is_file():
+            return Path(str(packaged))
+    except ModuleNotFoundError:
+        pass
+    raise RecipeError(f"recipe {name!r} not found: give a YAML path or one of the shipped recipes "
+                      "(tiny, default-cpu, default, paper)")
+
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
+
+
+def _coerce(value):
+    """YAML 1.1 reads ``1e-4`` as a string; numbers in recipes are numbers."""
+    if isinstance(value, dict):
+        return {k: _coerce(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_coerce(v) for v in value]
+    if isinstance(value, str) and _FLOAT.match(value.strip()):
+        return float(value)
+    return value
+
+
+def _merge(base: dict, extra: dict, where: str) -> dict:
+    out = copy.deepcopy(base)
+    for key, val in (extra or {}).items():
+        if key not in out:
+            raise RecipeError(f"unknown recipe key '{where}{key}'; valid keys here: {', '.join(sorted(out))}")
+        if isinstance(out[key], dict) and isinstance(val, dict) and key not in ("rewards", "options"):
+            out[key] = _merge(out[key], val, f"{where}{key}.")
+        else:
+            out[key] = val
+    return out
+
+
+def apply_override(recipe: dict, item: str) -> dict:
+    import yaml
+
+    if "=" not in item:
+        raise RecipeError(f"override {item!r} is not key=value (e.g. train.lr=1e-4)")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    node: dict = {}
+    cur = node
+    for p in parts[:-1]:
+        cur[p] = {}
+        cur = cur[p]
+    try:
+        cur[parts[-1]] = _coerce(yaml.safe_load(raw))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"override {item!r}: the value is not valid YAML ({exc})") from exc
+    return _merge(recipe, node, "")
+
+
+def load_recipe(name: str | None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    import yaml
+
+    recipe = copy.deepcopy(DEFAULTS)
+    if name:
+        path = resolve_recipe_path(name)
+        try:
+            data = _coerce(yaml.safe_load(path.read_text()) or {})
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+        data.pop("description", None)
+        recipe = _merge(recipe, data, "")
+        recipe["_path"] = str(path)
+    for item in overrides:
+        recipe = apply_override(recipe, item)
+    return recipe

@@ -1,0 +1,240 @@
+"""The training loop shared by SFT and GRPO, on accelerate: 1 CPU process, N processes, or GPUs with DeepSpeed/FSDP.
+
+A step function object supplies ``prepare(examples)`` (tokenise, or sample and score for GRPO; returns an object
+with ``units``, the number of loss units: label tokens, completion tokens or sequences) and ``loss(prepared)``
+(the *sum* of the loss over those units, plus detached stats). The loop divides by the number of units over all
+processes and micro-batches, so N processes with the same global batch give the same loss and gradients as one.
+Data order is a pure function of (seed, step): each global step takes the next ``batch_size x processes x
+grad_accum`` examples of a per-epoch seeded permutation, and rank r takes its slice. Checkpoints
+(``checkpoints/step-N``, written to a temporary folder and renamed) hold model, optimiser, scheduler and RNG
+states through ``accelerator.save_state``; with the deterministic data order this makes resume exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from bioreason.errors import RecipeError
+
+log = logging.getLogger(__name__)
+
+
+def load_for_training(recipe: dict):
+    """(model, processor, base_ref): the starting model with LoRA applied as the recipe says."""
+    from bioreason import hub
+    from bioreason.modeling import apply_lora
+
+    m = recipe["model"]
+    init = m["init"]
+    if init == "tiny":
+        from bioreason.tiny import build_tiny
+
+        model, proc = build_tiny(seed=recipe["train"]["seed"])
+        base = None
+    else:
+        model, proc = hub.load_model(None if init == "default" else init, dtype="float32")
+        base = "default" if init == "default" else str(Path(init).resolve())
+    if m.get("gradient_checkpointing"):
+        model.language_model.gradient_checkpointing_enable()
+        model.language_model.enable_input_require_grads()
+    torch.manual_seed(recipe["train"]["seed"])
+    if m.get("lora"):
+        lo = m["lora"]
+        model = apply_lora(model, r=lo["r"], alpha=lo["alpha"], dropout=lo["dropout"],
+                           target_modules=tuple(lo["target_modules"]), train_encoder=m.get("train_encoder", False))
+    else:
+        model.set_trainable(encoder=m.get("train_encoder", False), llm=True, projector=True)
+    return model, proc, base
+
+
+class DataOrder:
+    """Example indices of every (step, micro-batch, rank): a seeded permutation per epoch, consumed in order."""
+
+    def __init__(self, n: int, seed: int, batch_size: int, world: int, grad_accum: int):
+        self.n, self.seed, self.bs, self.world, self.ga = n, seed, batch_size, world, grad_accum
+        self._perms: dict[int, list[int]] = {}
+
+    def _at(self, i: int) -> int:
+        epoch, k = divmod(i, self.n)
+        if epoch not in self._perms:
+            perm = list(range(self.n))
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(perm)
+            self._perms = {epoch: perm}
+        return self._perms[epoch][k]
+
+    def micro(self, step: int, m: int, rank: int) -> list[int]:
+        global_bs = self.bs * self.world
+        start = (step * self.ga + m) * global_bs + rank * self.bs
+        return [self._at(i) for i in range(start, start + self.bs)]
+
+
+class Trainer:
+    def __init__(self, recipe: dict, step_fn, examples: list, kind: str):
+        from accelerate import Accelerator
+
+        t = recipe["train"]
+        self.recipe, self.step_fn, self.examples, self.kind = recipe, step_fn, examples, kind
+        self.out = Path(t["output_dir"])
+        if t.get("threads"):
+            torch.set_num_threads(int(t["threads"]))
+        trackers = t.get("trackers", "auto")
+        if trackers == "auto":
+            import importlib.util
+
+            trackers = "tensorboard" if importlib.util.find_spec("tensorboard") else None
+        # cpu=True without CUDA lets accelerate form a gloo process group under torchrun (MULTI_CPU)
+        self.acc = Accelerator(mixed_precision=t.get("mixed_precision", "no"), log_with=trackers,
+                               project_dir=str(self.out), cpu=not torch.cuda.is_available())
+        from accelerate.utils import set_seed
+
+        set_seed(int(t["seed"]))
+        model, self.proc, self.base = load_for_training(recipe)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise RecipeError("nothing to train: every parameter is frozen (check model.lora / train_encoder)")
+        opt = torch.optim.AdamW(params, lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
+        from transformers import get_scheduler
+
+        self.sched = get_scheduler(t["scheduler"], opt, num_warmup_steps=int(t["warmup_steps"]),
+                                   num_training_steps=int(t["max_steps"]))
+        self.model, self.opt = self.acc.prepare(model, opt)
+        self.acc.register_for_checkpointing(self.sched)  # stepped by us once per step, not per process
+        self.order = DataOrder(len(examples), int(t["seed"]), int(t["batch_size"]), self.acc.num_processes,
+                               int(t["grad_accum"]))
+        self.step = 0
+        self.history: list[dict] = []
+        if trackers:
+            self.acc.init_trackers(f"bioreason-{kind}", config={k: v for k, v in t.items() if isinstance(
+                v, (int, float, str, bool))})
+
+    @property
+    def unwrapped(self):
+        return self.acc.unwrap_model(self.model)
+
+    # --- checkpoints ---------------------------------------------------------------------------------------------
+    def _ckpt_root(self) -> Path:
+        return self.out / "checkpoints"
+
+    def save_checkpoint(self) -> Path:
+        final = self._ckpt_root() / f"step-{self.step:06d}"
+        tmp = self._ckpt_root() / f".tmp-step-{self.step:06d}"
+        if self.acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp))
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "kind": self.kind}))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            keep = int(self.recipe["train"]["save_total_limit"])
+            done = sorted(p for p in self._ckpt_root().glob("step-*") if p.is_dir())
+            for old in done[:-keep] if keep > 0 else []:
+                shutil.rmtree(old, ignore_errors=True)
+        self.acc.wait_for_everyone()
+        return final
+
+    def resume(self, where: str) -> None:
+        root = self._ckpt_root()
+        if where == "latest":
+            done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.json").is_file())
+            if not done:
+                log.warning("train.resume=latest but no checkpoint in %s; starting from step 0", root)
+                return
+            path = done[-1]
+        else:
+            path = Path(where)
+        if not (path / "trainer_state.json").is_file():
+            raise RecipeError(f"{path} is not a complete checkpoint (no trainer_state.json)")
+        self.acc.load_state(str(path))
+        self.step = json.loads((path / "trainer_state.json").read_text())["step"]
+        log.info("resumed from %s at step %d", path, self.step)
+
+    # --- the loop ----------------------------------------------------------------------------------------------------
+    def _sum_all(self, value: float) -> float:
+        if self.acc.num_processes == 1:
+            return float(value)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.acc.device)
+        return float(self.acc.reduce(t, reduction="sum").item())
+
+    def train_step(self) -> dict:
+        t = self.recipe["train"]
+        ga = int(t["grad_accum"])
+        rank = self.acc.process_index
+        prepared = [self.step_fn.prepare([self.examples[i] for i in self.order.micro(self.step, m, rank)])
+                    for m in range(ga)]
+        units = self._sum_all(sum(p.units for p in prepared))
+        if units == 0:
+            raise RecipeError("a training step has no loss units (no answer tokens / completions)")
+        self.model.train()
+        loss_sum, stats = 0.0, {}
+        for m, p in enumerate(prepared):
+            sync = contextlib.nullcontext() if m == ga - 1 else self.acc.no_sync(self.model)
+            with sync, self.acc.autocast():
+                part, st = self.step_fn.loss(self.model, p)
+                self.acc.backward(part / units * self.acc.num_processes)
+            loss_sum += float(part.detach())
+            for k, v in st.items():
+                stats[k] = stats.get(k, 0.0) + v / ga
+        if t.get("max_grad_norm"):
+            self.acc.clip_grad_norm_([q for q in self.model.parameters() if q.requires_grad], float(t["max_grad_norm"]))
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        row = {"step": self.step, "loss": self._sum_all(loss_sum) / units, "lr": self.sched.get_last_lr()[0],
+               **{k: self._sum_all(v) / self.acc.num_processes for k, v in stats.items()}}
+        return row
+
+    def run(self, progress: bool = True) -> list[dict]:
+        from tqdm import tqdm
+
+        t = self.recipe["train"]
+        if t.get("resume"):
+            self.resume(str(t["resume"]))
+        max_steps, save_every, log_every = int(t["max_steps"]), int(t["save_every"] or 0), int(t["log_every"] or 1)
+        self.out.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=max_steps, initial=self.step, desc=self.kind, unit="step",
+                   disable=not (progress and self.acc.is_main_process))
+        log_path = self.out / "log.jsonl"
+        while self.step < max_steps:
+            t0 = time.perf_counter()
+            row = self.train_step()
+            row["seconds"] = round(time.perf_counter() - t0, 3)
+            self.history.append(row)
+            if self.acc.is_main_process:
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                if self.step % log_every == 0:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("loss", "reward", "lr")})
+            self.acc.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
+            bar.update(1)
+            if save_every and self.step % save_every == 0:
+                self.save_checkpoint()
+        bar.close()
+        return self.history
+
+    def save_final(self) -> Path | None:
+        """The final folder that ``bioreason ask/predict --model`` load. Written atomically by the main process."""
+        from bioreason.checkpoints import save_trained
+
+        self.acc.wait_for_everyone()
+        folder = self.out / "final"
+        if self.acc.is_main_process:
+            fmt = self.recipe["train"].get("save_format", "auto")
+            if fmt == "auto":
+                fmt = "adapter" if self.base and hasattr(self.unwrapped, "peft_config") else "full"
+            save_trained(self.unwrapped, self.proc, folder, base=self.base, fmt=fmt,
+                         meta={"kind": self.kind, "steps": self.step, "recipe": self.recipe.get("_path")})
+        self.acc.wait_for_everyone()
+        self.acc.end_training()  # closes trackers and, with several processes, the process group: last
+        return folder

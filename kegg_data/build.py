@@ -1,0 +1,48 @@
+"""One entry point from a recipe's ``data`` section to examples: ``build_examples(data_cfg) -> (examples, labels)``.
+
+``labels`` is the closed label set when the task has one (used by correctness rewards and evaluation), else None.
+Used by the trainers and by ``bioreason eval``; the task classes, user tables and labelled VCFs do the work.
+"""
+
+from __future__ import annotations
+
+from bioreason.errors import RecipeError
+
+
+def build_examples(data: dict, dna_length: int = 1024):
+    task = data.get("task", "toy")
+    limit = data.get("limit")
+    if task == "toy":
+        from bioreason.kegg_data.toy import TOY_LABELS, toy_examples
+
+        examples, labels = toy_examples(n=int(data.get("n") or 64), seed=int(data.get("seed", 0))), list(TOY_LABELS)
+    elif task in ("kegg", "variant_effect_coding", "variant_effect_non_snv"):
+        from bioreason.kegg_data.tasks import get_task
+
+        t = get_task(task, dna_length=dna_length)
+        examples, labels = t.load(data.get("source"), data.get("split") or "train"), list(t.labels) or None
+    elif task == "user":
+        from bioreason.kegg_data.user_data import load_user_dataset
+
+        if not data.get("source"):
+            raise RecipeError("data.task=user needs data.source (a JSONL/CSV/parquet file or a hub name)")
+        examples, _ = load_user_dataset(data["source"], fasta=data.get("fasta"), split=data.get("split"),
+                                        max_nucleotides=dna_length, **(data.get("options") or {}))
+        labels = sorted({e.meta["label"] for e in examples if e.meta.get("label")}) or None
+    elif task == "vcf":
+        from bioreason.kegg_data.user_data import examples_from_vcf
+
+        if not data.get("source") or not data.get("fasta"):
+            raise RecipeError("data.task=vcf needs data.source (a labelled VCF) and data.fasta")
+        examples, _, _ = examples_from_vcf(data["source"], data["fasta"], label_field=data.get("label_field"),
+                                           labels_tsv=data.get("labels_tsv"), window=data.get("window") or dna_length,
+                                           **(data.get("options") or {}))
+        labels = sorted({e.meta["label"] for e in examples})
+    else:
+        raise RecipeError(f"unknown data.task {task!r}; use toy, kegg, variant_effect_coding, "
+                          "variant_effect_non_snv, user or vcf")
+    if limit:
+        examples = examples[: int(limit)]
+    if not examples:
+        raise RecipeError(f"data.task={task} gave no examples; check data.source / data.split")
+    return examples, labels

@@ -1,0 +1,125 @@
+"""Training on the toy task with tiny models: SFT learns, GRPO raises reward, resume is exact, 2 processes = 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bioreason.recipes import load_recipe
+
+
+def _recipe(tmp_path, name, *overrides):
+    return load_recipe("tiny", [f"train.output_dir={tmp_path / name}", *overrides])
+
+
+def test_recipe_overrides_and_unknown_keys():
+    from bioreason.errors import RecipeError
+
+    r = load_recipe("tiny", ["train.lr=1e-4", "grpo.rewards={correctness: 1.0}"])
+    assert r["train"]["lr"] == 1e-4 and r["grpo"]["rewards"] == {"correctness": 1.0}
+    with pytest.raises(RecipeError, match="unknown recipe key 'train.lrr'"):
+        load_recipe("tiny", ["train.lrr=1"])
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe("no-such-recipe")
+
+
+def test_sft_lowers_loss_and_final_model_loads(tmp_path):
+    from bioreason.hub import load_model
+    from bioreason.training.sft import run
+
+    _, history, folder = run(_recipe(tmp_path, "sft", "train.max_steps=30"), progress=False)
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+    model, proc = load_model(folder)
+    assert model.config.model_id == "tiny-random"
+
+
+@pytest.fixture(scope="module")
+def sft_folder(tmp_path_factory):
+    from bioreason.training.sft import run
+
+    out = tmp_path_factory.mktemp("grpo-base")
+    _, _, folder = run(load_recipe("tiny", [f"train.output_dir={out}", "train.max_steps=90"]), progress=False)
+    return folder
+
+
+def test_grpo_raises_mean_reward(tmp_path, sft_folder):
+    from bioreason.training.grpo import run
+
+    _, history, folder = run(_recipe(tmp_path, "grpo", f"model.init={sft_folder}", "train.max_steps=16",
+                                     "train.batch_size=8", "train.lr=0.002"), progress=False)
+    first = sum(h["reward"] for h in history[:4]) / 4
+    last = sum(h["reward"] for h in history[-4:]) / 4
+    assert last > first, [round(h["reward"], 3) for h in history]
+    for key in ("reward_correctness", "reward_format_std", "kl", "clip_fraction", "completion_length"):
+        assert key in history[-1]
+    assert (folder / "config.json").is_file()
+
+
+def test_grpo_with_lora_and_kl_against_disabled_adapter(tmp_path, sft_folder):
+    from bioreason.training.grpo import run
+
+    _, history, folder = run(_recipe(tmp_path, "grpo-lora", f"model.init={sft_folder}", "train.max_steps=3",
+                                     "model.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}",
+                                     "grpo.beta=0.1", "train.batch_size=4"), progress=False)
+    assert history[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # adapter starts at zero: policy == reference
+    assert all(h["kl"] >= 0 for h in history)
+    assert (folder / "bioreason_adapter.json").is_file() and (folder / "projector.safetensors").is_file()
+    from bioreason.hub import load_model
+
+    model, _ = load_model(folder)  # base folder + merged LoRA + projector
+    assert not hasattr(model, "peft_config")
+
+
+def test_resume_gives_the_same_next_losses(tmp_path, monkeypatch):
+    from bioreason.trainer import Trainer
+    from bioreason.training.sft import run
+
+    common = ["train.max_steps=4", "train.save_every=2", "train.lr=0.003"]
+    _, straight, _ = run(_recipe(tmp_path, "a", *common), progress=False)
+
+    real_step = Trainer.train_step
+
+    def interrupted(self):
+        if self.step == 2:
+            raise KeyboardInterrupt  # like a kill right after the step-2 checkpoint
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(_recipe(tmp_path, "b", *common), progress=False)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    assert (tmp_path / "b" / "checkpoints" / "step-000002" / "trainer_state.json").is_file()
+    _, resumed, _ = run(_recipe(tmp_path, "b", *common, "train.resume=latest"), progress=False)
+    assert [h["step"] for h in resumed] == [3, 4]
+    assert [h["loss"] for h in resumed] == pytest.approx([h["loss"] for h in straight[2:]], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_equal_one(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--recipe", "tiny", "train.max_steps=3", "train.lr=1e-4", "train.grad_accum=2"]
+    one = subprocess.run([sys.executable, "-m", "bioreason.training.sft", *common, "train.batch_size=4",
+                          f"train.output_dir={tmp_path / 'one'}"], env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "-m", "bioreason.training.sft", *common, "train.batch_size=2",
+                          f"train.output_dir={tmp_path / 'two'}"], env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-2000:]
+
+    def losses(name):
+        return [json.loads(x)["loss"] for x in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+
+    assert len(losses("two")) == 3
+    assert losses("two") == pytest.approx(losses("one"), rel=1e-6)
+
+
+def test_cli_train_runs(tmp_path, capsys):
+    from bioreason.app.cli import main
+
+    rc = main(["train", "sft", "--recipe", "tiny", "train.max_steps=2", f"train.output_dir={tmp_path}"])
+    assert rc == 0 and "sft: 2 steps" in capsys.readouterr().out
+    assert main(["train", "sft", "--recipe", "tiny", "train.nope=1"]) == 2
