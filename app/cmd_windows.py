@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bioreason.app.options import add_variant_options, reader_options
+from bioreason.app.options import add_variant_options, fasta_path, reader_options
 
 
 def add_parser(sub) -> None:
@@ -30,7 +30,7 @@ def run(args) -> int:
 
     out_w, out_s = f"{args.output}.windows.jsonl", f"{args.output}.skipped.tsv"
     check_outputs([out_w, out_s], args.force)
-    reader = VariantReader(args.vcf, args.fasta, info_fields=args.info, **reader_options(args))
+    reader = VariantReader(args.vcf, fasta_path(args), info_fields=args.info, **reader_options(args))
     windows, skips = AtomicWriter(out_w), AtomicWriter(out_s)
     skips.write(SKIP_HEADER)
     try:

@@ -12,7 +12,9 @@ from bioreason.kegg_data.variants import REF_CHECK_POLICIES
 
 def add_variant_options(p, window_default: int = 1024) -> None:
     g = p.add_argument_group("variant input policies")
-    g.add_argument("--fasta", required=True, help="reference FASTA (plain, or BGZF with .fai/.gzi)")
+    g.add_argument("--fasta", required=True,
+                   help="reference FASTA (plain, or BGZF with .fai/.gzi); 'bundled' = the packaged GRCh38 chr17 "
+                        "(real sequence over BRCA1 only)")
     g.add_argument("--window", type=int, default=window_default,
                    help=f"window length in nt for both the reference and the alternate sequence "
                         f"(default {window_default}, the default encoder's maximum)")
@@ -24,6 +26,12 @@ def add_variant_options(p, window_default: int = 1024) -> None:
                    help="skip alleles longer than this many nt (default 64)")
     g.add_argument("--left-normalise", action="store_true",
                    help="left-align and trim indels against the FASTA before building windows (off by default)")
+
+
+def fasta_path(args):
+    from bioreason.kegg_data.bundled import resolve_fasta
+
+    return resolve_fasta(args.fasta)
 
 
 def reader_options(args) -> dict:

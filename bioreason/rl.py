@@ -22,6 +22,9 @@ from typing import Callable
 from bioreason.answers import extract_answer, match_label, normalise_text, split_think
 
 REWARDS: dict[str, Callable] = {}
+# Candidates are scored after an empty think block: the form SFT teaches on a share of its examples
+# (``data.empty_think_fraction``), so one forward pass gives the label probabilities without sampling a trace.
+SCORE_PREFIX = "<think>\n\n</think>\n\nAnswer: "
 _FORMAT = re.compile(r"^\s*<think>\s*\S.*?</think>\s*Answer\s*:\s*\S[^\n]*\s*$", re.DOTALL | re.IGNORECASE)
 
 
@@ -159,7 +162,8 @@ def completion_logprobs(model, input_ids, attention_mask, completion_len: int, *
     return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
-def score_candidates(model, processor, prompts: list[list[dict]], candidates: list[str], answer_prefix: str = "Answer: "):
+def score_candidates(model, processor, prompts: list[list[dict]], candidates: list[str],
+                     answer_prefix: str = SCORE_PREFIX):
     """Log-likelihood of each candidate answer after each prompt: returns a (B, K) tensor of summed log-probs.
 
     Each prompt's DNA is encoded once and shared by its K candidate rows; the candidate text is

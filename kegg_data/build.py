@@ -10,6 +10,9 @@ from bioreason.errors import RecipeError
 
 
 def build_examples(data: dict, dna_length: int = 1024):
+    from bioreason.kegg_data.bundled import resolve_fasta
+
+    data = {**data, "fasta": resolve_fasta(data.get("fasta"))}
     task = data.get("task", "toy")
     limit = data.get("limit")
     if task == "toy":

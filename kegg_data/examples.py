@@ -25,14 +25,19 @@ class Example:
     reasoning: str | None = None
     meta: dict = field(default_factory=dict)
 
-    def target(self) -> str | None:
-        """The assistant's text: ``<think>`` reasoning (if any), then ``Answer: ...``."""
+    def target(self, reasoning: bool = True) -> str | None:
+        """The assistant's text: ``<think>`` reasoning ``</think>`` then ``Answer: ...``.
+
+        Without reasoning (none given, or ``reasoning=False``) the think block is empty, the form that
+        ``predict --score-only`` scores answers after (``bioreason.rl.SCORE_PREFIX``).
+        """
         if self.answer is None:
             return None
-        think = f"<think>\n{self.reasoning.strip()}\n</think>\n\n" if self.reasoning else ""
-        return f"{think}Answer: {self.answer.strip()}"
+        body = self.reasoning.strip() if (reasoning and self.reasoning) else ""
+        return f"<think>\n{body}\n</think>\n\nAnswer: {self.answer.strip()}"
 
-    def to_messages(self, system: str | None = None, mode: str = "dna", with_answer: bool = True) -> list[dict]:
+    def to_messages(self, system: str | None = None, mode: str = "dna", with_answer: bool = True,
+                    reasoning: bool = True) -> list[dict]:
         """Chat messages. ``mode``: ``dna`` (sequences as DNA parts) or ``text`` (sequences written as text)."""
         if mode == "dna":
             parts = [{"type": "dna", "sequence": s} for s in self.dna] + [{"type": "text", "text": self.question}]
@@ -46,7 +51,7 @@ class Example:
         msgs = [{"role": "system", "content": system}] if system else []
         msgs.append({"role": "user", "content": parts})
         if with_answer and self.answer is not None:
-            msgs.append({"role": "assistant", "content": self.target()})
+            msgs.append({"role": "assistant", "content": self.target(reasoning)})
         return msgs
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bioreason.rl import (REWARDS, compute_rewards, conciseness, correctness, format_reward, group_advantages,
+from bioreason.rl import (REWARDS, SCORE_PREFIX, compute_rewards, conciseness, correctness, format_reward, group_advantages,
                           grpo_loss, score_candidates)
 
 LABELS = ["pathogenic", "benign"]
@@ -105,7 +105,7 @@ def test_score_candidates_equals_full_forward(tiny_session):
     scores = score_candidates(model, proc, prompts, ["pathogenic", "benign"])
     for b, conv in enumerate(prompts):
         for k, cand in enumerate(["pathogenic", "benign"]):
-            enc = proc([conv + [{"role": "assistant", "content": f"Answer: {cand}"}]])
+            enc = proc([conv + [{"role": "assistant", "content": f"{SCORE_PREFIX}{cand}"}]])
             with torch.no_grad():
                 logits = model(**enc).logits[0, :-1]
             lp = torch.log_softmax(logits, -1).gather(-1, enc["input_ids"][0, 1:, None]).squeeze(-1)

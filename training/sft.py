@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -23,11 +24,20 @@ class SFTBatch:
 
 
 class SFTStep:
-    def __init__(self, processor, system: str | None, mode: str = "dna", max_length: int | None = None):
+    def __init__(self, processor, system: str | None, mode: str = "dna", max_length: int | None = None,
+                 empty_think_fraction: float = 0.0):
         self.proc, self.system, self.mode, self.max_length = processor, system, mode, max_length
+        self.empty_think_fraction = float(empty_think_fraction or 0.0)
+
+    def _with_reasoning(self, example) -> bool:
+        """A fixed share of examples (chosen by a hash of their content, so reruns agree) has an empty think."""
+        if not self.empty_think_fraction:
+            return True
+        key = zlib.crc32((example.question + "|".join(s[:64] for s in example.dna)).encode())
+        return (key % 10_000) / 10_000 >= self.empty_think_fraction
 
     def prepare(self, examples) -> SFTBatch:
-        convs = [e.to_messages(self.system, self.mode) for e in examples]
+        convs = [e.to_messages(self.system, self.mode, reasoning=self._with_reasoning(e)) for e in examples]
         inputs = self.proc(convs, max_length=self.max_length, truncation="error")
         return SFTBatch(inputs, int((inputs["labels"][:, 1:] != -100).sum()))
 
@@ -51,7 +61,8 @@ def run(recipe: dict, progress: bool = True):
     from bioreason.trainer import Trainer
 
     examples, _ = build_examples(recipe["data"], dna_length=recipe["data"].get("window") or 1024)
-    step = SFTStep(None, SYSTEM_PROMPT, recipe["data"].get("mode", "dna"), recipe["data"].get("max_length"))
+    d = recipe["data"]
+    step = SFTStep(None, SYSTEM_PROMPT, d.get("mode", "dna"), d.get("max_length"), d.get("empty_think_fraction"))
     trainer = Trainer(recipe, step, examples, "sft")
     step.proc = trainer.proc
     history = trainer.run(progress=progress)

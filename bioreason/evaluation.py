@@ -1,0 +1,240 @@
+"""Evaluation: predictions of the DNA-LLM and its baselines on the same items, metrics with bootstrap CIs, plots.
+
+Systems: ``dna-llm`` (each candidate label scored by its log-likelihood after the prompt, as
+``predict --score-only`` does; probabilities are the softmax over candidates), ``text-only`` (the same LLM with
+the DNA written into the prompt as text and no DNA features), ``dna-only`` (frozen encoder embeddings of the
+ref/alt windows, mean and variant-centred pooling, + logistic regression; trained on a given training set or
+by k-fold cross-validation on the evaluated items), and optional ``annotation-only`` (an annotation class ->
+the positive rate among training items with that class). Metrics: accuracy, macro-F1, per class, AUROC for
+binary tasks (probability of the positive label), each with a seeded bootstrap 95% interval. The report keeps
+every per-item prediction, so its numbers can be recomputed from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+from bioreason.kegg_data.metrics import classification_metrics
+
+
+def auroc(y: list[int], s: list[float]) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); NaN without both classes."""
+    pos = sum(y)
+    neg = len(y) - pos
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = sorted(range(len(s)), key=lambda i: s[i])
+    ranks = [0.0] * len(s)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and s[order[j + 1]] == s[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    rank_pos = sum(r for r, t in zip(ranks, y) if t)
+    return (rank_pos - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def roc_points(y: list[int], s: list[float]):
+    pts, P, N = [(0.0, 0.0)], sum(y), len(y) - sum(y)
+    tp = fp = 0
+    for score, t in sorted(zip(s, y), key=lambda x: -x[0]):
+        tp, fp = tp + t, fp + (1 - t)
+        pts.append((fp / max(N, 1), tp / max(P, 1)))
+    return pts
+
+
+def metrics_with_ci(golds, preds, pos_scores, labels, positive=None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Point metrics plus bootstrap 95% intervals (percentile) for accuracy, macro-F1 and AUROC."""
+    base = classification_metrics(golds, preds, labels)
+    y = [int(g == positive) for g in golds] if positive else None
+    if y is not None and pos_scores is not None:
+        base["auroc"] = auroc(y, pos_scores)
+    rng = random.Random(seed)
+    n = len(golds)
+    boots: dict[str, list[float]] = {"accuracy": [], "macro_f1": [], "auroc": []}
+    for _ in range(n_boot):
+        idx = [rng.randrange(n) for _ in range(n)]
+        g, p = [golds[i] for i in idx], [preds[i] for i in idx]
+        m = classification_metrics(g, p, labels)
+        boots["accuracy"].append(m["accuracy"])
+        boots["macro_f1"].append(m["macro_f1"])
+        if "auroc" in base:
+            a = auroc([y[i] for i in idx], [pos_scores[i] for i in idx])
+            if not math.isnan(a):
+                boots["auroc"].append(a)
+    for key, vals in boots.items():
+        if vals:
+            vals.sort()
+            base[f"{key}_ci95"] = [vals[int(0.025 * (len(vals) - 1))], vals[int(0.975 * (len(vals) - 1))]]
+    base["bootstrap"] = {"resamples": n_boot, "seed": seed}
+    return base
+
+
+def llm_predictions(model, processor, examples, labels, system=None, mode="dna", batch_size: int = 8):
+    """[{pred, probs}] from candidate log-likelihoods (mode ``dna``) or the text-only prompt (mode ``text``)."""
+    import torch
+
+    from bioreason.rl import score_candidates
+
+    out = []
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        prompts = [e.to_messages(system, mode, with_answer=False) for e in chunk]
+        scores = score_candidates(model, processor, prompts, list(labels))  # (B, K) summed log-probs
+        probs = torch.softmax(scores, dim=1)
+        for row in probs.tolist():
+            k = max(range(len(labels)), key=lambda j: row[j])
+            out.append({"pred": labels[k], "probs": {lab: p for lab, p in zip(labels, row)}})
+    return out
+
+
+def dna_features(model, processor, examples, batch_size: int = 16, centre: int = 16):
+    """Frozen-encoder features per example: for ref and alt, mean pooling and variant-centred pooling."""
+    import torch
+
+    feats = []
+    enc = model.dna_encoder
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        seqs = [s for e in chunk for s in e.dna[:2]]
+        tok = processor.dna_tokenizer(seqs)
+        with torch.no_grad():
+            h = enc(tok["input_ids"], tok["attention_mask"]).float()  # (n_seqs, L, H)
+        m = tok["attention_mask"].unsqueeze(-1).float()
+        mean = (h * m).sum(1) / m.sum(1).clamp(min=1)
+        mid = [int(tok["attention_mask"][j].sum()) // 2 for j in range(len(seqs))]
+        cen = torch.stack([h[j, max(0, c - centre // 2):c + centre // 2].mean(0) for j, c in enumerate(mid)])
+        j = 0
+        for e in chunk:
+            k = len(e.dna[:2])
+            parts = [mean[j], cen[j]]
+            if k == 2:  # ref/alt pair: both poolings of both windows and their differences
+                parts = [mean[j], mean[j + 1], mean[j + 1] - mean[j], cen[j], cen[j + 1], cen[j + 1] - cen[j]]
+            feats.append(torch.cat(parts).tolist())
+            j += k
+    return feats
+
+
+def dna_only_predictions(model, processor, examples, labels, train_examples=None, folds: int = 5, seed: int = 0):
+    """Logistic regression on frozen encoder features: fit on ``train_examples`` or k-fold CV on ``examples``."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.array(dna_features(model, processor, examples))
+    y = np.array([labels.index(e.meta["label"]) for e in examples])
+    probs = np.zeros((len(examples), len(labels)))
+
+    def fit(Xt, yt):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
+        return clf.fit(Xt, yt)
+
+    def place(clf, rows, Xp):
+        p = clf.predict_proba(Xp)
+        for j, cls in enumerate(clf.classes_):
+            probs[rows, cls] = p[:, j]
+
+    if train_examples:
+        Xt = np.array(dna_features(model, processor, train_examples))
+        yt = np.array([labels.index(e.meta["label"]) for e in train_examples])
+        place(fit(Xt, yt), np.arange(len(examples)), X)
+    else:
+        k = max(2, min(folds, int(np.bincount(y).min()) if len(set(y)) > 1 else 2))
+        for tr, te in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(X, y):
+            place(fit(X[tr], y[tr]), te, X[te])
+    return [{"pred": labels[int(row.argmax())], "probs": dict(zip(labels, map(float, row)))} for row in probs]
+
+
+def annotation_only_predictions(examples, labels, positive, key="annotation", train_examples=None):
+    """Annotation class -> positive rate among training items of that class (or leave-one-out on ``examples``)."""
+    source = train_examples or examples
+    counts: dict[str, list[int]] = {}
+    for e in source:
+        c = counts.setdefault(str(e.meta.get(key)), [0, 0])
+        c[0] += int(e.meta["label"] == positive)
+        c[1] += 1
+    total_pos = sum(c[0] for c in counts.values()) / max(1, sum(c[1] for c in counts.values()))
+    other = [lab for lab in labels if lab != positive][0]
+    out = []
+    for e in examples:
+        pos, n = counts.get(str(e.meta.get(key)), [0, 0])
+        if train_examples is None:  # leave this item out of its own class rate
+            pos, n = pos - int(e.meta["label"] == positive), n - 1
+        rate = pos / n if n > 0 else total_pos
+        out.append({"pred": positive if rate >= 0.5 else other, "probs": {positive: rate, other: 1 - rate}})
+    return out
+
+
+def plot_confusion(path, golds, preds, labels, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = list(labels) + (["<none>"] if any(p is None for p in preds) else [])
+    mat = [[sum(g == a and (p if p is not None else "<none>") == b for g, p in zip(golds, preds)) for b in cols]
+           for a in labels]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(cols), 1.0 + 0.8 * len(labels)))
+    ax.imshow(mat, cmap="Blues")
+    for i, row in enumerate(mat):
+        for j, v in enumerate(row):
+            ax.text(j, i, str(v), ha="center", va="center")
+    ax.set_xticks(range(len(cols)), cols, rotation=30)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_roc(path, curves: dict, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    for name, (pts, area) in curves.items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"{name} (AUROC {area:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out_dir, examples, systems: dict, labels, positive=None, meta: dict | None = None,
+                 n_boot: int = 1000) -> dict:
+    """Metrics with CIs per system, per-item predictions, confusion and ROC PNGs, ``report.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    golds = [e.meta["label"] for e in examples]
+    report = {"meta": meta or {}, "labels": list(labels), "positive": positive, "n": len(examples), "systems": {}}
+    curves = {}
+    for name, preds in systems.items():
+        pos_scores = [p["probs"].get(positive) for p in preds] if positive else None
+        m = metrics_with_ci(golds, [p["pred"] for p in preds], pos_scores, list(labels), positive, n_boot)
+        report["systems"][name] = m
+        plot_confusion(out / f"confusion_{name}.png", golds, [p["pred"] for p in preds], labels, name)
+        if positive and "auroc" in m and not math.isnan(m["auroc"]):
+            curves[name] = (roc_points([int(g == positive) for g in golds], pos_scores), m["auroc"])
+    if curves:
+        plot_roc(out / "roc.png", curves, f"{positive} vs rest, n={len(examples)}")
+    report["items"] = [{"index": i, "gold": g, "meta": {k: v for k, v in e.meta.items() if isinstance(
+        v, (str, int, float)) or v is None}, **{name: preds[i] for name, preds in systems.items()}}
+        for i, (e, g) in enumerate(zip(examples, golds))]
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    return report

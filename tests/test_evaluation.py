@@ -1,0 +1,51 @@
+"""Evaluation: AUROC and bootstrap CIs by hand, and the eval command's report recomputed from its items."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bioreason.app.cli import main
+from bioreason.evaluation import auroc, metrics_with_ci
+
+
+def test_auroc_hand_computed_with_ties():
+    assert auroc([1, 1, 0, 0], [0.9, 0.8, 0.3, 0.1]) == 1.0
+    assert auroc([1, 0, 1, 0], [0.5, 0.5, 0.5, 0.5]) == 0.5
+    # pairs (pos, neg): (0.8,0.3) win, (0.8,0.8) tie, (0.4,0.3) win, (0.4,0.8) loss -> (2 + 0.5) / 4
+    assert auroc([1, 0, 1, 0], [0.8, 0.3, 0.4, 0.8]) == pytest.approx(0.625)
+    assert auroc([1, 1], [0.1, 0.2]) != auroc([1, 1], [0.1, 0.2])  # NaN without both classes
+
+
+def test_bootstrap_intervals_bracket_the_estimate():
+    golds = ["a", "b"] * 50
+    preds = ["a", "b"] * 40 + ["b", "a"] * 10
+    scores = [0.9 if g == "a" else 0.2 for g in golds]
+    m = metrics_with_ci(golds, preds, scores, ["a", "b"], positive="a", n_boot=300)
+    lo, hi = m["accuracy_ci95"]
+    assert lo <= m["accuracy"] == 0.8 <= hi and hi - lo > 0.05
+    assert m["auroc"] == 1.0 and m["bootstrap"]["resamples"] == 300
+
+
+def test_eval_command_report_recomputes_from_items(tiny, tmp_path, capsys):
+    model, proc = tiny
+    folder = tmp_path / "m"
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    out = tmp_path / "report"
+    rc = main(["eval", "--task", "toy", "--model", str(folder), "--baselines", "text-only,dna-only",
+               "--bootstrap", "100", "-o", str(out)])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["systems"]) == {"dna-llm", "text-only", "dna-only"}
+    assert (out / "roc.png").is_file() and (out / "confusion_dna-llm.png").is_file()
+    items = report["items"]
+    for name, m in report["systems"].items():
+        acc = sum(it[name]["pred"] == it["gold"] for it in items) / len(items)
+        assert m["accuracy"] == pytest.approx(acc)
+        y = [int(it["gold"] == report["positive"]) for it in items]
+        assert m["auroc"] == pytest.approx(auroc(y, [it[name]["probs"][report["positive"]] for it in items]))
+        assert all(sum(it[name]["probs"].values()) == pytest.approx(1.0) for it in items)
+    assert main(["eval", "--task", "toy", "--model", str(folder), "-o", str(out)]) == 2  # no overwrite
+    assert main(["eval", "--task", "toy", "--model", str(folder), "--baselines", "magic", "-o", str(out / "x")]) == 2
