@@ -133,8 +133,15 @@ def prepare_llm(force: bool = False) -> Path:
     return _atomic_build(models_dir() / LLM_NAME, build, force)
 
 
-def build_default_model(llm_dir: Path, seed: int = 0):
-    """(model, processor) of the default architecture with real LLM + encoder weights and a seeded projector."""
+def build_model(llm: str | Path, encoder: str = "hyena", encoder_config: dict | None = None,
+                encoder_weights: str | None = "anticapt", pooling: str = "mean", pool_stride: int = 16,
+                max_dna_tokens: int = 64, seed: int = 0, model_id: str | None = None):
+    """(model, processor): a new DNA-LLM from an LLM (folder or hub name) and a registered encoder.
+
+    The encoder gets pretrained weights from ``encoder_weights`` (``anticapt`` for HyenaDNA-tiny, a hub name
+    for Nucleotide Transformer, None for random); the projector is initialised with ``seed``. The three DNA
+    tokens are added to the tokenizer and the embedding table is resized (new rows: the mean of the old ones).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -143,34 +150,40 @@ def build_default_model(llm_dir: Path, seed: int = 0):
     from bioreason.modeling import DNALLMForCausalLM
     from bioreason.processing import DNALLMProcessor
 
-    tok = AutoTokenizer.from_pretrained(llm_dir)
-    tok.pad_token = "<|endoftext|>"  # not the end-of-turn token, which must stay in the labels
-    dna_cfg = get_spec("hyena").default_config()
-    proc = DNALLMProcessor(tok, "hyena", dna_cfg, pool_stride=16, max_dna_tokens=64)
-    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
-    text_cfg = llm.config
-    torch.manual_seed(seed)
-    cfg = DNALLMConfig(text_config=text_cfg.to_dict(), dna_encoder="hyena", dna_config=dna_cfg, pooling="mean",
-                       pool_stride=16, max_dna_tokens=64, dna_start_token_id=proc.dna_start_id,
+    tok = AutoTokenizer.from_pretrained(llm)
+    if "<|endoftext|>" in tok.get_vocab() and tok.pad_token in (None, tok.eos_token):
+        tok.pad_token = "<|endoftext|>"  # not the end-of-turn token, which must stay in the labels
+    spec = get_spec(encoder)
+    dna_cfg = {**spec.default_config(), **(encoder_config or {})}
+    proc = DNALLMProcessor(tok, encoder, dna_cfg, pool_stride=pool_stride, max_dna_tokens=max_dna_tokens)
+    lm = AutoModelForCausalLM.from_pretrained(llm, dtype=torch.float32)
+    cfg = DNALLMConfig(text_config=lm.config.to_dict(), dna_encoder=encoder, dna_config=dna_cfg, pooling=pooling,
+                       pool_stride=pool_stride, max_dna_tokens=max_dna_tokens, dna_start_token_id=proc.dna_start_id,
                        dna_pad_token_id=proc.dna_pad_id, dna_end_token_id=proc.dna_end_id,
-                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, model_id=DEFAULT_NAME)
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, model_id=model_id)
     with torch.device("meta"):
         model = DNALLMForCausalLM(cfg)
-    model.language_model = llm
-    model.dna_encoder = get_spec("hyena").build_model(dna_cfg)
-    get_spec("hyena").load_weights(model.dna_encoder, "anticapt")
+    model.language_model = lm
+    model.dna_encoder = spec.build_model(dna_cfg)
+    if encoder_weights and spec.load_weights:
+        spec.load_weights(model.dna_encoder, encoder_weights)
+    model.set_trainable(encoder=not cfg.freeze_encoder, llm=not cfg.freeze_llm, projector=True)
     model.pooler.to_empty(device="cpu")
     model.projector.to_empty(device="cpu")
     torch.manual_seed(seed)
     model._init_weights(model.projector)
     model._init_weights(model.pooler)
-    # new rows for the three DNA tokens: mean of the existing rows (transformers' mean_resizing)
     model.language_model.resize_token_embeddings(len(tok), mean_resizing=True)
     model.config.text_config = model.language_model.config
     model.config.text_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     return model, proc
+
+
+def build_default_model(llm_dir: Path, seed: int = 0):
+    """The embedded default's architecture: SmolLM2 + HyenaDNA-tiny (anticapt weights), mean pooling, stride 16."""
+    return build_model(llm_dir, "hyena", None, "anticapt", "mean", 16, 64, seed, DEFAULT_NAME)
 
 
 def prepare_default(force: bool = False) -> Path:

@@ -17,7 +17,8 @@ from bioreason.errors import RecipeError
 
 DEFAULTS: dict = {
     "model": {
-        "init": "default",  # default | tiny | a model folder
+        "init": "default",  # default | tiny | build | a model folder
+        "build": {},  # with init=build: llm, encoder, encoder_config, encoder_weights, pooling, pool_stride
         "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
         "train_encoder": False,
         "gradient_checkpointing": False,
@@ -37,6 +38,7 @@ DEFAULTS: dict = {
     "grpo": {
         "num_generations": 4, "max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "beta": 0.0,
         "epsilon": 0.2, "loss_type": "dapo", "sampler": "hf",
+        "init": None, "output_dir": None, "max_steps": None, "lr": None,  # GRPO stage (defaults: model/train)
         "rewards": {"correctness": 2.0, "format": 0.5, "conciseness": 0.5},
     },
 }
@@ -77,7 +79,7 @@ def _merge(base: dict, extra: dict, where: str) -> dict:
     for key, val in (extra or {}).items():
         if key not in out:
             raise RecipeError(f"unknown recipe key '{where}{key}'; valid keys here: {', '.join(sorted(out))}")
-        if isinstance(out[key], dict) and isinstance(val, dict) and key not in ("rewards", "options"):
+        if isinstance(out[key], dict) and isinstance(val, dict) and key not in ("rewards", "options", "build"):
             out[key] = _merge(out[key], val, f"{where}{key}.")
         else:
             out[key] = val

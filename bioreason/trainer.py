@@ -40,6 +40,14 @@ def load_for_training(recipe: dict):
 
         model, proc = build_tiny(seed=recipe["train"]["seed"])
         base = None
+    elif init == "build":  # a new DNA-LLM from hub/folder components (users who are online)
+        b = m.get("build") or {}
+        if not b.get("llm"):
+            raise RecipeError("model.init=build needs model.build.llm (a hub name or folder of a causal LM)")
+        model, proc = hub.build_model(b["llm"], b.get("encoder", "hyena"), b.get("encoder_config"),
+                                      b.get("encoder_weights"), b.get("pooling", "mean"), int(b.get("pool_stride", 16)),
+                                      int(b.get("max_dna_tokens", 64)), int(recipe["train"]["seed"]), b.get("model_id"))
+        base = None
     else:
         model, proc = hub.load_model(None if init == "default" else init, dtype="float32")
         base = "default" if init == "default" else str(Path(init).resolve())

@@ -95,11 +95,27 @@ class GRPOStep:
         return loss, {**batch.stats, **st}
 
 
+def stage_recipe(recipe: dict) -> dict:
+    """The recipe as the GRPO stage sees it: ``grpo.init/output_dir/max_steps/lr`` override model/train."""
+    import copy
+
+    r = copy.deepcopy(recipe)
+    g = r["grpo"]
+    if g.get("init"):
+        r["model"]["init"] = g["init"]
+    r["train"]["output_dir"] = g.get("output_dir") or str(r["train"]["output_dir"]).rstrip("/") + "-grpo"
+    for key in ("max_steps", "lr"):
+        if g.get(key) is not None:
+            r["train"][key] = g[key]
+    return r
+
+
 def run(recipe: dict, progress: bool = True):
     from bioreason.kegg_data.build import build_examples
     from bioreason.kegg_data.tasks import SYSTEM_PROMPT
     from bioreason.trainer import Trainer
 
+    recipe = stage_recipe(recipe)
     examples, labels = build_examples(recipe["data"], dna_length=recipe["data"].get("window") or 1024)
     step = GRPOStep(None, recipe["grpo"], labels, SYSTEM_PROMPT, recipe["data"].get("mode", "dna"))
     trainer = Trainer(recipe, step, examples, "grpo")

@@ -1,0 +1,179 @@
+"""Training-step speed and memory on the embedded default's LLM, side by side in one run.
+
+Workload (the reference shape from the peer notes): SmolLM2-135M-Instruct; each example a user turn with two
+real 1,024-nt BRCA1 windows (reference and alternate, one SNV apart) and a question of about 40 tokens, plus an
+assistant answer of about 60 tokens; torch with 2 threads; median of ``--steps`` steps after 2 warm-ups.
+``--encoder hyena`` (default: HyenaDNA-tiny, the embedded default) or ``--encoder nt-tiny`` (a tiny random ESM,
+hidden 128, 2 layers, 4 heads, 6-mer tokens: the peer notes' encoder; pool stride 3 keeps it at <= 64 positions).
+
+Prints: LoRA SFT step (batch 2), full fine-tune step, peak RSS after LoRA SFT, greedy generation tokens/s at
+batch 1 and 8, GRPO step (G=4, 64 new tokens) / SFT step on the same prompts (goal <= 8x; peers ~53x), batched
+sampling vs a per-completion generate loop at batch 8 (goal >= 4x), and the ratios to the original's figures
+measured on these machines (6.04 s LoRA step, 8.19 s full step, 41.8 tokens/s at batch 8, 176 positions/kb).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER = {"lora_step": 6.04, "full_step": 8.19, "gen_b1": 13.6, "gen_b8": 41.8, "positions_per_kb": 176,
+        "lora_rss": 3.8}
+QUESTION = ("This variant lies on chromosome 17 in the BRCA1 gene, which encodes a tumour suppressor involved in "
+            "homologous recombination repair. Based on the reference and variant sequences, what is its effect?")
+ANSWER = ("The single-nucleotide change alters a codon in the BRCT domain and is predicted to disrupt protein "
+          "folding, which abolishes the repair function of BRCA1 in the saturation genome editing assay.")
+
+
+def rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def timed(fn, steps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def build(encoder: str, lora: bool):
+    from bioreason import hub
+    from bioreason.modeling import apply_lora
+
+    llm = hub.prepare_llm()
+    if encoder == "hyena":
+        model, proc = hub.build_model(llm, "hyena", None, "anticapt", "mean", 16, 64)
+    else:
+        model, proc = hub.build_model(llm, "nucleotide-transformer", None, None, "mean", 3, 64)
+    model.float()
+    if lora:
+        model = apply_lora(model, r=16, alpha=32, dropout=0.05)
+    else:
+        model.set_trainable(encoder=False, llm=True, projector=True)
+    return model, proc
+
+
+def workload(n: int):
+    from bioreason.kegg_data.bundled import bundled_fasta
+    from bioreason.kegg_data.examples import Example
+    from bioreason.kegg_data.variants import VariantReader
+
+    out = []
+    for v in VariantReader(ROOT / "examples" / "brca1_sge_part1.vcf", bundled_fasta()):
+        out.append(Example(QUESTION, [v.ref_window, v.alt_window], ANSWER, None, {"label": "LOF"}))
+        if len(out) == n:
+            break
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--encoder", choices=("hyena", "nt-tiny"), default="hyena")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--autocast", choices=("no", "bf16"), default="bf16",
+                    help="CPU autocast for forward/backward (bf16 matmuls; weights stay fp32)")
+    args = ap.parse_args()
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    from bioreason.kegg_data.tasks import SYSTEM_PROMPT
+    from bioreason.sampling import sample_groups
+    from bioreason.training.grpo import GRPOStep
+    from bioreason.training.sft import SFTStep
+
+    ac = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.autocast == "bf16" else contextlib.nullcontext
+    examples = workload(8)
+    print(f"torch {torch.__version__}, {args.threads} threads, encoder {args.encoder}, autocast {args.autocast}")
+
+    def sft_timer(model, proc):
+        step = SFTStep(proc, None, "dna")
+        batch = step.prepare(examples[:2])
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-5)
+
+        def one():
+            with ac():
+                loss, _ = step.loss(model, batch)
+            (loss / batch.units).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        x = batch.inputs
+        return one, int(x["attention_mask"].sum()) // 2, int((x["input_ids"] == proc.dna_pad_id).sum()) // 2
+
+    model, proc = build(args.encoder, lora=True)
+    model.train()
+    one, tokens, dna_pos = sft_timer(model, proc)
+    t_lora = timed(one, args.steps)
+    rss_lora = rss_gib()
+    print(f"LLM tokens per example: {tokens} ({dna_pos} DNA positions for 2 x 1,024 nt = {dna_pos // 2} per kb; "
+          f"original: {PEER['positions_per_kb']} per kb)")
+    print(f"LoRA SFT step, batch 2: {t_lora:.3f} s (original {PEER['lora_step']} s: {PEER['lora_step'] / t_lora:.1f}x "
+          f"faster); peak RSS so far {rss_lora:.2f} GiB (original {PEER['lora_rss']} GiB)")
+
+    # GRPO step vs SFT step on the same 2 prompts
+    cfg = {"num_generations": 4, "max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "beta": 0.0,
+           "epsilon": 0.2, "loss_type": "dapo", "rewards": {"correctness": 2.0, "format": 0.5}, "sampler": "hf"}
+    grpo = GRPOStep(proc, cfg, ["LOF", "FUNC"], SYSTEM_PROMPT, "dna", get_model=lambda: model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-6)
+
+    def grpo_one():
+        with ac():
+            batch = grpo.prepare(examples[:2])
+            loss, _ = grpo.loss(model, batch)
+        (loss / max(batch.units, 1)).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    t_grpo = timed(grpo_one, max(2, args.steps // 2), warmup=1)
+    print(f"GRPO step (2 prompts x G=4, 64 new tokens): {t_grpo:.2f} s = {t_grpo / t_lora:.1f}x the SFT step "
+          f"(goal <= 8x; peers about 53x)")
+
+    # sampling: one batched call for 8 completions vs a loop of 8 single generate calls (DNA re-encoded each time)
+    model.eval()
+    prompt = [examples[0].to_messages(SYSTEM_PROMPT, with_answer=False)]
+    with ac():
+        t_batched = timed(lambda: sample_groups(model, proc, prompt, 8, 64), 2, warmup=1)
+        t_loop = timed(lambda: [sample_groups(model, proc, prompt, 1, 64) for _ in range(8)], 2, warmup=0)
+    print(f"8 completions of <= 64 tokens: batched {t_batched:.2f} s, per-completion loop {t_loop:.2f} s: "
+          f"{t_loop / t_batched:.1f}x (goal >= 4x)")
+
+    # greedy generation throughput, 64 new tokens, batch 1 and 8
+    for bsz in (1, 8):
+        prompts = [e.to_messages(SYSTEM_PROMPT, with_answer=False) for e in examples[:bsz]]
+        enc = proc(prompts)
+        kw = dict(max_new_tokens=64, min_new_tokens=64, do_sample=False, pad_token_id=proc.tokenizer.pad_token_id)
+        with torch.inference_mode(), ac():
+            t = timed(lambda: model.generate(**enc, **kw), 2, warmup=1)
+        peer = PEER["gen_b1"] if bsz == 1 else PEER["gen_b8"]
+        print(f"greedy generation batch {bsz}: {64 * bsz / t:.1f} new tokens/s (original {peer}: "
+              f"{64 * bsz / t / peer:.1f}x)")
+    del model, grpo, opt
+
+    model, proc = build(args.encoder, lora=False)
+    model.train()
+    one, _, _ = sft_timer(model, proc)
+    t_full = timed(one, max(2, args.steps // 2))
+    print(f"full fine-tune SFT step, batch 2: {t_full:.3f} s (original {PEER['full_step']} s: "
+          f"{PEER['full_step'] / t_full:.1f}x faster)")
+    print(f"peak RSS of the whole run: {rss_gib():.2f} GiB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
