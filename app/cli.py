@@ -16,7 +16,8 @@ import sys
 from bioreason.errors import BioreasonError
 
 SUBCOMMANDS = ("bioreason.app.cmd_models", "bioreason.app.cmd_ask", "bioreason.app.cmd_windows",
-               "bioreason.app.cmd_train", "bioreason.app.cmd_eval")
+               "bioreason.app.cmd_train", "bioreason.app.cmd_eval",
+               "bioreason.app.cmd_predict")
 
 
 def build_parser() -> argparse.ArgumentParser:

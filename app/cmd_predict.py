@@ -1,0 +1,40 @@
+"""``bioreason predict``: annotate every ALT allele of a VCF with a label, probabilities and (optionally) a trace."""
+
+from __future__ import annotations
+
+from bioreason.app.options import add_variant_options
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="predict the effect of every variant in a VCF (annotated VCF + JSONL + TSV + skip log)",
+        description="Reads a VCF/VCF.gz/BCF and a reference FASTA, cuts ref/alt windows for every ALT allele and "
+                    "asks the model. Writes PREFIX.vcf (INFO BR_LABEL, BR_P_<label>, BR_MODEL), PREFIX.jsonl (one "
+                    "object per ALT: variant, window facts, label, probabilities, trace, or skip reason), "
+                    "PREFIX.tsv and PREFIX.skipped.tsv. --score-only (default) scores each candidate label by "
+                    "log-likelihood in one forward pass; --traces also generates a reasoning trace (batched). "
+                    "Interrupted runs continue with --resume; several processes share the work under "
+                    "`torchrun --nproc_per_node N -m bioreason.app.cli predict ...`. Research use only, not for "
+                    "clinical decisions.")
+    p.add_argument("vcf", help="input VCF, VCF.gz or BCF (never modified)")
+    p.add_argument("-o", "--output", required=True, metavar="PREFIX", help="output prefix")
+    p.add_argument("--model", default=None, help="model folder (default: the embedded default)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--score-only", dest="traces", action="store_false", help="labels by likelihood only (default)")
+    mode.add_argument("--traces", dest="traces", action="store_true", help="also generate reasoning traces")
+    p.set_defaults(traces=False)
+    p.add_argument("--labels", default=None,
+                   help="comma-separated candidate labels (default: the model's own, else pathogenic,benign)")
+    p.add_argument("--batch-size", type=int, default=8, help="variants per forward pass (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="trace length cap with --traces (default 256)")
+    p.add_argument("--bgzip", action="store_true", help="write the annotated VCF BGZF-compressed (PREFIX.vcf.gz)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same options")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs / discard old progress")
+    add_variant_options(p)
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from bioreason.app.predict_job import run as job
+
+    return job(args)

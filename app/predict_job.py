@@ -1,0 +1,213 @@
+"""The ``predict`` job: resumable, shardable batch prediction over a VCF, with atomic outputs.
+
+Order of work: read every record (each ALT allele ends as a window or a skip), cut the windows into fixed
+batches by input position, predict the batches this process owns (batch k goes to rank k mod world, so
+torchrun/accelerate shards are disjoint), and append each finished batch to a progress file
+(``PREFIX.progress.rankR.jsonl``, flushed and fsynced). After ``kill -9``, ``--resume`` keeps the complete
+lines and redoes only unfinished batches, with the same batch composition, so results are bit-identical.
+When all batches are done, rank 0 merges the progress files in input order and writes the annotated VCF,
+JSONL, TSV summary and skip log, each to a temporary file renamed at the end; then the progress files go.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+from bioreason.app.writers import (SKIP_HEADER, AtomicWriter, check_outputs, dumps, skip_line)
+from bioreason.errors import BioreasonError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+
+class ResumeMismatchError(BioreasonError, ValueError):
+    """--resume with settings that differ from the interrupted run's."""
+
+
+def info_id(label: str) -> str:
+    return "BR_P_" + re.sub(r"[^0-9A-Za-z_.]", "_", label)
+
+
+def output_paths(prefix: str, bgzip: bool) -> dict:
+    return {"vcf": Path(f"{prefix}.vcf.gz" if bgzip else f"{prefix}.vcf"), "jsonl": Path(f"{prefix}.jsonl"),
+            "tsv": Path(f"{prefix}.tsv"), "skips": Path(f"{prefix}.skipped.tsv")}
+
+
+def progress_path(prefix: str, rank: int) -> Path:
+    return Path(f"{prefix}.progress.rank{rank}.jsonl")
+
+
+def read_progress(path: Path, fingerprint: dict) -> dict[int, dict]:
+    """Finished results by item index; a torn last line (killed mid-write) is cut off the file."""
+    if not path.is_file():
+        return {}
+    done, good_bytes = {}, 0
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh):
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError:
+                break
+            if n == 0:
+                if obj.get("fingerprint") != fingerprint:
+                    raise ResumeMismatchError(
+                        f"{path} was written with other settings ({obj.get('fingerprint')}); rerun with the same "
+                        "options to --resume, or pass --force to start over")
+            else:
+                done.update({int(k): v for k, v in obj["results"].items()})
+            good_bytes += len(raw)
+    with open(path, "r+b") as fh:
+        fh.truncate(good_bytes)
+    return done
+
+
+def item_record(item, result: dict | None, model_id: str) -> dict:
+    base = {"chrom": item.chrom, "pos": item.pos, "ref": item.ref, "alt": item.alt, "record": item.record,
+            "allele": item.allele}
+    if result is None:
+        return {**base, "status": "skipped", "reason": item.reason}
+    return {**base, "id": item.id, "status": "predicted", "kind": item.kind, "contig": item.contig,
+            "window_start0": item.window_start, "offset0": item.offset, "window_length": len(item.ref_window),
+            "flags": list(item.flags), "model": model_id, **result}
+
+
+def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, paths: dict) -> None:
+    from cyvcf2 import VCF, Writer
+
+    writers = {k: AtomicWriter(p) for k, p in paths.items() if k != "vcf"}
+    vcf_tmp = paths["vcf"].with_name(f".{paths['vcf'].name}.tmp-{os.getpid()}")
+    try:
+        writers["skips"].write(SKIP_HEADER)
+        writers["tsv"].write("\t".join(["chrom", "pos", "id", "ref", "alt", "status", "label"] +
+                                       [f"p_{lab}" for lab in labels] + ["flags_or_reason"]) + "\n")
+        by_allele = {}
+        for i, item in enumerate(items):
+            res = results.get(i)
+            rec = item_record(item, res, model_id)
+            by_allele[(item.record, item.allele)] = rec
+            writers["jsonl"].write(dumps(rec))
+            if res is None:
+                writers["skips"].write(skip_line(item))
+                cols = [item.chrom, str(item.pos), ".", item.ref, item.alt, "skipped", "."] + ["."] * len(labels) + [
+                    item.reason]
+            else:
+                cols = [item.chrom, str(item.pos), item.id or ".", item.ref, item.alt, "predicted", res["label"]] + [
+                    f"{res['probs'][lab]:.6f}" for lab in labels] + [",".join(item.flags) or "."]
+            writers["tsv"].write("\t".join(cols) + "\n")
+        vcf = VCF(str(args.vcf), lazy=True)
+        vcf.add_info_to_header({"ID": "BR_LABEL", "Number": "A", "Type": "String",
+                                "Description": f"bioreason predicted label per ALT ({', '.join(labels)}; '.' = skipped)"})
+        for lab in labels:
+            vcf.add_info_to_header({"ID": info_id(lab), "Number": "A", "Type": "Float",
+                                    "Description": f"bioreason probability of '{lab}' per ALT"})
+        vcf.add_info_to_header({"ID": "BR_MODEL", "Number": "1", "Type": "String",
+                                "Description": "bioreason model that made the predictions"})
+        w = Writer(str(vcf_tmp), vcf, mode="wz" if paths["vcf"].suffix == ".gz" else "w")
+        for r_i, rec in enumerate(vcf):
+            n_alt = max(1, len(rec.ALT))
+            got = [by_allele.get((r_i, a)) for a in range(1, n_alt + 1)]
+            if any(g is not None and g["status"] == "predicted" for g in got):
+                rec.INFO["BR_LABEL"] = ",".join(g["label"] if g and g["status"] == "predicted" else "." for g in got)
+                for lab in labels:
+                    rec.INFO[info_id(lab)] = ",".join(f"{g['probs'][lab]:.6f}" if g and g["status"] == "predicted"
+                                                      else "." for g in got)
+                rec.INFO["BR_MODEL"] = model_id
+            w.write_record(rec)
+        w.close()
+        vcf.close()
+        for wr in writers.values():
+            wr.commit()
+        os.replace(vcf_tmp, paths["vcf"])
+    except BaseException:
+        for wr in writers.values():
+            wr.abort()
+        vcf_tmp.unlink(missing_ok=True)
+        raise
+
+
+def run(args) -> int:
+    import torch
+    from accelerate import PartialState
+    from tqdm import tqdm
+
+    from bioreason.app.options import fasta_path, reader_options
+    from bioreason.hub import load_model
+    from bioreason.kegg_data.variants import Variant, VariantReader
+    from bioreason.predict import PredictConfig, VariantPredictor
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    rank, world = state.process_index, state.num_processes
+    paths = output_paths(args.output, args.bgzip)
+    labels = tuple(x.strip() for x in args.labels.split(",")) if args.labels else None
+    cfg = PredictConfig.for_model(args.model, labels=labels, traces=args.traces,
+                                  max_new_tokens=args.max_new_tokens)
+    fingerprint = {"vcf": str(Path(args.vcf).resolve()), "model": str(args.model or "default"),
+                   "labels": list(cfg.labels), "traces": cfg.traces, "batch_size": args.batch_size,
+                   "max_new_tokens": cfg.max_new_tokens, **reader_options(args)}
+    progress_files = [progress_path(args.output, r) for r in range(world)]
+    if rank == 0:
+        if not args.resume:
+            check_outputs(paths.values(), args.force)
+            stale = [p for p in Path(args.output).parent.glob(f"{Path(args.output).name}.progress.rank*.jsonl")]
+            if stale and not args.force:
+                raise OutputExistsError(f"{stale[0]} holds the progress of an interrupted run; pass --resume to "
+                                        "continue it or --force to start over")
+            for p in stale:
+                p.unlink()
+    state.wait_for_everyone()
+
+    reader = VariantReader(args.vcf, fasta_path(args), **reader_options(args))
+    items = list(reader)
+    windows = [i for i, it in enumerate(items) if isinstance(it, Variant)]
+    batches = [windows[k:k + args.batch_size] for k in range(0, len(windows), args.batch_size)]
+    mine = [b for k, b in enumerate(batches) if k % world == rank]
+    path = progress_files[rank]
+    done = read_progress(path, fingerprint) if args.resume else {}
+    todo = [b for b in mine if not all(i in done for i in b)]
+    model_id = "default"
+    if todo:
+        model, proc = load_model(args.model)
+        model_id = model.config.model_id or Path(str(args.model)).name
+        predictor = VariantPredictor(model, proc, cfg)
+        if not path.exists() or path.stat().st_size == 0:
+            path.write_text(dumps({"fingerprint": fingerprint}))
+        n_mine = sum(len(b) for b in mine)
+        bar = tqdm(total=n_mine, initial=n_mine - sum(len(b) for b in todo), unit=" variants", file=sys.stderr,
+                   desc=f"predict{'' if world == 1 else f' [rank {rank}]'}", disable=None, smoothing=0.1)
+        with open(path, "a") as fh:
+            for batch in todo:
+                results = predictor.predict([items[i] for i in batch])
+                fh.write(dumps({"results": {str(i): r for i, r in zip(batch, results)}}))
+                fh.flush()
+                os.fsync(fh.fileno())
+                bar.update(len(batch))
+        bar.close()
+    else:
+        from bioreason.hub import resolve_model_dir
+
+        folder = resolve_model_dir(args.model)
+        cfg_json = folder / "config.json"
+        model_id = json.loads(cfg_json.read_text()).get("model_id") if cfg_json.is_file() else folder.name
+    state.wait_for_everyone()
+    if rank == 0:
+        results: dict[int, dict] = {}
+        for p in progress_files:
+            results.update(read_progress(p, fingerprint))
+        missing = [i for i in windows if i not in results]
+        if missing:
+            raise BioreasonError(f"{len(missing)} variants have no result after all processes finished; "
+                                 "rerun with --resume")
+        write_outputs(args, items, results, list(cfg.labels), model_id or "bioreason", paths)
+        for p in progress_files:
+            p.unlink(missing_ok=True)
+        s = reader.stats
+        print(f"{s.records} records, {s.alleles} alleles: {len(windows)} predicted, {s.skips} skipped; outputs: "
+              + ", ".join(str(p) for p in paths.values()))
+    state.wait_for_everyone()
+    return 0

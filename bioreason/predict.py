@@ -1,0 +1,87 @@
+"""Variant interpretation with a loaded DNA-LLM: the per-batch logic shared by ``predict`` and the demo.
+
+``VariantPredictor.predict(variants)`` returns one result dict per variant: the label, the probability of each
+candidate label (softmax over the candidates' log-likelihoods after an empty think block, one forward pass per
+variant and label, DNA encoded once per variant), and with ``traces=True`` a greedy reasoning trace generated
+for the whole batch at once, whose final ``Answer:`` line (parsed by ``bioreason.answers``) gives the label when
+it names exactly one candidate. Probabilities are rounded to 6 decimals so outputs are stable byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bioreason.answers import extract_answer, match_label, split_think
+from bioreason.kegg_data.examples import Example
+from bioreason.kegg_data.tasks import SYSTEM_PROMPT
+from bioreason.kegg_data.user_data import DEFAULT_QUESTION, variant_question
+
+TASK_FILE = "bioreason_task.json"  # a trained folder may name its labels, question and system prompt
+DEFAULT_LABELS = ("pathogenic", "benign")
+
+
+@dataclass
+class PredictConfig:
+    labels: tuple[str, ...] = DEFAULT_LABELS
+    question: str = DEFAULT_QUESTION
+    system: str | None = SYSTEM_PROMPT
+    traces: bool = False
+    max_new_tokens: int = 256
+    annotation_fields: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_model(cls, folder: str | Path | None, **overrides) -> "PredictConfig":
+        """Defaults from the model folder's ``bioreason_task.json`` when present, then ``overrides``."""
+        cfg = {}
+        if folder is not None and (Path(folder) / TASK_FILE).is_file():
+            cfg = json.loads((Path(folder) / TASK_FILE).read_text())
+            cfg["labels"] = tuple(cfg.get("labels", DEFAULT_LABELS))
+        cfg.update({k: v for k, v in overrides.items() if v is not None})
+        known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
+        return cls(**known)
+
+
+class VariantPredictor:
+    def __init__(self, model, processor, config: PredictConfig | None = None):
+        self.model, self.proc, self.cfg = model, processor, config or PredictConfig()
+
+    def example(self, variant) -> Example:
+        return Example(variant_question(variant, self.cfg.question), [variant.ref_window, variant.alt_window])
+
+    def messages(self, variant):
+        return self.example(variant).to_messages(self.cfg.system, with_answer=False)
+
+    def predict(self, variants, on_trace=None) -> list[dict]:
+        """Results for a batch of ``Variant`` objects, in order."""
+        import torch
+
+        from bioreason.rl import score_candidates
+
+        labels = list(self.cfg.labels)
+        prompts = [self.messages(v) for v in variants]
+        with torch.inference_mode():
+            scores = score_candidates(self.model, self.proc, prompts, labels)
+        probs = torch.softmax(scores.double(), dim=1).tolist()
+        out = []
+        for row in probs:
+            k = max(range(len(labels)), key=lambda j: row[j])
+            out.append({"label": labels[k], "probs": {lab: round(p, 6) for lab, p in zip(labels, row)},
+                        "label_source": "score"})
+        if self.cfg.traces:
+            from bioreason.sampling import sample_groups
+
+            with torch.inference_mode():
+                samples = sample_groups(self.model, self.proc, prompts, 1, self.cfg.max_new_tokens, do_sample=False)
+            for res, text in zip(out, samples.texts):
+                think, _ = split_think(text)
+                res["trace"] = text
+                res["reasoning"] = think
+                answer = extract_answer(text)
+                res["answer"] = answer
+                named = match_label(answer, labels)
+                if named is not None:
+                    res["label"], res["label_source"] = named, "trace"
+        return out

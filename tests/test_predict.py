@@ -1,0 +1,146 @@
+"""``bioreason predict`` on real VCFs: outputs, INFO types, skips, kill -9 and resume, 2-process sharding."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bioreason.app.cli import main
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parents[1]
+SGE = ROOT / "examples" / "brca1_sge_part1.vcf"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from bioreason.tiny import build_tiny
+
+    model, proc = build_tiny(seed=1)
+    folder = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sge_small(tmp_path_factory):
+    lines = SGE.read_text().splitlines(keepends=True)
+    head = [x for x in lines if x.startswith("#")]
+    body = [x for x in lines if not x.startswith("#")][:40]
+    path = tmp_path_factory.mktemp("vcf") / "sge40.vcf"
+    path.write_text("".join(head + body))
+    return path
+
+
+def _outputs(prefix):
+    return [Path(f"{prefix}{s}") for s in (".vcf", ".jsonl", ".tsv", ".skipped.tsv")]
+
+
+def test_predict_writes_all_outputs_typed_as_declared(tiny_dir, sge_small, tmp_path):
+    prefix = tmp_path / "out"
+    rc = main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(tiny_dir), "-o", str(prefix),
+               "--labels", "LOF,FUNC", "--batch-size", "16"])
+    assert rc == 0 and all(p.is_file() for p in _outputs(prefix))
+    rows = [json.loads(x) for x in Path(f"{prefix}.jsonl").read_text().splitlines()]
+    assert len(rows) == 40 and all(r["status"] == "predicted" for r in rows)
+    assert set(rows[0]["probs"]) == {"LOF", "FUNC"} and abs(sum(rows[0]["probs"].values()) - 1) < 1e-5
+    assert rows[0]["window_length"] == 1024 and rows[0]["offset0"] == 512
+    from cyvcf2 import VCF
+
+    vcf = VCF(str(prefix) + ".vcf")
+    for key, typ in (("BR_LABEL", "String"), ("BR_P_LOF", "Float"), ("BR_P_FUNC", "Float"), ("BR_MODEL", "String")):
+        assert vcf.get_header_type(key)["Type"] == typ
+    recs = list(vcf)
+    assert len(recs) == 40 and recs[0].INFO.get("BR_LABEL") in ("LOF", "FUNC")
+    assert isinstance(recs[0].INFO.get("BR_P_LOF"), float)
+    assert recs[0].INFO.get("LABEL") == "FUNC"  # the input's INFO is kept
+    if shutil.which("bcftools"):
+        out = subprocess.run(["bcftools", "query", "-f", "%POS\t%BR_LABEL\t%BR_P_LOF\n", f"{prefix}.vcf"],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+        assert len(out) == 40 and float(out[0].split("\t")[2]) == pytest.approx(rows[0]["probs"]["LOF"], abs=1e-6)
+    assert main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(tiny_dir), "-o", str(prefix)]) == 2
+
+
+def test_predict_skips_and_multiallelic_alleles(tiny_dir, tmp_path):
+    prefix = tmp_path / "cv"
+    rc = main(["predict", str(DATA / "clinvar_grch38_vep_testset.vcf.gz"), "--fasta",
+               str(DATA / "hg38_chr2_1-2333275.fa.gz"), "--model", str(tiny_dir), "-o", str(prefix), "--bgzip"])
+    assert rc == 0 and Path(f"{prefix}.vcf.gz").is_file()
+    rows = [json.loads(x) for x in Path(f"{prefix}.jsonl").read_text().splitlines()]
+    assert len(rows) == 50 and sum(r["status"] == "predicted" for r in rows) == 2
+    assert all(r["reason"].startswith("contig ") for r in rows if r["status"] == "skipped")
+    assert len(Path(f"{prefix}.skipped.tsv").read_text().splitlines()) == 1 + 48
+    from cyvcf2 import VCF
+
+    labelled = [r for r in VCF(f"{prefix}.vcf.gz") if r.INFO.get("BR_LABEL")]
+    assert [(r.CHROM, r.POS) for r in labelled] == [("2", 264985), ("2", 265015)]
+
+
+def test_predict_with_traces(tiny_dir, sge_small, tmp_path):
+    prefix = tmp_path / "tr"
+    assert main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(tiny_dir), "-o", str(prefix),
+                 "--traces", "--max-new-tokens", "8", "--batch-size", "20"]) == 0
+    rows = [json.loads(x) for x in Path(f"{prefix}.jsonl").read_text().splitlines()]
+    assert all("trace" in r and "reasoning" in r for r in rows)
+
+
+def test_progress_without_resume_is_refused(tiny_dir, sge_small, tmp_path, capsys):
+    prefix = tmp_path / "p"
+    Path(f"{prefix}.progress.rank0.jsonl").write_text("{}\n")
+    assert main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(tiny_dir), "-o", str(prefix)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def _run(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "bioreason.app.cli", "predict", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+
+
+@pytest.mark.slow
+def test_kill_and_resume_is_byte_identical(tiny_dir, tmp_path):
+    common = [str(SGE), "--fasta", "bundled", "--model", str(tiny_dir), "--batch-size", "16", "--labels", "LOF,FUNC"]
+    ref = _run(common + ["-o", str(tmp_path / "ref")])
+    assert ref.wait() == 0, ref.stderr.read()
+    prefix = tmp_path / "killed"
+    rng = random.Random(0)
+    kills = 0
+    args = common + ["-o", str(prefix)]
+    for attempt in range(6):
+        proc = _run(args + (["--resume"] if attempt else []))
+        time.sleep(rng.uniform(4.0, 9.0))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        assert not any(p.exists() for p in _outputs(prefix))  # no final output from a killed run
+    if not all(p.exists() for p in _outputs(prefix)):
+        done = _run(args + ["--resume"])
+        assert done.wait() == 0, done.stderr.read()
+    assert kills >= 2
+    for a, b in zip(_outputs(tmp_path / "ref"), _outputs(prefix)):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    assert not list(tmp_path.glob("killed.progress*"))
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(tiny_dir, sge_small, tmp_path):
+    common = [str(sge_small), "--fasta", "bundled", "--model", str(tiny_dir), "--batch-size", "8"]
+    assert main(["predict", *common, "-o", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+                          "bioreason.app.cli", "predict", *common, "-o", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    for a, b in zip(_outputs(tmp_path / "one"), _outputs(tmp_path / "two")):
+        assert a.read_bytes() == b.read_bytes(), a.name
