@@ -17,7 +17,7 @@ from bioreason.errors import BioreasonError
 
 SUBCOMMANDS = ("bioreason.app.cmd_models", "bioreason.app.cmd_ask", "bioreason.app.cmd_windows",
                "bioreason.app.cmd_train", "bioreason.app.cmd_eval",
-               "bioreason.app.cmd_predict")
+               "bioreason.app.cmd_predict", "bioreason.app.cmd_demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,90 @@
+"""The Gradio demo through gradio_client and in a real headless browser (Debian's chromium via Playwright)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio")
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory):
+    from bioreason.app.demo import launch
+    from bioreason.tiny import build_tiny
+
+    model, proc = build_tiny(seed=2)
+    folder = tmp_path_factory.mktemp("demo-model")
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    port = _free_port()
+    demo = launch(str(folder), "127.0.0.1", port, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_parse_variant_forms():
+    from bioreason.app.demo import DemoInputError, parse_variant
+
+    assert parse_variant("chr17:43,045,711 g>t") == ("chr17", 43045711, "G", "T")
+    assert parse_variant("17 43045711 G T") == ("17", 43045711, "G", "T")
+    with pytest.raises(DemoInputError, match="chrom:pos ref>alt"):
+        parse_variant("BRCA1 c.5559C>G")
+
+
+def test_client_variant_vcf_and_errors(demo_url):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(demo_url, verbose=False)
+    trace, label, window = client.predict("chr17:43045711 G>T", None, api_name="/predict_variant")
+    assert isinstance(trace, str) and label["label"] in ("pathogenic", "benign")
+    assert "<mark" in window and "43045711" in window
+    table = client.predict("chr17 43045711 . G T\nchr17 43045711 . A C\n1 100 . A <DEL>", None, None,
+                           api_name="/predict_vcf")
+    rows = table["value"]["data"]
+    assert len(rows) == 3 and rows[0][4] in ("pathogenic", "benign")
+    assert rows[1][4] == "skipped" and "does not match" in rows[1][-1]
+    with pytest.raises(AppError, match="does not match the reference, which has G"):
+        client.predict("chr17:43045711 A>T", None, api_name="/predict_variant")
+    with pytest.raises(AppError, match="chrom:pos ref>alt"):
+        client.predict("not a variant", None, api_name="/predict_variant")
+    with pytest.raises(AppError, match="character 'X'"):
+        client.predict("ACGTX", "", "q", api_name="/ask")
+
+
+def test_browser_submits_an_example_and_sees_label_and_trace(demo_url):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); .ci/run installs it")
+    playwright = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.goto(demo_url, wait_until="networkidle")
+        assert "Research use only, not for clinical decisions" in page.inner_text("#notice")
+        page.get_by_text("chr17:43045709 A>G").first.click()  # a prefilled real example
+        page.click("#go-variant")
+        page.wait_for_function(
+            "() => { const l = document.querySelector('#label'); return l && /pathogenic|benign/.test(l.innerText) }",
+            timeout=60_000)
+        label_text = page.inner_text("#label")
+        trace = page.locator("#trace textarea").input_value()
+        page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+        browser.close()
+    assert "pathogenic" in label_text or "benign" in label_text
+    assert len(trace) > 0
+    assert (ARTIFACTS / "demo.png").stat().st_size > 10_000
