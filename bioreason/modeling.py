@@ -160,8 +160,12 @@ class DNALLMForCausalLM(DNALLMPreTrainedModel, GenerationMixin):
         return self.merge_dna(input_ids, inputs_embeds, dna_features)
 
     def forward(self, input_ids=None, attention_mask=None, dna_input_ids=None, dna_attention_mask=None,
-                dna_features=None, inputs_embeds=None, labels=None, logits_to_keep=0, **kwargs):
+                dna_features=None, inputs_embeds=None, labels=None, logits_to_keep=0, cache=None,
+                past_key_values=None, **kwargs):
         """Like any causal LM's forward; DNA inputs are merged when given (at prefill)."""
+        cache = cache if cache is not None else past_key_values  # transformers 5 renames past_key_values
+        if cache is not None:
+            kwargs["cache"] = cache
         if inputs_embeds is None:
             has_dna = dna_input_ids is not None or dna_features is not None
             if has_dna or bool((input_ids == self.config.dna_pad_token_id).any()):
@@ -181,6 +185,13 @@ class DNALLMForCausalLM(DNALLMPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(self, *args, dna_input_ids=None, dna_attention_mask=None, dna_features=None,
                                       is_first_iteration=False, **kwargs):
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        mask = kwargs.get("attention_mask")
+        step = inputs.get("input_ids") if inputs.get("input_ids") is not None else inputs.get("inputs_embeds")
+        if inputs.get("position_ids") is None and mask is not None and mask.dim() == 2 and step is not None:
+            # positions follow the attention mask, so left-padded rows count from their first real token, also
+            # when generation continues from a prefilled cache (GRPO groups share one prompt prefill)
+            pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+            inputs["position_ids"] = pos[:, -step.shape[1]:]
         if is_first_iteration or not kwargs.get("use_cache", True):
             inputs.update(dna_input_ids=dna_input_ids, dna_attention_mask=dna_attention_mask,
                           dna_features=dna_features)

@@ -162,12 +162,44 @@ def completion_logprobs(model, input_ids, attention_mask, completion_len: int, *
     return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
+def _expand_cache(cache, repeats: int):
+    """A copy of a ``DynamicCache`` with every row repeated ``repeats`` times (differentiable)."""
+    from transformers import DynamicCache
+
+    out = DynamicCache()
+    for i, layer in enumerate(cache.layers):
+        out.update(layer.keys.repeat_interleave(repeats, 0), layer.values.repeat_interleave(repeats, 0), i)
+    return out
+
+
+def shared_prefix_logprobs(model, prompt_ids, prompt_mask, cont_ids, cont_mask, repeats: int, dna_features=None):
+    """Log-probs (B*R, C) of R continuations per prompt, running each prompt through the LLM once.
+
+    The prompts (B, P; left-padded) are encoded once with the KV cache, the cache rows are repeated R times,
+    and only the continuation tokens (B*R, C; right-padded) run on top of it. Gradients flow through both.
+    """
+    import torch
+
+    pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, dna_features=dna_features, position_ids=pos,
+                use_cache=True, logits_to_keep=1)
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    first = out.logits[:, -1].repeat_interleave(repeats, 0)  # (B*R, V): predicts the first continuation token
+    full_mask = torch.cat([prompt_mask.repeat_interleave(repeats, 0), cont_mask], dim=1)
+    start = prompt_mask.sum(1, keepdim=True).repeat_interleave(repeats, 0)
+    cont_pos = start + torch.arange(cont_ids.shape[1], device=cont_ids.device)
+    rest = model(input_ids=cont_ids, attention_mask=full_mask, position_ids=cont_pos,
+                 past_key_values=_expand_cache(cache, repeats), use_cache=True).logits[:, :-1]
+    logits = torch.cat([first.unsqueeze(1), rest], dim=1).float()  # (B*R, C, V)
+    return torch.log_softmax(logits, dim=-1).gather(-1, cont_ids.unsqueeze(-1)).squeeze(-1)
+
+
 def score_candidates(model, processor, prompts: list[list[dict]], candidates: list[str],
                      answer_prefix: str = SCORE_PREFIX):
     """Log-likelihood of each candidate answer after each prompt: returns a (B, K) tensor of summed log-probs.
 
-    Each prompt's DNA is encoded once and shared by its K candidate rows; the candidate text is
-    ``answer_prefix + candidate`` followed by the end-of-turn token.
+    One pass over each prompt (its DNA encoded once), then the K candidates (``answer_prefix + candidate`` and
+    the end-of-turn token) run on the prompt's repeated KV cache.
     """
     import torch
 
@@ -181,20 +213,15 @@ def score_candidates(model, processor, prompts: list[list[dict]], candidates: li
     for k, ids in enumerate(cand_ids):
         comp[k, :len(ids)] = torch.tensor(ids)
         cmask[k, :len(ids)] = 1
-    ids = torch.cat([enc["input_ids"].repeat_interleave(K, 0), comp.repeat(B, 1)], dim=1)  # (B*K, P + C)
-    attn = torch.cat([enc["attention_mask"].repeat_interleave(K, 0), cmask.repeat(B, 1)], dim=1)
     device = next(model.parameters()).device
     with torch.no_grad():
         feats = model.get_dna_features(enc["dna_input_ids"].to(device), enc["dna_attention_mask"].to(device)) \
             if enc["dna_input_ids"].numel() else None
-        if feats is not None:  # repeat each prompt's features K times, keeping batch order
-            counts = (enc["input_ids"] == processor.dna_pad_id).sum(1).tolist()
-            feats = torch.cat([f.repeat(K, 1) for f in torch.split(feats, counts)], dim=0)
-        pos = (attn.cumsum(1) - 1).clamp(min=0)
-        logp = completion_logprobs(model, ids.to(device), attn.to(device), C, dna_features=feats,
-                                   position_ids=pos.to(device))
+        logp = shared_prefix_logprobs(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
+                                      comp.repeat(B, 1).to(device), cmask.repeat(B, 1).to(device), K, feats)
     return (logp.cpu() * cmask.repeat(B, 1)).sum(1).view(B, K)
 
 
 __all__ = ["REWARDS", "register_reward", "correctness", "format_reward", "conciseness", "compute_rewards",
-           "group_advantages", "grpo_loss", "completion_logprobs", "score_candidates", "split_think"]
+           "group_advantages", "grpo_loss", "completion_logprobs", "shared_prefix_logprobs", "score_candidates",
+           "split_think"]

@@ -137,3 +137,25 @@ def test_lora_wraps_and_one_step_lowers_loss(tiny):
     assert after.item() < before.item()
     with peft_model.disable_adapter(), torch.no_grad():  # the reference policy: same weights, adapter off
         assert peft_model(**b).loss.item() != pytest.approx(after.item())
+
+
+def test_group_sampling_with_shared_prefix_equals_plain_generate(tiny):
+    from bioreason.sampling import sample_groups
+
+    model, proc = tiny
+    torch.manual_seed(3)
+    with torch.no_grad():  # a random tiny model repeats one token; larger weights make its continuations vary
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    prompts = [[user_message("What is this?", ["ACGT" * 30, "TTGA" * 20])], [user_message("Short?", ["ACGT" * 5])]]
+    s = sample_groups(model, proc, prompts, 3, 12, do_sample=False)
+    enc = proc(prompts)
+    with torch.no_grad():
+        plain = model.generate(**enc, max_new_tokens=12, do_sample=False, eos_token_id=proc.tokenizer.eos_token_id,
+                               pad_token_id=proc.tokenizer.pad_token_id)[:, enc["input_ids"].shape[1]:]
+    assert len(set(plain[0].tolist())) > 1  # a non-degenerate continuation, so the comparison means something
+    for b in range(2):
+        for g in range(3):
+            row = s.completion_ids[b * 3 + g]
+            n = int(s.completion_mask[b * 3 + g].sum())
+            assert row[:n].tolist() == plain[b, :n].tolist()

@@ -66,7 +66,7 @@ class GRPOStep:
         return GRPOBatch(samples, adv, units, stats)
 
     def loss(self, model, batch: GRPOBatch):
-        from bioreason.rl import completion_logprobs, grpo_loss
+        from bioreason.rl import grpo_loss, shared_prefix_logprobs
 
         s, G = batch.samples, int(self.cfg["num_generations"])
         device = next(model.parameters()).device
@@ -74,19 +74,16 @@ class GRPOStep:
         inner = base.get_base_model() if hasattr(base, "get_base_model") else base
         feats = None
         if s.enc["dna_input_ids"].numel():  # once per prompt, with gradients into the projector
-            feats = s.repeat_features(inner.get_dna_features(s.enc["dna_input_ids"].to(device),
-                                                             s.enc["dna_attention_mask"].to(device)), G)
-        ids = torch.cat([s.prompt_ids, s.completion_ids], 1).to(device)
-        attn = torch.cat([s.prompt_mask, s.completion_mask], 1).to(device)
-        pos = (attn.cumsum(1) - 1).clamp(min=0)
-        C = s.completion_ids.shape[1]
-        logp = completion_logprobs(model, ids, attn, C, dna_features=feats, position_ids=pos)
+            feats = inner.get_dna_features(s.enc["dna_input_ids"].to(device), s.enc["dna_attention_mask"].to(device))
+        # each prompt runs once; its G completions continue from its repeated KV cache
+        args = (s.enc["input_ids"].to(device), s.enc["attention_mask"].to(device), s.completion_ids.to(device),
+                s.completion_mask.to(device), G)
+        logp = shared_prefix_logprobs(model, *args, dna_features=feats)
         ref = None
         beta = float(self.cfg.get("beta") or 0.0)
         if beta:
             with torch.no_grad(), base.disable_adapter():
-                ref = completion_logprobs(model, ids, attn, C, dna_features=feats.detach() if feats is not None
-                                          else None, position_ids=pos)
+                ref = shared_prefix_logprobs(model, *args, dna_features=None if feats is None else feats.detach())
         mask = s.completion_mask.to(device)
         loss, st = grpo_loss(logp, logp.detach(), batch.advantages.to(device), mask, ref_logp=ref, beta=beta,
                              epsilon=float(self.cfg["epsilon"]), loss_type=self.cfg["loss_type"], global_tokens=1.0)
