@@ -152,6 +152,7 @@ def run(args) -> int:
                    "max_new_tokens": cfg.max_new_tokens, **reader_options(args)}
     progress_files = [progress_path(args.output, r) for r in range(world)]
     if rank == 0:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         if not args.resume:
             check_outputs(paths.values(), args.force)
             stale = [p for p in Path(args.output).parent.glob(f"{Path(args.output).name}.progress.rank*.jsonl")]

@@ -144,3 +144,14 @@ def test_two_processes_equal_one(tiny_dir, sge_small, tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     for a, b in zip(_outputs(tmp_path / "one"), _outputs(tmp_path / "two")):
         assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_output_folder_is_created_and_unwritable_is_one_line(tiny_dir, sge_small, tmp_path, capsys):
+    prefix = tmp_path / "new" / "sub" / "out"
+    assert main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(tiny_dir), "-o", str(prefix)]) == 0
+    assert Path(f"{prefix}.vcf").is_file()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(tiny_dir), "-o", str(blocker / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "error:" in err
