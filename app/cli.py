@@ -48,7 +48,19 @@ def _quiet_libraries() -> None:
         pass
 
 
+def reproducible_math() -> None:
+    """Bit-reproducible MKL results whatever the memory alignment (MKL's conditional numerical reproducibility).
+
+    Without it, a process that resumes an interrupted ``predict`` can round a probability's 6th decimal
+    differently from the uninterrupted run. Must be set before torch (and MKL) load; an explicit setting wins.
+    """
+    import os
+
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+
 def main(argv: list[str] | None = None) -> int:
+    reproducible_math()
     parser = build_parser()
     # argparse fills a trailing nargs="*" positional before later options are seen, so KEY=VALUE overrides
     # placed after --recipe come back as extras; hand those (and only those) to commands that take overrides.

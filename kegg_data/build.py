@@ -41,9 +41,22 @@ def build_examples(data: dict, dna_length: int = 1024):
                                            labels_tsv=data.get("labels_tsv"), window=data.get("window") or dna_length,
                                            **(data.get("options") or {}))
         labels = sorted({e.meta["label"] for e in examples})
+    elif task == "annotated_vcf":  # labelled VCF with LOF/FUNC/INT labels, fact-only traces, two prompt modes
+        from bioreason.kegg_data.annotated_variants import LABELS, block_split, load_annotated
+
+        if not data.get("source") or not data.get("fasta"):
+            raise RecipeError("data.task=annotated_vcf needs data.source (a labelled VCF) and data.fasta")
+        opts = dict(data.get("options") or {})
+        split = opts.pop("split", None)  # {n_blocks: 5, val_blocks: [4], part: train|validation}
+        examples, _ = load_annotated(data["source"], data["fasta"], label_field=data.get("label_field") or "LABEL",
+                                     window=data.get("window") or dna_length, **opts)
+        if split:
+            train, val = block_split(examples, int(split.get("n_blocks", 5)), tuple(split.get("val_blocks", [4])))
+            examples = val if split.get("part") == "validation" else train
+        labels = list(LABELS)
     else:
         raise RecipeError(f"unknown data.task {task!r}; use toy, kegg, variant_effect_coding, "
-                          "variant_effect_non_snv, user or vcf")
+                          "variant_effect_non_snv, user, vcf or annotated_vcf")
     if limit:
         examples = examples[: int(limit)]
     if not examples:

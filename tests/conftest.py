@@ -11,6 +11,7 @@ DATA = Path(__file__).parent / "data"
 SLICE_START = 43044294  # chr17 position of index 0 of the plain slice (see tests/data/PROVENANCE.md)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # as the CLI sets it: bit-reproducible math before torch loads
 
 
 @pytest.fixture(scope="session")

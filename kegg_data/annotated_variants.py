@@ -1,0 +1,171 @@
+"""Labelled variants with annotations: prompts in two modes, fact-only reasoning traces, position-block splits.
+
+Used to train and evaluate a variant-effect model on real labelled VCFs (BRCA1 saturation genome editing first).
+- Annotation is read from the VCF when it has one: Ensembl VEP ``CSQ`` or SnpEff ``ANN`` (field layout from the
+  header), or the SGE file's own ``CONSEQ``/``HGVSC``/``HGVSP``. ``annotated`` prompts include it;
+  ``sequence`` prompts have only the variant, gene and the two DNA windows (both built like ``predict`` does).
+- Traces state only facts: the consequence and HGVS names from the annotation, and what biopython computes from
+  the windows (reference and alternate codon, amino-acid change) when the annotation gives a coding position;
+  the computed change is kept only if it agrees with the annotation's protein change. A trace ends with
+  ``Answer: ...``.
+- Labels: binary ``LOF`` vs ``FUNC`` (FUNC and INT merged, as in the Evo 2 BRCA1 study).
+- ``block_split``: train/validation by genomic position in contiguous blocks, never at random.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+from bioreason.kegg_data.examples import Example
+from bioreason.kegg_data.user_data import variant_question
+from bioreason.kegg_data.variants import Skip, VariantReader
+
+LABELS = ("LOF", "FUNC")
+LABEL_MAP = {"LOF": "LOF", "FUNC": "FUNC", "INT": "FUNC"}
+QUESTION = ("Variant {chrom}:{pos} {ref}>{alt}{gene}. The first DNA sequence is the reference window and the second "
+            "carries the variant at position {offset}. Is this variant loss-of-function (LOF) or functional (FUNC)?")
+_HGVSC_CODING = re.compile(r"^c\.(\d+)([ACGT])>([ACGT])$")
+_AA3 = {"Ala": "A", "Arg": "R", "Asn": "N", "Asp": "D", "Cys": "C", "Gln": "Q", "Glu": "E", "Gly": "G", "His": "H",
+        "Ile": "I", "Leu": "L", "Lys": "K", "Met": "M", "Phe": "F", "Pro": "P", "Ser": "S", "Thr": "T", "Trp": "W",
+        "Tyr": "Y", "Val": "V", "Ter": "*"}
+
+
+def _fields_from_header(reader: VariantReader, key: str) -> list[str] | None:
+    """The '|'-separated layout of a CSQ/ANN INFO field, read from its header description."""
+    for line in reader._vcf.raw_header.splitlines():
+        if line.startswith(f"##INFO=<ID={key},"):
+            m = re.search(r"Format: ([^\"]+)\"", line) or re.search(r"'([^']+)'", line)
+            if m:
+                return [f.strip() for f in m.group(1).split("|")]
+    return None
+
+
+def read_annotation(info: dict, alt: str, layouts: dict) -> dict:
+    """{consequence, hgvsc, hgvsp, gene} from CSQ (VEP), ANN (SnpEff) or CONSEQ/HGVSC/HGVSP; {} if none."""
+    for key, names in (("CSQ", ("Allele", "Consequence", "HGVSc", "HGVSp", "SYMBOL")),
+                       ("ANN", ("Allele", "Annotation", "HGVS.c", "HGVS.p", "Gene_Name"))):
+        raw, layout = info.get(key), layouts.get(key)
+        if raw and layout:
+            for entry in str(raw).split(","):
+                vals = dict(zip(layout, entry.split("|")))
+                if vals.get(names[0], alt) in (alt, "-"):
+                    return {"consequence": vals.get(names[1]) or None, "hgvsc": (vals.get(names[2]) or "").split(":")[-1]
+                            or None, "hgvsp": (vals.get(names[3]) or "").split(":")[-1] or None,
+                            "gene": vals.get(names[4]) or None}
+    if info.get("CONSEQ"):
+        clean = {k: unquote(str(info[k])) if info.get(k) not in (None, ".") else None for k in ("CONSEQ", "HGVSC", "HGVSP")}
+        return {"consequence": clean["CONSEQ"].replace("_", " "), "hgvsc": clean["HGVSC"],
+                "hgvsp": clean["HGVSP"] if clean["HGVSP"] not in (None, ".") else None, "gene": None}
+    return {}
+
+
+def _protein_short(hgvsp: str | None) -> str | None:
+    """p.Leu1854Pro / p.L1854P / p.Y1853* / p.I1855= -> 'L1854P' form."""
+    if not hgvsp:
+        return None
+    s = hgvsp.split(":")[-1].removeprefix("p.").strip("()")
+    for three, one in _AA3.items():
+        s = s.replace(three, one)
+    return s
+
+
+def codon_facts(variant, hgvsc: str | None, strand: int) -> dict | None:
+    """Reference/alternate codon and amino acids of a coding SNV, computed from the windows with biopython.
+
+    Needs a coding HGVSc (``c.N X>Y``, no intronic offset) and the gene's strand; the codon's other two bases
+    are taken from the window next to the variant (they are assumed to lie in the same exon; the caller checks
+    the result against the annotation's protein change).
+    """
+    m = _HGVSC_CODING.match(hgvsc or "")
+    if not m or len(variant.ref) != 1 or len(variant.alt) != 1:
+        return None
+    from Bio.Seq import Seq
+
+    cds = int(m.group(1))
+    phase = (cds - 1) % 3  # 0-based position of the variant inside its codon
+    o = variant.offset
+    if strand > 0:
+        ref_codon = variant.ref_window[o - phase:o - phase + 3]
+        alt_codon = variant.alt_window[o - phase:o - phase + 3]
+    else:  # minus strand: the codon runs leftwards on the genome
+        ref_codon = str(Seq(variant.ref_window[o + phase - 2:o + phase + 1]).reverse_complement())
+        alt_codon = str(Seq(variant.alt_window[o + phase - 2:o + phase + 1]).reverse_complement())
+    if len(ref_codon) != 3 or ref_codon[phase] != m.group(2):
+        return None
+    ref_aa, alt_aa = str(Seq(ref_codon).translate()), str(Seq(alt_codon).translate())
+    number = (cds - 1) // 3 + 1
+    change = f"{ref_aa}{number}{'=' if ref_aa == alt_aa else alt_aa}"
+    return {"codon": number, "ref_codon": ref_codon, "alt_codon": alt_codon, "ref_aa": ref_aa, "alt_aa": alt_aa,
+            "protein_change": change}
+
+
+def consequence_from_codon(f: dict) -> str:
+    if f["ref_aa"] == f["alt_aa"]:
+        return "Synonymous"
+    if f["alt_aa"] == "*":
+        return "Nonsense"
+    return "Missense"
+
+
+def fact_trace(variant, ann: dict, facts: dict | None, gene: str | None) -> str:
+    """A reasoning trace made only of the annotation and computed facts (no free text beyond linking words)."""
+    where = f"{variant.chrom}:{variant.pos} {variant.ref}>{variant.alt}" + (f" in {gene}" if gene else "")
+    lines = [f"The variant is {where}."]
+    if ann.get("hgvsc"):
+        lines.append(f"On the transcript it is {ann['hgvsc']}.")
+    if facts:
+        lines.append(f"It changes codon {facts['codon']} from {facts['ref_codon']} to {facts['alt_codon']}, so "
+                     f"{facts['ref_aa']} becomes {facts['alt_aa']} ({facts['protein_change']}).")
+    if ann.get("consequence"):
+        lines.append(f"The consequence is {ann['consequence'].lower()}.")
+    return "\n".join(lines)
+
+
+def load_annotated(vcf, fasta, mode: str = "annotated", gene: str | None = None, strand: int = 1,
+                   label_field: str = "LABEL", **window_options):
+    """A labelled VCF -> (examples, skips). ``mode``: ``annotated`` or ``sequence`` (prompt content only)."""
+    if mode not in ("annotated", "sequence"):
+        raise ValueError(f"mode must be 'annotated' or 'sequence', not {mode!r}")
+    reader = VariantReader(vcf, fasta, info_fields=(label_field, "CSQ", "ANN", "CONSEQ", "HGVSC", "HGVSP"),
+                           **window_options)
+    layouts = {k: _fields_from_header(reader, k) for k in ("CSQ", "ANN")}
+    examples, skips = [], []
+    for v in reader:
+        if isinstance(v, Skip):
+            skips.append(v)
+            continue
+        raw = v.info.get(label_field)
+        label = LABEL_MAP.get(str(raw).upper()) if raw is not None else None
+        if label is None:
+            skips.append(Skip(v.chrom, v.pos, v.ref, v.alt, f"label {raw!r} is not LOF, FUNC or INT", v.record,
+                              v.allele))
+            continue
+        ann = read_annotation(v.info, v.alt, layouts)
+        g = ann.get("gene") or gene
+        facts = codon_facts(v, ann.get("hgvsc"), strand)
+        if facts and _protein_short(ann.get("hgvsp")) not in (None, facts["protein_change"]):
+            facts = None  # the computed change disagrees with the annotation: state neither
+        question = variant_question(v, QUESTION, g)
+        if mode == "annotated" and ann:
+            parts = [f"{k}: {ann[k]}" for k in ("consequence", "hgvsc", "hgvsp") if ann.get(k)]
+            question += " Annotation: " + "; ".join(parts) + "."
+        consequence = ann.get("consequence") or (consequence_from_codon(facts) if facts else None)
+        examples.append(Example(question, [v.ref_window, v.alt_window], label, fact_trace(v, ann, facts, g),
+                                {"label": label, "variant": v.key, "pos": v.pos, "annotation": consequence,
+                                 "mode": mode, "facts": facts}))
+    return examples, skips
+
+
+def block_split(examples: list[Example], n_blocks: int = 5, val_blocks=(4,)) -> tuple[list, list]:
+    """Train/validation split by genomic position in ``n_blocks`` contiguous blocks of equal variant counts."""
+    order = sorted(range(len(examples)), key=lambda i: examples[i].meta["pos"])
+    positions = sorted({examples[i].meta["pos"] for i in order})
+    edges = [positions[min(len(positions) - 1, (k * len(positions)) // n_blocks)] for k in range(1, n_blocks)]
+
+    def block(pos):
+        return sum(pos >= e for e in edges)
+
+    train = [e for e in examples if block(e.meta["pos"]) not in val_blocks]
+    val = [e for e in examples if block(e.meta["pos"]) in val_blocks]
+    return train, val

@@ -1,0 +1,70 @@
+"""Annotated labelled variants (real BRCA1 SGE data): fact-only traces, codons by biopython, the two prompt
+modes, VEP CSQ / SnpEff ANN parsing, and the position-block split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bioreason.kegg_data.annotated_variants import block_split, load_annotated, read_annotation
+from bioreason.kegg_data.bundled import bundled_fasta
+
+SGE = Path(__file__).parents[1] / "examples" / "brca1_sge_part1.vcf"
+
+
+@pytest.fixture(scope="module")
+def annotated():
+    return load_annotated(SGE, bundled_fasta(), mode="annotated", gene="BRCA1", strand=-1)
+
+
+def test_labels_binary_and_every_record_accounted(annotated):
+    examples, skips = annotated
+    assert len(examples) == 1945 and not skips
+    assert {e.meta["label"] for e in examples} == {"LOF", "FUNC"}
+    assert sum(e.meta["label"] == "LOF" for e in examples) == 374  # FUNC 1451 + INT 120 -> FUNC
+
+
+def test_codons_from_biopython_agree_with_the_published_protein_change(annotated):
+    examples, _ = annotated
+    coding = [e for e in examples if e.meta["annotation"] in ("Missense", "Synonymous", "Nonsense")]
+    with_facts = [e for e in coding if e.meta["facts"]]
+    assert len(with_facts) / len(coding) > 0.95  # computed from the windows; disagreements are dropped, not stated
+    ex = next(e for e in examples if e.meta["variant"] == "chr17:43045709:A:G")  # c.5561T>C p.L1854P
+    f = ex.meta["facts"]
+    assert (f["ref_codon"], f["alt_codon"], f["protein_change"]) == ("CTG", "CCG", "L1854P")
+    assert "It changes codon 1854 from CTG to CCG, so L becomes P (L1854P)." in ex.reasoning
+    assert ex.target().endswith("</think>\n\nAnswer: LOF")
+    for e in with_facts:  # nonsense facts really are stops, synonymous really keep the amino acid
+        if e.meta["annotation"] == "Nonsense":
+            assert e.meta["facts"]["alt_aa"] == "*"
+        if e.meta["annotation"] == "Synonymous":
+            assert e.meta["facts"]["ref_aa"] == e.meta["facts"]["alt_aa"]
+
+
+def test_two_prompt_modes(annotated):
+    examples, _ = annotated
+    seq_only, _ = load_annotated(SGE, bundled_fasta(), mode="sequence", gene="BRCA1", strand=-1, window=512,
+                                 max_allele_len=8)
+    assert "Annotation: consequence: Missense; hgvsc: c.5561T>C; hgvsp: p.L1854P." in next(
+        e.question for e in examples if e.meta["variant"] == "chr17:43045709:A:G")
+    assert all("Annotation" not in e.question for e in seq_only)
+    assert "in BRCA1" in seq_only[0].question and len(seq_only[0].dna[0]) == 512
+
+
+def test_vep_csq_and_snpeff_ann_are_read():
+    layouts = {"CSQ": ["Allele", "Consequence", "IMPACT", "SYMBOL", "HGVSc", "HGVSp"],
+               "ANN": ["Allele", "Annotation", "Annotation_Impact", "Gene_Name", "Gene_ID", "HGVS.c", "HGVS.p"]}
+    csq = "G|missense_variant|MODERATE|BRCA1|ENST00000357654.9:c.5561T>C|ENSP00000350283.3:p.Leu1854Pro"
+    got = read_annotation({"CSQ": "C|synonymous_variant|LOW|BRCA1||," + csq}, "G", layouts)
+    assert got == {"consequence": "missense_variant", "hgvsc": "c.5561T>C", "hgvsp": "p.Leu1854Pro", "gene": "BRCA1"}
+    ann = "G|stop_gained|HIGH|BRCA1|672|c.5559C>G|p.Tyr1853*"
+    assert read_annotation({"ANN": ann}, "G", layouts)["consequence"] == "stop_gained"
+    assert read_annotation({}, "G", layouts) == {}
+
+
+def test_block_split_is_by_position(annotated):
+    examples, _ = annotated
+    train, val = block_split(examples, n_blocks=5, val_blocks=(4,))
+    assert len(train) + len(val) == len(examples) and 0.1 < len(val) / len(examples) < 0.3
+    assert max(e.meta["pos"] for e in train) < min(e.meta["pos"] for e in val)
