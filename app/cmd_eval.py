@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import sys
 
-BASELINES = ("text-only", "dna-only")
+BASELINES = ("text-only", "dna-only", "annotation-only")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a model (and baselines) with bootstrap confidence intervals",
                        description=__doc__)
     p.add_argument("--task", required=True,
-                   choices=("toy", "kegg", "variant_effect_coding", "variant_effect_non_snv", "user", "vcf"),
-                   help="what to evaluate on (vcf: a labelled VCF + --fasta)")
+                   choices=("toy", "kegg", "variant_effect_coding", "variant_effect_non_snv", "user", "vcf",
+                            "annotated_vcf"),
+                   help="what to evaluate on (vcf / annotated_vcf: a labelled VCF + --fasta)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="task option (YAML value), e.g. --option mode=sequence --option gene=BRCA1 --option strand=-1 "
+                        "--option 'split={part: validation}'")
     p.add_argument("--source", default=None, help="dataset file/folder or hub name (default: the task's hub name)")
     p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--fasta", default=None, help="reference FASTA for coordinate inputs ('bundled' for chr17)")
@@ -26,7 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--labels-tsv", default=None, help="TSV chrom,pos,ref,alt,label instead of an INFO field")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
     p.add_argument("--model", default=None, help="model folder (default: the embedded default)")
-    p.add_argument("--baselines", default="", help="comma-separated: text-only, dna-only")
+    p.add_argument("--baselines", default="",
+                   help="comma-separated: text-only, dna-only, annotation-only (annotation class -> positive rate)")
     p.add_argument("--train-source", default=None, help="training items for the dna-only baseline (same format)")
     p.add_argument("--positive", default=None, help="positive label for AUROC (binary tasks; default the first)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
@@ -52,8 +57,16 @@ def run(args) -> int:
     from bioreason.kegg_data.build import build_examples
     from bioreason.kegg_data.tasks import SYSTEM_PROMPT
 
+    import yaml
+
+    options = {}
+    for item in args.option:
+        if "=" not in item:
+            raise RecipeError(f"--option {item!r} is not KEY=VALUE")
+        key, val = item.split("=", 1)
+        options[key] = yaml.safe_load(val)
     data = {"task": args.task, "source": args.source, "split": args.split, "fasta": args.fasta,
-            "label_field": args.label_field, "labels_tsv": args.labels_tsv, "limit": args.limit}
+            "label_field": args.label_field, "labels_tsv": args.labels_tsv, "limit": args.limit, "options": options}
     model, proc = load_model(args.model)
     examples, labels = build_examples(data, dna_length=proc.max_nucleotides)
     labels = list(labels or sorted({e.meta["label"] for e in examples}))
@@ -63,10 +76,21 @@ def run(args) -> int:
     if "text-only" in baselines:
         systems["text-only"] = ev.llm_predictions(model, proc, examples, labels, SYSTEM_PROMPT, "text",
                                                   max(1, args.batch_size // 4))
+    train = None
+    if args.train_source or (options.get("split") or {}).get("part") == "validation":
+        # baselines fit on the training part: --train-source, or the other blocks of the same file
+        train_opts = dict(options)
+        if "split" in train_opts:
+            train_opts["split"] = {**train_opts["split"], "part": "train"}
+        train = build_examples({**data, "source": args.train_source or args.source, "limit": None,
+                                "options": train_opts}, proc.max_nucleotides)[0]
     if "dna-only" in baselines:
-        train = build_examples({**data, "source": args.train_source, "limit": None},
-                               proc.max_nucleotides)[0] if args.train_source else None
         systems["dna-only"] = ev.dna_only_predictions(model, proc, examples, labels, train)
+    if "annotation-only" in baselines:
+        if not positive or not any(e.meta.get("annotation") for e in examples):
+            raise RecipeError("annotation-only needs a binary task whose items carry an annotation class "
+                              "(--task annotated_vcf)")
+        systems["annotation-only"] = ev.annotation_only_predictions(examples, labels, positive, train_examples=train)
     report = ev.write_report(args.output, examples, systems, labels, positive,
                              meta={"task": args.task, "source": args.source, "model": args.model or "default",
                                    "split": args.split}, n_boot=args.bootstrap)

@@ -49,3 +49,27 @@ def test_eval_command_report_recomputes_from_items(tiny, tmp_path, capsys):
         assert all(sum(it[name]["probs"].values()) == pytest.approx(1.0) for it in items)
     assert main(["eval", "--task", "toy", "--model", str(folder), "-o", str(out)]) == 2  # no overwrite
     assert main(["eval", "--task", "toy", "--model", str(folder), "--baselines", "magic", "-o", str(out / "x")]) == 2
+
+
+def test_eval_annotated_vcf_with_annotation_only_baseline(tiny, tmp_path):
+    from pathlib import Path
+
+    model, proc = tiny
+    folder = tmp_path / "m"
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    vcf = Path(__file__).parents[1] / "examples" / "brca1_sge_24.vcf"
+    out = tmp_path / "r"
+    rc = main(["eval", "--task", "annotated_vcf", "--source", str(vcf), "--fasta", "bundled", "--model", str(folder),
+               "--option", "gene=BRCA1", "--option", "strand=-1", "--baselines", "annotation-only",
+               "--bootstrap", "50", "-o", str(out)])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["positive"] == "LOF" and set(report["systems"]) == {"dna-llm", "annotation-only"}
+    items = report["items"]
+    # leave-one-out class rates: recompute one item's probability from the others
+    first = items[0]
+    same = [it for it in items[1:] if it["meta"]["annotation"] == first["meta"]["annotation"]]
+    if same:
+        rate = sum(it["gold"] == "LOF" for it in same) / len(same)
+        assert first["annotation-only"]["probs"]["LOF"] == pytest.approx(rate)
