@@ -29,7 +29,9 @@ def run(args) -> int:
         from bioreason.training.sft import run as train
     else:
         from bioreason.training.grpo import run as train
-    _, history, folder = train(recipe)
+    trainer, history, folder = train(recipe)
+    if not trainer.acc.is_main_process:
+        return 0
     if history:
         first, last = history[0], history[-1]
         key = "loss" if args.stage == "sft" else "reward"

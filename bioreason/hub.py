@@ -233,11 +233,12 @@ def resolve_model_dir(path: str | os.PathLike | None, auto_prepare: bool = True)
     return folder
 
 
-def load_model(path=None, dtype: str = "auto", device: str = "cpu"):
+def load_model(path=None, dtype: str = "auto", device: str = "auto"):
     """Load ``(model, processor)`` from a folder (or the embedded default).
 
     ``dtype``: ``auto`` (float32 on CPU, where it generates faster than bf16 (19 vs 15 tokens/s measured by
-    ``benchmarks/core.py``); bfloat16 on GPU), ``bfloat16`` or ``float32``.
+    ``benchmarks/core.py``); bfloat16 on GPU), ``bfloat16`` or ``float32``. ``device``: ``auto`` (CUDA when
+    available, else CPU) or a torch device string.
     """
     import torch
 
@@ -248,6 +249,8 @@ def load_model(path=None, dtype: str = "auto", device: str = "cpu"):
 
     from bioreason.checkpoints import is_adapter_folder, load_adapter_folder
 
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = resolve_model_dir(path)
     if is_adapter_folder(folder):
         return load_adapter_folder(folder, dtype=dtype, device=device)

@@ -116,6 +116,12 @@ class DNALLMForCausalLM(DNALLMPreTrainedModel, GenerationMixin):
     def get_decoder(self):
         return self.language_model.get_decoder()
 
+    def _cache_kwarg(self) -> str:
+        import inspect
+
+        params = inspect.signature(self.language_model.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
     # --- training switches ---------------------------------------------------------------------------
     def set_trainable(self, *, encoder: bool = False, llm: bool = False, projector: bool = True) -> None:
         """Freeze or unfreeze the three parts. The encoder, when trainable, really gets gradients."""
@@ -163,9 +169,9 @@ class DNALLMForCausalLM(DNALLMPreTrainedModel, GenerationMixin):
                 dna_features=None, inputs_embeds=None, labels=None, logits_to_keep=0, cache=None,
                 past_key_values=None, **kwargs):
         """Like any causal LM's forward; DNA inputs are merged when given (at prefill)."""
-        cache = cache if cache is not None else past_key_values  # transformers 5 renames past_key_values
-        if cache is not None:
-            kwargs["cache"] = cache
+        cache = cache if cache is not None else past_key_values
+        if cache is not None:  # transformers 5.2x renamed past_key_values to cache; pass the name the LLM takes
+            kwargs[self._cache_kwarg()] = cache
         if inputs_embeds is None:
             has_dna = dna_input_ids is not None or dna_features is not None
             if has_dna or bool((input_ids == self.config.dna_pad_token_id).any()):

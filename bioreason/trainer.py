@@ -99,7 +99,12 @@ class Trainer:
             import importlib.util
 
             trackers = "tensorboard" if importlib.util.find_spec("tensorboard") else None
-        # cpu=True without CUDA lets accelerate form a gloo process group under torchrun (MULTI_CPU)
+        # cpu=True without CUDA lets accelerate form a gloo process group under torchrun (MULTI_CPU). A second
+        # trainer in the same process (SFT then GRPO from Python) may ask for another mixed precision: accelerate
+        # keeps one global state, so reset it (the process group, in PartialState, is kept).
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=False)
         self.acc = Accelerator(mixed_precision=t.get("mixed_precision", "no"), log_with=trackers,
                                project_dir=str(self.out), cpu=not torch.cuda.is_available())
         from accelerate.utils import set_seed

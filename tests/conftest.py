@@ -38,3 +38,19 @@ def tiny_session():
     from bioreason.tiny import build_tiny
 
     return build_tiny(seed=0)
+
+
+def save_tiny(folder, seed: int = 0):
+    """A tiny random DNA-LLM written as a model folder (what ``--model`` takes)."""
+    from bioreason.tiny import build_tiny
+
+    model, proc = build_tiny(seed=seed)
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A saved tiny model (seed 1), shared by the tests of one module."""
+    return save_tiny(tmp_path_factory.mktemp("tiny-model"), seed=1)

@@ -21,12 +21,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory):
     from bioreason.app.demo import launch
-    from bioreason.tiny import build_tiny
+    from conftest import save_tiny
 
-    model, proc = build_tiny(seed=2)
-    folder = tmp_path_factory.mktemp("demo-model")
-    model.save_pretrained(folder)
-    proc.save_pretrained(folder)
+    folder = save_tiny(tmp_path_factory.mktemp("demo-model"), seed=2)
     port = _free_port()
     demo = launch(str(folder), "127.0.0.1", port, block=False)
     yield f"http://127.0.0.1:{port}/"

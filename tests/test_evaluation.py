@@ -28,11 +28,8 @@ def test_bootstrap_intervals_bracket_the_estimate():
     assert m["auroc"] == 1.0 and m["bootstrap"]["resamples"] == 300
 
 
-def test_eval_command_report_recomputes_from_items(tiny, tmp_path, capsys):
-    model, proc = tiny
-    folder = tmp_path / "m"
-    model.save_pretrained(folder)
-    proc.save_pretrained(folder)
+def test_eval_command_report_recomputes_from_items(tiny_model_dir, tmp_path, capsys):
+    folder = tiny_model_dir
     out = tmp_path / "report"
     rc = main(["eval", "--task", "toy", "--model", str(folder), "--baselines", "text-only,dna-only",
                "--bootstrap", "100", "-o", str(out)])
@@ -51,13 +48,10 @@ def test_eval_command_report_recomputes_from_items(tiny, tmp_path, capsys):
     assert main(["eval", "--task", "toy", "--model", str(folder), "--baselines", "magic", "-o", str(out / "x")]) == 2
 
 
-def test_eval_annotated_vcf_with_annotation_only_baseline(tiny, tmp_path):
+def test_eval_annotated_vcf_with_annotation_only_baseline(tiny_model_dir, tmp_path):
     from pathlib import Path
 
-    model, proc = tiny
-    folder = tmp_path / "m"
-    model.save_pretrained(folder)
-    proc.save_pretrained(folder)
+    folder = tiny_model_dir
     vcf = Path(__file__).parents[1] / "examples" / "brca1_sge_24.vcf"
     out = tmp_path / "r"
     rc = main(["eval", "--task", "annotated_vcf", "--source", str(vcf), "--fasta", "bundled", "--model", str(folder),

@@ -10,12 +10,10 @@ from bioreason.errors import CorruptModelError, MissingDependencyError, ModelNot
 
 
 @pytest.fixture()
-def tiny_dir(tiny, tmp_path):
-    model, proc = tiny
-    folder = tmp_path / "tiny-model"
-    model.save_pretrained(folder)
-    proc.save_pretrained(folder)
-    return folder
+def tiny_dir(tmp_path):
+    from conftest import save_tiny
+
+    return save_tiny(tmp_path / "tiny-model", seed=0)  # per test: some tests damage the folder
 
 
 def test_atomic_build_leaves_nothing_when_interrupted(tmp_path):

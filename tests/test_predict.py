@@ -22,14 +22,8 @@ SGE = ROOT / "examples" / "brca1_sge_part1.vcf"
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from bioreason.tiny import build_tiny
-
-    model, proc = build_tiny(seed=1)
-    folder = tmp_path_factory.mktemp("tiny-model")
-    model.save_pretrained(folder)
-    proc.save_pretrained(folder)
-    return folder
+def tiny_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")

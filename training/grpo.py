@@ -3,14 +3,13 @@
 Per step and prompt: sample G completions in one batched ``generate`` with the KV cache (DNA encoded once per
 prompt), score them with the recipe's weighted rewards (``bioreason.rl``), compute group-normalised advantages,
 then one policy-gradient update with the clipped surrogate (single update per batch, so the importance ratio is
-1 and clipping only matters if ``grpo.num_iterations`` grows). With ``grpo.beta > 0`` a KL term (k3) compares
-against the reference policy: the same model with its LoRA adapter disabled. ``grpo.sampler: vllm`` is
-accepted for GPU users with vLLM installed (imported lazily); it is untested here.
+1; clipping would matter with several updates per batch, which this loop does not do). With ``grpo.beta > 0`` a
+KL term (k3) compares against the reference policy: the same model with its LoRA adapter disabled. Sampling is
+transformers' ``generate`` (``grpo.sampler: hf``); a vLLM backend is not implemented.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 
@@ -29,18 +28,12 @@ class GRPOStep:
     def __init__(self, processor, cfg: dict, labels, system: str | None, mode: str = "dna", get_model=None):
         self.proc, self.cfg, self.labels, self.system, self.mode = processor, cfg, labels, system, mode
         self.get_model = get_model
-        if cfg.get("sampler", "hf") not in ("hf", "vllm"):
+        if cfg.get("sampler", "hf") != "hf":
             from bioreason.errors import RecipeError
 
-            raise RecipeError(f"grpo.sampler must be hf or vllm, not {cfg.get('sampler')!r}")
-        if cfg.get("sampler") == "vllm":
-            from bioreason.errors import MissingDependencyError
-
-            try:
-                import vllm  # noqa: F401
-            except ImportError as exc:
-                raise MissingDependencyError("grpo.sampler=vllm needs vLLM and a CUDA GPU: `pip install vllm`; "
-                                             "or use grpo.sampler=hf") from exc
+            raise RecipeError(f"grpo.sampler={cfg.get('sampler')!r} is not available: only 'hf' (batched "
+                              "transformers generate with a shared prompt prefill) is implemented; a vLLM sampler "
+                              "for GPUs is not written yet")
 
     def prepare(self, examples) -> GRPOBatch:
         from bioreason.rl import compute_rewards, group_advantages
@@ -124,17 +117,10 @@ def run(recipe: dict, progress: bool = True):
 
 
 def main(argv=None) -> int:
-    from bioreason.recipes import load_recipe
+    """``python -m bioreason.training.grpo`` (what torchrun/accelerate launch): the same as ``bioreason train grpo``."""
+    from bioreason.app.cli import main as cli
 
-    ap = argparse.ArgumentParser(prog="bioreason train grpo", description=__doc__)
-    ap.add_argument("--recipe", required=True, help="recipe name (tiny, default-cpu, default, paper) or YAML path")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. grpo.num_generations=8")
-    args = ap.parse_intermixed_args(argv)
-    _, history, folder = run(load_recipe(args.recipe, args.overrides))
-    if history:
-        print(f"grpo: {len(history)} steps, reward {history[0].get('reward', 0):.3f} -> "
-              f"{history[-1].get('reward', 0):.3f}; model in {folder}")
-    return 0
+    return cli(["train", "grpo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ training/recipes/accelerate_*.yaml] -m bioreason.training.sft --recipe NAME``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import zlib
 from dataclasses import dataclass
@@ -71,16 +70,10 @@ def run(recipe: dict, progress: bool = True):
 
 
 def main(argv=None) -> int:
-    from bioreason.recipes import load_recipe
+    """``python -m bioreason.training.sft`` (what torchrun/accelerate launch): the same as ``bioreason train sft``."""
+    from bioreason.app.cli import main as cli
 
-    ap = argparse.ArgumentParser(prog="bioreason train sft", description=__doc__)
-    ap.add_argument("--recipe", required=True, help="recipe name (tiny, default-cpu, default, paper) or YAML path")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
-    args = ap.parse_intermixed_args(argv)
-    _, history, folder = run(load_recipe(args.recipe, args.overrides))
-    if history:
-        print(f"sft: {len(history)} steps, loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}; model in {folder}")
-    return 0
+    return cli(["train", "sft", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
