@@ -61,7 +61,7 @@ class ReferenceMismatchError(BioreasonError, ValueError):
     """A VCF REF allele disagrees with the reference FASTA."""
 
 
-class ReferenceError_(BioreasonError, FileNotFoundError):
+class ReferenceFastaError(BioreasonError, FileNotFoundError):
     """The reference FASTA cannot be opened or indexed (plain gzip, read-only folder, ...)."""
 
 

@@ -31,8 +31,6 @@ DEFAULT_NAME = "bioreason-default-v1"
 LLM_NAME = "smollm2-135m-instruct-bf16"
 MARKER = "bioreason-complete.json"  # written last, inside the temp folder, before the rename
 REQUIRED_FILES = ("config.json", "processor_config.json", "tokenizer_config.json")
-SYSTEM_PROMPT = ("You are BioReason, an assistant that reasons step by step about DNA variants. "
-                 "Think inside <think>...</think>, then give the final answer on a line 'Answer: ...'.")
 
 
 def bioreason_home() -> Path:

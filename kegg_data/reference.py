@@ -17,7 +17,7 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
-from bioreason.errors import InputFormatError, ReferenceError_
+from bioreason.errors import InputFormatError, ReferenceFastaError
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -52,19 +52,19 @@ class Reference:
     def __init__(self, path, cache_chunks: int = 16):
         self.path = Path(path)
         if not self.path.is_file():
-            raise ReferenceError_(f"reference FASTA {self.path} does not exist; pass --fasta with a FASTA file")
+            raise ReferenceFastaError(f"reference FASTA {self.path} does not exist; pass --fasta with a FASTA file")
         kind = _compression(self.path)
         if kind == "gzip":
-            raise ReferenceError_(
+            raise ReferenceFastaError(
                 f"{self.path} is gzip-compressed, but indexed access needs BGZF; recompress it with "
                 f"`gunzip -c {self.path} | bgzip > {self.path.with_suffix('')}.bgz.gz` (bgzip comes with htslib/tabix)")
         fai = Path(str(self.path) + ".fai")
         if not fai.is_file() and not os.access(self.path.parent, os.W_OK):
-            raise ReferenceError_(
+            raise ReferenceFastaError(
                 f"{self.path} has no index ({fai.name}) and its folder is read-only; build one elsewhere with "
                 f"`samtools faidx {self.path}` as a user who can write there, or copy the FASTA to a writable folder")
         if kind == "bgzf" and not Path(str(self.path) + ".gzi").is_file() and not os.access(self.path.parent, os.W_OK):
-            raise ReferenceError_(f"{self.path} is BGZF without a .gzi index in a read-only folder; run "
+            raise ReferenceFastaError(f"{self.path} is BGZF without a .gzi index in a read-only folder; run "
                                   f"`samtools faidx {self.path}` where it can write, or copy it")
         try:
             import pyfaidx
@@ -76,11 +76,11 @@ class Reference:
             self._fa = pyfaidx.Fasta(str(self.path), sequence_always_upper=True, rebuild=False, as_raw=True,
                                      build_index=True)
         except pyfaidx.UnsupportedCompressionFormat as exc:
-            raise ReferenceError_(f"{self.path}: {exc}") from exc
+            raise ReferenceFastaError(f"{self.path}: {exc}") from exc
         except (pyfaidx.FastaIndexingError, ValueError) as exc:
             raise InputFormatError(f"{self.path} is not a valid FASTA file: {exc}") from exc
         except ImportError as exc:  # BGZF reading needs biopython
-            raise ReferenceError_(f"{self.path} is BGZF; reading it needs biopython: "
+            raise ReferenceFastaError(f"{self.path} is BGZF; reading it needs biopython: "
                                   "`pip install bioreason[genomics]`") from exc
         self.lengths = {name: len(rec) for name, rec in self._fa.records.items()} if hasattr(
             self._fa, "records") else {k: len(self._fa[k]) for k in self._fa.keys()}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bioreason.errors import InputFormatError, ReferenceError_, ReferenceMismatchError
+from bioreason.errors import InputFormatError, ReferenceFastaError, ReferenceMismatchError
 from bioreason.kegg_data.reference import Reference, contig_synonyms
 from bioreason.kegg_data.variants import Skip, Variant, VariantReader, read_variants
 
@@ -83,7 +83,7 @@ def test_plain_gzip_fasta_is_refused_with_bgzip_hint(tmp_path):
     gz = tmp_path / "ref.fa.gz"
     with gzip.open(gz, "wb") as fh:
         fh.write((FIX / "tiny_ref.fa").read_bytes())
-    with pytest.raises(ReferenceError_, match="bgzip"):
+    with pytest.raises(ReferenceFastaError, match="bgzip"):
         Reference(gz)
 
 
@@ -98,7 +98,7 @@ def test_missing_fai_in_read_only_folder_says_how(tmp_path, monkeypatch):
     fa = tmp_path / "ref.fa"
     shutil.copy(FIX / "tiny_ref.fa", fa)
     monkeypatch.setattr("bioreason.kegg_data.reference.os.access", lambda path, mode: False)
-    with pytest.raises(ReferenceError_, match="read-only.*samtools faidx"):
+    with pytest.raises(ReferenceFastaError, match="read-only.*samtools faidx"):
         Reference(fa)
 
 
