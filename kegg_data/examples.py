@@ -90,4 +90,13 @@ def load_table(source: str, split: str | None = None):
         kind = builder.pop()
         kw = {"delimiter": "\t"} if exts == {".tsv"} else {}
         return datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train", **kw)
-    return datasets.load_dataset(source, split=split or "train")
+    if source.startswith((".", "/", "~")) or Path(source).suffix.lower() in (".jsonl", ".json", ".csv", ".tsv",
+                                                                            ".parquet"):
+        raise DatasetValidationError(f"dataset file {source} does not exist")
+    try:
+        return datasets.load_dataset(source, split=split or "train")
+    except Exception as exc:  # offline, unknown name, missing split: one clear message instead of a traceback
+        raise DatasetValidationError(
+            f"cannot load {source!r} (split {split or 'train'}) with datasets.load_dataset: {type(exc).__name__}: "
+            f"{str(exc)[:300]}; give a local JSONL/CSV/parquet file with the same columns, or check the name, "
+            "the split and the network") from exc

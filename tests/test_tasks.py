@@ -152,3 +152,14 @@ def test_labelled_vcf_route_info_and_tsv(tmp_path):
     ex, skips, stats = examples_from_vcf(DATA / "brca1_sge_findlay2018_grch38_part1.vcf", CHR17, labels_tsv=tsv)
     assert len(ex) == 1 and ex[0].answer == "benign" and len(skips) == 1944
     assert stats.alleles == len(ex) + len(skips) and skips[0].reason.startswith("no label")
+
+
+def test_missing_file_and_unreachable_hub_are_clear_errors(tmp_path, monkeypatch):
+    from bioreason.kegg_data.examples import load_table
+
+    with pytest.raises(DatasetValidationError, match="does not exist"):
+        load_table(str(tmp_path / "nope.jsonl"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DatasetValidationError, match="cannot load 'wanglab/kegg'.*local JSONL"):
+        load_table("wanglab/kegg", "test")
