@@ -124,9 +124,10 @@ def fact_trace(variant, ann: dict, facts: dict | None, gene: str | None) -> str:
 
 def load_annotated(vcf, fasta, mode: str = "annotated", gene: str | None = None, strand: int = 1,
                    label_field: str = "LABEL", **window_options):
-    """A labelled VCF -> (examples, skips). ``mode``: ``annotated`` or ``sequence`` (prompt content only)."""
-    if mode not in ("annotated", "sequence"):
-        raise ValueError(f"mode must be 'annotated' or 'sequence', not {mode!r}")
+    """A labelled VCF -> (examples, skips). ``mode``: ``annotated``, ``sequence`` (prompt content only) or
+    ``mixed`` (alternating by record, so one model learns both prompt forms)."""
+    if mode not in ("annotated", "sequence", "mixed"):
+        raise ValueError(f"mode must be 'annotated', 'sequence' or 'mixed', not {mode!r}")
     reader = VariantReader(vcf, fasta, info_fields=(label_field, "CSQ", "ANN", "CONSEQ", "HGVSC", "HGVSP"),
                            **window_options)
     layouts = {k: _fields_from_header(reader, k) for k in ("CSQ", "ANN")}
@@ -147,13 +148,14 @@ def load_annotated(vcf, fasta, mode: str = "annotated", gene: str | None = None,
         if facts and _protein_short(ann.get("hgvsp")) not in (None, facts["protein_change"]):
             facts = None  # the computed change disagrees with the annotation: state neither
         question = variant_question(v, QUESTION, g)
-        if mode == "annotated" and ann:
+        this_mode = mode if mode != "mixed" else ("annotated" if v.record % 2 == 0 else "sequence")
+        if this_mode == "annotated" and ann:
             parts = [f"{k}: {ann[k]}" for k in ("consequence", "hgvsc", "hgvsp") if ann.get(k)]
             question += " Annotation: " + "; ".join(parts) + "."
         consequence = ann.get("consequence") or (consequence_from_codon(facts) if facts else None)
         examples.append(Example(question, [v.ref_window, v.alt_window], label, fact_trace(v, ann, facts, g),
                                 {"label": label, "variant": v.key, "pos": v.pos, "annotation": consequence,
-                                 "mode": mode, "facts": facts}))
+                                 "mode": this_mode, "facts": facts}))
     return examples, skips
 
 

@@ -68,3 +68,11 @@ def test_block_split_is_by_position(annotated):
     train, val = block_split(examples, n_blocks=5, val_blocks=(4,))
     assert len(train) + len(val) == len(examples) and 0.1 < len(val) / len(examples) < 0.3
     assert max(e.meta["pos"] for e in train) < min(e.meta["pos"] for e in val)
+
+
+def test_mixed_mode_alternates_prompt_forms():
+    examples, _ = load_annotated(SGE, bundled_fasta(), mode="mixed", gene="BRCA1", strand=-1)
+    assert [e.meta["mode"] for e in examples[:4]] == ["annotated", "sequence", "annotated", "sequence"]
+    assert ("Annotation:" in examples[0].question) and ("Annotation:" not in examples[1].question)
+    with pytest.raises(ValueError, match="mode must be"):
+        load_annotated(SGE, bundled_fasta(), mode="both")

