@@ -62,7 +62,6 @@ def is_adapter_folder(folder) -> bool:
 
 def load_adapter_folder(folder, dtype: str = "auto", device: str = "cpu"):
     """(model, processor) from an adapter folder: base model + merged LoRA + trained projector."""
-    import torch
     from peft import PeftModel
     from safetensors.torch import load_file
 
@@ -81,6 +80,5 @@ def load_adapter_folder(folder, dtype: str = "auto", device: str = "cpu"):
     missing = model.load_state_dict(load_file(str(folder / "projector.safetensors")), strict=False)
     if missing.unexpected_keys:
         raise CorruptModelError(f"{folder}/projector.safetensors has unknown tensors {missing.unexpected_keys[:3]}")
-    auto = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    model = model.to({"auto": auto, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]).eval()
+    model = model.to(hub.resolve_dtype(dtype, device)).eval()
     return model, DNALLMProcessor.from_pretrained(folder)

@@ -231,6 +231,14 @@ def resolve_model_dir(path: str | os.PathLike | None, auto_prepare: bool = True)
     return folder
 
 
+def resolve_dtype(dtype: str, device: str):
+    """``auto`` -> bfloat16 on CUDA, float32 on CPU (faster there); else the named torch dtype."""
+    import torch
+
+    auto = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    return {"auto": auto, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+
+
 def load_model(path=None, dtype: str = "auto", device: str = "auto"):
     """Load ``(model, processor)`` from a folder (or the embedded default).
 
@@ -239,21 +247,18 @@ def load_model(path=None, dtype: str = "auto", device: str = "auto"):
     available, else CPU) or a torch device string.
     """
     import torch
-
-    from bioreason.modeling import DNALLMForCausalLM
-    from bioreason.processing import DNALLMProcessor
-
     from safetensors import SafetensorError
 
     from bioreason.checkpoints import is_adapter_folder, load_adapter_folder
+    from bioreason.modeling import DNALLMForCausalLM
+    from bioreason.processing import DNALLMProcessor
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = resolve_model_dir(path)
     if is_adapter_folder(folder):
         return load_adapter_folder(folder, dtype=dtype, device=device)
-    auto = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    torch_dtype = {"auto": auto, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    torch_dtype = resolve_dtype(dtype, device)
     try:
         model = DNALLMForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device).eval()
         proc = DNALLMProcessor.from_pretrained(folder)

@@ -8,7 +8,8 @@ Reused by training (SFT/GRPO), evaluation, ``predict`` and the demo:
 - ``grpo_loss``: clipped importance-ratio surrogate, optional KL (k3 estimator) against a reference policy
   (the same model with its LoRA adapter disabled), DAPO/TRL token-level or per-sequence averaging; returns the
   loss and a dict of detached statistics;
-- ``completion_logprobs``: per-token log-probs of completions, computing logits only for completion positions;
+- ``shared_prefix_logprobs``: per-token log-probs of continuations, each prompt run once (logits only for the
+  continuation positions), its KV cache shared by its continuations;
 - ``score_candidates``: log-likelihood of each candidate answer after a prompt (``predict --score-only``, AUROC).
 Torch is imported inside the functions that need it, so the rewards stay importable without it.
 """
@@ -149,19 +150,6 @@ def grpo_loss(logp, old_logp, advantages, mask, ref_logp=None, beta: float = 0.0
     return loss, stats
 
 
-def completion_logprobs(model, input_ids, attention_mask, completion_len: int, **dna):
-    """Per-token log-probs (N, C) of the last ``completion_len`` tokens of ``input_ids`` (N, P + C).
-
-    Only the logits of the completion positions are computed (``logits_to_keep``), not the whole sequence.
-    """
-    import torch
-
-    out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=completion_len + 1, **dna)
-    logits = out.logits[:, :-1].float()  # (N, C, V): position t predicts token t + 1
-    targets = input_ids[:, -completion_len:]
-    return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-
-
 def _expand_cache(cache, repeats: int):
     """A copy of a ``DynamicCache`` with every row repeated ``repeats`` times (differentiable)."""
     from transformers import DynamicCache
@@ -172,6 +160,18 @@ def _expand_cache(cache, repeats: int):
     return out
 
 
+def prefill(model, ids, mask, dna_features=None, repeats: int = 1):
+    """Run left-padded prompts (B, P) once: (last-position logits (B*R, V), KV cache with rows repeated R times).
+
+    Positions follow the attention mask, so padded rows count from their first real token.
+    """
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, dna_features=dna_features, position_ids=pos, use_cache=True,
+                logits_to_keep=1)
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values  # name differs by version
+    return out.logits[:, -1].repeat_interleave(repeats, 0), _expand_cache(cache, repeats)
+
+
 def shared_prefix_logprobs(model, prompt_ids, prompt_mask, cont_ids, cont_mask, repeats: int, dna_features=None):
     """Log-probs (B*R, C) of R continuations per prompt, running each prompt through the LLM once.
 
@@ -180,16 +180,12 @@ def shared_prefix_logprobs(model, prompt_ids, prompt_mask, cont_ids, cont_mask, 
     """
     import torch
 
-    pos = (prompt_mask.cumsum(1) - 1).clamp(min=0)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, dna_features=dna_features, position_ids=pos,
-                use_cache=True, logits_to_keep=1)
-    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-    first = out.logits[:, -1].repeat_interleave(repeats, 0)  # (B*R, V): predicts the first continuation token
+    first, cache = prefill(model, prompt_ids, prompt_mask, dna_features, repeats)  # first: (B*R, V)
     full_mask = torch.cat([prompt_mask.repeat_interleave(repeats, 0), cont_mask], dim=1)
     start = prompt_mask.sum(1, keepdim=True).repeat_interleave(repeats, 0)
     cont_pos = start + torch.arange(cont_ids.shape[1], device=cont_ids.device)
     rest = model(input_ids=cont_ids, attention_mask=full_mask, position_ids=cont_pos,
-                 past_key_values=_expand_cache(cache, repeats), use_cache=True).logits[:, :-1]
+                 past_key_values=cache, use_cache=True).logits[:, :-1]
     logits = torch.cat([first.unsqueeze(1), rest], dim=1).float()  # (B*R, C, V)
     return torch.log_softmax(logits, dim=-1).gather(-1, cont_ids.unsqueeze(-1)).squeeze(-1)
 
@@ -223,5 +219,5 @@ def score_candidates(model, processor, prompts: list[list[dict]], candidates: li
 
 
 __all__ = ["REWARDS", "register_reward", "correctness", "format_reward", "conciseness", "compute_rewards",
-           "group_advantages", "grpo_loss", "completion_logprobs", "shared_prefix_logprobs", "score_candidates",
+           "group_advantages", "grpo_loss", "prefill", "shared_prefix_logprobs", "score_candidates",
            "split_think"]

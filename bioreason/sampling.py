@@ -33,7 +33,7 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
                   temperature: float = 1.0, top_p: float = 1.0, do_sample: bool = True) -> Samples:
     tok = processor.tokenizer
     device = next(model.parameters()).device
-    from bioreason.rl import _expand_cache
+    from bioreason.rl import prefill
 
     enc = processor(prompts, padding_side="left")
     ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
@@ -41,10 +41,7 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     if enc["dna_input_ids"].numel():  # each prompt's DNA is encoded once
         feats = model.get_dna_features(enc["dna_input_ids"].to(device), enc["dna_attention_mask"].to(device))
     # prefill each prompt once (all but its last token, which holds no DNA), then share the cache across the group
-    pos = (attn.cumsum(1) - 1).clamp(min=0)
-    pre = model(input_ids=ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, :-1], dna_features=feats,
-                use_cache=True, logits_to_keep=1)
-    cache = _expand_cache(pre.cache if getattr(pre, "cache", None) is not None else pre.past_key_values, group)
+    _, cache = prefill(model, ids[:, :-1], attn[:, :-1], feats, group)
     ids, attn = ids.repeat_interleave(group, 0), attn.repeat_interleave(group, 0)
     kw = dict(max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     kw.update(dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if do_sample else

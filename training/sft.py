@@ -12,7 +12,6 @@ import sys
 import zlib
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 
 
