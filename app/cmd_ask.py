@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bioreason.app.options import add_model_option
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("ask", help="ask a question about DNA sequences (answer streamed to stdout)",
@@ -16,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("question", help="the question, in quotes")
     p.add_argument("--dna", action="append", default=[], metavar="SEQ|FASTA",
                    help="a DNA sequence or FASTA path; repeat for several (e.g. reference then alternate)")
-    p.add_argument("--model", default=None, help="model folder (default: the embedded default model)")
+    add_model_option(p)
     p.add_argument("--max-new-tokens", type=int, default=256, help="cap on generated tokens (default 256)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
     p.add_argument("--system", default=None, help="replace the system prompt")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from bioreason.app.options import add_model_option
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="start the web demo in your browser (Gradio)",
                        description="Serves the demo on http://HOST:PORT. One model call at a time, a bounded "
                                    "waiting list, uploads capped. Research use only, not for clinical decisions.")
-    p.add_argument("--model", default=None, help="model folder (default: the embedded default)")
+    add_model_option(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.set_defaults(handler=run)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from bioreason.app.options import add_model_option
+
 BASELINES = ("text-only", "dna-only", "annotation-only")
 
 
@@ -22,14 +24,18 @@ def add_parser(sub) -> None:
                    help="what to evaluate on (vcf / annotated_vcf: a labelled VCF + --fasta)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="task option (YAML value), e.g. --option mode=sequence --option gene=BRCA1 --option strand=-1 "
-                        "--option 'split={part: validation}'")
+                        "--option 'split={part: validation}'; annotated_vcf: --option mode=both scores the DNA-LLM "
+                        "with annotated and with sequence-only prompts on the same items")
     p.add_argument("--source", default=None, help="dataset file/folder or hub name (default: the task's hub name)")
     p.add_argument("--split", default="test", help="dataset split (default test)")
     p.add_argument("--fasta", default=None, help="reference FASTA for coordinate inputs ('bundled' for chr17)")
     p.add_argument("--label-field", default="LABEL", help="INFO field holding the label (task vcf)")
     p.add_argument("--labels-tsv", default=None, help="TSV chrom,pos,ref,alt,label instead of an INFO field")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
-    p.add_argument("--model", default=None, help="model folder (default: the embedded default)")
+    add_model_option(p)
+    p.add_argument("--traces", type=int, default=0, metavar="N",
+                   help="annotated_vcf: also generate greedy traces for N items (evenly spaced) per DNA-LLM prompt "
+                        "mode and report the share whose stated consequence agrees with the true one")
     p.add_argument("--baselines", default="",
                    help="comma-separated: text-only, dna-only, annotation-only (annotation class -> positive rate)")
     p.add_argument("--train-source", default=None, help="training items for the dna-only baseline (same format)")
@@ -68,18 +74,34 @@ def run(args) -> int:
     data = {"task": args.task, "source": args.source, "split": args.split, "fasta": args.fasta,
             "label_field": args.label_field, "labels_tsv": args.labels_tsv, "limit": args.limit, "options": options}
     model, proc = load_model(args.model)
-    examples, labels = build_examples(data, dna_length=proc.max_nucleotides)
+    modes = ["annotated", "sequence"] if args.task == "annotated_vcf" and options.get("mode") == "both" else [None]
+    sets = {m: build_examples({**data, "options": {**options, "mode": m}} if m else data, proc.max_nucleotides)
+            for m in modes}
+    examples, labels = sets[modes[0]]
+    if any([e.meta.get("variant") for e in exs] != [e.meta.get("variant") for e in examples]
+           for exs, _ in sets.values()):
+        raise RecipeError("the prompt modes gave different items; report this as a bug")
     labels = list(labels or sorted({e.meta["label"] for e in examples}))
     positive = args.positive or (labels[0] if len(labels) == 2 else None)
     print(f"evaluating {len(examples)} items, labels {labels}", file=sys.stderr)
-    systems = {"dna-llm": ev.llm_predictions(model, proc, examples, labels, SYSTEM_PROMPT, "dna", args.batch_size)}
-    if "text-only" in baselines:
-        systems["text-only"] = ev.llm_predictions(model, proc, examples, labels, SYSTEM_PROMPT, "text",
+    systems, agreement = {}, {}
+    for m, (exs, _) in sets.items():
+        name = f"dna-llm-{m}" if m and len(sets) > 1 else "dna-llm"
+        systems[name] = ev.llm_predictions(model, proc, exs, labels, SYSTEM_PROMPT, "dna", args.batch_size)
+        if args.traces and args.task == "annotated_vcf":
+            step = max(1, len(exs) // args.traces)
+            agreement[name] = ev.consequence_agreement(model, proc, exs, SYSTEM_PROMPT, range(0, len(exs), step)[
+                :args.traces], batch_size=args.batch_size, n_boot=args.bootstrap)
+            print(f"{name}: consequence stated correctly in {agreement[name]['share']:.3f} "
+                  f"{agreement[name]['ci95']} of {agreement[name]['n']} traces", file=sys.stderr)
+    if "text-only" in baselines:  # the sequence-only prompt with its DNA written as text, no DNA features
+        text_exs = sets["sequence"][0] if "sequence" in sets else examples
+        systems["text-only"] = ev.llm_predictions(model, proc, text_exs, labels, SYSTEM_PROMPT, "text",
                                                   max(1, args.batch_size // 4))
     train = None
     if args.train_source or (options.get("split") or {}).get("part") == "validation":
         # baselines fit on the training part: --train-source, or the other blocks of the same file
-        train_opts = dict(options)
+        train_opts = {**options, "mode": modes[0]} if modes[0] else dict(options)
         if "split" in train_opts:
             train_opts["split"] = {**train_opts["split"], "part": "train"}
         train = build_examples({**data, "source": args.train_source or args.source, "limit": None,
@@ -92,8 +114,9 @@ def run(args) -> int:
                               "(--task annotated_vcf)")
         systems["annotation-only"] = ev.annotation_only_predictions(examples, labels, positive, train_examples=train)
     report = ev.write_report(args.output, examples, systems, labels, positive,
-                             meta={"task": args.task, "source": args.source, "model": args.model or "default",
-                                   "split": args.split}, n_boot=args.bootstrap)
+                             meta={"task": args.task, "source": args.source, "model": args.model or "base",
+                                   "split": args.split, "options": options}, n_boot=args.bootstrap,
+                             agreement=agreement or None)
     for name, m in report["systems"].items():
         auc = f", AUROC {m['auroc']:.3f} {m.get('auroc_ci95')}" if "auroc" in m else ""
         print(f"{name}: accuracy {m['accuracy']:.3f} {m.get('accuracy_ci95')}, macro-F1 {m['macro_f1']:.3f}{auc}")

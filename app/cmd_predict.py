@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bioreason.app.options import add_variant_options
+from bioreason.app.options import add_model_option, add_prompt_options, add_variant_options
 
 
 def add_parser(sub) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
                     "clinical decisions.")
     p.add_argument("vcf", help="input VCF, VCF.gz or BCF (never modified)")
     p.add_argument("-o", "--output", required=True, metavar="PREFIX", help="output prefix")
-    p.add_argument("--model", default=None, help="model folder (default: the embedded default)")
+    add_model_option(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--score-only", dest="traces", action="store_false", help="labels by likelihood only (default)")
     mode.add_argument("--traces", dest="traces", action="store_true", help="also generate reasoning traces")
@@ -31,6 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same options")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs / discard old progress")
     add_variant_options(p)
+    add_prompt_options(p)
     p.set_defaults(handler=run)
 
 

@@ -119,7 +119,9 @@ class DemoBackend:
 
     def predict_vcf(self, text, vcf_file, fasta_file):
         from bioreason.errors import BioreasonError
+        from bioreason.kegg_data.annotated_variants import annotation_layouts
         from bioreason.kegg_data.variants import Skip, VariantReader
+        from bioreason.predict import VariantPredictor
 
         data = Path(vcf_file).read_bytes() if vcf_file else (text or "").encode()
         if not data.strip():
@@ -138,7 +140,8 @@ class DemoBackend:
         try:
             pred = self.predictor()
             reader = VariantReader(fh.name, self.reference(fasta_file), window=pred.proc.max_nucleotides,
-                                   ref_check="skip")
+                                   ref_check="skip", info_fields=pred.cfg.info_fields())
+            pred = VariantPredictor(pred.model, pred.proc, pred.cfg, layouts=annotation_layouts(reader))
             items = []
             for item in reader:
                 items.append(item)

@@ -37,3 +37,46 @@ def fasta_path(args):
 def reader_options(args) -> dict:
     return dict(window=args.window, ref_check=args.ref_check, max_allele_len=args.max_allele_len,
                 left_normalise=args.left_normalise)
+
+
+def add_prompt_options(p) -> None:
+    """How variant prompts are built for models trained on ``annotated_variant`` prompts (the shipped default)."""
+    g = p.add_argument_group("variant prompts (models trained on annotated variant prompts, e.g. the default)")
+    g.add_argument("--prompt-mode", choices=("annotated", "sequence"), default=None,
+                   help="annotated (default): put the VCF's own consequence annotation (Ensembl VEP CSQ, SnpEff "
+                        "ANN, or CONSEQ/HGVSC/HGVSP INFO fields) and the codon / BLOSUM62 facts computed from it "
+                        "in the prompt when a record has one, else fall back to sequence; sequence: only the "
+                        "variant, gene and the two DNA windows")
+    g.add_argument("--gene", default=None,
+                   help="gene symbol named in the prompt when the annotation has none (default: the model's, "
+                        "BRCA1 for the shipped default; 'none' to leave it out)")
+    g.add_argument("--strand", type=int, choices=(1, -1), default=None,
+                   help="the gene's strand, for codon facts when the annotation has no STRAND column "
+                        "(default: the model's)")
+
+
+def prompt_overrides(args) -> dict:
+    out = {"mode": getattr(args, "prompt_mode", None), "strand": getattr(args, "strand", None)}
+    gene = getattr(args, "gene", None)
+    if gene is not None:
+        out["gene"] = "" if gene.lower() == "none" else gene  # "" (not None) overrides the model's gene
+    return out
+
+
+def model_arg(value: str) -> str | None:
+    """``--model`` values: a folder, ``default`` (the shipped trained checkpoint when installed, else the base
+    model) or ``base`` (the untrained embedded SmolLM2 + HyenaDNA model); None means the base model."""
+    from bioreason.hub import shipped_model_dir
+
+    if value == "base":
+        return None
+    if value == "default":
+        shipped = shipped_model_dir()
+        return str(shipped) if shipped else None
+    return value
+
+
+def add_model_option(p, what: str = "model") -> None:
+    p.add_argument("--model", type=model_arg, default="default",
+                   help=f"{what} folder written by `bioreason train`; 'default' (the default) = the shipped BRCA1 "
+                        "LOF checkpoint (see MODEL_CARD.md), 'base' = the untrained embedded SmolLM2 + HyenaDNA")

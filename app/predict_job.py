@@ -138,6 +138,8 @@ def run(args) -> int:
 
     from bioreason.app.options import fasta_path, reader_options
     from bioreason.hub import load_model
+    from bioreason.app.options import prompt_overrides
+    from bioreason.kegg_data.annotated_variants import annotation_layouts
     from bioreason.kegg_data.variants import Variant, VariantReader
     from bioreason.predict import PredictConfig, VariantPredictor
 
@@ -146,10 +148,11 @@ def run(args) -> int:
     paths = output_paths(args.output, args.bgzip)
     labels = tuple(x.strip() for x in args.labels.split(",")) if args.labels else None
     cfg = PredictConfig.for_model(args.model, labels=labels, traces=args.traces,
-                                  max_new_tokens=args.max_new_tokens)
-    fingerprint = {"vcf": str(Path(args.vcf).resolve()), "model": str(args.model or "default"),
+                                  max_new_tokens=args.max_new_tokens, **prompt_overrides(args))
+    fingerprint = {"vcf": str(Path(args.vcf).resolve()), "model": str(args.model or "base"),
                    "labels": list(cfg.labels), "traces": cfg.traces, "batch_size": args.batch_size,
-                   "max_new_tokens": cfg.max_new_tokens, **reader_options(args)}
+                   "max_new_tokens": cfg.max_new_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],
+                   **reader_options(args)}
     progress_files = [progress_path(args.output, r) for r in range(world)]
     if rank == 0:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +166,7 @@ def run(args) -> int:
                 p.unlink()
     state.wait_for_everyone()
 
-    reader = VariantReader(args.vcf, fasta_path(args), **reader_options(args))
+    reader = VariantReader(args.vcf, fasta_path(args), info_fields=cfg.info_fields(), **reader_options(args))
     items = list(reader)
     windows = [i for i, it in enumerate(items) if isinstance(it, Variant)]
     batches = [windows[k:k + args.batch_size] for k in range(0, len(windows), args.batch_size)]
@@ -175,7 +178,7 @@ def run(args) -> int:
     if todo:
         model, proc = load_model(args.model)
         model_id = model.config.model_id or Path(str(args.model)).name
-        predictor = VariantPredictor(model, proc, cfg)
+        predictor = VariantPredictor(model, proc, cfg, layouts=annotation_layouts(reader))
         if not path.exists() or path.stat().st_size == 0:
             path.write_text(dumps({"fingerprint": fingerprint}))
         n_mine = sum(len(b) for b in mine)

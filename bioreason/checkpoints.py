@@ -29,7 +29,8 @@ def _trainable_non_lora(model) -> dict:
     return sd
 
 
-def save_trained(model, processor, folder, base: str | None, fmt: str = "adapter", meta: dict | None = None) -> Path:
+def save_trained(model, processor, folder, base: str | None, fmt: str = "adapter", meta: dict | None = None,
+                 task: dict | None = None) -> Path:
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -48,6 +49,8 @@ def save_trained(model, processor, folder, base: str | None, fmt: str = "adapter
             full.save_pretrained(tmp, safe_serialization=True)
             (tmp / "bioreason_trained.json").write_text(json.dumps(meta or {}, indent=2))
         processor.save_pretrained(tmp)
+        if task:  # how predict/ask/demo should prompt this model (labels, prompt style, gene, ...)
+            (tmp / "bioreason_task.json").write_text(json.dumps(task, indent=2))
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

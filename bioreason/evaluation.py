@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 from bioreason.kegg_data.metrics import classification_metrics
@@ -92,6 +93,42 @@ def llm_predictions(model, processor, examples, labels, system=None, mode="dna",
             k = max(range(len(labels)), key=lambda j: row[j])
             out.append({"pred": labels[k], "probs": {lab: p for lab, p in zip(labels, row)}})
     return out
+
+
+_STATED = re.compile(r"The consequence is ([^.\n]+)\.")
+
+
+def stated_consequence(trace: str | None) -> str | None:
+    """The consequence a trace states (its last 'The consequence is X.' sentence), normalised; None if absent."""
+    found = _STATED.findall(trace or "")
+    return normalise_consequence(found[-1]) if found else None
+
+
+def normalise_consequence(name: str | None) -> str | None:
+    return " ".join(str(name).replace("_", " ").lower().split()) if name else None
+
+
+def consequence_agreement(model, processor, examples, system=None, indices=None, max_new_tokens: int = 160,
+                          batch_size: int = 8, n_boot: int = 1000) -> dict:
+    """Greedy traces for ``examples[indices]``; the share whose stated consequence equals the true one
+    (``meta['annotation']``), with a bootstrap 95% interval, and every trace."""
+    import torch
+
+    from bioreason.sampling import sample_groups
+
+    indices = list(range(len(examples))) if indices is None else list(indices)
+    items = []
+    for k in range(0, len(indices), batch_size):
+        chunk = [examples[i] for i in indices[k:k + batch_size]]
+        prompts = [e.to_messages(system, "dna", with_answer=False) for e in chunk]
+        with torch.inference_mode():
+            texts = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False).texts
+        for i, e, text in zip(indices[k:k + batch_size], chunk, texts):
+            true, stated = normalise_consequence(e.meta.get("annotation")), stated_consequence(text)
+            items.append({"index": i, "true": true, "stated": stated, "agree": stated == true, "trace": text})
+    trues = [it["true"] or "<none>" for it in items]
+    m = metrics_with_ci(trues, [it["stated"] or "<none>" for it in items], None, sorted(set(trues)), None, n_boot)
+    return {"share": m["accuracy"], "ci95": m.get("accuracy_ci95"), "n": len(items), "items": items}
 
 
 def dna_features(model, processor, examples, batch_size: int = 16, centre: int = 16):
@@ -217,8 +254,9 @@ def plot_roc(path, curves: dict, title):
 
 
 def write_report(out_dir, examples, systems: dict, labels, positive=None, meta: dict | None = None,
-                 n_boot: int = 1000) -> dict:
-    """Metrics with CIs per system, per-item predictions, confusion and ROC PNGs, ``report.json``."""
+                 n_boot: int = 1000, agreement: dict | None = None) -> dict:
+    """Metrics with CIs per system, per-item predictions, confusion and ROC PNGs, ``report.json``.
+    ``agreement``: {system: consequence_agreement(...)} stored under ``consequence_agreement``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     golds = [e.meta["label"] for e in examples]
@@ -236,5 +274,7 @@ def write_report(out_dir, examples, systems: dict, labels, positive=None, meta: 
     report["items"] = [{"index": i, "gold": g, "meta": {k: v for k, v in e.meta.items() if isinstance(
         v, (str, int, float)) or v is None}, **{name: preds[i] for name, preds in systems.items()}}
         for i, (e, g) in enumerate(zip(examples, golds))]
+    if agreement:
+        report["consequence_agreement"] = agreement
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     return report

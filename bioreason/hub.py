@@ -47,7 +47,17 @@ def models_dir() -> Path:
 
 
 def default_model_dir() -> Path:
+    """The base model (untrained SmolLM2 + HyenaDNA + seeded projector), prepared in the user's cache."""
     return models_dir() / DEFAULT_NAME
+
+
+SHIPPED_NAME = "brca1-lof-v1"  # the trained adapter + projector committed under bioreason/models/
+
+
+def shipped_model_dir() -> Path | None:
+    """The trained default checkpoint installed with the package (a LoRA adapter over the base), if present."""
+    folder = Path(__file__).parent / "models" / SHIPPED_NAME
+    return folder if (folder / "adapter_model.safetensors").is_file() else None
 
 
 def _is_complete(folder: Path) -> bool:

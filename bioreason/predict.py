@@ -5,6 +5,8 @@ candidate label (softmax over the candidates' log-likelihoods after an empty thi
 variant and label, DNA encoded once per variant), and with ``traces=True`` a greedy reasoning trace generated
 for the whole batch at once, whose final ``Answer:`` line (parsed by ``bioreason.answers``) gives the label when
 it names exactly one candidate. Probabilities are rounded to 6 decimals so outputs are stable byte for byte.
+A trained folder's ``bioreason_task.json`` picks the prompt: the generic question, or ``annotated_variant`` (the
+prompts the shipped BRCA1 model was trained on, with the VCF's own CSQ/ANN annotation when a record has one).
 """
 
 from __future__ import annotations
@@ -30,7 +32,20 @@ class PredictConfig:
     traces: bool = False
     max_new_tokens: int = 256
     annotation_fields: tuple[str, ...] = ()
+    prompt: str = "question"  # or "annotated_variant": the prompts of kegg_data.annotated_variants
+    mode: str = "annotated"  # annotated_variant prompts: use the VCF's CSQ/ANN when a record has it, or "sequence"
+    gene: str | None = None
+    strand: int | None = None
+    window: int | None = None
     extra: dict = field(default_factory=dict)
+
+    def info_fields(self) -> tuple[str, ...]:
+        """The INFO fields the reader must keep for these prompts."""
+        if self.prompt != "annotated_variant":
+            return ()
+        from bioreason.kegg_data.annotated_variants import annotation_info_fields
+
+        return annotation_info_fields()
 
     @classmethod
     def for_model(cls, folder: str | Path | None, **overrides) -> "PredictConfig":
@@ -45,10 +60,29 @@ class PredictConfig:
 
 
 class VariantPredictor:
-    def __init__(self, model, processor, config: PredictConfig | None = None):
+    """``layouts``: the CSQ/ANN field layouts of the VCF header (``annotation_layouts(reader)``), for
+    ``annotated_variant`` prompts."""
+
+    def __init__(self, model, processor, config: PredictConfig | None = None, layouts: dict | None = None):
         self.model, self.proc, self.cfg = model, processor, config or PredictConfig()
+        self.layouts = layouts or {}
+
+    def prompt_facts(self, variant) -> dict:
+        """The prompt mode used for a variant and the consequence its annotation states (JSONL columns)."""
+        if self.cfg.prompt != "annotated_variant":
+            return {}
+        from bioreason.kegg_data.annotated_variants import variant_prompt
+
+        _, _, consequence, _, used = variant_prompt(variant, self.layouts, self.cfg.mode, self.cfg.gene,
+                                                    self.cfg.strand)
+        return {"prompt_mode": used, "annotation": consequence if used == "annotated" else None}
 
     def example(self, variant) -> Example:
+        if self.cfg.prompt == "annotated_variant":
+            from bioreason.kegg_data.annotated_variants import variant_prompt
+
+            question = variant_prompt(variant, self.layouts, self.cfg.mode, self.cfg.gene, self.cfg.strand)[0]
+            return Example(question, [variant.ref_window, variant.alt_window])
         return Example(variant_question(variant, self.cfg.question), [variant.ref_window, variant.alt_window])
 
     def messages(self, variant):
@@ -66,10 +100,10 @@ class VariantPredictor:
             scores = score_candidates(self.model, self.proc, prompts, labels)
         probs = torch.softmax(scores.double(), dim=1).tolist()
         out = []
-        for row in probs:
+        for v, row in zip(variants, probs):
             k = max(range(len(labels)), key=lambda j: row[j])
             out.append({"label": labels[k], "probs": {lab: round(p, 6) for lab, p in zip(labels, row)},
-                        "label_source": "score"})
+                        "label_source": "score", **self.prompt_facts(v)})
         if self.cfg.traces:
             from bioreason.sampling import sample_groups
 

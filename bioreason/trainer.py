@@ -239,6 +239,7 @@ class Trainer:
     def save_final(self) -> Path | None:
         """The final folder that ``bioreason ask/predict --model`` load. Written atomically by the main process."""
         from bioreason.checkpoints import save_trained
+        from bioreason.kegg_data.build import task_spec
 
         self.acc.wait_for_everyone()
         folder = self.out / "final"
@@ -247,7 +248,8 @@ class Trainer:
             if fmt == "auto":
                 fmt = "adapter" if self.base and hasattr(self.unwrapped, "peft_config") else "full"
             save_trained(self.unwrapped, self.proc, folder, base=self.base, fmt=fmt,
-                         meta={"kind": self.kind, "steps": self.step, "recipe": self.recipe.get("_path")})
+                         meta={"kind": self.kind, "steps": self.step, "recipe": self.recipe.get("_path")},
+                         task=task_spec(self.recipe["data"]))
         self.acc.wait_for_everyone()
         self.acc.end_training()  # closes trackers and, with several processes, the process group: last
         return folder

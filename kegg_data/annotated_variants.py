@@ -26,6 +26,7 @@ LABEL_MAP = {"LOF": "LOF", "FUNC": "FUNC", "INT": "FUNC"}
 QUESTION = ("Variant {chrom}:{pos} {ref}>{alt}{gene}. The first DNA sequence is the reference window and the second "
             "carries the variant at position {offset}. Is this variant loss-of-function (LOF) or functional (FUNC)?")
 _HGVSC_CODING = re.compile(r"^c\.(\d+)([ACGT])>([ACGT])$")
+_HGVSC_INTRON = re.compile(r"^c\.-?\d+[+-](\d+)[ACGT]>[ACGT]$")
 _AA3 = {"Ala": "A", "Arg": "R", "Asn": "N", "Asp": "D", "Cys": "C", "Gln": "Q", "Glu": "E", "Gly": "G", "His": "H",
         "Ile": "I", "Leu": "L", "Lys": "K", "Met": "M", "Phe": "F", "Pro": "P", "Ser": "S", "Thr": "T", "Trp": "W",
         "Tyr": "Y", "Val": "V", "Ter": "*"}
@@ -43,8 +44,8 @@ def _fields_from_header(reader: VariantReader, key: str) -> list[str] | None:
 
 def read_annotation(info: dict, alt: str, layouts: dict) -> dict:
     """{consequence, hgvsc, hgvsp, gene} from CSQ (VEP), ANN (SnpEff) or CONSEQ/HGVSC/HGVSP; {} if none."""
-    for key, names in (("CSQ", ("Allele", "Consequence", "HGVSc", "HGVSp", "SYMBOL")),
-                       ("ANN", ("Allele", "Annotation", "HGVS.c", "HGVS.p", "Gene_Name"))):
+    for key, names in (("CSQ", ("Allele", "Consequence", "HGVSc", "HGVSp", "SYMBOL", "STRAND")),
+                       ("ANN", ("Allele", "Annotation", "HGVS.c", "HGVS.p", "Gene_Name", None))):
         raw, layout = info.get(key), layouts.get(key)
         if raw and layout:
             for entry in str(raw).split(","):
@@ -52,12 +53,16 @@ def read_annotation(info: dict, alt: str, layouts: dict) -> dict:
                 if vals.get(names[0], alt) in (alt, "-"):
                     return {"consequence": vals.get(names[1]) or None, "hgvsc": (vals.get(names[2]) or "").split(":")[-1]
                             or None, "hgvsp": (vals.get(names[3]) or "").split(":")[-1] or None,
-                            "gene": vals.get(names[4]) or None}
+                            "gene": vals.get(names[4]) or None, "strand": _strand(vals.get(names[5] or ""))}
     if info.get("CONSEQ"):
         clean = {k: unquote(str(info[k])) if info.get(k) not in (None, ".") else None for k in ("CONSEQ", "HGVSC", "HGVSP")}
         return {"consequence": clean["CONSEQ"].replace("_", " "), "hgvsc": clean["HGVSC"],
                 "hgvsp": clean["HGVSP"] if clean["HGVSP"] not in (None, ".") else None, "gene": None}
     return {}
+
+
+def _strand(raw) -> int | None:
+    return {"1": 1, "-1": -1}.get(str(raw).strip()) if raw else None
 
 
 def _protein_short(hgvsp: str | None) -> str | None:
@@ -108,18 +113,81 @@ def consequence_from_codon(f: dict) -> str:
     return "Missense"
 
 
+def substitution_score(facts: dict | None) -> int | None:
+    """BLOSUM62 score of a missense change (biopython's matrix); None for other changes."""
+    if not facts or facts["ref_aa"] == facts["alt_aa"] or "*" in (facts["ref_aa"], facts["alt_aa"]):
+        return None
+    from Bio.Align import substitution_matrices
+
+    return int(substitution_matrices.load("BLOSUM62")[facts["ref_aa"]][facts["alt_aa"]])
+
+
+def intron_offset(hgvsc: str | None) -> int | None:
+    """Distance into the intron from an HGVSc name such as c.5468-2A>G or c.5193+12T>C; None when exonic."""
+    m = _HGVSC_INTRON.match(hgvsc or "")
+    return int(m.group(1)) if m else None
+
+
+def computed_facts(ann: dict, facts: dict | None) -> list[str]:
+    """The facts derived from the annotation and the sequence, as short sentences (shared by prompt and trace)."""
+    out = []
+    if facts:
+        out.append(f"Codon {facts['codon']} changes from {facts['ref_codon']} to {facts['alt_codon']}, so "
+                   f"{facts['ref_aa']} becomes {facts['alt_aa']} ({facts['protein_change']}).")
+    blosum = substitution_score(facts)
+    if blosum is not None:
+        out.append(f"The BLOSUM62 score of {facts['ref_aa']} to {facts['alt_aa']} is {blosum}.")
+    off = intron_offset(ann.get("hgvsc"))
+    if off is not None:
+        out.append(f"It lies {off} nt into the intron.")
+    return out
+
+
 def fact_trace(variant, ann: dict, facts: dict | None, gene: str | None) -> str:
     """A reasoning trace made only of the annotation and computed facts (no free text beyond linking words)."""
     where = f"{variant.chrom}:{variant.pos} {variant.ref}>{variant.alt}" + (f" in {gene}" if gene else "")
     lines = [f"The variant is {where}."]
     if ann.get("hgvsc"):
         lines.append(f"On the transcript it is {ann['hgvsc']}.")
-    if facts:
-        lines.append(f"It changes codon {facts['codon']} from {facts['ref_codon']} to {facts['alt_codon']}, so "
-                     f"{facts['ref_aa']} becomes {facts['alt_aa']} ({facts['protein_change']}).")
+    lines += computed_facts(ann, facts)
     if ann.get("consequence"):
         lines.append(f"The consequence is {ann['consequence'].lower()}.")
     return "\n".join(lines)
+
+
+def annotation_layouts(reader: VariantReader) -> dict:
+    """{'CSQ': [...], 'ANN': [...]} field layouts from a reader's header (None where the field is absent)."""
+    return {k: _fields_from_header(reader, k) for k in ("CSQ", "ANN")}
+
+
+def variant_prompt(v, layouts: dict, mode: str = "annotated", gene: str | None = None, strand: int | None = None):
+    """One variant -> (question, trace, consequence, facts, mode used). Shared by training data and ``predict``.
+
+    ``annotated`` puts the VCF's own annotation (and the facts computed from it) in the question; a record
+    without annotation falls back to ``sequence``. ``strand`` (+1/-1) is needed for codon facts; VEP's ``STRAND``
+    column wins when present.
+    """
+    ann = read_annotation(v.info, v.alt, layouts)
+    g = ann.get("gene") or gene
+    strand = ann.get("strand") or strand
+    facts = codon_facts(v, ann.get("hgvsc"), strand) if strand else None
+    if facts and _protein_short(ann.get("hgvsp")) not in (None, facts["protein_change"]):
+        facts = None  # the computed change disagrees with the annotation: state neither
+    question = variant_question(v, QUESTION, g)
+    used = "annotated" if mode == "annotated" and ann else "sequence"
+    if used == "annotated":
+        parts = [f"{k}: {ann[k]}" for k in ("consequence", "hgvsc", "hgvsp") if ann.get(k)]
+        question += " Annotation: " + "; ".join(parts) + ". " + " ".join(computed_facts(ann, facts))
+        question = question.rstrip()
+    consequence = ann.get("consequence") or (consequence_from_codon(facts) if facts else None)
+    if used == "sequence":  # the model sees no annotation: its trace states only the variant and the consequence
+        return question, fact_trace(v, {"consequence": consequence}, None, g), consequence, facts, used
+    return question, fact_trace(v, ann, facts, g), consequence, facts, used
+
+
+def annotation_info_fields(label_field: str | None = None) -> tuple[str, ...]:
+    """The INFO fields ``variant_prompt`` reads (plus a label field for training data)."""
+    return ((label_field,) if label_field else ()) + ("CSQ", "ANN", "CONSEQ", "HGVSC", "HGVSP")
 
 
 def load_annotated(vcf, fasta, mode: str = "annotated", gene: str | None = None, strand: int = 1,
@@ -128,9 +196,8 @@ def load_annotated(vcf, fasta, mode: str = "annotated", gene: str | None = None,
     ``mixed`` (alternating by record, so one model learns both prompt forms)."""
     if mode not in ("annotated", "sequence", "mixed"):
         raise ValueError(f"mode must be 'annotated', 'sequence' or 'mixed', not {mode!r}")
-    reader = VariantReader(vcf, fasta, info_fields=(label_field, "CSQ", "ANN", "CONSEQ", "HGVSC", "HGVSP"),
-                           **window_options)
-    layouts = {k: _fields_from_header(reader, k) for k in ("CSQ", "ANN")}
+    reader = VariantReader(vcf, fasta, info_fields=annotation_info_fields(label_field), **window_options)
+    layouts = annotation_layouts(reader)
     examples, skips = [], []
     for v in reader:
         if isinstance(v, Skip):
@@ -142,20 +209,11 @@ def load_annotated(vcf, fasta, mode: str = "annotated", gene: str | None = None,
             skips.append(Skip(v.chrom, v.pos, v.ref, v.alt, f"label {raw!r} is not LOF, FUNC or INT", v.record,
                               v.allele))
             continue
-        ann = read_annotation(v.info, v.alt, layouts)
-        g = ann.get("gene") or gene
-        facts = codon_facts(v, ann.get("hgvsc"), strand)
-        if facts and _protein_short(ann.get("hgvsp")) not in (None, facts["protein_change"]):
-            facts = None  # the computed change disagrees with the annotation: state neither
-        question = variant_question(v, QUESTION, g)
         this_mode = mode if mode != "mixed" else ("annotated" if v.record % 2 == 0 else "sequence")
-        if this_mode == "annotated" and ann:
-            parts = [f"{k}: {ann[k]}" for k in ("consequence", "hgvsc", "hgvsp") if ann.get(k)]
-            question += " Annotation: " + "; ".join(parts) + "."
-        consequence = ann.get("consequence") or (consequence_from_codon(facts) if facts else None)
-        examples.append(Example(question, [v.ref_window, v.alt_window], label, fact_trace(v, ann, facts, g),
+        question, trace, consequence, facts, used = variant_prompt(v, layouts, this_mode, gene, strand)
+        examples.append(Example(question, [v.ref_window, v.alt_window], label, trace,
                                 {"label": label, "variant": v.key, "pos": v.pos, "annotation": consequence,
-                                 "mode": this_mode, "facts": facts}))
+                                 "mode": used, "facts": facts}))
     return examples, skips
 
 

@@ -62,3 +62,16 @@ def build_examples(data: dict, dna_length: int = 1024):
     if not examples:
         raise RecipeError(f"data.task={task} gave no examples; check data.source / data.split")
     return examples, labels
+
+
+def task_spec(data: dict) -> dict | None:
+    """What a trained folder records in ``bioreason_task.json`` so ``predict``/``ask``/``demo`` prompt it the way it
+    was trained (read by ``bioreason.predict.PredictConfig.for_model``); None for tasks with no fixed prompt."""
+    if data.get("task") != "annotated_vcf":
+        return None
+    from bioreason.kegg_data.annotated_variants import LABELS
+    from bioreason.kegg_data.tasks import SYSTEM_PROMPT
+
+    opts = data.get("options") or {}
+    return {"labels": list(LABELS), "prompt": "annotated_variant", "gene": opts.get("gene"),
+            "strand": opts.get("strand"), "system": SYSTEM_PROMPT, "window": data.get("window") or 1024}

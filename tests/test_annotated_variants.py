@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bioreason.kegg_data.annotated_variants import block_split, load_annotated, read_annotation
+from bioreason.kegg_data.annotated_variants import (block_split, intron_offset, load_annotated, read_annotation,
+                                                    substitution_score)
 from bioreason.kegg_data.bundled import bundled_fasta
 
 SGE = Path(__file__).parents[1] / "examples" / "brca1_sge_part1.vcf"
@@ -33,7 +34,7 @@ def test_codons_from_biopython_agree_with_the_published_protein_change(annotated
     ex = next(e for e in examples if e.meta["variant"] == "chr17:43045709:A:G")  # c.5561T>C p.L1854P
     f = ex.meta["facts"]
     assert (f["ref_codon"], f["alt_codon"], f["protein_change"]) == ("CTG", "CCG", "L1854P")
-    assert "It changes codon 1854 from CTG to CCG, so L becomes P (L1854P)." in ex.reasoning
+    assert "Codon 1854 changes from CTG to CCG, so L becomes P (L1854P).\nThe BLOSUM62 score of L to P is -3." in ex.reasoning
     assert ex.target().endswith("</think>\n\nAnswer: LOF")
     for e in with_facts:  # nonsense facts really are stops, synonymous really keep the amino acid
         if e.meta["annotation"] == "Nonsense":
@@ -57,7 +58,10 @@ def test_vep_csq_and_snpeff_ann_are_read():
                "ANN": ["Allele", "Annotation", "Annotation_Impact", "Gene_Name", "Gene_ID", "HGVS.c", "HGVS.p"]}
     csq = "G|missense_variant|MODERATE|BRCA1|ENST00000357654.9:c.5561T>C|ENSP00000350283.3:p.Leu1854Pro"
     got = read_annotation({"CSQ": "C|synonymous_variant|LOW|BRCA1||," + csq}, "G", layouts)
-    assert got == {"consequence": "missense_variant", "hgvsc": "c.5561T>C", "hgvsp": "p.Leu1854Pro", "gene": "BRCA1"}
+    assert got == {"consequence": "missense_variant", "hgvsc": "c.5561T>C", "hgvsp": "p.Leu1854Pro", "gene": "BRCA1",
+                   "strand": None}
+    with_strand = {"CSQ": csq + "|-1"}
+    assert read_annotation(with_strand, "G", {"CSQ": layouts["CSQ"] + ["STRAND"]})["strand"] == -1
     ann = "G|stop_gained|HIGH|BRCA1|672|c.5559C>G|p.Tyr1853*"
     assert read_annotation({"ANN": ann}, "G", layouts)["consequence"] == "stop_gained"
     assert read_annotation({}, "G", layouts) == {}
@@ -76,3 +80,22 @@ def test_mixed_mode_alternates_prompt_forms():
     assert ("Annotation:" in examples[0].question) and ("Annotation:" not in examples[1].question)
     with pytest.raises(ValueError, match="mode must be"):
         load_annotated(SGE, bundled_fasta(), mode="both")
+
+
+def test_computed_facts_blosum_and_intron_offset(annotated):
+    examples, _ = annotated
+    assert substitution_score({"ref_aa": "L", "alt_aa": "P"}) == -3  # BLOSUM62, from biopython's matrix
+    assert substitution_score({"ref_aa": "W", "alt_aa": "W"}) is None
+    assert substitution_score({"ref_aa": "Y", "alt_aa": "*"}) is None
+    assert (intron_offset("c.5468-9T>G"), intron_offset("c.5193+12T>C"), intron_offset("c.5561T>C")) == (9, 12, None)
+    intronic = next(e for e in examples if e.meta["annotation"] == "Intronic")
+    assert "nt into the intron." in intronic.question and "nt into the intron." in intronic.reasoning
+    missense = next(e for e in examples if e.meta["variant"] == "chr17:43045709:A:G")
+    assert "The BLOSUM62 score of L to P is -3." in missense.question  # annotated prompts carry the facts
+
+
+def test_sequence_traces_state_only_what_the_prompt_allows():
+    seq_only, _ = load_annotated(SGE, bundled_fasta(), mode="sequence", gene="BRCA1", strand=-1, window=256)
+    ex = next(e for e in seq_only if e.meta["variant"] == "chr17:43045709:A:G")
+    assert ex.reasoning == "The variant is chr17:43045709 A>G in BRCA1.\nThe consequence is missense."
+    assert ex.meta["facts"]["protein_change"] == "L1854P"  # still known to evaluation, just not stated

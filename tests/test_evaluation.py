@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bioreason.app.cli import main
-from bioreason.evaluation import auroc, metrics_with_ci
+from bioreason.evaluation import auroc, metrics_with_ci, stated_consequence
 
 
 def test_auroc_hand_computed_with_ties():
@@ -55,11 +55,21 @@ def test_eval_annotated_vcf_with_annotation_only_baseline(tiny_model_dir, tmp_pa
     vcf = Path(__file__).parents[1] / "examples" / "brca1_sge_24.vcf"
     out = tmp_path / "r"
     rc = main(["eval", "--task", "annotated_vcf", "--source", str(vcf), "--fasta", "bundled", "--model", str(folder),
-               "--option", "gene=BRCA1", "--option", "strand=-1", "--baselines", "annotation-only",
-               "--bootstrap", "50", "-o", str(out)])
+               "--option", "gene=BRCA1", "--option", "strand=-1", "--option", "mode=both", "--baselines",
+               "annotation-only,text-only", "--traces", "4", "--bootstrap", "50", "-o", str(out)])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["positive"] == "LOF" and set(report["systems"]) == {"dna-llm", "annotation-only"}
+    assert report["positive"] == "LOF"
+    assert set(report["systems"]) == {"dna-llm-annotated", "dna-llm-sequence", "text-only", "annotation-only"}
+    for name in ("dna-llm-annotated", "dna-llm-sequence"):  # consequence agreement recomputed from its traces
+        agree = report["consequence_agreement"][name]
+        assert agree["n"] == 4 and len(agree["items"]) == 4
+        for it in agree["items"]:
+            assert it["stated"] == stated_consequence(it["trace"])
+            assert it["true"] == report["items"][it["index"]]["meta"]["annotation"].lower()
+        assert agree["share"] == pytest.approx(sum(it["agree"] for it in agree["items"]) / 4)
+    assert stated_consequence("<think>The consequence is Canonical_splice.</think>") == "canonical splice"
+    assert stated_consequence("Answer: LOF") is None
     items = report["items"]
     # leave-one-out class rates: recompute one item's probability from the others
     first = items[0]

@@ -164,3 +164,32 @@ def test_output_folder_is_created_and_unwritable_is_one_line(tiny_dir, sge_small
     rc = main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(tiny_dir), "-o", str(blocker / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "error:" in err
+
+
+def test_annotated_prompts_from_the_model_task_file(tiny_dir, sge_small, tmp_path):
+    """A folder whose bioreason_task.json asks for annotated_variant prompts: predict reads the VCF's own
+    annotation, records the prompt mode per variant, and --prompt-mode sequence turns it off."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    (model / "bioreason_task.json").write_text(json.dumps(
+        {"labels": ["LOF", "FUNC"], "prompt": "annotated_variant", "gene": "BRCA1", "strand": -1}))
+    for mode in ("annotated", "sequence"):
+        prefix = tmp_path / mode / "out"
+        assert main(["predict", str(sge_small), "--fasta", "bundled", "-o", str(prefix), "--model", str(model),
+                     "--prompt-mode", mode]) == 0
+        rows = [json.loads(x) for x in Path(f"{prefix}.jsonl").read_text().splitlines()]
+        assert {r["prompt_mode"] for r in rows} == {mode}
+        assert all(set(r["probs"]) == {"LOF", "FUNC"} for r in rows)
+        if mode == "annotated":
+            assert {r["annotation"] for r in rows} >= {"Missense", "Synonymous"}
+    from bioreason.kegg_data.annotated_variants import annotation_layouts
+    from bioreason.kegg_data.bundled import bundled_fasta
+    from bioreason.kegg_data.variants import VariantReader
+    from bioreason.predict import PredictConfig, VariantPredictor
+
+    cfg = PredictConfig.for_model(model)
+    reader = VariantReader(sge_small, bundled_fasta(), info_fields=cfg.info_fields())
+    v = next(iter(reader))
+    pred = VariantPredictor(None, None, cfg, annotation_layouts(reader))
+    assert "Annotation: consequence: Synonymous; hgvsc: c.5565A>T" in pred.example(v).question
+    assert "in BRCA1" in pred.example(v).question

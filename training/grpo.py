@@ -86,7 +86,8 @@ class GRPOStep:
 
 
 def stage_recipe(recipe: dict) -> dict:
-    """The recipe as the GRPO stage sees it: ``grpo.init/output_dir/max_steps/lr`` override model/train."""
+    """The recipe as the GRPO stage sees it: ``grpo.init/output_dir`` and ``grpo.max_steps/lr/batch_size/
+    grad_accum/warmup_steps/save_every`` override the model and train sections."""
     import copy
 
     r = copy.deepcopy(recipe)
@@ -94,7 +95,7 @@ def stage_recipe(recipe: dict) -> dict:
     if g.get("init"):
         r["model"]["init"] = g["init"]
     r["train"]["output_dir"] = g.get("output_dir") or str(r["train"]["output_dir"]).rstrip("/") + "-grpo"
-    for key in ("max_steps", "lr"):
+    for key in ("max_steps", "lr", "batch_size", "grad_accum", "warmup_steps", "save_every"):
         if g.get(key) is not None:
             r["train"][key] = g[key]
     return r
