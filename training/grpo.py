@@ -5,7 +5,8 @@ prompt), score them with the recipe's weighted rewards (``bioreason.rl``), compu
 then one policy-gradient update with the clipped surrogate (single update per batch, so the importance ratio is
 1; clipping would matter with several updates per batch, which this loop does not do). With ``grpo.beta > 0`` a
 KL term (k3) compares against the reference policy: the same model with its LoRA adapter disabled. Sampling is
-transformers' ``generate`` (``grpo.sampler: hf``); a vLLM backend is not implemented.
+transformers' ``generate`` (``grpo.sampler: hf``, the default) or, on GPUs with vLLM installed, a vLLM engine
+fed with our prompt embeddings (``grpo.sampler: vllm``, ``bioreason.vllm_sampler``).
 """
 
 from __future__ import annotations
@@ -27,25 +28,37 @@ class GRPOBatch:
 class GRPOStep:
     def __init__(self, processor, cfg: dict, labels, system: str | None, mode: str = "dna", get_model=None):
         self.proc, self.cfg, self.labels, self.system, self.mode = processor, cfg, labels, system, mode
-        self.get_model = get_model
-        if cfg.get("sampler", "hf") != "hf":
+        self.get_model, self.get_step = get_model, (lambda: 0)
+        self.vllm = None
+        if cfg.get("sampler", "hf") not in ("hf", "vllm"):
             from bioreason.errors import RecipeError
 
-            raise RecipeError(f"grpo.sampler={cfg.get('sampler')!r} is not available: only 'hf' (batched "
-                              "transformers generate with a shared prompt prefill) is implemented; a vLLM sampler "
-                              "for GPUs is not written yet")
+            raise RecipeError(f"grpo.sampler={cfg.get('sampler')!r}: choose hf (transformers generate with a "
+                              "shared prompt prefill, the default) or vllm (GPU, vLLM installed)")
+
+    def _sample(self, model, prompts):
+        G, n, t, p = (int(self.cfg["num_generations"]), int(self.cfg["max_new_tokens"]),
+                      float(self.cfg["temperature"]), float(self.cfg["top_p"]))
+        if self.cfg.get("sampler", "hf") == "vllm":
+            from bioreason.vllm_sampler import VLLMSampler
+
+            if self.vllm is None:
+                self.vllm = VLLMSampler(model, self.proc, float(self.cfg.get("vllm_gpu_memory_utilization") or 0.3))
+            self.vllm.sync(model, self.get_step())
+            return self.vllm.sample(model, prompts, G, n, t, p)
+        from bioreason.sampling import sample_groups
+
+        return sample_groups(model, self.proc, prompts, G, n, t, p)
 
     def prepare(self, examples) -> GRPOBatch:
         from bioreason.rl import compute_rewards, group_advantages
-        from bioreason.sampling import sample_groups
 
         G = int(self.cfg["num_generations"])
         model = self.get_model()
         was_training = model.training
         model.eval()
         prompts = [e.to_messages(self.system, self.mode, with_answer=False) for e in examples]
-        samples = sample_groups(model, self.proc, prompts, G, int(self.cfg["max_new_tokens"]),
-                                float(self.cfg["temperature"]), float(self.cfg["top_p"]))
+        samples = self._sample(model, prompts)
         model.train(was_training)
         columns = {"label": [e.meta["label"] for e in examples for _ in range(G)],
                    "label_set": [self.labels] * (len(examples) * G) if self.labels else None}
@@ -112,6 +125,7 @@ def run(recipe: dict, progress: bool = True):
     trainer = Trainer(recipe, step, examples, "grpo")
     step.proc = trainer.proc
     step.get_model = lambda: trainer.unwrapped
+    step.get_step = lambda: trainer.step
     history = trainer.run(progress=progress)
     folder = trainer.save_final()
     return trainer, history, folder
