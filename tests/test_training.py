@@ -159,3 +159,34 @@ def test_default_recipe_shortened_runs_end_to_end(tmp_path):
     reader = VariantReader(root / "examples" / "brca1_sge_24.vcf", bundled_fasta(), info_fields=cfg.info_fields())
     (res,) = VariantPredictor(model, proc, cfg, annotation_layouts(reader)).predict([next(iter(reader))])
     assert set(res["probs"]) == {"LOF", "FUNC"} and res["prompt_mode"] == "annotated"
+
+
+def test_answer_weight_weights_only_the_final_label_tokens():
+    """data.answer_weight: the final answer's tokens (just before the end of turn) weigh w, the rest 1, and the
+    loss is the weighted sum of the per-token cross-entropies."""
+    import torch
+    import torch.nn.functional as F
+
+    from bioreason.kegg_data.toy import toy_examples
+    from bioreason.tiny import build_tiny
+    from bioreason.training.sft import SFTStep
+
+    model, proc = build_tiny(seed=2)
+    examples = toy_examples(n=3, seed=1)
+    plain, weighted = SFTStep(proc, None), SFTStep(proc, None, answer_weight=5.0)
+    b0, b1 = plain.prepare(examples), weighted.prepare(examples)
+    labels = b1.inputs["labels"]
+    for i, e in enumerate(examples):
+        last = int((labels[i] != -100).nonzero().max())
+        assert labels[i, last] == proc.tokenizer.eos_token_id
+        heavy = (b1.weights[i] == 5.0).nonzero().flatten().tolist()
+        assert heavy and heavy[-1] == last - 1 and proc.tokenizer.decode(labels[i, heavy]).strip() == e.answer
+    assert b1.units == pytest.approx(float(b1.weights[:, 1:].sum())) and b1.units > b0.units
+    with torch.no_grad():
+        got, _ = weighted.loss(model, b1)
+        x = b1.inputs
+        logits = model(input_ids=x["input_ids"], attention_mask=x["attention_mask"], dna_input_ids=x["dna_input_ids"],
+                       dna_attention_mask=x["dna_attention_mask"]).logits[:, :-1]
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100,
+                             reduction="none")
+        assert float(got) == pytest.approx(float((ce * b1.weights[:, 1:].reshape(-1)).sum()), rel=1e-4)

@@ -2,7 +2,8 @@
 
 Thin: the recipe picks the model and data, the library does the rest. Loss is the summed cross-entropy of the
 assistant's answer tokens (logits computed only from the first answer position on), normalised by the number of
-answer tokens over all processes and micro-batches. Multi-process: ``accelerate launch [--config_file
+answer tokens over all processes and micro-batches; ``data.answer_weight`` > 1 weights the tokens of the final
+answer label that much more (and counts them that many times in the normaliser). Multi-process: ``accelerate launch [--config_file
 training/recipes/accelerate_*.yaml] -m bioreason.training.sft --recipe NAME``.
 """
 
@@ -12,20 +13,35 @@ import sys
 import zlib
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 
 
 @dataclass
 class SFTBatch:
     inputs: dict
-    units: int
+    units: float
+    weights: torch.Tensor | None = None  # (B, T) per-token loss weights, None = all 1
 
 
 class SFTStep:
     def __init__(self, processor, system: str | None, mode: str = "dna", max_length: int | None = None,
-                 empty_think_fraction: float = 0.0):
+                 empty_think_fraction: float = 0.0, answer_weight: float = 1.0):
         self.proc, self.system, self.mode, self.max_length = processor, system, mode, max_length
         self.empty_think_fraction = float(empty_think_fraction or 0.0)
+        self.answer_weight = float(answer_weight or 1.0)
+
+    def _answer_weights(self, examples, labels: torch.Tensor) -> torch.Tensor:
+        """Weight ``answer_weight`` on the tokens of each example's final answer (the ones just before its
+        end-of-turn token), 1 on the other answer tokens: the decision is a few tokens among a hundred of trace."""
+        tok = self.proc.tokenizer
+        w = (labels != -100).float()
+        for i, e in enumerate(examples):
+            k = len(tok(f"Answer: {e.answer}", add_special_tokens=False)["input_ids"]) - len(
+                tok("Answer:", add_special_tokens=False)["input_ids"])
+            last = int((labels[i] != -100).nonzero().max())  # the end-of-turn token
+            w[i, max(0, last - k):last] = self.answer_weight
+        return w
 
     def _with_reasoning(self, example) -> bool:
         """A fixed share of examples (chosen by a hash of their content, so reruns agree) has an empty think."""
@@ -37,7 +53,10 @@ class SFTStep:
     def prepare(self, examples) -> SFTBatch:
         convs = [e.to_messages(self.system, self.mode, reasoning=self._with_reasoning(e)) for e in examples]
         inputs = self.proc(convs, max_length=self.max_length, truncation="error")
-        return SFTBatch(inputs, int((inputs["labels"][:, 1:] != -100).sum()))
+        if self.answer_weight == 1.0:
+            return SFTBatch(inputs, int((inputs["labels"][:, 1:] != -100).sum()))
+        w = self._answer_weights(examples, inputs["labels"])
+        return SFTBatch(inputs, float(w[:, 1:].sum()), w)
 
     def loss(self, model, batch: SFTBatch):
         x = batch.inputs.to(next(model.parameters()).device)
@@ -48,9 +67,14 @@ class SFTStep:
                     dna_attention_mask=x["dna_attention_mask"], logits_to_keep=keep)
         logits = out.logits[:, :-1].float()  # (B, keep-1, V): position t predicts t + 1
         targets = labels[:, -(keep - 1):]
-        loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
-                                   reduction="sum")
-        return loss_sum, {}
+        if batch.weights is None:
+            loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                                       reduction="sum")
+            return loss_sum, {}
+        per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                                    reduction="none")
+        weights = batch.weights[:, -(keep - 1):].to(per_token.device).reshape(-1)
+        return (per_token * weights).sum(), {}
 
 
 def run(recipe: dict, progress: bool = True):
@@ -60,7 +84,8 @@ def run(recipe: dict, progress: bool = True):
 
     examples, _ = build_examples(recipe["data"], dna_length=recipe["data"].get("window") or 1024)
     d = recipe["data"]
-    step = SFTStep(None, SYSTEM_PROMPT, d.get("mode", "dna"), d.get("max_length"), d.get("empty_think_fraction"))
+    step = SFTStep(None, SYSTEM_PROMPT, d.get("mode", "dna"), d.get("max_length"), d.get("empty_think_fraction"),
+                   d.get("answer_weight"))
     trainer = Trainer(recipe, step, examples, "sft")
     step.proc = trainer.proc
     history = trainer.run(progress=progress)
