@@ -84,10 +84,13 @@ def run(args) -> int:
     labels = list(labels or sorted({e.meta["label"] for e in examples}))
     positive = args.positive or (labels[0] if len(labels) == 2 else None)
     print(f"evaluating {len(examples)} items, labels {labels}", file=sys.stderr)
+    from bioreason.predict import PredictConfig
+
+    prior = PredictConfig.for_model(args.model).label_log_prior  # scored exactly as predict scores
     systems, agreement = {}, {}
     for m, (exs, _) in sets.items():
         name = f"dna-llm-{m}" if m and len(sets) > 1 else "dna-llm"
-        systems[name] = ev.llm_predictions(model, proc, exs, labels, SYSTEM_PROMPT, "dna", args.batch_size)
+        systems[name] = ev.llm_predictions(model, proc, exs, labels, SYSTEM_PROMPT, "dna", args.batch_size, prior)
         if args.traces and args.task == "annotated_vcf":
             step = max(1, len(exs) // args.traces)
             agreement[name] = ev.consequence_agreement(model, proc, exs, SYSTEM_PROMPT, range(0, len(exs), step)[
@@ -97,7 +100,7 @@ def run(args) -> int:
     if "text-only" in baselines:  # the sequence-only prompt with its DNA written as text, no DNA features
         text_exs = sets["sequence"][0] if "sequence" in sets else examples
         systems["text-only"] = ev.llm_predictions(model, proc, text_exs, labels, SYSTEM_PROMPT, "text",
-                                                  max(1, args.batch_size // 4))
+                                                  max(1, args.batch_size // 4), prior)
     train = None
     if args.train_source or (options.get("split") or {}).get("part") == "validation":
         # baselines fit on the training part: --train-source, or the other blocks of the same file

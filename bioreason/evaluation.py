@@ -77,10 +77,13 @@ def metrics_with_ci(golds, preds, pos_scores, labels, positive=None, n_boot: int
     return base
 
 
-def llm_predictions(model, processor, examples, labels, system=None, mode="dna", batch_size: int = 8):
-    """[{pred, probs}] from candidate log-likelihoods (mode ``dna``) or the text-only prompt (mode ``text``)."""
+def llm_predictions(model, processor, examples, labels, system=None, mode="dna", batch_size: int = 8,
+                    log_prior: dict | None = None):
+    """[{pred, probs}] from candidate log-likelihoods (mode ``dna``) or the text-only prompt (mode ``text``),
+    with the model's label prior correction (``PredictConfig.label_log_prior``) as ``predict`` applies it."""
     import torch
 
+    from bioreason.predict import with_log_prior
     from bioreason.rl import score_candidates
 
     out = []
@@ -88,7 +91,7 @@ def llm_predictions(model, processor, examples, labels, system=None, mode="dna",
         chunk = examples[i:i + batch_size]
         prompts = [e.to_messages(system, mode, with_answer=False) for e in chunk]
         scores = score_candidates(model, processor, prompts, list(labels))  # (B, K) summed log-probs
-        probs = torch.softmax(scores, dim=1)
+        probs = torch.softmax(with_log_prior(scores, list(labels), log_prior), dim=1)
         for row in probs.tolist():
             k = max(range(len(labels)), key=lambda j: row[j])
             out.append({"pred": labels[k], "probs": {lab: p for lab, p in zip(labels, row)}})

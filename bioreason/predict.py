@@ -37,6 +37,9 @@ class PredictConfig:
     gene: str | None = None
     strand: int | None = None
     window: int | None = None
+    # added to each label's log-likelihood before the softmax: log(natural rate / training rate) for a model
+    # trained on label-balanced data (Bayes prior correction; rankings and AUROC are unchanged)
+    label_log_prior: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def info_fields(self) -> tuple[str, ...]:
@@ -57,6 +60,15 @@ class PredictConfig:
         cfg.update({k: v for k, v in overrides.items() if v is not None})
         known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
         return cls(**known)
+
+
+def with_log_prior(scores, labels, log_prior: dict | None):
+    """(B, K) candidate log-likelihoods plus each label's log-prior offset (none: unchanged)."""
+    if not log_prior:
+        return scores
+    import torch
+
+    return scores + torch.tensor([float(log_prior.get(lab, 0.0)) for lab in labels], dtype=scores.dtype)
 
 
 class VariantPredictor:
@@ -98,7 +110,7 @@ class VariantPredictor:
         prompts = [self.messages(v) for v in variants]
         with torch.inference_mode():
             scores = score_candidates(self.model, self.proc, prompts, labels)
-        probs = torch.softmax(scores.double(), dim=1).tolist()
+        probs = torch.softmax(with_log_prior(scores.double(), labels, self.cfg.label_log_prior), dim=1).tolist()
         out = []
         for v, row in zip(variants, probs):
             k = max(range(len(labels)), key=lambda j: row[j])

@@ -27,7 +27,7 @@ DEFAULTS: dict = {
         "task": "toy",  # toy | kegg | variant_effect_coding | variant_effect_non_snv | user | vcf | brca1
         "source": None, "split": "train", "fasta": None, "limit": None, "n": 64, "mode": "dna",
         "max_length": 1024, "label_field": "LABEL", "labels_tsv": None, "window": 1024, "options": {},
-        "empty_think_fraction": 0.25, "answer_weight": 1.0,
+        "empty_think_fraction": 0.25, "answer_weight": 1.0, "balance": None,
     },
     "train": {
         "seed": 0, "output_dir": "runs/default", "lr": 2e-4, "batch_size": 2, "grad_accum": 1, "max_steps": 100,

@@ -64,17 +64,29 @@ def load_for_training(recipe: dict):
     return model, proc, base
 
 
-class DataOrder:
-    """Example indices of every (step, micro-batch, rank): a seeded permutation per epoch, consumed in order."""
+def balanced_pool(labels: list) -> list[int]:
+    """Example indices with each label's examples repeated ``round(largest class / its size)`` times, so every
+    label is seen about equally often (``data.balance: label``); deterministic."""
+    by: dict = {}
+    for i, lab in enumerate(labels):
+        by.setdefault(lab, []).append(i)
+    top = max(len(v) for v in by.values())
+    return sorted(i for v in by.values() for i in v * max(1, round(top / len(v))))
 
-    def __init__(self, n: int, seed: int, batch_size: int, world: int, grad_accum: int):
-        self.n, self.seed, self.bs, self.world, self.ga = n, seed, batch_size, world, grad_accum
+
+class DataOrder:
+    """Example indices of every (step, micro-batch, rank): a seeded permutation per epoch, consumed in order.
+    ``pool``: the number of examples, or a list of example indices (with repeats) that makes up one epoch."""
+
+    def __init__(self, pool, seed: int, batch_size: int, world: int, grad_accum: int):
+        self.pool = list(range(pool)) if isinstance(pool, int) else list(pool)
+        self.n, self.seed, self.bs, self.world, self.ga = len(self.pool), seed, batch_size, world, grad_accum
         self._perms: dict[int, list[int]] = {}
 
     def _at(self, i: int) -> int:
         epoch, k = divmod(i, self.n)
         if epoch not in self._perms:
-            perm = list(range(self.n))
+            perm = list(self.pool)
             random.Random(self.seed * 1_000_003 + epoch).shuffle(perm)
             self._perms = {epoch: perm}
         return self._perms[epoch][k]
@@ -121,7 +133,12 @@ class Trainer:
                                    num_training_steps=int(t["max_steps"]))
         self.model, self.opt = self.acc.prepare(model, opt)
         self.acc.register_for_checkpointing(self.sched)  # stepped by us once per step, not per process
-        self.order = DataOrder(len(examples), int(t["seed"]), int(t["batch_size"]), self.acc.num_processes,
+        balance = recipe.get("data", {}).get("balance")
+        if balance not in (None, "label"):
+            raise RecipeError(f"data.balance={balance!r}: use label (each label seen about equally often) or leave "
+                              "it out")
+        pool = balanced_pool([e.meta.get("label") for e in examples]) if balance == "label" else len(examples)
+        self.order = DataOrder(pool, int(t["seed"]), int(t["batch_size"]), self.acc.num_processes,
                                int(t["grad_accum"]))
         self.step = 0
         self.history: list[dict] = []
@@ -249,7 +266,8 @@ class Trainer:
                 fmt = "adapter" if self.base and hasattr(self.unwrapped, "peft_config") else "full"
             save_trained(self.unwrapped, self.proc, folder, base=self.base, fmt=fmt,
                          meta={"kind": self.kind, "steps": self.step, "recipe": self.recipe.get("_path")},
-                         task=task_spec(self.recipe["data"]))
+                         task=task_spec(self.recipe["data"], [e.meta.get("label") for e in self.examples],
+                                        [self.examples[i].meta.get("label") for i in self.order.pool]))
         self.acc.wait_for_everyone()
         self.acc.end_training()  # closes trackers and, with several processes, the process group: last
         return folder

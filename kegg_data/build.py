@@ -64,14 +64,21 @@ def build_examples(data: dict, dna_length: int = 1024):
     return examples, labels
 
 
-def task_spec(data: dict) -> dict | None:
+def task_spec(data: dict, labels: list | None = None, seen: list | None = None) -> dict | None:
     """What a trained folder records in ``bioreason_task.json`` so ``predict``/``ask``/``demo`` prompt it the way it
-    was trained (read by ``bioreason.predict.PredictConfig.for_model``); None for tasks with no fixed prompt."""
+    was trained (read by ``bioreason.predict.PredictConfig.for_model``); None for tasks with no fixed prompt.
+    ``labels``/``seen``: the training labels, and as often as training saw them; when they differ (``data.balance``)
+    the spec carries the log prior correction ``log(natural rate / seen rate)`` per label."""
     if data.get("task") != "annotated_vcf":
         return None
+    import math
     from bioreason.kegg_data.annotated_variants import LABELS
     from bioreason.kegg_data.tasks import SYSTEM_PROMPT
 
     opts = data.get("options") or {}
-    return {"labels": list(LABELS), "prompt": "annotated_variant", "gene": opts.get("gene"),
+    spec = {"labels": list(LABELS), "prompt": "annotated_variant", "gene": opts.get("gene"),
             "strand": opts.get("strand"), "system": SYSTEM_PROMPT, "window": data.get("window") or 1024}
+    if labels and seen and data.get("balance"):
+        spec["label_log_prior"] = {lab: math.log((labels.count(lab) / len(labels)) / (seen.count(lab) / len(seen)))
+                                   for lab in LABELS if labels.count(lab) and seen.count(lab)}
+    return spec

