@@ -13,8 +13,9 @@ def add_parser(sub) -> None:
                        description="Ask the DNA-LLM a question. Each --dna is a sequence (A/C/G/T/N, case-free; "
                                    "IUPAC codes become N) or the path of a FASTA file (first record). Sequences "
                                    "longer than the encoder's maximum (1,024 nt for the default) are an error, "
-                                   "not tiled. Until a trained checkpoint ships, the default model's answers are "
-                                   "not meaningful.")
+                                   "not tiled. The default model (brca1-lof-v1, see MODEL_CARD.md) was trained "
+                                   "on BRCA1 variant questions only; other questions get the base LLM's general "
+                                   "(and often wrong) answers.")
     p.add_argument("question", help="the question, in quotes")
     p.add_argument("--dna", action="append", default=[], metavar="SEQ|FASTA",
                    help="a DNA sequence or FASTA path; repeat for several (e.g. reference then alternate)")

@@ -42,6 +42,7 @@ def save_trained(model, processor, folder, base: str | None, fmt: str = "adapter
             if not is_peft or base is None:
                 raise ValueError("the adapter format needs a LoRA model and a base (default or a folder)")
             model.save_pretrained(tmp)  # adapter_config.json + adapter_model.safetensors
+            tidy_adapter(tmp, base)
             save_file(_trainable_non_lora(model), str(tmp / "projector.safetensors"))
             (tmp / ADAPTER_FILE).write_text(json.dumps({"base": base, **(meta or {})}, indent=2))
         else:
@@ -57,6 +58,17 @@ def save_trained(model, processor, folder, base: str | None, fmt: str = "adapter
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def tidy_adapter(folder, base: str) -> None:
+    """Drop peft's template model card and the local base path it records (the base is named in
+    ``bioreason_adapter.json``; a path from the training machine means nothing on another one)."""
+    folder = Path(folder)
+    (folder / "README.md").unlink(missing_ok=True)
+    cfg_path = folder / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = base if base == "default" else Path(str(base)).name
+    cfg_path.write_text(json.dumps(cfg, indent=2))
 
 
 def is_adapter_folder(folder) -> bool:

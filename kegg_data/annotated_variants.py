@@ -191,9 +191,10 @@ def annotation_info_fields(label_field: str | None = None) -> tuple[str, ...]:
 
 
 def load_annotated(vcf, fasta, mode: str = "annotated", gene: str | None = None, strand: int = 1,
-                   label_field: str = "LABEL", **window_options):
+                   label_field: str = "LABEL", annotated_share: float = 0.5, **window_options):
     """A labelled VCF -> (examples, skips). ``mode``: ``annotated``, ``sequence`` (prompt content only) or
-    ``mixed`` (alternating by record, so one model learns both prompt forms)."""
+    ``mixed`` (by record number: ``annotated_share`` of the records annotated, the rest sequence-only, so one
+    model learns both prompt forms)."""
     if mode not in ("annotated", "sequence", "mixed"):
         raise ValueError(f"mode must be 'annotated', 'sequence' or 'mixed', not {mode!r}")
     reader = VariantReader(vcf, fasta, info_fields=annotation_info_fields(label_field), **window_options)
@@ -209,7 +210,8 @@ def load_annotated(vcf, fasta, mode: str = "annotated", gene: str | None = None,
             skips.append(Skip(v.chrom, v.pos, v.ref, v.alt, f"label {raw!r} is not LOF, FUNC or INT", v.record,
                               v.allele))
             continue
-        this_mode = mode if mode != "mixed" else ("annotated" if v.record % 2 == 0 else "sequence")
+        this_mode = mode if mode != "mixed" else (
+            "annotated" if (v.record * 0.6180339887) % 1 < annotated_share else "sequence")  # golden-ratio spread
         question, trace, consequence, facts, used = variant_prompt(v, layouts, this_mode, gene, strand)
         examples.append(Example(question, [v.ref_window, v.alt_window], label, trace,
                                 {"label": label, "variant": v.key, "pos": v.pos, "annotation": consequence,
