@@ -71,6 +71,64 @@ def tidy_adapter(folder, base: str) -> None:
     cfg_path.write_text(json.dumps(cfg, indent=2))
 
 
+def stack_adapters(first, second, out) -> Path:
+    """One adapter folder equal to ``second`` trained on top of ``first`` (``second``'s base is ``first``).
+
+    With ``W' = W + s1 B1 A1 + s2 B2 A2`` (the base, then each LoRA merged in turn), the stacked LoRA of rank
+    r1 + r2 is ``A = [A1; A2]``, ``B = [B1 s1/s, B2 s2/s]`` with scale ``s = s2`` (alpha = s * (r1 + r2)): the same
+    weights, in one folder whose base is ``first``'s base, so a GRPO stage started from an SFT adapter ships as
+    one adapter. The projector (and anything else trained outside LoRA) is ``second``'s. Written atomically.
+    """
+    from safetensors.torch import load_file, save_file
+
+    first, second, out = Path(first), Path(second), Path(out)
+    c1, c2 = (json.loads((f / "adapter_config.json").read_text()) for f in (first, second))
+    if c1["target_modules"] != c2["target_modules"] or c1.get("use_rslora") or c2.get("use_rslora") or \
+            c1.get("rank_pattern") or c2.get("rank_pattern") or c1.get("alpha_pattern") or c2.get("alpha_pattern"):
+        raise ValueError("stack_adapters needs two plain LoRA adapters on the same modules")
+    s1, s2 = c1["lora_alpha"] / c1["r"], c2["lora_alpha"] / c2["r"]
+    w1, w2 = load_file(str(first / "adapter_model.safetensors")), load_file(str(second / "adapter_model.safetensors"))
+    if set(w1) != set(w2):
+        raise ValueError("the two adapters adapt different layers")
+    stacked = {}
+    for key in w1:
+        if ".lora_A." in key:
+            stacked[key] = torch_cat([w1[key], w2[key]], 0)
+        elif ".lora_B." in key:
+            stacked[key] = torch_cat([w1[key] * (s1 / s2), w2[key]], 1)
+        else:
+            raise ValueError(f"cannot stack adapter tensor {key}")
+    r = c1["r"] + c2["r"]
+    cfg = {**c2, "r": r, "lora_alpha": s2 * r}
+    info1 = json.loads((first / ADAPTER_FILE).read_text())
+    info2 = json.loads((second / ADAPTER_FILE).read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    try:
+        for f in second.iterdir():
+            if f.is_file() and f.name not in ("adapter_model.safetensors", "adapter_config.json", ADAPTER_FILE, "README.md"):
+                shutil.copy2(f, tmp / f.name)
+        save_file(stacked, str(tmp / "adapter_model.safetensors"))
+        (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+        stages = info1.get("stages") or [{k: info1.get(k) for k in ("kind", "steps", "recipe")}]
+        stages = stages + [{k: info2.get(k) for k in ("kind", "steps", "recipe")}]
+        (tmp / ADAPTER_FILE).write_text(json.dumps({"base": info1.get("base", "default"), "kind": "+".join(
+            st["kind"] for st in stages if st.get("kind")), "stages": stages}, indent=2))
+        tidy_adapter(tmp, info1.get("base", "default"))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def torch_cat(parts, dim):
+    import torch
+
+    return torch.cat(parts, dim).contiguous()
+
+
 def is_adapter_folder(folder) -> bool:
     return (Path(folder) / ADAPTER_FILE).is_file()
 

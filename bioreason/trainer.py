@@ -255,7 +255,7 @@ class Trainer:
 
     def save_final(self) -> Path | None:
         """The final folder that ``bioreason ask/predict --model`` load. Written atomically by the main process."""
-        from bioreason.checkpoints import save_trained
+        from bioreason.checkpoints import is_adapter_folder, save_trained, stack_adapters
         from bioreason.kegg_data.build import task_spec
 
         self.acc.wait_for_everyone()
@@ -268,6 +268,8 @@ class Trainer:
                          meta={"kind": self.kind, "steps": self.step, "recipe": self.recipe.get("_path")},
                          task=task_spec(self.recipe["data"], [e.meta.get("label") for e in self.examples],
                                         [self.examples[i].meta.get("label") for i in self.order.pool]))
+            if fmt == "adapter" and self.base != "default" and is_adapter_folder(self.base):
+                stack_adapters(self.base, folder, folder)  # GRPO on an SFT adapter -> one adapter on the base
         self.acc.wait_for_everyone()
         self.acc.end_training()  # closes trackers and, with several processes, the process group: last
         return folder

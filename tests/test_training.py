@@ -214,3 +214,43 @@ def test_balanced_pool_and_the_prior_correction_it_implies():
     # equal likelihoods -> the natural rates come back
     p = torch.softmax(with_log_prior(torch.zeros(1, 2), ["LOF", "FUNC"], spec["label_log_prior"]), 1)
     assert p[0].tolist() == pytest.approx([0.2, 0.8])
+
+
+def test_stacked_adapter_equals_the_chain(tmp_path):
+    """GRPO started from an SFT adapter saves one adapter on the original base: A=[A1;A2], B=[B1 s1/s, B2]."""
+    import json
+
+    import torch
+
+    from bioreason.checkpoints import save_trained, stack_adapters
+    from bioreason.hub import load_model
+    from bioreason.modeling import apply_lora
+    from conftest import save_tiny
+
+    base = save_tiny(tmp_path / "base", seed=4)
+
+    def adapter(init, folder, r, alpha, seed, kind):
+        model, proc = load_model(init, dtype="float32")
+        peft = apply_lora(model, r=r, alpha=alpha, dropout=0.0)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for name, p in peft.named_parameters():
+                if "lora_B" in name or "projector" in name:
+                    p.add_(torch.randn_like(p) * 0.3)
+        return save_trained(peft, proc, folder, base=str(init), fmt="adapter", meta={"kind": kind})
+
+    first = adapter(base, tmp_path / "sft", 4, 8, 0, "sft")
+    second = adapter(first, tmp_path / "grpo", 2, 8, 1, "grpo")  # different rank and scale on purpose
+    out = stack_adapters(first, second, tmp_path / "stacked")
+    info = json.loads((out / "bioreason_adapter.json").read_text())
+    assert info["base"] == str(base) and info["kind"] == "sft+grpo"
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 6
+    chained, proc = load_model(second)
+    stacked, _ = load_model(out)
+    x = proc([[{"role": "user", "content": [{"type": "dna", "sequence": "ACGTTGCA" * 8},
+                                            {"type": "text", "text": "what is it?"}]}]])
+    with torch.no_grad():
+        a = chained(**{k: v for k, v in x.items() if k != "labels"}).logits
+        b = stacked(**{k: v for k, v in x.items() if k != "labels"}).logits
+        plain = load_model(base)[0](**{k: v for k, v in x.items() if k != "labels"}).logits
+    assert torch.allclose(a, b, atol=1e-4) and not torch.allclose(a, plain, atol=1e-2)
