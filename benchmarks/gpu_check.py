@@ -103,6 +103,27 @@ def main() -> int:
     v = Variant("chrT", 513, "A", "G", None, 0, 1, "chrT", 0, 512, ref, ref[:512] + "G" + ref[513:])
     res = VariantPredictor(m2, p2, PredictConfig(traces=True, max_new_tokens=16)).predict([v, v])
     check("variant prediction with traces on cuda", len(res) == 2 and abs(sum(res[0]["probs"].values()) - 1) < 1e-4)
+
+    # the vLLM sampler's inputs, built on CUDA: merged LoRA weights and per-prompt embeddings
+    from transformers import AutoModelForCausalLM
+
+    from bioreason.modeling import apply_lora
+    from bioreason.vllm_sampler import merged_llm_weights, prompt_embeddings
+
+    m3, p3 = build_tiny(seed=5)
+    peft = apply_lora(m3.cuda(), r=4, alpha=8, dropout=0.0).eval()
+    with torch.no_grad():
+        for name, prm in peft.named_parameters():
+            if "lora_B" in name:
+                prm.normal_(0, 0.5)
+        tok_ids = torch.randint(5, m3.config.text_config.vocab_size, (2, 9), device="cuda")
+        want = peft.get_base_model().language_model(input_ids=tok_ids).logits
+        plain = AutoModelForCausalLM.from_config(m3.config.text_config)
+        plain.load_state_dict(merged_llm_weights(peft), strict=False)
+        got = plain.cuda().eval()(input_ids=tok_ids).logits
+    _, embeds = prompt_embeddings(peft, p3, prompts)
+    check("vLLM sampler inputs on cuda: merged LoRA weights reproduce the adapted LLM",
+          torch.allclose(got, want, atol=1e-4) and len(embeds) == 2 and embeds[0].is_cuda)
     print(f"{len(failures)} failed: {failures}" if failures else "all GPU checks passed")
     return 1 if failures else 0
 
