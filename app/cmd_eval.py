@@ -86,7 +86,8 @@ def run(args) -> int:
     print(f"evaluating {len(examples)} items, labels {labels}", file=sys.stderr)
     from bioreason.predict import PredictConfig
 
-    prior = PredictConfig.for_model(args.model).label_log_prior  # scored exactly as predict scores
+    pcfg = PredictConfig.for_model(args.model)  # scored and traced exactly as predict does
+    prior = pcfg.label_log_prior
     systems, agreement = {}, {}
     for m, (exs, _) in sets.items():
         name = f"dna-llm-{m}" if m and len(sets) > 1 else "dna-llm"
@@ -94,7 +95,7 @@ def run(args) -> int:
         if args.traces and args.task == "annotated_vcf":
             step = max(1, len(exs) // args.traces)
             agreement[name] = ev.consequence_agreement(model, proc, exs, SYSTEM_PROMPT, range(0, len(exs), step)[
-                :args.traces], batch_size=args.batch_size, n_boot=args.bootstrap)
+                :args.traces], batch_size=args.batch_size, n_boot=args.bootstrap, prefix=pcfg.trace_prefix)
             print(f"{name}: consequence stated correctly in {agreement[name]['share']:.3f} "
                   f"{agreement[name]['ci95']} of {agreement[name]['n']} traces", file=sys.stderr)
     if "text-only" in baselines:  # the sequence-only prompt with its DNA written as text, no DNA features

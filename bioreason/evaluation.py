@@ -112,9 +112,10 @@ def normalise_consequence(name: str | None) -> str | None:
 
 
 def consequence_agreement(model, processor, examples, system=None, indices=None, max_new_tokens: int = 160,
-                          batch_size: int = 8, n_boot: int = 1000) -> dict:
-    """Greedy traces for ``examples[indices]``; the share whose stated consequence equals the true one
-    (``meta['annotation']``), with a bootstrap 95% interval, and every trace."""
+                          batch_size: int = 8, n_boot: int = 1000, prefix: str = "") -> dict:
+    """Greedy traces for ``examples[indices]`` (started with ``prefix``, as ``predict --traces`` starts them);
+    the share whose stated consequence equals the true one (``meta['annotation']``), with a bootstrap 95%
+    interval, and every trace."""
     import torch
 
     from bioreason.sampling import sample_groups
@@ -125,7 +126,7 @@ def consequence_agreement(model, processor, examples, system=None, indices=None,
         chunk = [examples[i] for i in indices[k:k + batch_size]]
         prompts = [e.to_messages(system, "dna", with_answer=False) for e in chunk]
         with torch.inference_mode():
-            texts = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False).texts
+            texts = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False, prefix=prefix).texts
         for i, e, text in zip(indices[k:k + batch_size], chunk, texts):
             true, stated = normalise_consequence(e.meta.get("annotation")), stated_consequence(text)
             items.append({"index": i, "true": true, "stated": stated, "agree": stated == true, "trace": text})

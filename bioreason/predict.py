@@ -40,6 +40,7 @@ class PredictConfig:
     # added to each label's log-likelihood before the softmax: log(natural rate / training rate) for a model
     # trained on label-balanced data (Bayes prior correction; rankings and AUROC are unchanged)
     label_log_prior: dict | None = None
+    trace_prefix: str = ""  # how --traces starts the answer (a model that also learned empty thinks then reasons)
     extra: dict = field(default_factory=dict)
 
     def info_fields(self) -> tuple[str, ...]:
@@ -120,7 +121,8 @@ class VariantPredictor:
             from bioreason.sampling import sample_groups
 
             with torch.inference_mode():
-                samples = sample_groups(self.model, self.proc, prompts, 1, self.cfg.max_new_tokens, do_sample=False)
+                samples = sample_groups(self.model, self.proc, prompts, 1, self.cfg.max_new_tokens, do_sample=False,
+                                        prefix=self.cfg.trace_prefix)
             for res, text in zip(out, samples.texts):
                 think, _ = split_think(text)
                 res["trace"] = text

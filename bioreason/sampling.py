@@ -30,13 +30,19 @@ def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_new_tokens: int = 64,
-                  temperature: float = 1.0, top_p: float = 1.0, do_sample: bool = True) -> Samples:
+                  temperature: float = 1.0, top_p: float = 1.0, do_sample: bool = True, prefix: str = "") -> Samples:
+    """``prefix``: text the assistant's turn starts with (e.g. the opening of a reasoning trace, so a model that
+    also learned empty think blocks writes its reasoning); it is part of ``texts``, not of ``completion_ids``."""
     tok = processor.tokenizer
     device = next(model.parameters()).device
     from bioreason.rl import prefill
 
     enc = processor(prompts, padding_side="left")
     ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    if prefix:
+        pre = torch.tensor(tok(prefix, add_special_tokens=False)["input_ids"], device=device)
+        ids = torch.cat([ids, pre.expand(ids.shape[0], -1)], 1)
+        attn = torch.cat([attn, torch.ones((ids.shape[0], pre.numel()), dtype=attn.dtype, device=device)], 1)
     feats = None
     if enc["dna_input_ids"].numel():  # each prompt's DNA is encoded once
         feats = model.get_dna_features(enc["dna_input_ids"].to(device), enc["dna_attention_mask"].to(device))
@@ -52,5 +58,5 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
         comp = torch.full((ids.shape[0], 1), tok.eos_token_id, dtype=torch.long, device=device)
     cmask = completion_mask(comp, tok.eos_token_id)
     comp = torch.where(cmask.bool(), comp, torch.full_like(comp, tok.pad_token_id))
-    texts = tok.batch_decode(comp, skip_special_tokens=True)
+    texts = [prefix + t for t in tok.batch_decode(comp, skip_special_tokens=True)]
     return Samples(comp, cmask, texts, enc)

@@ -22,6 +22,7 @@ from bioreason.kegg_data.user_data import variant_question
 from bioreason.kegg_data.variants import Skip, VariantReader
 
 LABELS = ("LOF", "FUNC")
+TRACE_PREFIX = "<think>\nThe variant is"  # every fact trace opens so; predict --traces starts the answer with it
 LABEL_MAP = {"LOF": "LOF", "FUNC": "FUNC", "INT": "FUNC"}
 QUESTION = ("Variant {chrom}:{pos} {ref}>{alt}{gene}. The first DNA sequence is the reference window and the second "
             "carries the variant at position {offset}. Is this variant loss-of-function (LOF) or functional (FUNC)?")

@@ -72,12 +72,13 @@ def task_spec(data: dict, labels: list | None = None, seen: list | None = None) 
     if data.get("task") != "annotated_vcf":
         return None
     import math
-    from bioreason.kegg_data.annotated_variants import LABELS
+    from bioreason.kegg_data.annotated_variants import LABELS, TRACE_PREFIX
     from bioreason.kegg_data.tasks import SYSTEM_PROMPT
 
     opts = data.get("options") or {}
     spec = {"labels": list(LABELS), "prompt": "annotated_variant", "gene": opts.get("gene"),
-            "strand": opts.get("strand"), "system": SYSTEM_PROMPT, "window": data.get("window") or 1024}
+            "strand": opts.get("strand"), "system": SYSTEM_PROMPT, "window": data.get("window") or 1024,
+            "trace_prefix": TRACE_PREFIX}
     if labels and seen and data.get("balance"):
         spec["label_log_prior"] = {lab: math.log((labels.count(lab) / len(labels)) / (seen.count(lab) / len(seen)))
                                    for lab in LABELS if labels.count(lab) and seen.count(lab)}

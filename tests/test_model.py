@@ -159,3 +159,31 @@ def test_group_sampling_with_shared_prefix_equals_plain_generate(tiny):
             row = s.completion_ids[b * 3 + g]
             n = int(s.completion_mask[b * 3 + g].sum())
             assert row[:n].tolist() == plain[b, :n].tolist()
+
+
+def test_group_sampling_with_an_answer_prefix_continues_it(tiny):
+    """``prefix`` is fed after the generation prompt: the completion equals generate() on prompt + prefix, and
+    the text starts with the prefix (how ``predict --traces`` makes a model that learned empty thinks reason)."""
+    from bioreason.sampling import sample_groups
+
+    model, proc = tiny
+    torch.manual_seed(4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    prompts = [[user_message("What is this?", ["ACGT" * 30])]]
+    prefix = "<think>\nThe"
+    s = sample_groups(model, proc, prompts, 1, 8, do_sample=False, prefix=prefix)
+    enc = proc(prompts)
+    pre = torch.tensor([proc.tokenizer(prefix, add_special_tokens=False)["input_ids"]])
+    ids = torch.cat([enc["input_ids"], pre], 1)
+    with torch.no_grad():
+        plain = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), dna_input_ids=enc["dna_input_ids"],
+                               dna_attention_mask=enc["dna_attention_mask"], max_new_tokens=8, do_sample=False,
+                               eos_token_id=proc.tokenizer.eos_token_id,
+                               pad_token_id=proc.tokenizer.pad_token_id)[:, ids.shape[1]:]
+    n = int(s.completion_mask[0].sum())
+    assert s.completion_ids[0, :n].tolist() == plain[0, :n].tolist() and n > 0
+    assert s.texts[0].startswith(prefix)
+    unprefixed = sample_groups(model, proc, prompts, 1, 8, do_sample=False)
+    assert unprefixed.completion_ids[0].tolist() != s.completion_ids[0].tolist()

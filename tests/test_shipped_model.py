@@ -24,6 +24,7 @@ def test_checkpoint_is_small_and_says_how_to_prompt_it():
     assert weights < 20 * 2**20  # adapter + projector
     task = json.loads((folder / "bioreason_task.json").read_text())
     assert task["labels"] == ["LOF", "FUNC"] and task["prompt"] == "annotated_variant"
+    assert task["trace_prefix"] == "<think>\nThe variant is" and task["label_log_prior"]["LOF"] < 0
     from bioreason.app.options import model_arg
 
     assert model_arg("default") == str(folder) and model_arg("base") is None
