@@ -154,4 +154,5 @@ def load_adapter_folder(folder, dtype: str = "auto", device: str = "cpu"):
     if missing.unexpected_keys:
         raise CorruptModelError(f"{folder}/projector.safetensors has unknown tensors {missing.unexpected_keys[:3]}")
     model = model.to(hub.resolve_dtype(dtype, device)).eval()
+    model.config.model_id = folder.name  # outputs name the trained folder, not the base it sits on
     return model, DNALLMProcessor.from_pretrained(folder)
