@@ -136,9 +136,8 @@ def run(args) -> int:
     from accelerate import PartialState
     from tqdm import tqdm
 
-    from bioreason.app.options import fasta_path, reader_options
+    from bioreason.app.options import fasta_path, prompt_overrides, reader_options
     from bioreason.hub import load_model
-    from bioreason.app.options import prompt_overrides
     from bioreason.kegg_data.annotated_variants import annotation_layouts
     from bioreason.kegg_data.variants import Variant, VariantReader
     from bioreason.predict import PredictConfig, VariantPredictor

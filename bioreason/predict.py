@@ -36,7 +36,6 @@ class PredictConfig:
     mode: str = "annotated"  # annotated_variant prompts: use the VCF's CSQ/ANN when a record has it, or "sequence"
     gene: str | None = None
     strand: int | None = None
-    window: int | None = None
     # added to each label's log-likelihood before the softmax: log(natural rate / training rate) for a model
     # trained on label-balanced data (Bayes prior correction; rankings and AUROC are unchanged)
     label_log_prior: dict | None = None
