@@ -126,7 +126,11 @@ def run(recipe: dict, progress: bool = True):
     step.proc = trainer.proc
     step.get_model = lambda: trainer.unwrapped
     step.get_step = lambda: trainer.step
-    history = trainer.run(progress=progress)
+    try:
+        history = trainer.run(progress=progress)
+    finally:
+        if step.vllm is not None:
+            step.vllm.close()  # its temporary copy of the LLM
     folder = trainer.save_final()
     return trainer, history, folder
 
