@@ -111,7 +111,8 @@ class DemoBackend:
         shown = window_html(variant)
         trace = ""
         yield trace, None, shown
-        for piece in stream_answer(pred.model, pred.proc, pred.messages(variant), max_new_tokens=self.max_new_tokens):
+        for piece in stream_answer(pred.model, pred.proc, pred.messages(variant), prefix=pred.cfg.trace_prefix,
+                                   max_new_tokens=self.max_new_tokens):
             trace += piece
             yield trace, None, shown
         (res,) = pred.predict([variant])

@@ -36,12 +36,19 @@ def generation_kwargs(processor, max_new_tokens: int = 256, temperature: float =
     return kw
 
 
-def stream_answer(model, processor, messages, **gen) -> Iterator[str]:
-    """Yield the answer's text piece by piece as the model generates it."""
+def stream_answer(model, processor, messages, prefix: str = "", **gen) -> Iterator[str]:
+    """Yield the answer's text piece by piece as the model generates it. ``prefix``: text the answer starts with
+    (fed to the model and yielded first), e.g. a trained model's trace opening so it reasons rather than
+    answering with an empty think."""
     import torch
     from transformers import TextIteratorStreamer
 
     inputs = processor([messages]).to(model.device)
+    if prefix:
+        pre = torch.tensor([processor.tokenizer(prefix, add_special_tokens=False)["input_ids"]], device=model.device)
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], pre], 1)
+        inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(pre)], 1)
+        yield prefix
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     errors: list[BaseException] = []
 

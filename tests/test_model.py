@@ -187,3 +187,7 @@ def test_group_sampling_with_an_answer_prefix_continues_it(tiny):
     assert s.texts[0].startswith(prefix)
     unprefixed = sample_groups(model, proc, prompts, 1, 8, do_sample=False)
     assert unprefixed.completion_ids[0].tolist() != s.completion_ids[0].tolist()
+    from bioreason.inference import stream_answer
+
+    pieces = list(stream_answer(model, proc, prompts[0], prefix=prefix, max_new_tokens=8))
+    assert pieces[0] == prefix and "".join(pieces).replace(" ", "") == s.texts[0].replace(" ", "")
