@@ -33,10 +33,7 @@ def save_trained(model, processor, folder, base: str | None, fmt: str = "adapter
                  task: dict | None = None) -> Path:
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
-    try:
+    def write(tmp: Path) -> None:
         is_peft = hasattr(model, "peft_config")
         if fmt == "adapter":
             if not is_peft or base is None:
@@ -52,12 +49,23 @@ def save_trained(model, processor, folder, base: str | None, fmt: str = "adapter
         processor.save_pretrained(tmp)
         if task:  # how predict/ask/demo should prompt this model (labels, prompt style, gene, ...)
             (tmp / "bioreason_task.json").write_text(json.dumps(task, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+
+    return _atomic_folder(folder, write)
+
+
+def _atomic_folder(final, write) -> Path:
+    """Run ``write(tmp)`` in a temporary sibling of ``final``, then swap it in for ``final``."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        write(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return final
 
 
 def tidy_adapter(folder, base: str) -> None:
@@ -79,6 +87,7 @@ def stack_adapters(first, second, out) -> Path:
     weights, in one folder whose base is ``first``'s base, so a GRPO stage started from an SFT adapter ships as
     one adapter. The projector (and anything else trained outside LoRA) is ``second``'s. Written atomically.
     """
+    import torch
     from safetensors.torch import load_file, save_file
 
     first, second, out = Path(first), Path(second), Path(out)
@@ -93,18 +102,17 @@ def stack_adapters(first, second, out) -> Path:
     stacked = {}
     for key in w1:
         if ".lora_A." in key:
-            stacked[key] = torch_cat([w1[key], w2[key]], 0)
+            stacked[key] = torch.cat([w1[key], w2[key]], 0).contiguous()
         elif ".lora_B." in key:
-            stacked[key] = torch_cat([w1[key] * (s1 / s2), w2[key]], 1)
+            stacked[key] = torch.cat([w1[key] * (s1 / s2), w2[key]], 1).contiguous()
         else:
             raise ValueError(f"cannot stack adapter tensor {key}")
     r = c1["r"] + c2["r"]
     cfg = {**c2, "r": r, "lora_alpha": s2 * r}
     info1 = json.loads((first / ADAPTER_FILE).read_text())
     info2 = json.loads((second / ADAPTER_FILE).read_text())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         for f in second.iterdir():
             if f.is_file() and f.name not in ("adapter_model.safetensors", "adapter_config.json", ADAPTER_FILE, "README.md"):
                 shutil.copy2(f, tmp / f.name)
@@ -115,18 +123,8 @@ def stack_adapters(first, second, out) -> Path:
         (tmp / ADAPTER_FILE).write_text(json.dumps({"base": info1.get("base", "default"), "kind": "+".join(
             st["kind"] for st in stages if st.get("kind")), "stages": stages}, indent=2))
         tidy_adapter(tmp, info1.get("base", "default"))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
-
-def torch_cat(parts, dim):
-    import torch
-
-    return torch.cat(parts, dim).contiguous()
+    return _atomic_folder(out, write)
 
 
 def is_adapter_folder(folder) -> bool:

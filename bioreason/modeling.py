@@ -204,6 +204,12 @@ class DNALLMForCausalLM(DNALLMPreTrainedModel, GenerationMixin):
         return inputs
 
 
+def unwrap_dna_llm(model) -> DNALLMForCausalLM:
+    """The DNALLMForCausalLM under a DDP (``.module``) and/or peft (``get_base_model``) wrapper."""
+    base = model.module if hasattr(model, "module") else model
+    return base.get_base_model() if hasattr(base, "get_base_model") else base
+
+
 def apply_lora(model: DNALLMForCausalLM, r: int = 16, alpha: int = 32, dropout: float = 0.05,
                target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), train_encoder: bool = False):
     """Wrap ``model`` with a peft LoRA adapter on the LLM's attention; projector (and pooler) fully trainable.

@@ -21,13 +21,8 @@ import tempfile
 import torch
 
 from bioreason.errors import MissingDependencyError
+from bioreason.modeling import unwrap_dna_llm
 from bioreason.sampling import Samples, completion_mask
-
-
-def _inner(model):
-    """The DNALLMForCausalLM under accelerate/peft wrappers."""
-    base = model.module if hasattr(model, "module") else model
-    return base.get_base_model() if hasattr(base, "get_base_model") else base
 
 
 def merged_llm_weights(model) -> dict[str, torch.Tensor]:
@@ -40,7 +35,7 @@ def merged_llm_weights(model) -> dict[str, torch.Tensor]:
         base.merge_adapter()
     try:
         out = {}
-        for name, p in _inner(model).language_model.state_dict().items():
+        for name, p in unwrap_dna_llm(model).language_model.state_dict().items():
             if "lora_" in name:
                 continue
             out[name.replace(".base_layer.", ".")] = p.detach().to("cpu", copy=True)
@@ -52,7 +47,7 @@ def merged_llm_weights(model) -> dict[str, torch.Tensor]:
 
 def prompt_embeddings(model, processor, prompts: list[list[dict]]):
     """(processor output with left padding, [one (T_i, H) embedding tensor per prompt, padding removed])."""
-    inner = _inner(model)
+    inner = unwrap_dna_llm(model)
     device = next(inner.parameters()).device
     enc = processor(prompts, padding_side="left")
     with torch.no_grad():
@@ -75,7 +70,7 @@ class VLLMSampler:
 
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in this process: weights can be pushed
         self.vllm, self.proc = vllm, processor
-        inner = _inner(model)
+        inner = unwrap_dna_llm(model)
         self.folder = tempfile.mkdtemp(prefix="bioreason-vllm-")
         plain = AutoModelForCausalLM.from_config(inner.config.text_config)
         plain.load_state_dict(merged_llm_weights(model), strict=False)

@@ -123,6 +123,9 @@ def test_cli_train_runs(tmp_path, capsys):
     rc = main(["train", "sft", "--recipe", "tiny", "train.max_steps=2", f"train.output_dir={tmp_path}"])
     assert rc == 0 and "sft: 2 steps" in capsys.readouterr().out
     assert main(["train", "sft", "--recipe", "tiny", "train.nope=1"]) == 2
+    capsys.readouterr()
+    assert main(["train", "sft", "--recipe", "tiny", "data.balance=weird", f"train.output_dir={tmp_path}/b"]) == 2
+    assert "data.balance='weird'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

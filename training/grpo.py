@@ -72,12 +72,13 @@ class GRPOStep:
         return GRPOBatch(samples, adv, units, stats)
 
     def loss(self, model, batch: GRPOBatch):
+        from bioreason.modeling import unwrap_dna_llm
         from bioreason.rl import grpo_loss, shared_prefix_logprobs
 
         s, G = batch.samples, int(self.cfg["num_generations"])
         device = next(model.parameters()).device
         base = model.module if hasattr(model, "module") else model
-        inner = base.get_base_model() if hasattr(base, "get_base_model") else base
+        inner = unwrap_dna_llm(model)
         feats = None
         if s.enc["dna_input_ids"].numel():  # once per prompt, with gradients into the projector
             feats = inner.get_dna_features(s.enc["dna_input_ids"].to(device), s.enc["dna_attention_mask"].to(device))
