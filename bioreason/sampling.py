@@ -2,8 +2,9 @@
 
 ``sample_groups`` is what GRPO and ``predict --traces`` use: prompts are left-padded into one batch, each
 prompt's DNA is encoded once and each prompt runs through the LLM once (prefill); its KV cache is repeated for
-its G rows, and one ``generate`` call samples all B x G completions on top of it. The completion mask covers tokens up to and including the
-first end-of-turn token.
+its G rows and copied into a preallocated (static) cache, and one ``generate`` call samples all B x G completions
+on top of it, with any LoRA adapter merged into the weights for the call and tokens drawn by
+``InverseCDFSampler``. The completion mask covers tokens up to and including the first end-of-turn token.
 """
 
 from __future__ import annotations
@@ -21,6 +22,45 @@ class Samples:
     enc: dict  # the processor's output for the B prompts (ids, mask, DNA ids), each prompt once
 
 
+class InverseCDFSampler:
+    """A transformers logits processor that samples the next token itself: from softmax(scores / temperature),
+    within the top-p nucleus, by a cumulative sum and a binary search; it returns scores that are 0 at the drawn
+    token and -inf elsewhere, so greedy decoding emits exactly that token.
+
+    ``torch.multinomial`` draws one exponential variate per vocabulary entry: 8.5 ms per step for 8 rows x 49,152
+    on 2 CPU cores, a tenth of a batch-8 decoding step; this takes 0.15 ms. Same distribution, same global RNG.
+    """
+
+    def __init__(self, temperature: float = 1.0, top_p: float = 1.0):
+        self.temperature, self.top_p = float(temperature), float(top_p)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        order = None
+        if self.top_p < 1.0:  # keep the most likely tokens while the mass before them is below top_p (>= 1 token)
+            probs, order = probs.sort(dim=-1, descending=True)
+            probs = probs * ((probs.cumsum(-1) - probs) < self.top_p)
+        cdf = probs.cumsum(-1)
+        u = torch.rand((scores.shape[0], 1), device=scores.device) * cdf[:, -1:]
+        pick = torch.searchsorted(cdf, u, right=True).clamp_(max=scores.shape[-1] - 1)  # right: never a 0-mass token
+        if order is not None:
+            pick = order.gather(-1, pick)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, pick, 0.0)
+
+
+def static_cache(cache, config, max_len: int):
+    """A transformers ``StaticCache`` of ``max_len`` positions holding ``cache``'s keys and values.
+
+    Decoding then writes each new position in place instead of concatenating every layer's keys and values
+    (which copies the whole cache at every step: 8% of a batch-8 sampling step on the embedded default)."""
+    from transformers import StaticCache
+
+    out = StaticCache(config=config, max_cache_len=max_len)
+    for i, layer in enumerate(cache.layers):
+        out.update(layer.keys, layer.values, i)
+    return out
+
+
 def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     """1 up to and including the first ``eos_id`` of each row, 0 after it."""
     is_eos = ids == eos_id
@@ -30,12 +70,16 @@ def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_new_tokens: int = 64,
-                  temperature: float = 1.0, top_p: float = 1.0, do_sample: bool = True, prefix: str = "") -> Samples:
+                  temperature: float = 1.0, top_p: float = 1.0, do_sample: bool = True, prefix: str = "",
+                  min_new_tokens: int = 0) -> Samples:
     """``prefix``: text the assistant's turn starts with (e.g. the opening of a reasoning trace, so a model that
-    also learned empty think blocks writes its reasoning); it is part of ``texts``, not of ``completion_ids``."""
+    also learned empty think blocks writes its reasoning); it is part of ``texts``, not of ``completion_ids``.
+    ``min_new_tokens``: no end-of-turn before this many tokens (benchmarks use it to compare equal work)."""
+    from bioreason.modeling import merged_lora, unwrap_dna_llm
+    from bioreason.rl import prefill
+
     tok = processor.tokenizer
     device = next(model.parameters()).device
-    from bioreason.rl import prefill
 
     enc = processor(prompts, padding_side="left")
     ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
@@ -46,13 +90,18 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     feats = None
     if enc["dna_input_ids"].numel():  # each prompt's DNA is encoded once
         feats = model.get_dna_features(enc["dna_input_ids"].to(device), enc["dna_attention_mask"].to(device))
-    # prefill each prompt once (all but its last token, which holds no DNA), then share the cache across the group
-    _, cache = prefill(model, ids[:, :-1], attn[:, :-1], feats, group)
-    ids, attn = ids.repeat_interleave(group, 0), attn.repeat_interleave(group, 0)
-    kw = dict(max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    kw.update(dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if do_sample else
-              dict(do_sample=False, temperature=None, top_p=None, top_k=None))
-    out = model.generate(input_ids=ids, attention_mask=attn, past_key_values=cache, **kw)
+    kw = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)  # sampling, if asked, is our processor's
+    if do_sample:
+        from transformers import LogitsProcessorList
+
+        kw["logits_processor"] = LogitsProcessorList([InverseCDFSampler(temperature, top_p)])
+    with merged_lora(model):
+        # prefill each prompt once (all but its last token, which holds no DNA), then share the cache across the group
+        _, cache = prefill(model, ids[:, :-1], attn[:, :-1], feats, group)
+        cache = static_cache(cache, unwrap_dna_llm(model).language_model.config, ids.shape[1] + max_new_tokens)
+        ids, attn = ids.repeat_interleave(group, 0), attn.repeat_interleave(group, 0)
+        out = model.generate(input_ids=ids, attention_mask=attn, past_key_values=cache, **kw)
     comp = out[:, ids.shape[1]:]
     if comp.shape[1] == 0:
         comp = torch.full((ids.shape[0], 1), tok.eos_token_id, dtype=torch.long, device=device)

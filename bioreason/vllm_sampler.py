@@ -21,28 +21,21 @@ import tempfile
 import torch
 
 from bioreason.errors import MissingDependencyError
-from bioreason.modeling import unwrap_dna_llm
+from bioreason.modeling import merged_lora, unwrap_dna_llm
 from bioreason.sampling import Samples, completion_mask
 
 
 def merged_llm_weights(model) -> dict[str, torch.Tensor]:
     """The LLM's weights with any LoRA adapter merged in, under the plain transformers names, as CPU copies.
 
-    The model is left as it was (adapter merged for the copy, then unmerged)."""
-    base = model.module if hasattr(model, "module") else model
-    peft = hasattr(base, "merge_adapter")
-    if peft:
-        base.merge_adapter()
-    try:
+    The model is left exactly as it was (``modeling.merged_lora``)."""
+    with merged_lora(model):
         out = {}
         for name, p in unwrap_dna_llm(model).language_model.state_dict().items():
             if "lora_" in name:
                 continue
             out[name.replace(".base_layer.", ".")] = p.detach().to("cpu", copy=True)
         return out
-    finally:
-        if peft:
-            base.unmerge_adapter()
 
 
 def prompt_embeddings(model, processor, prompts: list[list[dict]]):

@@ -161,6 +161,59 @@ def test_group_sampling_with_shared_prefix_equals_plain_generate(tiny):
             assert row[:n].tolist() == plain[b, :n].tolist()
 
 
+def _lora(seed: int):
+    from bioreason.modeling import apply_lora
+    from bioreason.tiny import build_tiny
+
+    model, proc = build_tiny(seed=seed)
+    peft = apply_lora(model, r=4, alpha=8, dropout=0.0)
+    torch.manual_seed(seed)
+    with torch.no_grad():  # a non-zero adapter and larger weights, so merging and continuations both matter
+        for name, p in peft.named_parameters():
+            p.add_(torch.randn_like(p) * (0.5 if "lora_B" in name else 0.3))
+    return peft.eval(), proc
+
+
+def test_merged_lora_restores_bf16_weights_bit_for_bit():
+    """Merging then subtracting the update again loses bits in bf16; ``merged_lora`` restores from copies."""
+    from bioreason.modeling import merged_lora
+
+    peft, _ = _lora(5)
+    peft.to(torch.bfloat16)
+    before = {k: v.clone() for k, v in peft.state_dict().items()}
+    ids = torch.randint(5, 60, (2, 7))
+    with torch.no_grad():
+        want = peft(input_ids=ids).logits.float()
+        with merged_lora(peft):
+            inside = {k: v for k, v in peft.state_dict().items() if "base_layer" in k}
+            assert any(not torch.equal(inside[k], before[k]) for k in inside)  # really merged
+            got = peft(input_ids=ids).logits.float()
+        assert (got - want).abs().max() < 0.1 * want.abs().max()  # same model, up to bf16 rounding
+    assert all(torch.equal(v, before[k]) for k, v in peft.state_dict().items())
+    assert not any(getattr(m, "merged", False) for m in peft.modules())
+    peft.merge_adapter()  # the plain round trip drifts, so the check above means something
+    peft.unmerge_adapter()
+    assert any(not torch.equal(v, before[k]) for k, v in peft.state_dict().items())
+
+
+def test_lora_group_sampling_equals_generate_with_the_unmerged_adapter():
+    from bioreason.sampling import sample_groups
+
+    peft, proc = _lora(6)
+    prompts = [[user_message("What is this?", ["ACGT" * 30])], [user_message("Short?", ["TTGA" * 5])]]
+    before = {k: v.clone() for k, v in peft.state_dict().items()}
+    s = sample_groups(peft, proc, prompts, 2, 10, do_sample=False)
+    assert all(torch.equal(v, before[k]) for k, v in peft.state_dict().items())
+    enc = proc(prompts)
+    with torch.no_grad():
+        plain = peft.generate(**enc, max_new_tokens=10, do_sample=False, eos_token_id=proc.tokenizer.eos_token_id,
+                              pad_token_id=proc.tokenizer.pad_token_id)[:, enc["input_ids"].shape[1]:]
+    assert len(set(plain[0].tolist())) > 1
+    for row in range(4):
+        n = int(s.completion_mask[row].sum())
+        assert n > 0 and s.completion_ids[row, :n].tolist() == plain[row // 2, :n].tolist()
+
+
 def test_group_sampling_with_an_answer_prefix_continues_it(tiny):
     """``prefix`` is fed after the generation prompt: the completion equals generate() on prompt + prefix, and
     the text starts with the prefix (how ``predict --traces`` makes a model that learned empty thinks reason)."""
@@ -191,3 +244,25 @@ def test_group_sampling_with_an_answer_prefix_continues_it(tiny):
 
     pieces = list(stream_answer(model, proc, prompts[0], prefix=prefix, max_new_tokens=8))
     assert pieces[0] == prefix and "".join(pieces).replace(" ", "") == s.texts[0].replace(" ", "")
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.5, 1.0), (1.0, 0.7)])
+def test_inverse_cdf_sampler_draws_from_the_same_distribution_as_transformers(temperature, top_p):
+    """The sampler's frequencies match softmax(logits / T) inside transformers' own top-p nucleus; suppressed
+    (-inf) tokens and tokens outside the nucleus are never drawn."""
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    from bioreason.sampling import InverseCDFSampler
+
+    torch.manual_seed(0)
+    logits = torch.tensor([[2.0, 1.0, 0.5, float("-inf"), -1.0, 0.0, 1.5]])
+    want = TemperatureLogitsWarper(temperature)(None, logits.clone())
+    if top_p < 1.0:
+        want = TopPLogitsWarper(top_p)(None, want)
+    want = torch.softmax(want, -1)[0]
+    n = 40_000
+    out = InverseCDFSampler(temperature, top_p)(None, logits.expand(n, -1).clone())
+    assert ((out == 0).sum(-1) == 1).all() and (out[out != 0] == float("-inf")).all()
+    freq = torch.bincount(out.argmax(-1), minlength=logits.shape[1]).float() / n
+    assert freq[want == 0].sum() == 0 and freq[3] == 0
+    assert (freq - want).abs().max() < 0.01, (freq, want)
