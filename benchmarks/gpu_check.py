@@ -2,7 +2,8 @@
 
 Checks that the code paths tested on CPU also hold on CUDA: forward/backward in bf16, ``generate`` equal to
 step-by-step greedy decoding, candidate scoring equal to a full forward pass, group sampling with a shared
-prefill, SFT with the accelerate trainer in bf16 lowering the loss, GRPO steps, and variant prediction.
+prefill (also on a LoRA model, whose bf16 weights come back bit for bit), the inverse-CDF sampler, SFT
+with the accelerate trainer in bf16 lowering the loss, GRPO steps, and variant prediction.
 Prints timings. Usage: ``python benchmarks/gpu_check.py`` (exit code 1 if a check fails).
 """
 
@@ -124,6 +125,27 @@ def main() -> int:
     _, embeds = prompt_embeddings(peft, p3, prompts)
     check("vLLM sampler inputs on cuda: merged LoRA weights reproduce the adapted LLM",
           torch.allclose(got, want, atol=1e-4) and len(embeds) == 2 and embeds[0].is_cuda)
+
+    # GRPO's sampler on a LoRA model: adapter merged for the call, static cache, inverse-CDF draws
+    p3enc = p3(prompts).to("cuda")
+    g = sample_groups(peft, p3, prompts, 2, 10, do_sample=False)
+    with torch.no_grad():
+        pl = peft.generate(**p3enc, max_new_tokens=10, do_sample=False, eos_token_id=p3.tokenizer.eos_token_id,
+                           pad_token_id=p3.tokenizer.pad_token_id)[:, p3enc["input_ids"].shape[1]:].cpu()
+    same = all(g.completion_ids[r].cpu()[:int(g.completion_mask[r].sum())].tolist() ==
+               pl[r // 2, :int(g.completion_mask[r].sum())].tolist() for r in range(4))
+    peft.to(torch.bfloat16)
+    before = {k: v.clone() for k, v in peft.state_dict().items()}
+    sample_groups(peft, p3, prompts, 4, 16)
+    kept = all(torch.equal(v, before[k]) for k, v in peft.state_dict().items())
+    check("LoRA group sampling == generate with the unmerged adapter; bf16 weights restored bit for bit", same and kept)
+    from bioreason.sampling import InverseCDFSampler
+
+    logits = torch.tensor([[2.0, 1.0, float("-inf"), 0.0]], device="cuda")
+    drawn = InverseCDFSampler(1.0, 1.0)(None, logits.expand(40_000, -1).clone()).argmax(-1)
+    freq = torch.bincount(drawn, minlength=4).float().cpu() / 40_000
+    gap = (freq - torch.softmax(logits.cpu(), -1)[0]).abs().max().item()
+    check("inverse-CDF sampler on cuda draws softmax frequencies", gap < 0.01, f"max gap {gap:.4f}")
     print(f"{len(failures)} failed: {failures}" if failures else "all GPU checks passed")
     return 1 if failures else 0
 

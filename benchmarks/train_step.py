@@ -8,7 +8,8 @@ hidden 128, 2 layers, 4 heads, 6-mer tokens: the peer notes' encoder; pool strid
 
 Prints: LoRA SFT step (batch 2), full fine-tune step, peak RSS after LoRA SFT, greedy generation tokens/s at
 batch 1 and 8, GRPO step (G=4, 64 new tokens) / SFT step on the same prompts (goal <= 8x; peers ~53x), batched
-sampling vs a per-completion generate loop at batch 8 (goal >= 4x), and the ratios to the original's figures
+sampling vs a per-completion generate loop at batch 8 (goal >= 4x; equal 64-token completions and sampled lengths,
+median of several runs), and the ratios to the original's figures
 measured on these machines (6.04 s LoRA step, 8.19 s full step, 41.8 tokens/s at batch 8, 176 positions/kb).
 """
 
@@ -82,7 +83,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--autocast", choices=("no", "bf16"), default="bf16",
-                    help="CPU autocast for forward/backward (bf16 matmuls; weights stay fp32)")
+                    help="CPU autocast for training forward/backward (bf16 matmuls; weights stay fp32); sampling and "
+                         "generation run outside it, as in the trainer and predict")
     args = ap.parse_args()
     import torch
     from transformers.utils import logging as hf_logging
@@ -133,9 +135,9 @@ def main() -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-6)
 
-    def grpo_one():
+    def grpo_one():  # as the trainer runs it: sampling outside autocast, loss and backward inside
+        batch = grpo.prepare(examples[:2])
         with ac():
-            batch = grpo.prepare(examples[:2])
             loss, _ = grpo.loss(model, batch)
         (loss / max(batch.units, 1)).backward()
         opt.step()
@@ -145,21 +147,35 @@ def main() -> None:
     print(f"GRPO step (2 prompts x G=4, 64 new tokens): {t_grpo:.2f} s = {t_grpo / t_lora:.1f}x the SFT step "
           f"(goal <= 8x; peers about 53x)")
 
-    # sampling: one batched call for 8 completions vs a loop of 8 single generate calls (DNA re-encoded each time)
+    # sampling: one batched call for 8 completions vs a loop of 8 single calls (DNA encoded and the prompt
+    # prefilled each time), both through sample_groups; first exactly 64 tokens each (equal work), then
+    # sampled lengths (the batch runs until its longest completion ends, the loop stops each one at its end)
     model.eval()
     prompt = [examples[0].to_messages(SYSTEM_PROMPT, with_answer=False)]
-    with ac():
-        t_batched = timed(lambda: sample_groups(model, proc, prompt, 8, 64), 2, warmup=1)
-        t_loop = timed(lambda: [sample_groups(model, proc, prompt, 1, 64) for _ in range(8)], 2, warmup=0)
-    print(f"8 completions of <= 64 tokens: batched {t_batched:.2f} s, per-completion loop {t_loop:.2f} s: "
-          f"{t_loop / t_batched:.1f}x (goal >= 4x)")
+    reps = max(3, args.steps // 2)
+    for label, least in (("exactly 64 tokens", 64), ("sampled lengths <= 64", 0)):
+        ratios, tb, tl = [], [], []
+        for r in range(reps):
+            torch.manual_seed(r)
+            t0 = time.perf_counter()
+            sample_groups(model, proc, prompt, 8, 64, min_new_tokens=least)
+            tb.append(time.perf_counter() - t0)
+            torch.manual_seed(r)
+            t0 = time.perf_counter()
+            for _ in range(8):
+                sample_groups(model, proc, prompt, 1, 64, min_new_tokens=least)
+            tl.append(time.perf_counter() - t0)
+            ratios.append(tl[-1] / tb[-1])
+        print(f"8 completions, {label}: batched {statistics.median(tb):.2f} s, per-completion loop "
+              f"{statistics.median(tl):.2f} s: median ratio {statistics.median(ratios):.1f}x of {reps} runs "
+              f"(each {', '.join(f'{x:.1f}' for x in ratios)}; goal >= 4x)")
 
     # greedy generation throughput, 64 new tokens, batch 1 and 8
     for bsz in (1, 8):
         prompts = [e.to_messages(SYSTEM_PROMPT, with_answer=False) for e in examples[:bsz]]
         enc = proc(prompts)
         kw = dict(max_new_tokens=64, min_new_tokens=64, do_sample=False, pad_token_id=proc.tokenizer.pad_token_id)
-        with torch.inference_mode(), ac():
+        with torch.inference_mode():  # as predict runs it: fp32 on CPU, no autocast
             t = timed(lambda: model.generate(**enc, **kw), 2, warmup=1)
         peer = PEER["gen_b1"] if bsz == 1 else PEER["gen_b8"]
         print(f"greedy generation batch {bsz}: {64 * bsz / t:.1f} new tokens/s (original {peer}: "
