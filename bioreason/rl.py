@@ -169,7 +169,7 @@ def prefill(model, ids, mask, dna_features=None, repeats: int = 1):
     out = model(input_ids=ids, attention_mask=mask, dna_features=dna_features, position_ids=pos, use_cache=True,
                 logits_to_keep=1)
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values  # name differs by version
-    return out.logits[:, -1].repeat_interleave(repeats, 0), _expand_cache(cache, repeats)
+    return out.logits[:, -1].repeat_interleave(repeats, 0), cache if repeats == 1 else _expand_cache(cache, repeats)
 
 
 def shared_prefix_logprobs(model, prompt_ids, prompt_mask, cont_ids, cont_mask, repeats: int, dna_features=None):
