@@ -121,8 +121,13 @@ def run(args) -> int:
                              meta={"task": args.task, "source": args.source, "model": args.model or "base",
                                    "split": args.split, "options": options}, n_boot=args.bootstrap,
                              agreement=agreement or None)
+    def ci(m, key):  # " [low, high]" of the 95% bootstrap interval, when there is one
+        v = m.get(f"{key}_ci95")
+        return f" [{v[0]:.3f}, {v[1]:.3f}]" if v and None not in v else ""
+
     for name, m in report["systems"].items():
-        auc = f", AUROC {m['auroc']:.3f} {m.get('auroc_ci95')}" if "auroc" in m else ""
-        print(f"{name}: accuracy {m['accuracy']:.3f} {m.get('accuracy_ci95')}, macro-F1 {m['macro_f1']:.3f}{auc}")
+        auc = f", AUROC {m['auroc']:.3f}{ci(m, 'auroc')}" if m.get("auroc") is not None else ""
+        print(f"{name}: accuracy {m['accuracy']:.3f}{ci(m, 'accuracy')}, macro-F1 {m['macro_f1']:.3f}"
+              f"{ci(m, 'macro_f1')}{auc}")
     print(f"report: {Path(args.output) / 'report.json'}")
     return 0

@@ -34,6 +34,7 @@ def test_eval_command_report_recomputes_from_items(tiny_model_dir, tmp_path, cap
     rc = main(["eval", "--task", "toy", "--model", str(folder), "--baselines", "text-only,dna-only",
                "--bootstrap", "100", "-o", str(out)])
     assert rc == 0
+    printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert set(report["systems"]) == {"dna-llm", "text-only", "dna-only"}
     assert (out / "roc.png").is_file() and (out / "confusion_dna-llm.png").is_file()
@@ -44,6 +45,8 @@ def test_eval_command_report_recomputes_from_items(tiny_model_dir, tmp_path, cap
         y = [int(it["gold"] == report["positive"]) for it in items]
         assert m["auroc"] == pytest.approx(auroc(y, [it[name]["probs"][report["positive"]] for it in items]))
         assert all(sum(it[name]["probs"].values()) == pytest.approx(1.0) for it in items)
+        lo, hi = m["accuracy_ci95"]  # the summary line shows each interval at 3 decimals
+        assert f"{name}: accuracy {m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}], macro-F1" in printed
     assert main(["eval", "--task", "toy", "--model", str(folder), "-o", str(out)]) == 2  # no overwrite
     assert main(["eval", "--task", "toy", "--model", str(folder), "--baselines", "magic", "-o", str(out / "x")]) == 2
 
