@@ -217,10 +217,14 @@ def merged_lora(model):
     """For the duration, LoRA adapters are merged into their base weights (generation then runs one matmul per
     adapted layer instead of three: 12% faster sampling at batch 8 on the embedded default). Afterwards the base
     weights are restored from copies, not by subtracting the update again, so bf16 weights never drift. A model
-    without a peft adapter, or with one already merged, is left alone."""
+    without a peft adapter, with one already merged, or sharded by FSDP (whose weights are not whole here) is
+    left alone."""
     base = model.module if hasattr(model, "module") else model
-    layers = [m for m in base.modules() if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")]
-    if not hasattr(base, "merge_adapter") or not layers or any(getattr(m, "merged", False) for m in layers):
+    modules = list(base.modules())
+    layers = [m for m in modules if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")]
+    sharded = any(type(m).__name__.startswith(("FullyShardedDataParallel", "FSDP")) for m in modules)
+    merged = any(getattr(m, "merged", False) for m in layers)
+    if not hasattr(base, "merge_adapter") or not layers or sharded or merged:
         yield model
         return
     saved = [(m.base_layer.weight, m.base_layer.weight.detach().clone()) for m in layers]
