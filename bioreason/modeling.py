@@ -212,6 +212,11 @@ def unwrap_dna_llm(model) -> DNALLMForCausalLM:
     return base.get_base_model() if hasattr(base, "get_base_model") else base
 
 
+def is_fsdp(model) -> bool:
+    """Whether any part of ``model`` is wrapped by FSDP (its weights are then shards, not whole tensors)."""
+    return any(type(m).__name__.startswith(("FullyShardedDataParallel", "FSDP")) for m in model.modules())
+
+
 @contextlib.contextmanager
 def merged_lora(model):
     """For the duration, LoRA adapters are merged into their base weights (generation then runs one matmul per
@@ -220,11 +225,9 @@ def merged_lora(model):
     without a peft adapter, with one already merged, or sharded by FSDP (whose weights are not whole here) is
     left alone."""
     base = model.module if hasattr(model, "module") else model
-    modules = list(base.modules())
-    layers = [m for m in modules if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")]
-    sharded = any(type(m).__name__.startswith(("FullyShardedDataParallel", "FSDP")) for m in modules)
+    layers = [m for m in base.modules() if hasattr(m, "get_delta_weight") and hasattr(m, "base_layer")]
     merged = any(getattr(m, "merged", False) for m in layers)
-    if not hasattr(base, "merge_adapter") or not layers or sharded or merged:
+    if not hasattr(base, "merge_adapter") or not layers or merged or is_fsdp(model):
         yield model
         return
     saved = [(m.base_layer.weight, m.base_layer.weight.detach().clone()) for m in layers]

@@ -32,6 +32,9 @@ class InverseCDFSampler:
     """
 
     def __init__(self, temperature: float = 1.0, top_p: float = 1.0):
+        if not temperature > 0 or not 0 < top_p <= 1:
+            raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got temperature={temperature}, "
+                             f"top_p={top_p} (for greedy decoding use do_sample=False)")
         self.temperature, self.top_p = float(temperature), float(top_p)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -91,7 +94,8 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     feats = None
     if enc["dna_input_ids"].numel():  # each prompt's DNA is encoded once
         feats = model.get_dna_features(enc["dna_input_ids"].to(device), enc["dna_attention_mask"].to(device))
-    kw = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    kw = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, eos_token_id=tok.eos_token_id,
+              pad_token_id=tok.pad_token_id)
     kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)  # sampling, if asked, is our processor's
     if do_sample:
         from transformers import LogitsProcessorList
@@ -100,7 +104,8 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     with merged_lora(model):
         # prefill each prompt once (all but its last token, which holds no DNA), then share the cache across the group
         _, cache = prefill(model, ids[:, :-1], attn[:, :-1], feats)
-        cache = static_cache(cache, unwrap_dna_llm(model).language_model.config, ids.shape[1] + max_new_tokens, group)
+        llm_config = unwrap_dna_llm(model).language_model.config
+        cache = static_cache(cache, llm_config, ids.shape[1] + max_new_tokens, repeats=group)
         ids, attn = ids.repeat_interleave(group, 0), attn.repeat_interleave(group, 0)
         out = model.generate(input_ids=ids, attention_mask=attn, past_key_values=cache, **kw)
     comp = out[:, ids.shape[1]:]

@@ -20,8 +20,8 @@ import tempfile
 
 import torch
 
-from bioreason.errors import MissingDependencyError
-from bioreason.modeling import merged_lora, unwrap_dna_llm
+from bioreason.errors import MissingDependencyError, RecipeError
+from bioreason.modeling import is_fsdp, merged_lora, unwrap_dna_llm
 from bioreason.sampling import Samples, completion_mask
 
 
@@ -29,6 +29,10 @@ def merged_llm_weights(model) -> dict[str, torch.Tensor]:
     """The LLM's weights with any LoRA adapter merged in, under the plain transformers names, as CPU copies.
 
     The model is left exactly as it was (``modeling.merged_lora``)."""
+    if is_fsdp(model):
+        raise RecipeError("grpo.sampler=vllm cannot take its weights from an FSDP-sharded model (each rank holds "
+                          "shards); train with DeepSpeed ZeRO-2 (training/recipes/accelerate_deepspeed_zero2.yaml) "
+                          "or plain data parallel instead")
     with merged_lora(model):
         out = {}
         for name, p in unwrap_dna_llm(model).language_model.state_dict().items():

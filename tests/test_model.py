@@ -266,3 +266,11 @@ def test_inverse_cdf_sampler_draws_from_the_same_distribution_as_transformers(te
     freq = torch.bincount(out.argmax(-1), minlength=logits.shape[1]).float() / n
     assert freq[want == 0].sum() == 0 and freq[3] == 0
     assert (freq - want).abs().max() < 0.01, (freq, want)
+
+
+def test_inverse_cdf_sampler_rejects_settings_that_do_not_sample():
+    from bioreason.sampling import InverseCDFSampler
+
+    for t, p in ((0.0, 1.0), (-1.0, 1.0), (1.0, 0.0), (1.0, 1.5)):
+        with pytest.raises(ValueError, match=f"temperature={t}, top_p={p}"):
+            InverseCDFSampler(t, p)

@@ -77,3 +77,33 @@ def test_vllm_sampler_without_vllm_says_how_to_install(tmp_path):
     recipe = load_recipe("tiny", [f"train.output_dir={tmp_path}", "grpo.sampler=vllm", "train.max_steps=1"])
     with pytest.raises(MissingDependencyError, match="pip install 'vllm"):
         grpo(recipe, progress=False)
+
+
+def test_fsdp_sharded_models_are_not_merged_and_vllm_says_what_to_use(lora_model):
+    """FSDP ranks hold weight shards: merging would corrupt them, so ``merged_lora`` leaves such a model alone and
+    the vLLM sampler (which needs whole merged weights) stops with what to use instead."""
+    from bioreason.errors import RecipeError
+    from bioreason.modeling import merged_lora
+
+    class FullyShardedDataParallel(torch.nn.Module):  # stands in for torch's wrapper (matched by class name)
+        def __init__(self, inner):
+            super().__init__()
+            self.module = inner
+
+    peft, _ = lora_model
+    wrapped = FullyShardedDataParallel(peft)
+    before = {k: v.clone() for k, v in peft.state_dict().items()}
+    with merged_lora(wrapped):
+        assert all(torch.equal(v, before[k]) for k, v in peft.state_dict().items())
+    with pytest.raises(RecipeError, match="ZeRO-2"):
+        merged_llm_weights(wrapped)
+
+
+def test_grpo_refuses_a_temperature_that_does_not_sample(tmp_path):
+    from bioreason.errors import RecipeError
+    from bioreason.recipes import load_recipe
+    from bioreason.training.grpo import run as grpo
+
+    recipe = load_recipe("tiny", [f"train.output_dir={tmp_path}", "grpo.temperature=0", "train.max_steps=1"])
+    with pytest.raises(RecipeError, match="temperature > 0"):
+        grpo(recipe, progress=False)

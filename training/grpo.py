@@ -27,12 +27,16 @@ class GRPOBatch:
 
 class GRPOStep:
     def __init__(self, processor, cfg: dict, labels, system: str | None, mode: str = "dna", get_model=None):
+        from bioreason.errors import RecipeError
+
         self.proc, self.cfg, self.labels, self.system, self.mode = processor, cfg, labels, system, mode
         self.get_model, self.get_step = get_model, (lambda: 0)
         self.vllm = None
+        t, p = float(cfg["temperature"]), float(cfg["top_p"])
+        if not t > 0 or not 0 < p <= 1:
+            raise RecipeError(f"grpo.temperature={t}, grpo.top_p={p}: GRPO samples, so it needs temperature > 0 "
+                              "(1.0 is usual) and 0 < top_p <= 1 (1.0 = no nucleus cut)")
         if cfg.get("sampler", "hf") not in ("hf", "vllm"):
-            from bioreason.errors import RecipeError
-
             raise RecipeError(f"grpo.sampler={cfg.get('sampler')!r}: choose hf (transformers generate with a "
                               "shared prompt prefill, the default) or vllm (GPU, vLLM installed)")
 
