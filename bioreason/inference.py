@@ -45,9 +45,10 @@ def stream_answer(model, processor, messages, prefix: str = "", **gen) -> Iterat
 
     inputs = processor([messages]).to(model.device)
     if prefix:
-        pre = torch.tensor([processor.tokenizer(prefix, add_special_tokens=False)["input_ids"]], device=model.device)
-        inputs["input_ids"] = torch.cat([inputs["input_ids"], pre], 1)
-        inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(pre)], 1)
+        from bioreason.sampling import append_text
+
+        inputs["input_ids"], inputs["attention_mask"] = append_text(processor.tokenizer, inputs["input_ids"],
+                                                                    inputs["attention_mask"], prefix)
         yield prefix
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     errors: list[BaseException] = []

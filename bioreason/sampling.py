@@ -65,6 +65,15 @@ def static_cache(cache, config, max_len: int, repeats: int = 1):
     return out
 
 
+def append_text(tokenizer, ids: torch.Tensor, mask: torch.Tensor, text: str):
+    """``text``'s tokens appended to every row of left-padded prompts (B, P) and their mask; unchanged if empty."""
+    if not text:
+        return ids, mask
+    extra = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], device=ids.device)
+    extra = extra.expand(ids.shape[0], -1)
+    return torch.cat([ids, extra], 1), torch.cat([mask, torch.ones_like(extra, dtype=mask.dtype)], 1)
+
+
 def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     """1 up to and including the first ``eos_id`` of each row, 0 after it."""
     is_eos = ids == eos_id
@@ -87,10 +96,7 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
 
     enc = processor(prompts, padding_side="left")
     ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    if prefix:
-        pre = torch.tensor(tok(prefix, add_special_tokens=False)["input_ids"], device=device)
-        ids = torch.cat([ids, pre.expand(ids.shape[0], -1)], 1)
-        attn = torch.cat([attn, torch.ones((ids.shape[0], pre.numel()), dtype=attn.dtype, device=device)], 1)
+    ids, attn = append_text(tok, ids, attn, prefix)
     feats = None
     if enc["dna_input_ids"].numel():  # each prompt's DNA is encoded once
         feats = model.get_dna_features(enc["dna_input_ids"].to(device), enc["dna_attention_mask"].to(device))
