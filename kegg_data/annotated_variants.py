@@ -2,7 +2,10 @@
 
 Used to train and evaluate a variant-effect model on real labelled VCFs (BRCA1 saturation genome editing first).
 - Annotation is read from the VCF when it has one: Ensembl VEP ``CSQ`` or SnpEff ``ANN`` (field layout from the
-  header), or the SGE file's own ``CONSEQ``/``HGVSC``/``HGVSP``. ``annotated`` prompts include it;
+  header), or the SGE file's own ``CONSEQ``/``HGVSC``/``HGVSP``; a record without any is annotated from a transcript
+  model when an ``Annotator`` (``consequence.py``) is given. Prompts state it in one vocabulary whatever its
+  source: the consequence class (SO terms -> ``Missense``, ``Canonical splice``...), HGVS c., one-letter HGVS p.
+  ``annotated`` prompts include it;
   ``sequence`` prompts have only the variant, gene and the two DNA windows (both built like ``predict`` does).
 - Traces state only facts: the consequence and HGVS names from the annotation, and what biopython computes from
   the windows (reference and alternate codon, amino-acid change) when the annotation gives a coding position;
@@ -15,6 +18,7 @@ Used to train and evaluate a variant-effect model on real labelled VCFs (BRCA1 s
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from bioreason.kegg_data.examples import Example
@@ -53,12 +57,13 @@ def read_annotation(info: dict, alt: str, layouts: dict) -> dict:
                 vals = dict(zip(layout, entry.split("|")))
                 if vals.get(names[0], alt) in (alt, "-"):
                     return {"consequence": vals.get(names[1]) or None, "hgvsc": (vals.get(names[2]) or "").split(":")[-1]
-                            or None, "hgvsp": (vals.get(names[3]) or "").split(":")[-1] or None,
-                            "gene": vals.get(names[4]) or None, "strand": _strand(vals.get(names[5] or ""))}
+                            or None, "hgvsp": unquote((vals.get(names[3]) or "").split(":")[-1]) or None,
+                            "gene": vals.get(names[4]) or None, "strand": _strand(vals.get(names[5] or "")),
+                            "source": "vcf"}
     if info.get("CONSEQ"):
         clean = {k: unquote(str(info[k])) if info.get(k) not in (None, ".") else None for k in ("CONSEQ", "HGVSC", "HGVSP")}
         return {"consequence": clean["CONSEQ"].replace("_", " "), "hgvsc": clean["HGVSC"],
-                "hgvsp": clean["HGVSP"] if clean["HGVSP"] not in (None, ".") else None, "gene": None}
+                "hgvsp": clean["HGVSP"] if clean["HGVSP"] not in (None, ".") else None, "gene": None, "source": "vcf"}
     return {}
 
 
@@ -161,29 +166,56 @@ def annotation_layouts(reader: VariantReader) -> dict:
     return {k: _fields_from_header(reader, k) for k in ("CSQ", "ANN")}
 
 
-def variant_prompt(v, layouts: dict, mode: str = "annotated", gene: str | None = None, strand: int | None = None):
-    """One variant -> (question, trace, consequence, facts, mode used). Shared by training data and ``predict``.
+class VariantPrompt(NamedTuple):
+    question: str
+    trace: str
+    consequence: str | None  # the class stated (or, for sequence prompts, known to evaluation)
+    facts: dict | None
+    mode: str  # the prompt mode used: annotated or sequence
+    annotation: dict  # what the VCF or the transcript model said ({} if nothing), with its ``source``
 
-    ``annotated`` puts the VCF's own annotation (and the facts computed from it) in the question; a record
-    without annotation falls back to ``sequence``. ``strand`` (+1/-1) is needed for codon facts; VEP's ``STRAND``
-    column wins when present.
+
+def prompt_annotation(ann: dict) -> dict:
+    """The annotation in the prompts' one vocabulary: consequence class, HGVS c., one-letter HGVS p."""
+    from bioreason.kegg_data.consequence import consequence_class
+
+    if not ann:
+        return {}
+    cons = ann.get("consequence")
+    if cons and "_" in cons:  # SO terms (VEP CSQ, SnpEff ANN): the most severe, as its class
+        cons = consequence_class(cons) or cons
+    short = _protein_short(ann.get("hgvsp"))
+    return {**ann, "consequence": cons, "hgvsp": f"p.{short}" if short else None}
+
+
+def variant_prompt(v, layouts: dict, mode: str = "annotated", gene: str | None = None, strand: int | None = None,
+                   annotator=None) -> VariantPrompt:
+    """One variant -> its prompt, fact trace and annotation. Shared by training data, ``predict`` and the demo.
+
+    ``annotated`` puts the annotation (the VCF's own; else, with ``annotator``, the one computed from the
+    transcript model) and the facts derived from it in the question; a variant with neither falls back to
+    ``sequence``. ``strand`` (+1/-1) is needed for codon facts; the annotation's own strand wins.
     """
     ann = read_annotation(v.info, v.alt, layouts)
-    g = ann.get("gene") or gene
-    strand = ann.get("strand") or strand
-    facts = codon_facts(v, ann.get("hgvsc"), strand) if strand else None
-    if facts and _protein_short(ann.get("hgvsp")) not in (None, facts["protein_change"]):
+    if not ann and annotator is not None:
+        ann = annotator.best(v.chrom, v.pos, v.ref, v.alt)
+    shown = prompt_annotation(ann)
+    g = shown.get("gene") or gene
+    strand = shown.get("strand") or strand
+    facts = codon_facts(v, shown.get("hgvsc"), strand) if strand else None
+    if facts and _protein_short(shown.get("hgvsp")) not in (None, facts["protein_change"]):
         facts = None  # the computed change disagrees with the annotation: state neither
     question = variant_question(v, QUESTION, g)
-    used = "annotated" if mode == "annotated" and ann else "sequence"
+    used = "annotated" if mode == "annotated" and shown else "sequence"
     if used == "annotated":
-        parts = [f"{k}: {ann[k]}" for k in ("consequence", "hgvsc", "hgvsp") if ann.get(k)]
-        question += " Annotation: " + "; ".join(parts) + ". " + " ".join(computed_facts(ann, facts))
+        parts = [f"{k}: {shown[k]}" for k in ("consequence", "hgvsc", "hgvsp") if shown.get(k)]
+        question += " Annotation: " + "; ".join(parts) + ". " + " ".join(computed_facts(shown, facts))
         question = question.rstrip()
-    consequence = ann.get("consequence") or (consequence_from_codon(facts) if facts else None)
+    consequence = shown.get("consequence") or (consequence_from_codon(facts) if facts else None)
     if used == "sequence":  # the model sees no annotation: its trace states only the variant and the consequence
-        return question, fact_trace(v, {"consequence": consequence}, None, g), consequence, facts, used
-    return question, fact_trace(v, ann, facts, g), consequence, facts, used
+        return VariantPrompt(question, fact_trace(v, {"consequence": consequence}, None, g), consequence, facts,
+                             used, ann)
+    return VariantPrompt(question, fact_trace(v, shown, facts, g), consequence, facts, used, ann)
 
 
 def annotation_info_fields(label_field: str | None = None) -> tuple[str, ...]:
@@ -192,14 +224,22 @@ def annotation_info_fields(label_field: str | None = None) -> tuple[str, ...]:
 
 
 def load_annotated(vcf, fasta, mode: str = "annotated", gene: str | None = None, strand: int = 1,
-                   label_field: str = "LABEL", annotated_share: float = 0.5, **window_options):
+                   label_field: str = "LABEL", annotated_share: float = 0.5, transcripts=None, strip: bool = False,
+                   **window_options):
     """A labelled VCF -> (examples, skips). ``mode``: ``annotated``, ``sequence`` (prompt content only) or
     ``mixed`` (by record number: ``annotated_share`` of the records annotated, the rest sequence-only, so one
-    model learns both prompt forms)."""
+    model learns both prompt forms). ``transcripts``: a ``TranscriptModel`` that annotates records the VCF leaves
+    bare; ``strip=True`` ignores the VCF's own annotation (a bare VCF: every prompt uses the computed one)."""
     if mode not in ("annotated", "sequence", "mixed"):
         raise ValueError(f"mode must be 'annotated', 'sequence' or 'mixed', not {mode!r}")
-    reader = VariantReader(vcf, fasta, info_fields=annotation_info_fields(label_field), **window_options)
+    reader = VariantReader(vcf, fasta, info_fields=(label_field,) if strip else annotation_info_fields(label_field),
+                           **window_options)
     layouts = annotation_layouts(reader)
+    annotator = None
+    if transcripts is not None:
+        from bioreason.kegg_data.consequence import Annotator
+
+        annotator = Annotator(transcripts, reader.reference)
     examples, skips = [], []
     for v in reader:
         if isinstance(v, Skip):
@@ -213,10 +253,12 @@ def load_annotated(vcf, fasta, mode: str = "annotated", gene: str | None = None,
             continue
         this_mode = mode if mode != "mixed" else (
             "annotated" if (v.record * 0.6180339887) % 1 < annotated_share else "sequence")  # golden-ratio spread
-        question, trace, consequence, facts, used = variant_prompt(v, layouts, this_mode, gene, strand)
-        examples.append(Example(question, [v.ref_window, v.alt_window], label, trace,
-                                {"label": label, "variant": v.key, "pos": v.pos, "annotation": consequence,
-                                 "mode": used, "facts": facts}))
+        p = variant_prompt(v, layouts, this_mode, gene, strand, annotator)
+        examples.append(Example(p.question, [v.ref_window, v.alt_window], label, p.trace,
+                                {"label": label, "variant": v.key, "pos": v.pos, "annotation": p.consequence,
+                                 "mode": p.mode, "facts": p.facts, "annotation_source": p.annotation.get("source"),
+                                 "blosum62": substitution_score(p.facts), "intron_offset":
+                                     intron_offset(prompt_annotation(p.annotation).get("hgvsc"))}))
     return examples, skips
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bioreason.kegg_data.annotated_variants import (block_split, intron_offset, load_annotated, read_annotation,
-                                                    substitution_score)
+from bioreason.kegg_data.annotated_variants import (block_split, intron_offset, load_annotated, prompt_annotation,
+                                                    read_annotation, substitution_score)
 from bioreason.kegg_data.bundled import bundled_fasta
 
 SGE = Path(__file__).parents[1] / "examples" / "brca1_sge_part1.vcf"
@@ -59,7 +59,10 @@ def test_vep_csq_and_snpeff_ann_are_read():
     csq = "G|missense_variant|MODERATE|BRCA1|ENST00000357654.9:c.5561T>C|ENSP00000350283.3:p.Leu1854Pro"
     got = read_annotation({"CSQ": "C|synonymous_variant|LOW|BRCA1||," + csq}, "G", layouts)
     assert got == {"consequence": "missense_variant", "hgvsc": "c.5561T>C", "hgvsp": "p.Leu1854Pro", "gene": "BRCA1",
-                   "strand": None}
+                   "strand": None, "source": "vcf"}
+    shown = prompt_annotation(got)  # prompts state every source in the SGE data's vocabulary
+    assert (shown["consequence"], shown["hgvsp"]) == ("Missense", "p.L1854P")
+    assert prompt_annotation({"consequence": "splice_region_variant&intron_variant"})["consequence"] == "Splice region"
     with_strand = {"CSQ": csq + "|-1"}
     assert read_annotation(with_strand, "G", {"CSQ": layouts["CSQ"] + ["STRAND"]})["strand"] == -1
     ann = "G|stop_gained|HIGH|BRCA1|672|c.5559C>G|p.Tyr1853*"
