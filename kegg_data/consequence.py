@@ -177,6 +177,8 @@ class Annotator:
         if contig is None:
             return []
         start, r, a = trim(pos, ref.upper(), alt.upper())
+        if not r and not a:  # ALT equals REF: no change to describe
+            return []
         end = start + len(r) - 1  # an insertion has end = start - 1 (it sits between end and start)
         out = []
         for t in self.model.near(chrom, min(start, end), max(start, end), self.flank):
@@ -281,7 +283,7 @@ class Annotator:
             return {"start_lost"}
         if delta % 3:
             out["hgvsp"] = _frameshift(ref_p, alt_p, first)
-            return {"frameshift_variant"}
+            return {"frameshift_variant"} | ({"stop_gained"} if "fs" not in out["hgvsp"] else set())
         i = next((k for k in range(first, min(len(ref_p), len(alt_p))) if ref_p[k] != alt_p[k]), None)
         if i is None and len(ref_p) == len(alt_p):
             out["hgvsp"] = f"p.{ref_p[first]}{first + 1}="
@@ -291,15 +293,12 @@ class Annotator:
             tail = alt_p[i + 1:]
             out["hgvsp"] = f"p.*{i + 1}{alt_p[i]}ext*{tail.index('*') + 1 if '*' in tail else '?'}"
             return {"stop_lost"}
+        inframe = {"inframe_insertion"} if delta > 0 else ({"inframe_deletion"} if delta < 0 else set())
         if i is not None and alt_p[i] == "*":
             out["hgvsp"] = f"p.{ref_p[i]}{i + 1}*"
-            return {"stop_gained"}
+            return {"stop_gained"} | inframe
         out["hgvsp"] = _protein_change(ref_p, alt_p, i, len(ref_p) - last - 1)
-        if delta > 0:
-            return {"inframe_insertion"}
-        if delta < 0:
-            return {"inframe_deletion"}
-        return {"missense_variant"}
+        return inframe or {"missense_variant"}
 
 
 def _codons(ref_c: str, alt_c: str, lo: int, hi: int) -> str:
