@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bioreason.app.options import add_variant_options, fasta_path, reader_options
+from bioreason.app.options import add_variant_options, fasta_path, reader_options, transcript_model
 
 
 def add_parser(sub) -> None:
@@ -12,7 +12,9 @@ def add_parser(sub) -> None:
                        description="Read a VCF/VCF.gz/BCF with htslib and a reference FASTA; write one JSON line "
                                    "per ALT allele (both windows, the allele's 0-based offset, flags) to "
                                    "PREFIX.windows.jsonl and every allele that could not be windowed, with its "
-                                   "reason, to PREFIX.skipped.tsv. Each input allele ends in exactly one of them.")
+                                   "reason, to PREFIX.skipped.tsv. Each input allele ends in exactly one of them. "
+                                   "With a transcript model (--gtf; auto = BRCA1 with the bundled reference) each "
+                                   "window also carries its computed consequences ('csq').")
     p.add_argument("vcf", help="input VCF, VCF.gz or BCF")
     p.add_argument("-o", "--output", required=True, metavar="PREFIX", help="output prefix")
     p.add_argument("--info", action="append", default=[], metavar="FIELD",
@@ -31,14 +33,24 @@ def run(args) -> int:
     out_w, out_s = f"{args.output}.windows.jsonl", f"{args.output}.skipped.tsv"
     check_outputs([out_w, out_s], args.force)
     reader = VariantReader(args.vcf, fasta_path(args), info_fields=args.info, **reader_options(args))
+    transcripts = transcript_model(args)
+    annotate = None
+    if transcripts is not None:
+        from bioreason.kegg_data.consequence import Annotator
+
+        annotate = Annotator(transcripts, reader.reference).annotate
     windows, skips = AtomicWriter(out_w), AtomicWriter(out_s)
     skips.write(SKIP_HEADER)
     try:
         for item in tqdm(reader, desc="variants", unit=" alleles", disable=None, file=sys.stderr):
             if isinstance(item, Skip):
                 skips.write(skip_line(item))
-            else:
+            elif annotate is None:
                 windows.write(dumps(window_record(item)))
+            else:
+                rec = window_record(item)
+                rec["csq"] = annotate(item.chrom, item.pos, item.ref, item.alt)
+                windows.write(dumps(rec))
     except BaseException:
         windows.abort()
         skips.abort()

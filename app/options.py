@@ -26,12 +26,24 @@ def add_variant_options(p, window_default: int = 1024) -> None:
                    help="skip alleles longer than this many nt (default 64)")
     g.add_argument("--left-normalise", action="store_true",
                    help="left-align and trim indels against the FASTA before building windows (off by default)")
+    g.add_argument("--gtf", default="auto", metavar="FILE|auto|bundled|none",
+                   help="transcript model (GTF or GFF3, plain or gzip: GENCODE, Ensembl, RefSeq) used to compute each "
+                        "variant's consequence, HGVS c./p. names and codon change, VEP-style, one transcript per gene "
+                        "(MANE Select, else canonical, else longest CDS). auto (default): BRCA1 NM_007294 with the "
+                        "bundled reference, none otherwise; bundled: that transcript; none: no computed annotation")
 
 
 def fasta_path(args):
     from bioreason.kegg_data.bundled import resolve_fasta
 
     return resolve_fasta(args.fasta)
+
+
+def transcript_model(args):
+    """The ``TranscriptModel`` that ``--gtf`` names (None for none, or auto with a reference of your own)."""
+    from bioreason.kegg_data.transcripts import resolve_gtf
+
+    return resolve_gtf(getattr(args, "gtf", "none"), args.fasta)
 
 
 def reader_options(args) -> dict:

@@ -77,6 +77,32 @@ def item_record(item, result: dict | None, model_id: str) -> dict:
             "flags": list(item.flags), "model": model_id, **result}
 
 
+CSQ_FIELDS = ("Allele", "Consequence", "SYMBOL", "Feature", "BIOTYPE", "STRAND", "EXON", "INTRON", "HGVSc", "HGVSp",
+              "Protein_position", "Amino_acids", "Codons", "DISTANCE")
+_CSQ_KEYS = (None, "so_terms", "gene", "transcript", "biotype", "strand", "exon", "intron", "hgvsc", "hgvsp",
+             "protein_position", "amino_acids", "codons", "intron_distance")
+
+
+def csq_entry(alt: str, a: dict) -> str:
+    """One VEP-style '|'-joined BR_CSQ entry; VCF-reserved characters percent-encoded (VCF 4.3)."""
+    vals = []
+    for key in _CSQ_KEYS:
+        v = alt if key is None else a.get(key)
+        if key == "so_terms":
+            v = "&".join(v)
+        elif key in ("hgvsc", "hgvsp") and v:
+            v = f"{a.get('transcript')}:{v}" if key == "hgvsc" else v
+        vals.append("" if v is None else str(v))
+    return "|".join(vals).translate({ord(";"): "%3B", ord("="): "%3D", ord(","): "%2C", ord(" "): "%20"})
+
+
+def tsv_annotation(res: dict) -> list[str]:
+    """consequence, hgvsc, hgvsp, annotation_source columns: the prompt's annotation, else the computed one."""
+    top = (res.get("csq") or [{}])[0]
+    return [res.get("annotation") or top.get("consequence") or ".", top.get("hgvsc") or ".",
+            top.get("hgvsp") or ".", res.get("annotation_source") or "."]
+
+
 def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, paths: dict) -> None:
     from cyvcf2 import VCF, Writer
 
@@ -85,7 +111,9 @@ def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, 
     try:
         writers["skips"].write(SKIP_HEADER)
         writers["tsv"].write("\t".join(["chrom", "pos", "id", "ref", "alt", "status", "label"] +
-                                       [f"p_{lab}" for lab in labels] + ["flags_or_reason"]) + "\n")
+                                       [f"p_{lab}" for lab in labels] + ["consequence", "hgvsc", "hgvsp",
+                                                                         "annotation_source", "flags_or_reason"])
+                             + "\n")
         by_allele = {}
         for i, item in enumerate(items):
             res = results.get(i)
@@ -94,11 +122,12 @@ def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, 
             writers["jsonl"].write(dumps(rec))
             if res is None:
                 writers["skips"].write(skip_line(item))
-                cols = [item.chrom, str(item.pos), ".", item.ref, item.alt, "skipped", "."] + ["."] * len(labels) + [
-                    item.reason]
+                cols = [item.chrom, str(item.pos), ".", item.ref, item.alt, "skipped", "."] + ["."] * (
+                    len(labels) + 4) + [item.reason]
             else:
                 cols = [item.chrom, str(item.pos), item.id or ".", item.ref, item.alt, "predicted", res["label"]] + [
-                    f"{res['probs'][lab]:.6f}" for lab in labels] + [",".join(item.flags) or "."]
+                    f"{res['probs'][lab]:.6f}" for lab in labels] + tsv_annotation(res) + [
+                    ",".join(item.flags) or "."]
             writers["tsv"].write("\t".join(cols) + "\n")
         vcf = VCF(str(args.vcf), lazy=True)
         vcf.add_info_to_header({"ID": "BR_LABEL", "Number": "A", "Type": "String",
@@ -108,6 +137,11 @@ def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, 
                                     "Description": f"bioreason probability of '{lab}' per ALT"})
         vcf.add_info_to_header({"ID": "BR_MODEL", "Number": "1", "Type": "String",
                                 "Description": "bioreason model that made the predictions"})
+        with_csq = any(r.get("csq") for r in results.values())
+        if with_csq:
+            vcf.add_info_to_header({"ID": "BR_CSQ", "Number": ".", "Type": "String", "Description":
+                                    "Consequence computed by bioreason from the transcript model (--gtf), one "
+                                    "entry per ALT and transcript. Format: " + "|".join(CSQ_FIELDS)})
         w = Writer(str(vcf_tmp), vcf, mode="wz" if paths["vcf"].suffix == ".gz" else "w")
         for r_i, rec in enumerate(vcf):
             n_alt = max(1, len(rec.ALT))
@@ -118,6 +152,10 @@ def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, 
                     rec.INFO[info_id(lab)] = ",".join(f"{g['probs'][lab]:.6f}" if g and g["status"] == "predicted"
                                                       else "." for g in got)
                 rec.INFO["BR_MODEL"] = model_id
+                entries = [csq_entry(g["alt"], a) for g in got if g and g["status"] == "predicted"
+                           for a in g.get("csq") or []]
+                if entries:
+                    rec.INFO["BR_CSQ"] = ",".join(entries)
             w.write_record(rec)
         w.close()
         vcf.close()
@@ -136,9 +174,10 @@ def run(args) -> int:
     from accelerate import PartialState
     from tqdm import tqdm
 
-    from bioreason.app.options import fasta_path, prompt_overrides, reader_options
+    from bioreason.app.options import fasta_path, prompt_overrides, reader_options, transcript_model
     from bioreason.hub import load_model
     from bioreason.kegg_data.annotated_variants import annotation_layouts
+    from bioreason.kegg_data.consequence import Annotator
     from bioreason.kegg_data.variants import Variant, VariantReader
     from bioreason.predict import PredictConfig, VariantPredictor
 
@@ -151,7 +190,8 @@ def run(args) -> int:
     fingerprint = {"vcf": str(Path(args.vcf).resolve()), "model": str(args.model or "base"),
                    "labels": list(cfg.labels), "traces": cfg.traces, "batch_size": args.batch_size,
                    "max_new_tokens": cfg.max_new_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],
-                   **reader_options(args)}
+                   "gtf": str(args.gtf), **reader_options(args)}
+    transcripts = transcript_model(args)
     progress_files = [progress_path(args.output, r) for r in range(world)]
     if rank == 0:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +217,8 @@ def run(args) -> int:
     if todo:
         model, proc = load_model(args.model)
         model_id = model.config.model_id or Path(str(args.model)).name
-        predictor = VariantPredictor(model, proc, cfg, layouts=annotation_layouts(reader))
+        annotator = Annotator(transcripts, reader.reference) if transcripts is not None else None
+        predictor = VariantPredictor(model, proc, cfg, layouts=annotation_layouts(reader), annotator=annotator)
         if not path.exists() or path.stat().st_size == 0:
             path.write_text(dumps({"fingerprint": fingerprint}))
         n_mine = sum(len(b) for b in mine)

@@ -6,7 +6,8 @@ variant and label, DNA encoded once per variant), and with ``traces=True`` a gre
 for the whole batch at once, whose final ``Answer:`` line (parsed by ``bioreason.answers``) gives the label when
 it names exactly one candidate. Probabilities are rounded to 6 decimals so outputs are stable byte for byte.
 A trained folder's ``bioreason_task.json`` picks the prompt: the generic question, or ``annotated_variant`` (the
-prompts the shipped BRCA1 model was trained on, with the VCF's own CSQ/ANN annotation when a record has one).
+prompts the shipped BRCA1 model was trained on, with the VCF's own CSQ/ANN annotation when a record has one, else
+the one computed from a transcript model when ``--gtf`` gives one; the bundled reference has BRCA1's).
 """
 
 from __future__ import annotations
@@ -73,32 +74,42 @@ def with_log_prior(scores, labels, log_prior: dict | None):
 
 class VariantPredictor:
     """``layouts``: the CSQ/ANN field layouts of the VCF header (``annotation_layouts(reader)``), for
-    ``annotated_variant`` prompts."""
+    ``annotated_variant`` prompts. ``annotator``: a ``kegg_data.consequence.Annotator``; with one, every result
+    carries the consequences computed from the transcript model (``csq``), and a record the VCF leaves
+    unannotated gets the computed annotation in its prompt."""
 
-    def __init__(self, model, processor, config: PredictConfig | None = None, layouts: dict | None = None):
+    def __init__(self, model, processor, config: PredictConfig | None = None, layouts: dict | None = None,
+                 annotator=None):
         self.model, self.proc, self.cfg = model, processor, config or PredictConfig()
-        self.layouts = layouts or {}
+        self.layouts, self.annotator = layouts or {}, annotator
 
-    def prompt_facts(self, variant) -> dict:
-        """The prompt mode used for a variant and the consequence its annotation states (JSONL columns)."""
+    def prompt(self, variant):
+        """The ``VariantPrompt`` of an ``annotated_variant`` model, else None."""
         if self.cfg.prompt != "annotated_variant":
-            return {}
+            return None
         from bioreason.kegg_data.annotated_variants import variant_prompt
 
-        _, _, consequence, _, used = variant_prompt(variant, self.layouts, self.cfg.mode, self.cfg.gene,
-                                                    self.cfg.strand)
-        return {"prompt_mode": used, "annotation": consequence if used == "annotated" else None}
+        return variant_prompt(variant, self.layouts, self.cfg.mode, self.cfg.gene, self.cfg.strand, self.annotator)
 
-    def example(self, variant) -> Example:
-        if self.cfg.prompt == "annotated_variant":
-            from bioreason.kegg_data.annotated_variants import variant_prompt
+    def facts(self, variant, prompt=None) -> dict:
+        """Output columns on the annotation: prompt mode, consequence class, its source, computed consequences."""
+        out = {}
+        if self.annotator is not None:
+            out["csq"] = self.annotator.annotate(variant.chrom, variant.pos, variant.ref, variant.alt)
+        if prompt is not None:
+            out.update(prompt_mode=prompt.mode, annotation=prompt.consequence if prompt.mode == "annotated" else None,
+                       annotation_source=prompt.annotation.get("source"))
+        elif out.get("csq"):
+            out.update(annotation=out["csq"][0]["consequence"], annotation_source="computed")
+        return out
 
-            question = variant_prompt(variant, self.layouts, self.cfg.mode, self.cfg.gene, self.cfg.strand)[0]
-            return Example(question, [variant.ref_window, variant.alt_window])
-        return Example(variant_question(variant, self.cfg.question), [variant.ref_window, variant.alt_window])
+    def example(self, variant, prompt=None) -> Example:
+        prompt = prompt or self.prompt(variant)
+        question = prompt.question if prompt is not None else variant_question(variant, self.cfg.question)
+        return Example(question, [variant.ref_window, variant.alt_window])
 
-    def messages(self, variant):
-        return self.example(variant).to_messages(self.cfg.system, with_answer=False)
+    def messages(self, variant, prompt=None):
+        return self.example(variant, prompt).to_messages(self.cfg.system, with_answer=False)
 
     def predict(self, variants, on_trace=None) -> list[dict]:
         """Results for a batch of ``Variant`` objects, in order."""
@@ -107,15 +118,17 @@ class VariantPredictor:
         from bioreason.rl import score_candidates
 
         labels = list(self.cfg.labels)
-        prompts = [self.messages(v) for v in variants]
+        built = [self.prompt(v) for v in variants]
+        facts = [self.facts(v, p) for v, p in zip(variants, built)]
+        prompts = [self.messages(v, p) for v, p in zip(variants, built)]
         with torch.inference_mode():
             scores = score_candidates(self.model, self.proc, prompts, labels)
         probs = torch.softmax(with_log_prior(scores.double(), labels, self.cfg.label_log_prior), dim=1).tolist()
         out = []
-        for v, row in zip(variants, probs):
+        for row, fact in zip(probs, facts):
             k = max(range(len(labels)), key=lambda j: row[j])
             out.append({"label": labels[k], "probs": {lab: round(p, 6) for lab, p in zip(labels, row)},
-                        "label_source": "score", **self.prompt_facts(v)})
+                        "label_source": "score", **fact})
         if self.cfg.traces:
             from bioreason.sampling import sample_groups
 

@@ -164,6 +164,7 @@ class Annotator:
     def __init__(self, transcripts: TranscriptModel, reference, flank: int = FLANK):
         self.model, self.ref, self.flank = transcripts, reference, flank
         self._tx: dict[tuple[str, str], _Tx | None] = {}
+        self._last: tuple = (None, [])
 
     def _prepared(self, t: Transcript, contig: str) -> _Tx | None:
         key = (t.id, contig)
@@ -173,6 +174,13 @@ class Annotator:
         return self._tx[key]
 
     def annotate(self, chrom: str, pos: int, ref: str, alt: str) -> list[dict]:
+        """One annotation per chosen transcript within ``flank`` nt, most severe first ([] when none)."""
+        key = (chrom, pos, ref, alt)
+        if self._last[0] != key:  # predict asks for the prompt's annotation and the output's in turn
+            self._last = (key, self._annotate(chrom, pos, ref, alt))
+        return self._last[1]
+
+    def _annotate(self, chrom: str, pos: int, ref: str, alt: str) -> list[dict]:
         contig = self.ref.resolve(chrom)
         if contig is None:
             return []

@@ -193,3 +193,42 @@ def test_annotated_prompts_from_the_model_task_file(tiny_dir, sge_small, tmp_pat
     pred = VariantPredictor(None, None, cfg, annotation_layouts(reader))
     assert "Annotation: consequence: Synonymous; hgvsc: c.5565A>T" in pred.example(v).question
     assert "in BRCA1" in pred.example(v).question
+
+
+def test_bare_vcf_gets_the_computed_annotation_and_the_same_prompts(tiny_dir, sge_small, tmp_path):
+    """INFO stripped: with the bundled transcript (--gtf auto) every prompt is the one the annotated file gives,
+    so the probabilities are equal; outputs say the annotation was computed and carry BR_CSQ."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    (model / "bioreason_task.json").write_text(json.dumps(
+        {"labels": ["LOF", "FUNC"], "prompt": "annotated_variant", "gene": "BRCA1", "strand": -1}))
+    bare = tmp_path / "bare.vcf"
+    bare.write_text("".join(line if line.startswith("#") else "\t".join(line.split("\t")[:7] + ["."]) + "\n"
+                            for line in sge_small.read_text().splitlines(keepends=True)
+                            if not line.startswith("##INFO")))
+    runs = {}
+    for name, vcf, gtf in (("annotated", sge_small, "none"), ("bare", bare, "auto"), ("bare-none", bare, "none")):
+        prefix = tmp_path / name / "out"
+        assert main(["predict", str(vcf), "--fasta", "bundled", "-o", str(prefix), "--model", str(model),
+                     "--gtf", gtf]) == 0
+        runs[name] = [json.loads(x) for x in Path(f"{prefix}.jsonl").read_text().splitlines()]
+    ann, bare_rows, none_rows = runs["annotated"], runs["bare"], runs["bare-none"]
+    assert [r["probs"] for r in bare_rows] == [r["probs"] for r in ann]
+    assert {r["annotation_source"] for r in bare_rows} == {"computed"} and {r["annotation_source"] for r in ann} == {"vcf"}
+    assert [r["annotation"] for r in bare_rows] == [r["annotation"] for r in ann]
+    assert {r["prompt_mode"] for r in none_rows} == {"sequence"} and "csq" not in none_rows[0]  # nothing to say
+    assert bare_rows[0]["csq"][0]["hgvsc"] == "c.5565A>T" and bare_rows[0]["csq"][0]["so_terms"] == ["synonymous_variant"]
+    tsv = Path(tmp_path / "bare" / "out.tsv").read_text().splitlines()
+    assert tsv[0].split("\t")[-5:] == ["consequence", "hgvsc", "hgvsp", "annotation_source", "flags_or_reason"]
+    assert tsv[1].split("\t")[-5:-1] == ["Synonymous", "c.5565A>T", "p.I1855=", "computed"]
+    from cyvcf2 import VCF
+
+    vcf = VCF(str(tmp_path / "bare" / "out.vcf"))
+    assert "Format: Allele|Consequence|SYMBOL|Feature" in vcf.get_header_type("BR_CSQ")["Description"]
+    recs = list(vcf)
+    first = recs[0].INFO.get("BR_CSQ").split("|")
+    assert first[:4] == ["A", "synonymous_variant", "BRCA1", "NM_007294.3"] and first[9] == "p.I1855%3D"
+    if shutil.which("bcftools"):  # htslib reads the declared field back
+        out = subprocess.run(["bcftools", "query", "-f", "%INFO/BR_CSQ\n", str(tmp_path / "bare" / "out.vcf")],
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+        assert len(out) == 40 and out[0].startswith("A|synonymous_variant|BRCA1|NM_007294.3|")
