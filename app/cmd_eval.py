@@ -12,7 +12,7 @@ import sys
 
 from bioreason.app.options import add_model_option
 
-BASELINES = ("text-only", "dna-only", "annotation-only")
+BASELINES = ("text-only", "dna-only", "annotation-only", "facts-only")
 
 
 def add_parser(sub) -> None:
@@ -37,7 +37,15 @@ def add_parser(sub) -> None:
                    help="annotated_vcf: also generate greedy traces for N items (evenly spaced) per DNA-LLM prompt "
                         "mode and report the share whose stated consequence agrees with the true one")
     p.add_argument("--baselines", default="",
-                   help="comma-separated: text-only, dna-only, annotation-only (annotation class -> positive rate)")
+                   help="comma-separated: text-only, dna-only, annotation-only (annotation class -> positive rate), "
+                        "facts-only (logistic regression on the facts an annotated prompt states: consequence "
+                        "class, BLOSUM62, distance into the intron; fitted on the training blocks)")
+    p.add_argument("--gtf", default="auto", metavar="FILE|auto|bundled|none",
+                   help="annotated_vcf: transcript model that annotates records without CSQ/ANN/CONSEQ (auto: BRCA1 "
+                        "with the bundled reference)")
+    p.add_argument("--strip-annotation", action="store_true",
+                   help="annotated_vcf: ignore the VCF's own annotation, as if the file were bare (every annotated "
+                        "prompt then uses the one computed from --gtf)")
     p.add_argument("--train-source", default=None, help="training items for the dna-only baseline (same format)")
     p.add_argument("--positive", default=None, help="positive label for AUROC (binary tasks; default the first)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
@@ -71,6 +79,8 @@ def run(args) -> int:
             raise RecipeError(f"--option {item!r} is not KEY=VALUE")
         key, val = item.split("=", 1)
         options[key] = yaml.safe_load(val)
+    if args.task == "annotated_vcf":
+        options = {"gtf": args.gtf, **({"strip": True} if args.strip_annotation else {}), **options}
     data = {"task": args.task, "source": args.source, "split": args.split, "fasta": args.fasta,
             "label_field": args.label_field, "labels_tsv": args.labels_tsv, "limit": args.limit, "options": options}
     model, proc = load_model(args.model)
@@ -117,6 +127,10 @@ def run(args) -> int:
             raise RecipeError("annotation-only needs a binary task whose items carry an annotation class "
                               "(--task annotated_vcf)")
         systems["annotation-only"] = ev.annotation_only_predictions(examples, labels, positive, train_examples=train)
+    if "facts-only" in baselines:
+        if args.task != "annotated_vcf":
+            raise RecipeError("facts-only needs --task annotated_vcf (items with consequence, BLOSUM62 and intron facts)")
+        systems["facts-only"] = ev.facts_only_predictions(examples, labels, train_examples=train)
     report = ev.write_report(args.output, examples, systems, labels, positive,
                              meta={"task": args.task, "source": args.source, "model": args.model or "base",
                                    "split": args.split, "options": options}, n_boot=args.bootstrap,

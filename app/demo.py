@@ -1,7 +1,10 @@
 """The Gradio demo: one variant, a pasted/uploaded VCF, or raw sequences; the reasoning streams as it is made.
 
 Front end only: windows come from ``bioreason.kegg_data`` (same policies as the CLI), prompts and labels from
-``bioreason.predict``, streaming from ``bioreason.inference``. One model call at a time (queue concurrency 1,
+``bioreason.predict``, streaming from ``bioreason.inference``. With the bundled reference, each variant's
+consequence, HGVS names and codon change are computed from the bundled BRCA1 transcript (``consequence.py``) and
+go into the prompt and the page; pasted sequences that lie in a known gene are located there and treated as that
+variant. One model call at a time (queue concurrency 1,
 bounded waiting list), uploads capped in size and records, a private ``GRADIO_TEMP_DIR``, and every input
 problem shown as a message in the page (``gr.Error``), never a traceback. Research use only.
 """
@@ -16,10 +19,10 @@ from pathlib import Path
 
 NOTICE = ("**Research use only, not for clinical decisions.** Predictions come from a small language model "
           "reading DNA; they can be wrong and have not been validated for patient care.")
-EXAMPLES = [  # real BRCA1 saturation-genome-editing variants (Findlay et al. 2018), GRCh38
-    ["chr17:43045711 G>T", "p.Y1853* nonsense (LOF in the assay)"],
-    ["chr17:43045709 A>G", "p.L1854P missense (LOF in the assay)"],
-    ["chr17:43045705 T>A", "synonymous (FUNC in the assay)"],
+EXAMPLES = [  # real BRCA1 saturation-genome-editing variants (Findlay et al. 2018), GRCh38, with the assay's class
+    ["chr17:43045711 G>T", "LOF in the assay"],
+    ["chr17:43045709 A>G", "LOF in the assay"],
+    ["chr17:43045705 T>A", "FUNC in the assay"],
 ]
 VARIANT_RE = re.compile(r"^\s*(?:chr)?([0-9A-Za-z_.]+)\s*[:\s]\s*([0-9,]+)\s+([ACGTNacgtn]+)\s*(?:>|/|\s)\s*([ACGTNacgtn]+)\s*$")
 MAX_VCF_BYTES = 1_000_000
@@ -39,8 +42,21 @@ def parse_variant(text: str) -> tuple[str, int, str, str]:
     return chrom, int(m.group(2).replace(",", "")), m.group(3).upper(), m.group(4).upper()
 
 
-def window_html(variant, flank: int = 60) -> str:
-    """The reference and alternate windows around the allele, the allele highlighted."""
+def annotation_text(a: dict | None) -> str:
+    """'Nonsense (stop_gained), c.5559C>A, p.Y1853*, exon 23/23 of BRCA1 NM_007294.3' or ''."""
+    if not a:
+        return ""
+    terms = "&".join(a.get("so_terms") or [])
+    parts = [f"{a['consequence']} ({terms})" if terms else str(a.get("consequence"))]
+    parts += [a[k] for k in ("hgvsc", "hgvsp") if a.get(k)]
+    where = [f"exon {a['exon']}" if a.get("exon") else "", f"intron {a['intron']}" if a.get("intron") else ""]
+    where = " ".join(w for w in where if w)
+    gene = " ".join(x for x in (a.get("gene"), a.get("transcript")) if x)
+    return ", ".join(parts) + (f", {where}" if where else "") + (f" of {gene}" if gene else "")
+
+
+def window_html(variant, flank: int = 60, annotation: dict | None = None) -> str:
+    """The reference and alternate windows around the allele, the allele highlighted, and its annotation."""
     o = variant.offset
     ref = variant.ref_window[o - flank:o], variant.ref_window[o:o + len(variant.ref)], variant.ref_window[
         o + len(variant.ref):o + len(variant.ref) + flank]
@@ -52,9 +68,46 @@ def window_html(variant, flank: int = 60) -> str:
         return (f"<div><b>{name}</b> <code style='font-size:12px'>{a}<mark style='background:{colour}'>{b}</mark>"
                 f"{c}</code></div>")
 
+    said = ""
+    if annotation:
+        source = {"vcf": "from the VCF", "computed": "computed from the transcript model"}.get(
+            annotation.get("source"), "")
+        said = f"<p class='br-annotation'><b>Annotation</b> ({source}): {html.escape(annotation_text(annotation))}</p>"
     return (f"<div class='br-window'><p>{html.escape(variant.chrom)}:{variant.pos} {variant.ref}&gt;{variant.alt}, "
             f"window of {len(variant.ref_window)} nt (allele at offset {o + 1}; ±{flank} nt shown)</p>"
-            + row("ref", ref, "#9fd3ff") + row("alt", alt, "#ffb3b3") + "</div>")
+            + said + row("ref", ref, "#9fd3ff") + row("alt", alt, "#ffb3b3") + "</div>")
+
+
+def locate_difference(ref_seq: str, alt_seq: str, annotator) -> tuple[str, int, str, str] | None:
+    """Two pasted sequences that differ in one place -> (chrom, pos, ref, alt) when the reference sequence occurs
+    once near a gene of the transcript model (either strand); None otherwise. POS is 1-based, VCF-style (an
+    indel keeps its padding base)."""
+    from bioreason.kegg_data.consequence import revcomp, trim
+
+    ref_seq, alt_seq = "".join(ref_seq.split()).upper(), "".join(alt_seq.split()).upper()
+    if not ref_seq or not alt_seq or ref_seq == alt_seq or annotator is None:
+        return None
+    hits = []
+    for t in annotator.model.transcripts:
+        contig = annotator.ref.resolve(t.chrom)
+        if contig is None:
+            continue
+        lo = max(0, t.start - 1 - annotator.flank)
+        region = annotator.ref.fetch(contig, lo, t.end + annotator.flank)
+        for strand, (r, a) in ((1, (ref_seq, alt_seq)), (-1, (revcomp(ref_seq), revcomp(alt_seq)))):
+            i = region.find(r)
+            if i >= 0 and region.find(r, i + 1) < 0:
+                hits.append((t.chrom, lo + i + 1, r, a))
+    if len(hits) != 1:
+        return None
+    chrom, start, r, a = hits[0]
+    pos, ref, alt = trim(start, r, a)  # the one difference, then a VCF padding base for an indel
+    if not ref or not alt:
+        pad = r[pos - start - 1] if pos > start else None
+        if pad is None:
+            return None
+        pos, ref, alt = pos - 1, pad + ref, pad + alt
+    return chrom, pos, ref, alt
 
 
 class DemoBackend:
@@ -64,6 +117,7 @@ class DemoBackend:
         self.model_path, self.max_new_tokens = model_path, max_new_tokens
         self._loaded = None
         self._refs: dict = {}
+        self._annotators: dict = {}
 
     def predictor(self):
         if self._loaded is None:
@@ -82,6 +136,45 @@ class DemoBackend:
         if path not in self._refs:
             self._refs[path] = Reference(path)
         return self._refs[path]
+
+    def annotator(self, fasta_file):
+        """The bundled BRCA1 transcript model over the bundled reference; None for an uploaded FASTA (its genome
+        build is unknown)."""
+        if fasta_file:
+            return None
+        if "bundled" not in self._annotators:
+            from bioreason.kegg_data.consequence import Annotator
+            from bioreason.kegg_data.transcripts import bundled_transcripts
+
+            self._annotators["bundled"] = Annotator(bundled_transcripts(), self.reference(None))
+        return self._annotators["bundled"]
+
+    def predictor_for(self, fasta_file, layouts=None):
+        from bioreason.predict import VariantPredictor
+
+        pred = self.predictor()
+        return VariantPredictor(pred.model, pred.proc, pred.cfg, layouts=layouts, annotator=self.annotator(fasta_file))
+
+    def example_notes(self) -> list[list[str]]:
+        """The examples with their computed annotation and the loaded model's label, as the page lists them."""
+        rows = []
+        for text, assay in EXAMPLES:
+            variant = self.windows_for(text, None)
+            pred = self.predictor_for(None)
+            (res,) = pred.predict([variant])
+            top = (res.get("csq") or [None])[0]
+            label = f"model: {res['label']} ({', '.join(f'P({k}) {v:.2f}' for k, v in res['probs'].items())})"
+            rows.append([text, f"{annotation_text(top)}; {assay}; {label}"])
+        return rows
+
+    def sequence_examples(self, flank: int = 60) -> list[list[str]]:
+        """The first example variant as two pasted sequences (reference slice and the same with the ALT)."""
+        chrom, pos, ref, alt = parse_variant(EXAMPLES[0][0])
+        reference = self.reference(None)
+        contig = reference.resolve(chrom)
+        left = reference.fetch(contig, pos - 1 - flank, pos - 1)
+        right = reference.fetch(contig, pos - 1 + len(ref), pos - 1 + len(ref) + flank)
+        return [[left + ref + right, left + alt + right, "What is the effect of the variant in the second sequence?"]]
 
     def windows_for(self, text, fasta_file):
         from bioreason.kegg_data.variants import Skip, WindowBuilder
@@ -104,25 +197,30 @@ class DemoBackend:
 
     def stream_variant(self, text, fasta_file):
         """Yields (trace, label probabilities, window html) while the model reasons about one variant."""
+        for trace, probs, shown, _ in self._stream(self.windows_for(text, fasta_file), fasta_file):
+            yield trace, probs, shown
+
+    def _stream(self, variant, fasta_file):
+        """Yields (trace, probabilities or None, window html, annotation dict or None)."""
         from bioreason.inference import stream_answer
 
-        variant = self.windows_for(text, fasta_file)
-        pred = self.predictor()
-        shown = window_html(variant)
+        pred = self.predictor_for(fasta_file)
+        prompt = pred.prompt(variant)
+        annotation = (prompt.annotation if prompt else None) or (pred.facts(variant).get("csq") or [None])[0]
+        shown = window_html(variant, annotation=annotation)
         trace = ""
-        yield trace, None, shown
-        for piece in stream_answer(pred.model, pred.proc, pred.messages(variant), prefix=pred.cfg.trace_prefix,
+        yield trace, None, shown, annotation
+        for piece in stream_answer(pred.model, pred.proc, pred.messages(variant, prompt), prefix=pred.cfg.trace_prefix,
                                    max_new_tokens=self.max_new_tokens):
             trace += piece
-            yield trace, None, shown
+            yield trace, None, shown, annotation
         (res,) = pred.predict([variant])
-        yield trace, res["probs"], shown
+        yield trace, res["probs"], shown, annotation
 
     def predict_vcf(self, text, vcf_file, fasta_file):
         from bioreason.errors import BioreasonError
         from bioreason.kegg_data.annotated_variants import annotation_layouts
         from bioreason.kegg_data.variants import Skip, VariantReader
-        from bioreason.predict import VariantPredictor
 
         data = Path(vcf_file).read_bytes() if vcf_file else (text or "").encode()
         if not data.strip():
@@ -142,7 +240,7 @@ class DemoBackend:
             pred = self.predictor()
             reader = VariantReader(fh.name, self.reference(fasta_file), window=pred.proc.max_nucleotides,
                                    ref_check="skip", info_fields=pred.cfg.info_fields())
-            pred = VariantPredictor(pred.model, pred.proc, pred.cfg, layouts=annotation_layouts(reader))
+            pred = self.predictor_for(fasta_file, layouts=annotation_layouts(reader))
             items = []
             for item in reader:
                 items.append(item)
@@ -158,15 +256,21 @@ class DemoBackend:
         rows = []
         for it in items:
             if isinstance(it, Skip):
-                rows.append([it.chrom, it.pos, it.ref, it.alt, "skipped"] + [None] * len(labels) + [it.reason])
+                rows.append([it.chrom, it.pos, it.ref, it.alt, "skipped"] + [None] * (len(labels) + 1) + [it.reason])
             else:
                 r = next(results)
+                top = (r.get("csq") or [None])[0]
                 rows.append([it.chrom, it.pos, it.ref, it.alt, r["label"]] + [r["probs"][lab] for lab in labels] +
-                            [",".join(it.flags)])
-        return ["chrom", "pos", "ref", "alt", "label"] + [f"P({lab})" for lab in labels] + ["notes"], rows
+                            [annotation_text(top) or r.get("annotation") or "", ",".join(it.flags)])
+        return (["chrom", "pos", "ref", "alt", "label"] + [f"P({lab})" for lab in labels] + ["consequence", "notes"],
+                rows)
 
     def stream_sequences(self, ref, alt, question):
+        """Yields (answer, where the difference was found). Sequences that lie once in a gene of the bundled
+        transcript model become that variant (annotated prompt, as in the one-variant tab); others get the
+        question with the sequences alone."""
         from bioreason.inference import build_messages, stream_answer
+        from bioreason.kegg_data.variants import Skip, WindowBuilder
 
         seqs = [s for s in (ref, alt) if s and s.strip()]
         if not seqs:
@@ -174,10 +278,24 @@ class DemoBackend:
         pred = self.predictor()
         msgs = build_messages(question or "What is the effect of the difference between these sequences?", seqs)
         pred.proc([msgs])  # validate before streaming
+        found = locate_difference(ref or "", alt or "", self.annotator(None)) if len(seqs) == 2 else None
+        if found is not None:
+            chrom, pos, r, a = found
+            builder = WindowBuilder(self.reference(None), window=pred.proc.max_nucleotides, ref_check="error")
+            (item,) = builder.build(chrom, pos, r, [a], where=lambda _i: "the sequences")
+            if not isinstance(item, Skip):
+                note = f"Found in the bundled reference as {chrom}:{pos} {r}>{a}"
+                if pred.cfg.prompt == "annotated_variant":
+                    note += " (the model is asked about this variant, as in the one-variant tab)"
+                for trace, _, _, annotation in self._stream(item, None):
+                    yield trace, f"{note}: {annotation_text(annotation) or 'no annotation'}"
+                return
+        note = "Not located in a gene of the bundled reference: the model answers from the sequences alone."
         trace = ""
+        yield trace, note
         for piece in stream_answer(pred.model, pred.proc, msgs, max_new_tokens=self.max_new_tokens):
             trace += piece
-            yield trace
+            yield trace, note
 
 
 def _guard(fn):
@@ -224,7 +342,8 @@ def build_demo(backend: DemoBackend):
                                 file_types=[".fa", ".fasta", ".gz", ".fai", ".gzi"], type="filepath")
             note = gr.Textbox(visible=False, label="What it is")
             go = gr.Button("Interpret variant", variant="primary", elem_id="go-variant")
-            gr.Examples(EXAMPLES, inputs=[variant, note], label="Real BRCA1 variants")
+            gr.Examples(backend.example_notes(), inputs=[variant, note], label="Real BRCA1 variants "
+                        "(computed annotation; assay class; the loaded model's label)")
             trace = gr.Textbox(label="Reasoning (streamed)", lines=8, elem_id="trace")
             label = gr.Label(label="Prediction (probability of each label from answer likelihoods)",
                              elem_id="label")
@@ -248,8 +367,11 @@ def build_demo(backend: DemoBackend):
             alt = gr.Textbox(label="Alternate sequence (optional)", lines=3)
             question = gr.Textbox(label="Question", value="What is the effect of the variant in the second sequence?")
             go_seq = gr.Button("Ask", variant="primary")
-            answer = gr.Textbox(label="Answer (streamed)", lines=8)
-            go_seq.click(_guard(backend.stream_sequences), [ref, alt, question], answer, api_name="ask")
+            gr.Examples(backend.sequence_examples(), inputs=[ref, alt, question],
+                        label="chr17:43045711 G>T as two sequences (located in BRCA1 and annotated)")
+            answer = gr.Textbox(label="Answer (streamed)", lines=8, elem_id="seq-answer")
+            located = gr.Textbox(label="Where the difference lies", lines=2, elem_id="seq-located")
+            go_seq.click(_guard(backend.stream_sequences), [ref, alt, question], [answer, located], api_name="ask")
     demo.queue(default_concurrency_limit=1, max_size=16)
     return demo
 

