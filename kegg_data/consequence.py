@@ -18,6 +18,8 @@ named from the nearer exon (``+`` up to the middle); protein names one-letter (`
 
 from __future__ import annotations
 
+import bisect
+
 from bioreason.kegg_data.transcripts import Transcript, TranscriptModel
 
 SEVERITY = ("splice_acceptor_variant", "splice_donor_variant", "stop_gained", "frameshift_variant", "stop_lost",
@@ -63,19 +65,29 @@ def trim(pos: int, ref: str, alt: str) -> tuple[int, str, str]:
 
 
 class _Tx:
-    """A transcript with its spliced sequence (5'->3') and the maps between genome and transcript."""
+    """A transcript with its spliced sequence (5'->3') and the maps between genome and transcript. Exons are also
+    kept in genomic order (``starts``/``ends``, bisected), so locating a position costs O(log exons)."""
 
     def __init__(self, t: Transcript, fetch):
         self.t, self.plus = t, t.strand > 0
         self.fetch = fetch  # (start, end) 1-based inclusive genomic -> sequence (forward strand)
         self.exons = t.exons
-        parts, self.t0 = [], []
+        parts, t0 = [], 0
+        offsets = []
         for s, e in t.exons:
-            self.t0.append(sum(len(p) for p in parts))
+            offsets.append(t0)
             seq = fetch(s, e)
             parts.append(seq if self.plus else revcomp(seq))
+            t0 += len(seq)
         self.seq = "".join(parts)
-        self.intron_list = list(self.introns())
+        order = sorted(range(len(t.exons)), key=lambda i: t.exons[i][0])
+        self.starts = [t.exons[i][0] for i in order]
+        self.ends = [t.exons[i][1] for i in order]
+        self.rank = [i + 1 for i in order]  # transcript-order rank of each exon, in genomic order
+        self.t0 = [offsets[i] for i in order]
+        n = len(order)  # intron k lies between genomic-order exons k and k + 1
+        self.introns = [(self.ends[k] + 1, self.starts[k + 1] - 1, k + 1 if self.plus else n - 1 - k)
+                        for k in range(n - 1)]
         self.cds = None
         if t.cds is not None:
             lo, hi = t.cds
@@ -85,16 +97,18 @@ class _Tx:
                 self.protein = _translate(self.seq[a:b + 1])
 
     def g2t(self, g: int) -> int | None:
-        for (s, e), t0 in zip(self.exons, self.t0):
-            if s <= g <= e:
-                return t0 + (g - s if self.plus else e - g)
-        return None
+        k = bisect.bisect_right(self.starts, g) - 1
+        if k < 0 or g > self.ends[k]:
+            return None
+        return self.t0[k] + (g - self.starts[k] if self.plus else self.ends[k] - g)
 
-    def introns(self):
-        """(rank, lo, hi) genomic bounds of each intron, in transcript order."""
-        for i in range(len(self.exons) - 1):
-            (s1, e1), (s2, e2) = self.exons[i], self.exons[i + 1]
-            yield (i + 1, e1 + 1, s2 - 1) if self.plus else (i + 1, e2 + 1, s1 - 1)
+    def window(self, start: int, end: int, pad: int) -> range:
+        """Genomic-order indices of the exons within ``pad`` nt of [start, end]."""
+        return range(bisect.bisect_left(self.ends, start - pad), bisect.bisect_right(self.starts, end + pad))
+
+    def intron_at(self, g: int):
+        k = bisect.bisect_right(self.starts, g) - 1
+        return self.introns[k] if 0 <= k < len(self.introns) and g > self.ends[k] else None
 
     def t_name(self, t: int) -> str:
         if self.cds is None:
@@ -107,26 +121,22 @@ class _Tx:
         t = self.g2t(g)
         if t is not None:
             return self.t_name(t)
-        for rank, lo, hi in self.introns():
-            if lo <= g <= hi:
-                d5, d3 = (g - lo + 1, hi - g + 1) if self.plus else (hi - g + 1, g - lo + 1)
-                up_exon, down_exon = self.exons[rank - 1], self.exons[rank]
-                if d5 <= d3:
-                    last = up_exon[1] if self.plus else up_exon[0]
-                    return f"{self.t_name(self.g2t(last))}+{d5}"
-                first = down_exon[0] if self.plus else down_exon[1]
-                return f"{self.t_name(self.g2t(first))}-{d3}"
-        return "?"
+        intron = self.intron_at(g)
+        if intron is None:
+            return "?"
+        lo, hi, _ = intron
+        d5, d3 = (g - lo + 1, hi - g + 1) if self.plus else (hi - g + 1, g - lo + 1)
+        if d5 <= d3:  # from the exon 5' of the intron (its last base), '+'
+            return f"{self.t_name(self.g2t(lo - 1 if self.plus else hi + 1))}+{d5}"
+        return f"{self.t_name(self.g2t(hi + 1 if self.plus else lo - 1))}-{d3}"
 
     def region(self, g: int) -> tuple[int, int] | None:
         """Genomic bounds of the exon or intron holding ``g`` (HGVS shifting stays inside it)."""
-        for s, e in self.exons:
-            if s <= g <= e:
-                return s, e
-        for _, lo, hi in self.introns():
-            if lo <= g <= hi:
-                return lo, hi
-        return None
+        k = bisect.bisect_right(self.starts, g) - 1
+        if k >= 0 and g <= self.ends[k]:
+            return self.starts[k], self.ends[k]
+        intron = self.intron_at(g)
+        return intron[:2] if intron else None
 
 
 def _codon_table() -> dict:
@@ -211,10 +221,12 @@ class Annotator:
             up = (end < t.start) if x.plus else (start > t.end)
             terms.add("upstream_gene_variant" if up else "downstream_gene_variant")
             distance = (t.start - end) if end < t.start else (start - t.end)
-        for i, (s, e) in enumerate(x.exons):
-            if hits(s, e):
-                exon_rank = exon_rank or i + 1
-        for rank, lo, hi in x.intron_list:
+        near = x.window(start, end, 8)  # exons (and the introns between them) that a splice rule can reach
+        for k in near:
+            if hits(x.starts[k], x.ends[k]):
+                exon_rank = min(exon_rank or x.rank[k], x.rank[k])
+        for k in range(max(near.start - 1, 0), min(near.stop, len(x.introns))):
+            lo, hi, rank = x.introns[k]
             if not hits(lo - 3, hi + 3):
                 continue
             donor, acceptor = ((lo, lo + 1), (hi - 1, hi)) if x.plus else ((hi - 1, hi), (lo, lo + 1))
@@ -292,7 +304,8 @@ class Annotator:
         if delta % 3:
             out["hgvsp"] = _frameshift(ref_p, alt_p, first)
             return {"frameshift_variant"} | ({"stop_gained"} if "fs" not in out["hgvsp"] else set())
-        i = next((k for k in range(first, min(len(ref_p), len(alt_p))) if ref_p[k] != alt_p[k]), None)
+        scan = min(len(ref_p), len(alt_p), last + 1 if delta == 0 else len(ref_p))  # a substitution: its codons
+        i = next((k for k in range(first, scan) if ref_p[k] != alt_p[k]), None)
         if i is None and len(ref_p) == len(alt_p):
             out["hgvsp"] = f"p.{ref_p[first]}{first + 1}="
             return {"stop_retained_variant" if ref_p[first] == "*" else
@@ -312,7 +325,7 @@ class Annotator:
 def _codons(ref_c: str, alt_c: str, lo: int, hi: int) -> str:
     """VEP-style 'aTc/aGc': the changed bases (0-based ``lo``..``hi`` within the codons) upper case."""
     def show(c):
-        return "".join(ch.upper() if lo <= k <= hi else ch.lower() for k, ch in enumerate(c))
+        return c[:lo].lower() + c[lo:hi + 1].upper() + c[hi + 1:].lower()
     return f"{show(ref_c)}/{show(alt_c)}"
 
 
