@@ -93,6 +93,8 @@ class _Tx:
             lo, hi = t.cds
             a, b = self.g2t(hi if not self.plus else lo), self.g2t(lo if not self.plus else hi)
             if a is not None and b is not None:
+                if _translate(self.seq[b - 2:b + 1]) != "*" and _translate(self.seq[b + 1:b + 4]) == "*":
+                    b += 3  # a CDS given without its stop codon (GFF3 files that list no stop_codon lines)
                 self.cds = (a, b)  # 0-based transcript indices of the first and last CDS base (stop included)
                 self.protein = _translate(self.seq[a:b + 1])
 

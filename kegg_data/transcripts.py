@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import gzip
+import logging
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,6 +30,7 @@ from pathlib import Path
 from bioreason.errors import InputFormatError, MissingDependencyError
 from bioreason.kegg_data.reference import contig_synonyms
 
+log = logging.getLogger(__name__)
 BUNDLED_GTF = "brca1_NM_007294_grch38.gtf"
 TRANSCRIPT_TYPES = {"transcript", "mRNA", "ncRNA", "lnc_RNA", "lncRNA", "snRNA", "snoRNA", "miRNA", "rRNA",
                     "tRNA", "misc_RNA", "primary_transcript", "pseudogenic_transcript", "unconfirmed_transcript",
@@ -142,18 +144,39 @@ def _first(attrs, *keys) -> str | None:
 def read_transcripts(path) -> TranscriptModel:
     """Read a GTF or GFF3 file (see the module docstring) into a :class:`TranscriptModel`."""
     path = Path(path)
+    if path.is_dir():
+        raise InputFormatError(f"transcript file {path} is a directory; pass --gtf with a GTF or GFF3 file")
     if not path.is_file():
         raise InputFormatError(f"transcript file {path} does not exist; pass --gtf with a GTF or GFF3 file "
                                "(e.g. GENCODE's gencode.vNN.annotation.gtf.gz), or --gtf none")
     try:
-        from gffutils.feature import feature_from_line
+        import gffutils  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError("reading GTF/GFF3 needs gffutils: `pip install bioreason[genomics]`") from exc
-    from gffutils import constants
-
-    parts: dict[str, list] = {}  # transcript key -> [(type, start, end)]
-    info: dict[str, dict] = {}  # transcript key -> name, chrom, strand, gene, parent, tags, biotype
+    parts: dict[tuple, list] = {}  # transcript key (id, contig, strand) -> [(type, start, end)]
+    info: dict[tuple, dict] = {}  # transcript key -> name, chrom, strand, gene, parent, tags, biotype
     genes: dict[str, str] = {}  # GFF3 gene ID -> gene name
+    try:
+        _read_lines(path, parts, info, genes)
+    except (OSError, EOFError) as exc:  # a truncated or corrupt gzip file
+        raise InputFormatError(f"{path}: cannot be read to the end ({exc}); check the download (`gzip -t`) or pass "
+                               "the uncompressed file") from None
+    transcripts, dropped = _assemble(parts, info, genes)
+    if not transcripts:
+        raise InputFormatError(f"{path}: no transcripts found (no exon or CDS lines with a transcript_id or Parent); "
+                               "pass a GTF/GFF3 with exon lines, e.g. GENCODE's annotation file, or --gtf none")
+    if dropped:
+        log.warning("%s: %d transcript(s) with overlapping exons were left out (first: %s)", path.name, len(dropped),
+                    dropped[0])
+    return TranscriptModel(transcripts, str(path), len(dropped))
+
+
+def _read_lines(path: Path, parts: dict, info: dict, genes: dict) -> None:
+    """Fill ``parts`` (transcript key -> exon/CDS rows), ``info`` (key -> name, contig, strand, gene, tags...) and
+    ``genes`` (GFF3 gene ID -> name) from the file's relevant lines."""
+    from gffutils import constants
+    from gffutils.feature import feature_from_line
+
     dialect, gff3 = None, False
     with _open_text(path) as fh:
         for n, line in enumerate(fh, 1):
@@ -193,8 +216,9 @@ def read_transcripts(path) -> TranscriptModel:
             if not keys or not keys[0]:
                 raise InputFormatError(f"{where}: a {kind} line needs a transcript_id (GTF) or ID/Parent (GFF3) "
                                        "attribute; fix the line")
-            for key in keys:
-                meta = info.setdefault(key, {"name": key, "chrom": cols[0], "strand": 1 if cols[6] == "+" else -1,
+            for tid in keys:
+                key = (tid, cols[0], cols[6])  # one id on two contigs or strands (e.g. PAR genes) is two transcripts
+                meta = info.setdefault(key, {"name": tid, "chrom": cols[0], "strand": 1 if cols[6] == "+" else -1,
                                              "tags": set(), "gene": None, "parent": None, "biotype": None})
                 if is_tx or not gff3:
                     meta["name"] = _first(attrs, "transcript_id") or meta["name"]
@@ -207,23 +231,25 @@ def read_transcripts(path) -> TranscriptModel:
                     meta["tags"].add("canonical")
                 if kind in PARTS:
                     parts.setdefault(key, []).append((kind, start, end))
-    return TranscriptModel(_assemble(parts, info, genes), str(path))
 
 
-def _assemble(parts, info, genes) -> list[Transcript]:
-    out = []
+def _assemble(parts, info, genes) -> tuple[list[Transcript], list[str]]:
+    out, dropped = [], []
     for key, rows in parts.items():
         meta = info[key]
         exons = sorted({(s, e) for k, s, e in rows if k == "exon"})
         coding = [(s, e) for k, s, e in rows if k in ("CDS", "stop_codon")]
         if not exons:  # some GFF3 files list only CDS for single-exon genes
             exons = sorted(set(coding))
+        if any(exons[i][1] >= exons[i + 1][0] for i in range(len(exons) - 1)):
+            dropped.append(meta["name"])
+            continue
         gene = meta["gene"] or genes.get(meta["parent"] or "") or meta["parent"] or meta["name"]
         cds = (min(s for s, _ in coding), max(e for _, e in coding)) if coding else None
         strand = meta["strand"]
         out.append(Transcript(meta["name"], gene, meta["chrom"], strand, tuple(exons if strand > 0 else exons[::-1]),
                               cds, frozenset(meta["tags"]), meta["biotype"]))
-    return out
+    return out, dropped
 
 
 def bundled_gtf() -> Path:

@@ -104,3 +104,39 @@ def test_malformed_lines_name_file_and_line(tmp_path, line, says):
 def test_missing_file_says_what_to_pass(tmp_path):
     with pytest.raises(InputFormatError, match="--gtf"):
         read_transcripts(tmp_path / "nope.gtf")
+
+
+def test_unreadable_and_odd_files(tmp_path, caplog):
+    with pytest.raises(InputFormatError, match="is a directory"):
+        read_transcripts(tmp_path)
+    truncated = tmp_path / "cut.gtf.gz"
+    import gzip
+
+    truncated.write_bytes(gzip.compress(bundled_gtf().read_bytes())[:400])
+    with pytest.raises(InputFormatError, match="cannot be read to the end"):
+        read_transcripts(truncated)
+    empty = tmp_path / "genes_only.gtf"
+    empty.write_text('chr1\tt\tgene\t1\t100\t.\t+\t.\tgene_id "G";\n')
+    with pytest.raises(InputFormatError, match="no transcripts found"):
+        read_transcripts(empty)
+    both = tmp_path / "par.gtf"  # one id on two contigs (GENCODE PAR genes) and one with overlapping exons
+    both.write_text(_gtf_line("PAR", 100, 200) + _gtf_line("PAR", 100, 200).replace("chr1", "chrX", 1)
+                    + _gtf_line("BAD", 300, 400, gene="G2") + _gtf_line("BAD", 350, 450, gene="G2"))
+    with caplog.at_level("WARNING"):
+        model = read_transcripts(both)
+    assert sorted((t.id, t.chrom) for t in model.transcripts) == [("PAR", "chr1"), ("PAR", "chrX")]
+    assert model.dropped == 1 and "overlapping exons" in caplog.text
+
+
+def test_cds_without_its_stop_codon_is_extended():
+    """GFF3 files often list the CDS without a stop_codon line: the stop is found in the sequence."""
+    from bioreason.kegg_data.bundled import bundled_fasta
+    from bioreason.kegg_data.consequence import Annotator
+    from bioreason.kegg_data.reference import Reference
+    from bioreason.kegg_data.transcripts import TranscriptModel, Transcript
+
+    (t,) = bundled_transcripts().transcripts
+    no_stop = Transcript(t.id, t.gene, t.chrom, t.strand, t.exons, (t.cds[0] + 3, t.cds[1]), t.tags, t.biotype)
+    ann = Annotator(TranscriptModel([no_stop]), Reference(bundled_fasta()))
+    stop_lost = ann.best("chr17", 43045680, "A", "G")  # the stop codon's first base: TGA -> CGA (minus strand)
+    assert stop_lost["so_terms"] == ["stop_lost"] and stop_lost["hgvsp"].startswith("p.*1864R")
