@@ -137,3 +137,25 @@ def test_windows_ref_mismatch_error_leaves_no_output(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--ref-check=skip" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_windows_and_predict_with_a_transcript_model(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    vcf = Path(__file__).parents[1] / "examples" / "brca1_sge_24.vcf"
+    prefix = tmp_path / "w"
+    assert main(["windows", str(vcf), "--fasta", "bundled", "-o", str(prefix)]) == 0  # --gtf auto: BRCA1
+    rows = [json.loads(x) for x in Path(f"{prefix}.windows.jsonl").read_text().splitlines()]
+    assert len(rows) == 24 and all(r["csq"][0]["transcript"] == "NM_007294.3" and r["csq"][0]["hgvsc"] for r in rows)
+    assert main(["windows", str(vcf), "--fasta", "bundled", "-o", str(prefix), "--gtf", "none", "--force"]) == 0
+    assert "csq" not in json.loads(Path(f"{prefix}.windows.jsonl").read_text().splitlines()[0])
+    bad = tmp_path / "bad.gtf"
+    bad.write_text("chr17\tx\texon\t10\t5\t.\t-\t.\tgene_id \"G\"; transcript_id \"T\";\n")
+    for argv in (["windows", str(vcf), "--fasta", "bundled", "-o", str(tmp_path / "b"), "--gtf", str(bad)],
+                 ["predict", str(vcf), "--fasta", "bundled", "-o", str(tmp_path / "p"), "--gtf", str(bad)],
+                 ["windows", str(vcf), "--fasta", "bundled", "-o", str(tmp_path / "c"), "--gtf", str(tmp_path / "no")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and ("bad.gtf:1:" in err or "does not exist" in err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.gtf", "w.skipped.tsv", "w.windows.jsonl"]
