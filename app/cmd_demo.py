@@ -12,6 +12,10 @@ def add_parser(sub) -> None:
     add_model_option(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--gtf", default="auto", metavar="FILE|auto|none",
+                   help="transcript model (GTF/GFF3) for the consequence shown and put in the prompt; auto "
+                        "(default): BRCA1 NM_007294 for the bundled reference only; a file: used for the bundled "
+                        "reference and for uploaded FASTAs (same genome build assumed); none: no annotation")
     p.set_defaults(handler=run)
 
 
@@ -25,5 +29,5 @@ def run(args) -> int:
     from bioreason.app.demo import launch
 
     print(f"bioreason demo on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    launch(args.model, args.host, args.port, block=True)
+    launch(args.model, args.host, args.port, block=True, gtf=args.gtf)
     return 0

@@ -78,14 +78,16 @@ def window_html(variant, flank: int = 60, annotation: dict | None = None) -> str
             + said + row("ref", ref, "#9fd3ff") + row("alt", alt, "#ffb3b3") + "</div>")
 
 
-def locate_difference(ref_seq: str, alt_seq: str, annotator) -> tuple[str, int, str, str] | None:
+def locate_difference(ref_seq: str, alt_seq: str, annotator, max_bases: int = 5_000_000):
     """Two pasted sequences that differ in one place -> (chrom, pos, ref, alt) when the reference sequence occurs
-    once near a gene of the transcript model (either strand); None otherwise. POS is 1-based, VCF-style (an
-    indel keeps its padding base)."""
+    once near a gene of the transcript model (either strand); None otherwise, or when the genes span more than
+    ``max_bases`` (a whole-genome GTF: not searched). POS is 1-based, VCF-style (an indel keeps its padding base)."""
     from bioreason.kegg_data.consequence import revcomp, trim
 
     ref_seq, alt_seq = "".join(ref_seq.split()).upper(), "".join(alt_seq.split()).upper()
     if not ref_seq or not alt_seq or ref_seq == alt_seq or annotator is None:
+        return None
+    if sum(t.end - t.start + 1 + 2 * annotator.flank for t in annotator.model.transcripts) > max_bases:
         return None
     hits = []
     for t in annotator.model.transcripts:
@@ -113,11 +115,16 @@ def locate_difference(ref_seq: str, alt_seq: str, annotator) -> tuple[str, int, 
 class DemoBackend:
     """Model, predictor and reference shared by the handlers (loaded once, lazily)."""
 
-    def __init__(self, model_path=None, max_new_tokens: int = 192):
+    def __init__(self, model_path=None, max_new_tokens: int = 192, gtf: str = "auto"):
         self.model_path, self.max_new_tokens = model_path, max_new_tokens
         self._loaded = None
         self._refs: dict = {}
         self._annotators: dict = {}
+        from bioreason.kegg_data.transcripts import resolve_gtf
+
+        # auto: the bundled transcript, for the bundled reference only; a file of the user's: every reference
+        self.transcripts = resolve_gtf("bundled" if gtf == "auto" else gtf, None)
+        self.any_reference = gtf not in ("auto", "bundled", "none", None)
 
     def predictor(self):
         if self._loaded is None:
@@ -138,16 +145,16 @@ class DemoBackend:
         return self._refs[path]
 
     def annotator(self, fasta_file):
-        """The bundled BRCA1 transcript model over the bundled reference; None for an uploaded FASTA (its genome
-        build is unknown)."""
-        if fasta_file:
+        """The transcript model over a reference: the bundled BRCA1 transcript for the bundled reference; for an
+        uploaded FASTA only a model the operator named with ``--gtf`` (the upload's genome build is unknown)."""
+        if self.transcripts is None or (fasta_file and not self.any_reference):
             return None
-        if "bundled" not in self._annotators:
+        key = str(fasta_file or "bundled")
+        if key not in self._annotators:
             from bioreason.kegg_data.consequence import Annotator
-            from bioreason.kegg_data.transcripts import bundled_transcripts
 
-            self._annotators["bundled"] = Annotator(bundled_transcripts(), self.reference(None))
-        return self._annotators["bundled"]
+            self._annotators[key] = Annotator(self.transcripts, self.reference(fasta_file))
+        return self._annotators[key]
 
     def predictor_for(self, fasta_file, layouts=None):
         from bioreason.predict import VariantPredictor
@@ -376,10 +383,10 @@ def build_demo(backend: DemoBackend):
     return demo
 
 
-def launch(model_path=None, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+def launch(model_path=None, host: str = "127.0.0.1", port: int = 7860, block: bool = True, gtf: str = "auto"):
     os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="bioreason-gradio-"))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    backend = DemoBackend(model_path)
+    backend = DemoBackend(model_path, gtf=gtf)  # a bad --gtf fails here, before serving
     backend.predictor()  # load before serving: the first visitor does not wait, and a bad --model fails here
     demo = build_demo(backend)
     demo.launch(server_name=host, server_port=port, max_file_size="20mb", show_error=True,

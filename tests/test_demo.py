@@ -52,6 +52,13 @@ def test_locate_difference_on_either_strand_and_indels():
     assert locate_difference(ref, ref[:40] + ref[41:], annotator) == ("chr17", 43045709, "AG", "A")
     assert locate_difference("ACGT" * 10, "ACGT" * 9 + "ACGA", annotator) is None  # not (uniquely) in the reference
     assert locate_difference(ref, ref, annotator) is None and backend.annotator("my.fa") is None
+    assert locate_difference(ref, alt, annotator, max_bases=1000) is None  # too many genes to search
+    assert DemoBackend(gtf="none").annotator(None) is None
+    from bioreason.kegg_data.bundled import bundled_fasta
+    from bioreason.kegg_data.transcripts import bundled_gtf
+
+    own = DemoBackend(gtf=str(bundled_gtf())).annotator(str(bundled_fasta()))  # --gtf FILE: uploads annotated too
+    assert own.best("chr17", 43045711, "G", "T")["hgvsp"] == "p.Y1853*"
     a = annotator.best("chr17", 43045711, "G", "T")
     assert annotation_text(a) == "Nonsense (stop_gained), c.5559C>A, p.Y1853*, exon 23/23 of BRCA1 NM_007294.3"
 
