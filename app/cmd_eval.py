@@ -129,7 +129,8 @@ def run(args) -> int:
         systems["annotation-only"] = ev.annotation_only_predictions(examples, labels, positive, train_examples=train)
     if "facts-only" in baselines:
         if args.task != "annotated_vcf":
-            raise RecipeError("facts-only needs --task annotated_vcf (items with consequence, BLOSUM62 and intron facts)")
+            raise RecipeError("facts-only needs --task annotated_vcf (items with consequence, BLOSUM62 and intron "
+                              "facts)")
         systems["facts-only"] = ev.facts_only_predictions(examples, labels, train_examples=train)
     report = ev.write_report(args.output, examples, systems, labels, positive,
                              meta={"task": args.task, "source": args.source, "model": args.model or "base",

@@ -6,7 +6,8 @@ the DNA written into the prompt as text and no DNA features), ``dna-only`` (froz
 ref/alt windows, mean and variant-centred pooling, + logistic regression; trained on a given training set or
 by k-fold cross-validation on the evaluated items), optional ``annotation-only`` (an annotation class ->
 the positive rate among training items with that class) and ``facts-only`` (a logistic regression on exactly the
-facts an annotated prompt states: consequence class, BLOSUM62, distance into the intron). Metrics: accuracy, macro-F1, per class, AUROC for
+facts an annotated prompt states: consequence class, BLOSUM62, distance into the intron). Metrics: accuracy,
+macro-F1, per class, AUROC for
 binary tasks (probability of the positive label), each with a seeded bootstrap 95% interval. The report keeps
 every per-item prediction, so its numbers can be recomputed from it.
 """

@@ -56,8 +56,9 @@ def read_annotation(info: dict, alt: str, layouts: dict) -> dict:
             for entry in str(raw).split(","):
                 vals = dict(zip(layout, entry.split("|")))
                 if vals.get(names[0], alt) in (alt, "-"):
-                    return {"consequence": vals.get(names[1]) or None, "hgvsc": (vals.get(names[2]) or "").split(":")[-1]
-                            or None, "hgvsp": unquote((vals.get(names[3]) or "").split(":")[-1]) or None,
+                    return {"consequence": vals.get(names[1]) or None,
+                            "hgvsc": (vals.get(names[2]) or "").split(":")[-1] or None,
+                            "hgvsp": unquote((vals.get(names[3]) or "").split(":")[-1]) or None,
                             "gene": vals.get(names[4]) or None, "strand": _strand(vals.get(names[5] or "")),
                             "source": "vcf"}
     if info.get("CONSEQ"):

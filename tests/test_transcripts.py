@@ -40,7 +40,8 @@ def test_real_gencode_excerpt_picks_one_transcript_per_gene():
 
 def _gtf_line(tid, start, end, kind="exon", tags=(), gene="G1", strand="+"):
     tag = "".join(f' tag "{x}";' for x in tags)
-    return f'chr1\tt\t{kind}\t{start}\t{end}\t.\t{strand}\t.\tgene_id "{gene}"; transcript_id "{tid}"; gene_name "{gene}";{tag}\n'
+    attrs = f'gene_id "{gene}"; transcript_id "{tid}"; gene_name "{gene}";{tag}'
+    return f"chr1\tt\t{kind}\t{start}\t{end}\t.\t{strand}\t.\t{attrs}\n"
 
 
 def test_selection_order_mane_then_canonical_then_longest_cds(tmp_path):
