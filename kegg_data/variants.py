@@ -351,6 +351,10 @@ class VariantReader:
                     f"{self.where(bad)}: htslib could not parse this record ({exc}; its message is printed "
                     f"above as [E::...]): {self._line_text(bad)!r}; fix or remove the line") from exc
             rec_i += 1
+            if not rec.ALT and str(rec).split("\t", 4)[3] == ".":  # htslib read no alleles: REF would crash cyvcf2
+                raise InputFormatError(
+                    f"{self.where(rec_i)}: no REF allele in this record: {self._line_text(rec_i)!r}; a VCF data line "
+                    "needs 8 or more columns separated by tabs (not spaces), with REF and ALT in columns 4 and 5")
             info = {k: rec.INFO.get(k) for k in fields} if fields else None
             yield from build(rec.CHROM, rec.POS, rec.REF, rec.ALT, rec.ID, rec_i, info, self.where)
         self.close()

@@ -251,3 +251,21 @@ def test_left_normalisation_shifts_indels_in_repeats(tmp_path):
     assert (w.pos, w.ref) == (13, "ACA") and w.alt_window[:32 - 12 + 13] != ""
     # both describe the same haplotype: the alternate sequences agree
     assert v.alt_window[v.offset - 6:v.offset + 20] == w.alt_window[w.offset - 12:w.offset + 14]
+
+
+@pytest.mark.parametrize("name, shown", [("space_separated.vcf", "'chrT 20 . A C . . .'"),
+                                         ("one_word_line.vcf", "'hello'")])
+def test_records_without_alleles_are_an_error_not_a_crash(name, shown, tmp_path):
+    """htslib reads a line that is not tab-separated as a record with no alleles; cyvcf2 crashed (SIGSEGV) on
+    its REF. Run in a child process, so a regression fails the test instead of killing the test run."""
+    import subprocess
+    import sys
+
+    line = 5 if name.startswith("space") else 4
+    for cmd in ("windows", "predict"):
+        run = subprocess.run([sys.executable, "-m", "bioreason.app.cli", cmd, str(FIX / name), "--fasta",
+                              str(FIX / "tiny_ref.fa"), "-o", str(tmp_path / cmd), "--model", "base"][:-2 if
+                             cmd == "windows" else None], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 2, (cmd, run.returncode, run.stderr[-500:])
+        assert f"{name}:{line}: no REF allele in this record: {shown}" in run.stderr
+        assert "separated by tabs" in run.stderr and "Traceback" not in run.stderr
