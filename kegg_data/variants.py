@@ -46,7 +46,7 @@ REF_CHECK_POLICIES = ("error", "warn", "skip", "fix")
 _CATEGORIES = [(re.compile(p), c) for p, c in (
     (r"contig .* not in the FASTA", "contig not in the FASTA"), (r"REF .* does not match", "REF mismatch"),
     (r"REF .* has characters", "REF not A/C/G/T/N"), (r"ALT .* has characters", "ALT not A/C/G/T/N"),
-    (r"symbolic ALT", "symbolic ALT"), (r"breakend ALT", "breakend ALT"), (r"POS .* outside", "POS outside contig"),
+    (r"the FASTA has no sequence", "no sequence (N) in the FASTA"), (r"symbolic ALT", "symbolic ALT"), (r"breakend ALT", "breakend ALT"), (r"POS .* outside", "POS outside contig"),
     (r"no label", "no label"))]
 
 
@@ -190,6 +190,10 @@ class WindowBuilder:
             return [self._skip(chrom, pos, vcf_ref, alt, record_reason, rec_i, i) for i, alt in enumerate(alts, 1)]
         pos0 = pos - 1  # VCF 1-based -> FASTA 0-based, here and nowhere else
         fasta_ref = self.reference.fetch(contig, pos0, pos0 + len(vcf_ref))
+        if set(fasta_ref) == {"N"}:  # nothing to check REF against, nothing to score: whatever --ref-check says
+            reason = (f"the FASTA has no sequence (N) at {chrom}:{pos}: a masked or partial reference (the bundled "
+                      "one covers BRCA1 only) or another genome build")
+            return [self._skip(chrom, pos, vcf_ref, alt, reason, rec_i, i) for i, alt in enumerate(alts, 1)]
         ref, flags = vcf_ref, []
         if fasta_ref != vcf_ref:
             ref, flags, reason = self._ref_policy(chrom, pos, vcf_ref, fasta_ref, where(rec_i))
@@ -209,9 +213,11 @@ class WindowBuilder:
     def _ref_policy(self, chrom, pos, vcf_ref, fasta_ref, where: str):
         """Apply --ref-check to a mismatch: returns (ref to use, flags, skip reason or None)."""
         if self.ref_check == "error":
+            hint = (" (the FASTA is N there: a masked reference, or another genome build?)" if "N" in fasta_ref
+                    else "; is the VCF on the FASTA's genome build?")
             raise ReferenceMismatchError(
-                f"{where}: REF {vcf_ref!r} at {chrom}:{pos} does not match the FASTA ({fasta_ref!r}); "
-                "pass --ref-check=skip to drop such records, --ref-check=warn to keep them, or "
+                f"{where}: REF {vcf_ref!r} at {chrom}:{pos} does not match the FASTA ({fasta_ref!r}){hint} "
+                "Pass --ref-check=skip to drop such records, --ref-check=warn to keep them, or "
                 "--ref-check=fix to take the FASTA's allele")
         if self.ref_check == "skip":
             return vcf_ref, [], f"REF {vcf_ref} does not match the FASTA ({fasta_ref}) (--ref-check=skip)"

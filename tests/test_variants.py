@@ -269,3 +269,26 @@ def test_records_without_alleles_are_an_error_not_a_crash(name, shown, tmp_path)
         assert run.returncode == 2, (cmd, run.returncode, run.stderr[-500:])
         assert f"{name}:{line}: no REF allele in this record: {shown}" in run.stderr
         assert "separated by tabs" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("policy", ["error", "warn", "skip", "fix"])
+def test_reference_without_sequence_is_a_recorded_skip(policy, tmp_path):
+    """The bundled chr17 is N outside BRCA1: a variant there is skipped with that reason under every --ref-check
+    (it was an error advising warn, and warn then scored an all-N window)."""
+    from bioreason.kegg_data.bundled import bundled_fasta
+
+    vcf = tmp_path / "elsewhere.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr17>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                   "chr17\t7676154\t.\tG\tA\t.\t.\t.\nchr17\t43045711\t.\tG\tT\t.\t.\t.\n")
+    items, stats = outcomes(vcf, bundled_fasta(), ref_check=policy)
+    assert isinstance(items[0], Skip) and isinstance(items[1], Variant)
+    assert items[0].reason.startswith("the FASTA has no sequence (N) at chr17:7676154")
+    assert stats.reasons == {"no sequence (N) in the FASTA": 1}
+
+
+def test_ref_mismatch_error_hints_at_the_build(tmp_path):
+    vcf = tmp_path / "wrong.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chrT>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                   "chrT\t1\t.\tT\tA\t.\t.\t.\n")
+    with pytest.raises(ReferenceMismatchError, match="genome build"):
+        outcomes(vcf, FIX / "tiny_ref.fa")
