@@ -101,7 +101,8 @@ def run(args) -> int:
     systems, agreement = {}, {}
     for m, (exs, _) in sets.items():
         name = f"dna-llm-{m}" if m and len(sets) > 1 else "dna-llm"
-        systems[name] = ev.llm_predictions(model, proc, exs, labels, SYSTEM_PROMPT, "dna", args.batch_size, prior)
+        systems[name] = ev.llm_predictions(model, proc, exs, labels, SYSTEM_PROMPT, "dna", args.batch_size, prior,
+                                           pcfg.decision)  # labels by the model's own decision rule, as predict
         if args.traces and args.task == "annotated_vcf":
             step = max(1, len(exs) // args.traces)
             agreement[name] = ev.consequence_agreement(model, proc, exs, SYSTEM_PROMPT, range(0, len(exs), step)[

@@ -112,7 +112,8 @@ def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, 
         writers["skips"].write(SKIP_HEADER)
         writers["tsv"].write("\t".join(["chrom", "pos", "id", "ref", "alt", "status", "label"] +
                                        [f"p_{lab}" for lab in labels] + ["consequence", "hgvsc", "hgvsp",
-                                                                         "annotation_source", "flags_or_reason"])
+                                                                         "annotation_source", "in_domain",
+                                                                         "flags_or_reason"])
                              + "\n")
         by_allele = {}
         for i, item in enumerate(items):
@@ -123,11 +124,11 @@ def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, 
             if res is None:
                 writers["skips"].write(skip_line(item))
                 cols = [item.chrom, str(item.pos), ".", item.ref, item.alt, "skipped", "."] + ["."] * (
-                    len(labels) + 4) + [item.reason]
+                    len(labels) + 5) + [item.reason]
             else:
                 cols = [item.chrom, str(item.pos), item.id or ".", item.ref, item.alt, "predicted", res["label"]] + [
                     f"{res['probs'][lab]:.6f}" for lab in labels] + tsv_annotation(res) + [
-                    ",".join(item.flags) or "."]
+                    {True: "yes", False: "no"}.get(res.get("in_domain"), "."), ",".join(item.flags) or "."]
             writers["tsv"].write("\t".join(cols) + "\n")
         vcf = VCF(str(args.vcf), lazy=True)
         vcf.add_info_to_header({"ID": "BR_LABEL", "Number": "A", "Type": "String",
@@ -137,6 +138,10 @@ def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, 
                                     "Description": f"bioreason probability of '{lab}' per ALT"})
         vcf.add_info_to_header({"ID": "BR_MODEL", "Number": "1", "Type": "String",
                                 "Description": "bioreason model that made the predictions"})
+        if any(r.get("in_domain") is False for r in results.values()):
+            vcf.add_info_to_header({"ID": "BR_OOD", "Number": "0", "Type": "Flag", "Description":
+                                    "an ALT of this record lies outside the genes/regions the bioreason model was "
+                                    "trained on (its bioreason_task.json domain): the label is an extrapolation"})
         with_csq = any(r.get("csq") for r in results.values())
         if with_csq:
             vcf.add_info_to_header({"ID": "BR_CSQ", "Number": ".", "Type": "String", "Description":
@@ -152,6 +157,8 @@ def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, 
                     rec.INFO[info_id(lab)] = ",".join(f"{g['probs'][lab]:.6f}" if g and g["status"] == "predicted"
                                                       else "." for g in got)
                 rec.INFO["BR_MODEL"] = model_id
+                if any(g and g.get("in_domain") is False for g in got):
+                    rec.INFO["BR_OOD"] = True
                 entries = [csq_entry(g["alt"], a) for g in got if g and g["status"] == "predicted"
                            for a in g.get("csq") or []]
                 if entries:
@@ -253,5 +260,13 @@ def run(args) -> int:
         s = reader.stats
         print(f"{s.records} records, {s.alleles} alleles: {len(windows)} predicted, {s.skips} skipped; outputs: "
               + ", ".join(str(p) for p in paths.values()))
+        for reason, n in sorted(s.reasons.items(), key=lambda kv: -kv[1]):
+            print(f"  skipped {n}: {reason}")
+        outside = sum(1 for r in results.values() if r.get("in_domain") is False)
+        if outside:
+            d = cfg.domain or {}
+            log.warning("%d of %d predicted variants lie outside the model's domain (%s, %s); their labels are "
+                        "extrapolations, flagged BR_OOD in the VCF and in_domain=no in the TSV/JSONL", outside,
+                        len(results), ", ".join(d.get("genes") or []) or "its regions", d.get("build", "build ?"))
     state.wait_for_everyone()
     return 0

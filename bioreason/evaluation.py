@@ -80,12 +80,13 @@ def metrics_with_ci(golds, preds, pos_scores, labels, positive=None, n_boot: int
 
 
 def llm_predictions(model, processor, examples, labels, system=None, mode="dna", batch_size: int = 8,
-                    log_prior: dict | None = None):
+                    log_prior: dict | None = None, decision: dict | None = None):
     """[{pred, probs}] from candidate log-likelihoods (mode ``dna``) or the text-only prompt (mode ``text``),
-    with the model's label prior correction (``PredictConfig.label_log_prior``) as ``predict`` applies it."""
+    with the model's label prior correction (``PredictConfig.label_log_prior``) and decision rule
+    (``PredictConfig.decision``) as ``predict`` applies them."""
     import torch
 
-    from bioreason.predict import with_log_prior
+    from bioreason.predict import decide, with_log_prior
     from bioreason.rl import score_candidates
 
     out = []
@@ -95,8 +96,8 @@ def llm_predictions(model, processor, examples, labels, system=None, mode="dna",
         scores = score_candidates(model, processor, prompts, list(labels))  # (B, K) summed log-probs
         probs = torch.softmax(with_log_prior(scores, list(labels), log_prior), dim=1)
         for row in probs.tolist():
-            k = max(range(len(labels)), key=lambda j: row[j])
-            out.append({"pred": labels[k], "probs": {lab: p for lab, p in zip(labels, row)}})
+            p = {lab: v for lab, v in zip(labels, row)}
+            out.append({"pred": decide(p, decision)[0], "probs": p})
     return out
 
 
@@ -285,6 +286,25 @@ def plot_roc(path, curves: dict, title):
     plt.close(fig)
 
 
+def choose_threshold(golds, pos_scores, positive, step: float = 0.001) -> dict:
+    """The decision rule a model folder can ship: the probability of ``positive``, rounded down to ``step``, that
+    maximises the positive label's F1 on these items; with its precision and recall here."""
+    ys = [int(g == positive) for g in golds]
+    best = None
+    for t in sorted(set(pos_scores)):
+        tp = sum(1 for y, s in zip(ys, pos_scores) if y and s >= t)
+        fp = sum(1 for y, s in zip(ys, pos_scores) if not y and s >= t)
+        f1 = 2 * tp / (2 * tp + fp + (sum(ys) - tp)) if tp else 0.0
+        if best is None or f1 > best[0]:
+            best = (f1, t)
+    threshold = math.floor(best[1] / step) * step if best else 0.5
+    tp = sum(1 for y, s in zip(ys, pos_scores) if y and s >= threshold)
+    called = sum(1 for s in pos_scores if s >= threshold)
+    return {"positive": positive, "threshold": round(threshold, 6), "rule": "maximum F1 of the positive label, "
+            f"rounded down to {step}", "precision": tp / called if called else None,
+            "recall": tp / sum(ys) if sum(ys) else None, "n": len(ys), "n_positive": sum(ys)}
+
+
 def write_report(out_dir, examples, systems: dict, labels, positive=None, meta: dict | None = None,
                  n_boot: int = 1000, agreement: dict | None = None) -> dict:
     """Metrics with CIs per system, per-item predictions, confusion and ROC PNGs, ``report.json``.
@@ -297,6 +317,8 @@ def write_report(out_dir, examples, systems: dict, labels, positive=None, meta: 
     for name, preds in systems.items():
         pos_scores = [p["probs"].get(positive) for p in preds] if positive else None
         m = metrics_with_ci(golds, [p["pred"] for p in preds], pos_scores, list(labels), positive, n_boot)
+        if positive and len(labels) == 2:
+            m["threshold_max_f1"] = choose_threshold(golds, pos_scores, positive)
         report["systems"][name] = m
         plot_confusion(out / f"confusion_{name}.png", golds, [p["pred"] for p in preds], labels, name)
         if positive and "auroc" in m and not math.isnan(m["auroc"]):

@@ -41,6 +41,11 @@ class PredictConfig:
     # trained on label-balanced data (Bayes prior correction; rankings and AUROC are unchanged)
     label_log_prior: dict | None = None
     trace_prefix: str = ""  # how --traces starts the answer (a model that also learned empty thinks then reasons)
+    # the score-only decision rule: {"positive": "LOF", "threshold": 0.2, ...}: the positive label when its
+    # probability reaches the threshold, else the most likely other label (None: the most likely label)
+    decision: dict | None = None
+    # what the model was trained on: {"genes": [...], "build": "GRCh38", "regions": [[chrom, start, end], ...]}
+    domain: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def info_fields(self) -> tuple[str, ...]:
@@ -61,6 +66,32 @@ class PredictConfig:
         cfg.update({k: v for k, v in overrides.items() if v is not None})
         known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
         return cls(**known)
+
+
+def in_domain(chrom: str, pos: int, domain: dict | None, csq=None) -> bool | None:
+    """Whether a variant lies where the model was trained (its ``domain``: regions, else genes); None if the
+    model states no domain. Contig names match with chr added/stripped (as the reader does)."""
+    if not domain:
+        return None
+    regions = domain.get("regions") or []
+    if regions:
+        from bioreason.kegg_data.reference import contig_synonyms
+
+        names = set(contig_synonyms(chrom))
+        return any(c in names and int(lo) <= pos <= int(hi) for c, lo, hi in regions)
+    genes = set(domain.get("genes") or [])
+    return bool(genes & {a.get("gene") for a in csq or []}) if genes else None
+
+
+def decide(probs: dict, decision: dict | None) -> tuple[str, str]:
+    """(label, how it was chosen) from candidate probabilities: the model's threshold rule, or the most likely."""
+    if decision and decision.get("positive") in probs:
+        pos = decision["positive"]
+        if probs[pos] >= float(decision["threshold"]):
+            return pos, "threshold"
+        others = {k: v for k, v in probs.items() if k != pos}
+        return max(others, key=others.get), "threshold"
+    return max(probs, key=probs.get), "score"
 
 
 def with_log_prior(scores, labels, log_prior: dict | None):
@@ -96,6 +127,8 @@ class VariantPredictor:
         out = {}
         if self.annotator is not None:
             out["csq"] = self.annotator.annotate(variant.chrom, variant.pos, variant.ref, variant.alt)
+        if self.cfg.domain:
+            out["in_domain"] = in_domain(variant.chrom, variant.pos, self.cfg.domain, out.get("csq"))
         if prompt is not None:
             out.update(prompt_mode=prompt.mode, annotation=prompt.consequence if prompt.mode == "annotated" else None,
                        annotation_source=prompt.annotation.get("source"))
@@ -126,9 +159,9 @@ class VariantPredictor:
         probs = torch.softmax(with_log_prior(scores.double(), labels, self.cfg.label_log_prior), dim=1).tolist()
         out = []
         for row, fact in zip(probs, facts):
-            k = max(range(len(labels)), key=lambda j: row[j])
-            out.append({"label": labels[k], "probs": {lab: round(p, 6) for lab, p in zip(labels, row)},
-                        "label_source": "score", **fact})
+            rounded = {lab: round(p, 6) for lab, p in zip(labels, row)}
+            label, how = decide(rounded, self.cfg.decision)
+            out.append({"label": label, "probs": rounded, "label_source": how, **fact})
         if self.cfg.traces:
             from bioreason.sampling import sample_groups
 

@@ -221,8 +221,9 @@ def test_bare_vcf_gets_the_computed_annotation_and_the_same_prompts(tiny_dir, sg
     top = bare_rows[0]["csq"][0]
     assert top["hgvsc"] == "c.5565A>T" and top["so_terms"] == ["synonymous_variant"]
     tsv = Path(tmp_path / "bare" / "out.tsv").read_text().splitlines()
-    assert tsv[0].split("\t")[-5:] == ["consequence", "hgvsc", "hgvsp", "annotation_source", "flags_or_reason"]
-    assert tsv[1].split("\t")[-5:-1] == ["Synonymous", "c.5565A>T", "p.I1855=", "computed"]
+    assert tsv[0].split("\t")[-6:] == ["consequence", "hgvsc", "hgvsp", "annotation_source", "in_domain",
+                                        "flags_or_reason"]
+    assert tsv[1].split("\t")[-6:-2] == ["Synonymous", "c.5565A>T", "p.I1855=", "computed"]
     from cyvcf2 import VCF
 
     vcf = VCF(str(tmp_path / "bare" / "out.vcf"))
@@ -234,3 +235,33 @@ def test_bare_vcf_gets_the_computed_annotation_and_the_same_prompts(tiny_dir, sg
         out = subprocess.run(["bcftools", "query", "-f", "%INFO/BR_CSQ\n", str(tmp_path / "bare" / "out.vcf")],
                              capture_output=True, text=True, check=True).stdout.splitlines()
         assert len(out) == 40 and out[0].startswith("A|synonymous_variant|BRCA1|NM_007294.3|")
+
+
+def test_domain_and_decision_rule_from_the_task_file(tiny_dir, sge_small, tmp_path, capsys):
+    """A folder that states its domain flags variants elsewhere in every output and warns once with a count; a
+    folder with a decision threshold labels by it (label_source 'threshold') and keeps the probabilities."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    task = {"labels": ["LOF", "FUNC"], "prompt": "annotated_variant", "gene": "BRCA1", "strand": -1,
+            "decision": {"positive": "LOF", "threshold": 0.0}, "domain": {"genes": ["BRCA1"], "build": "GRCh38",
+                                                                         "regions": [["chr17", 43044295, 43125483]]}}
+    (model / "bioreason_task.json").write_text(json.dumps(task))
+    prefix = tmp_path / "in" / "out"
+    assert main(["predict", str(sge_small), "--fasta", "bundled", "-o", str(prefix), "--model", str(model)]) == 0
+    rows = [json.loads(x) for x in Path(f"{prefix}.jsonl").read_text().splitlines()]
+    assert {r["in_domain"] for r in rows} == {True} and {r["label"] for r in rows} == {"LOF"}  # threshold 0
+    assert {r["label_source"] for r in rows} == {"threshold"} and "BR_OOD" not in Path(f"{prefix}.vcf").read_text()
+    prefix = tmp_path / "out" / "out"  # two real ClinVar records on chr2: outside the model's BRCA1 region
+    capsys.readouterr()
+    assert main(["predict", str(DATA / "clinvar_grch38_vep_testset.vcf.gz"), "--fasta",
+                 str(DATA / "hg38_chr2_1-2333275.fa.gz"), "-o", str(prefix), "--model", str(model)]) == 0
+    rows = [json.loads(x) for x in Path(f"{prefix}.jsonl").read_text().splitlines()]
+    predicted = [r for r in rows if r["status"] == "predicted"]
+    assert len(predicted) == 2 and {r["in_domain"] for r in predicted} == {False}
+    err = capsys.readouterr().err
+    assert err.count("lie outside the model's domain") == 1  # warned once, with the count
+    assert "2 of 2 predicted variants lie outside the model's domain (BRCA1, GRCh38)" in err
+    vcf_text = Path(f"{prefix}.vcf").read_text()
+    assert "##INFO=<ID=BR_OOD,Number=0,Type=Flag" in vcf_text and vcf_text.count(";BR_OOD") == 2
+    tsv = Path(f"{prefix}.tsv").read_text().splitlines()
+    assert [line.split("\t")[-2] for line in tsv[1:] if "\tpredicted\t" in line] == ["no", "no"]
