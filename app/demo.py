@@ -78,6 +78,16 @@ def window_html(variant, flank: int = 60, annotation: dict | None = None) -> str
             + said + row("ref", ref, "#9fd3ff") + row("alt", alt, "#ffb3b3") + "</div>")
 
 
+def decision_html(res: dict, decision: dict | None) -> str:
+    """The label predict would write (BR_LABEL) and why: the model's threshold rule, or the more likely label."""
+    if decision and res.get("label_source") == "threshold":
+        pos, t = decision["positive"], float(decision["threshold"])
+        why = f"P({pos}) {res['probs'][pos]:.3f} {'>=' if res['label'] == pos else '<'} the model's threshold {t:g}"
+    else:
+        why = "the more likely label"
+    return f"<p class='br-decision'><b>Label: {html.escape(res['label'])}</b> ({html.escape(why, quote=False)})</p>"
+
+
 def locate_difference(ref_seq: str, alt_seq: str, annotator, max_bases: int = 5_000_000):
     """Two pasted sequences that differ in one place -> (chrom, pos, ref, alt) when the reference sequence occurs
     once near a gene of the transcript model (either strand); None otherwise, or when the genes span more than
@@ -222,7 +232,7 @@ class DemoBackend:
             trace += piece
             yield trace, None, shown, annotation
         (res,) = pred.predict([variant])
-        yield trace, res["probs"], shown, annotation
+        yield trace, res["probs"], decision_html(res, pred.cfg.decision) + shown, annotation
 
     def predict_vcf(self, text, vcf_file, fasta_file):
         from bioreason.errors import BioreasonError
@@ -352,7 +362,7 @@ def build_demo(backend: DemoBackend):
             gr.Examples(backend.example_notes(), inputs=[variant, note], label="Real BRCA1 variants "
                         "(computed annotation; assay class; the loaded model's label)")
             trace = gr.Textbox(label="Reasoning (streamed)", lines=8, elem_id="trace")
-            label = gr.Label(label="Prediction (probability of each label from answer likelihoods)",
+            label = gr.Label(label="Probability of each label (from answer likelihoods; the label is stated below)",
                              elem_id="label")
             window = gr.HTML(label="Window")
             go.click(_guard(backend.stream_variant), [variant, fasta], [trace, label, window],

@@ -72,6 +72,7 @@ def test_client_variant_vcf_and_errors(demo_url):
     assert isinstance(trace, str) and label["label"] in ("pathogenic", "benign")
     assert "<mark" in window and "43045711" in window
     assert "computed from the transcript model): Nonsense (stop_gained), c.5559C&gt;A, p.Y1853*" in window
+    assert f"<b>Label: {label['label']}</b> (the more likely label)" in window
     table = client.predict("chr17 43045711 . G T\nchr17 43045711 . A C\n1 100 . A <DEL>", None, None,
                            api_name="/predict_vcf")
     rows = table["value"]["data"]

@@ -84,5 +84,7 @@ def test_demo_examples_state_the_right_consequence_with_the_shipped_model():
         trace, probs, window = last[text]
         assert stated_consequence(trace) == want[text] and want[text].capitalize() in note
         assert "computed from the transcript model" in window and set(probs) == {"LOF", "FUNC"}
-    first = last["chr17:43045711 G>T"][0]
+        assert "the model's threshold 0.204" in window  # the label BR_LABEL would carry, and why
+    first, _, window = last["chr17:43045711 G>T"]
     assert first.rstrip().endswith("Answer: LOF") and "Y1853*" in first
+    assert "<b>Label: LOF</b>" in window  # P(LOF) 0.46 is above the threshold: the page agrees with the trace
