@@ -27,7 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bioreason",
         description="A DNA-language model that reasons about genomics (DNA encoder -> projector -> LLM). "
                     "Research use only, not for clinical decisions.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    from bioreason import __version__
+
+    parser.add_argument("--version", action="version", version=f"bioreason {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-vv for debug; also shows other libraries' deprecation warnings)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMANDS:
@@ -70,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = list(args.overrides) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if not args.verbose:  # other libraries' deprecation notices are for their users' developers, not ours
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"^(?!bioreason)")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"^(?!bioreason)")
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     _quiet_libraries()

@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
                     "Interrupted runs continue with --resume; several processes share the work under "
                     "`torchrun --nproc_per_node N -m bioreason.app.cli predict ...`. Research use only, not for "
                     "clinical decisions.")
-    p.add_argument("vcf", help="input VCF, VCF.gz or BCF (never modified)")
+    p.add_argument("vcf", help="input VCF, VCF.gz or BCF (never modified); - reads standard input, e.g. "
+                               "`bcftools view -r chr17 in.bcf | bioreason predict - ...`")
     p.add_argument("-o", "--output", required=True, metavar="PREFIX", help="output prefix")
     add_model_option(p)
     mode = p.add_mutually_exclusive_group()
@@ -28,7 +29,12 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="variants per forward pass (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="trace length cap with --traces (default 256)")
     p.add_argument("--bgzip", action="store_true", help="write the annotated VCF BGZF-compressed (PREFIX.vcf.gz)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same options")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: same options and the same inputs (checked by content)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the model (default: PyTorch's, all cores; OMP_NUM_THREADS also sets it)")
+    p.add_argument("--progress-interval", type=float, default=30.0, metavar="S",
+                   help="when stderr is not a terminal (a log file), print progress every S seconds (default 30)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs / discard old progress")
     add_variant_options(p)
     add_prompt_options(p)
@@ -38,4 +44,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from bioreason.app.predict_job import run as job
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     return job(args)

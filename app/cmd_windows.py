@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
                                    "reason, to PREFIX.skipped.tsv. Each input allele ends in exactly one of them. "
                                    "With a transcript model (--gtf; auto = BRCA1 with the bundled reference) each "
                                    "window also carries its computed consequences ('csq').")
-    p.add_argument("vcf", help="input VCF, VCF.gz or BCF")
+    p.add_argument("vcf", help="input VCF, VCF.gz or BCF; - reads standard input")
     p.add_argument("-o", "--output", required=True, metavar="PREFIX", help="output prefix")
     p.add_argument("--info", action="append", default=[], metavar="FIELD",
                    help="copy this INFO field into the output (repeatable), e.g. --info CSQ --info LABEL")
@@ -25,6 +25,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from bioreason.app.inputs import check_input_file, check_prefix, vcf_input
+
+    check_prefix(args.output)
+    check_input_file(fasta_path(args), "FASTA")
+    with vcf_input(args.vcf, args.output) as vcf:
+        return _run(args, vcf)
+
+
+def _run(args, vcf) -> int:
     from tqdm import tqdm
 
     from bioreason.app.writers import SKIP_HEADER, AtomicWriter, check_outputs, dumps, skip_line, window_record
@@ -32,7 +41,7 @@ def run(args) -> int:
 
     out_w, out_s = f"{args.output}.windows.jsonl", f"{args.output}.skipped.tsv"
     check_outputs([out_w, out_s], args.force)
-    reader = VariantReader(args.vcf, fasta_path(args), info_fields=args.info, **reader_options(args))
+    reader = VariantReader(vcf, fasta_path(args), info_fields=args.info, **reader_options(args))
     transcripts = transcript_model(args)
     annotate = None
     if transcripts is not None:

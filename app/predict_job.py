@@ -6,7 +6,9 @@ torchrun/accelerate shards are disjoint), and append each finished batch to a pr
 (``PREFIX.progress.rankR.jsonl``, flushed and fsynced). After ``kill -9``, ``--resume`` keeps the complete
 lines and redoes only unfinished batches, with the same batch composition, so results are bit-identical.
 When all batches are done, rank 0 merges the progress files in input order and writes the annotated VCF,
-JSONL, TSV summary and skip log, each to a temporary file renamed at the end; then the progress files go.
+JSONL, TSV summary and skip log, each to a temporary file fsynced and renamed at the end (then the folder is
+fsynced); then the progress files go. What a resume checks (inputs by content, each variant's key) and the lock
+that keeps two runs off one prefix: ``job_state.py``. ``-`` reads the VCF from standard input (``inputs.py``).
 """
 
 from __future__ import annotations
@@ -18,14 +20,12 @@ import re
 import sys
 from pathlib import Path
 
-from bioreason.app.writers import (SKIP_HEADER, AtomicWriter, check_outputs, dumps, skip_line)
-from bioreason.errors import BioreasonError, OutputExistsError
+from bioreason.app.job_state import ResumeMismatchError, read_progress  # noqa: F401 (ResumeMismatchError: API)
+from bioreason.app.job_state import OutputLock, fingerprint as content_fingerprint, progress_path
+from bioreason.app.writers import (SKIP_HEADER, AtomicWriter, check_outputs, dumps, fsync_dir, skip_line)
+from bioreason.errors import BioreasonError, InputFormatError, OutputExistsError
 
 log = logging.getLogger(__name__)
-
-
-class ResumeMismatchError(BioreasonError, ValueError):
-    """--resume with settings that differ from the interrupted run's."""
 
 
 def info_id(label: str) -> str:
@@ -35,36 +35,6 @@ def info_id(label: str) -> str:
 def output_paths(prefix: str, bgzip: bool) -> dict:
     return {"vcf": Path(f"{prefix}.vcf.gz" if bgzip else f"{prefix}.vcf"), "jsonl": Path(f"{prefix}.jsonl"),
             "tsv": Path(f"{prefix}.tsv"), "skips": Path(f"{prefix}.skipped.tsv")}
-
-
-def progress_path(prefix: str, rank: int) -> Path:
-    return Path(f"{prefix}.progress.rank{rank}.jsonl")
-
-
-def read_progress(path: Path, fingerprint: dict) -> dict[int, dict]:
-    """Finished results by item index; a torn last line (killed mid-write) is cut off the file."""
-    if not path.is_file():
-        return {}
-    done, good_bytes = {}, 0
-    with open(path, "rb") as fh:
-        for n, raw in enumerate(fh):
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError:
-                break
-            if n == 0:
-                if obj.get("fingerprint") != fingerprint:
-                    raise ResumeMismatchError(
-                        f"{path} was written with other settings ({obj.get('fingerprint')}); rerun with the same "
-                        "options to --resume, or pass --force to start over")
-            else:
-                done.update({int(k): v for k, v in obj["results"].items()})
-            good_bytes += len(raw)
-    with open(path, "r+b") as fh:
-        fh.truncate(good_bytes)
-    return done
 
 
 def item_record(item, result: dict | None, model_id: str) -> dict:
@@ -103,7 +73,29 @@ def tsv_annotation(res: dict) -> list[str]:
             top.get("hgvsp") or ".", res.get("annotation_source") or "."]
 
 
-def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, paths: dict) -> None:
+def add_provenance(vcf, args, items) -> None:
+    """##bioreasonVersion, ##bioreasonCommand and, for contigs the input header does not declare, the FASTA's
+    ##contig lines (name as the VCF writes it, length from the FASTA)."""
+    import shlex
+
+    from bioreason import __version__
+    from bioreason.app.options import fasta_path
+    from bioreason.kegg_data.reference import Reference
+
+    vcf.add_to_header(f"##bioreasonVersion={__version__}")
+    vcf.add_to_header("##bioreasonCommand=bioreason " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    declared = set(vcf.seqnames or [])
+    wanted = [c for c in dict.fromkeys(it.chrom for it in items) if c not in declared]
+    if wanted:
+        ref = Reference(fasta_path(args))
+        for chrom in wanted:
+            contig = ref.resolve(chrom)
+            if contig is not None:
+                vcf.add_to_header(f"##contig=<ID={chrom},length={ref.lengths[contig]}>")
+        ref.close()
+
+
+def write_outputs(args, vcf_path, items, results: dict[int, dict], labels, model_id: str, paths: dict) -> None:
     from cyvcf2 import VCF, Writer
 
     writers = {k: AtomicWriter(p) for k, p in paths.items() if k != "vcf"}
@@ -130,7 +122,8 @@ def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, 
                     f"{res['probs'][lab]:.6f}" for lab in labels] + tsv_annotation(res) + [
                     {True: "yes", False: "no"}.get(res.get("in_domain"), "."), ",".join(item.flags) or "."]
             writers["tsv"].write("\t".join(cols) + "\n")
-        vcf = VCF(str(args.vcf), lazy=True)
+        vcf = VCF(str(vcf_path), lazy=True)
+        add_provenance(vcf, args, items)
         vcf.add_info_to_header({"ID": "BR_LABEL", "Number": "A", "Type": "String",
                                 "Description": f"bioreason predicted label per ALT ({', '.join(labels)}; '.' = skipped)"})
         for lab in labels:
@@ -166,9 +159,12 @@ def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, 
             w.write_record(rec)
         w.close()
         vcf.close()
+        with open(vcf_tmp, "rb+") as fh:  # cyvcf2 closed it; its bytes reach the disk before the rename
+            os.fsync(fh.fileno())
         for wr in writers.values():
             wr.commit()
         os.replace(vcf_tmp, paths["vcf"])
+        fsync_dir(paths["vcf"].parent)
     except BaseException:
         for wr in writers.values():
             wr.abort()
@@ -179,94 +175,112 @@ def write_outputs(args, items, results: dict[int, dict], labels, model_id: str, 
 def run(args) -> int:
     import torch
     from accelerate import PartialState
-    from tqdm import tqdm
 
+    from bioreason.app.inputs import check_input_file, check_prefix, vcf_input
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    check_prefix(args.output)
+    from bioreason.app.options import fasta_path
+
+    check_input_file(fasta_path(args), "FASTA")
+    if args.vcf == "-" and state.num_processes > 1:
+        raise InputFormatError("standard input (-) can feed one process only; write the VCF to a file for torchrun")
+    with vcf_input(args.vcf, args.output) as vcf:
+        return _run(args, vcf, state)
+
+
+def _run(args, vcf, state) -> int:
+    import contextlib
+
+    from bioreason.app.inputs import progress
     from bioreason.app.options import fasta_path, prompt_overrides, reader_options, transcript_model
-    from bioreason.hub import load_model
+    from bioreason.hub import load_model, resolve_model_dir
     from bioreason.kegg_data.annotated_variants import annotation_layouts
     from bioreason.kegg_data.consequence import Annotator
     from bioreason.kegg_data.variants import Variant, VariantReader
     from bioreason.predict import PredictConfig, VariantPredictor
 
-    state = PartialState(cpu=not torch.cuda.is_available())
     rank, world = state.process_index, state.num_processes
     paths = output_paths(args.output, args.bgzip)
     labels = tuple(x.strip() for x in args.labels.split(",")) if args.labels else None
     cfg = PredictConfig.for_model(args.model, labels=labels, traces=args.traces,
                                   max_new_tokens=args.max_new_tokens, **prompt_overrides(args))
-    fingerprint = {"vcf": str(Path(args.vcf).resolve()), "model": str(args.model or "base"),
-                   "labels": list(cfg.labels), "traces": cfg.traces, "batch_size": args.batch_size,
-                   "max_new_tokens": cfg.max_new_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],
-                   "gtf": str(args.gtf), **reader_options(args)}
     transcripts = transcript_model(args)
+    settings = {"labels": list(cfg.labels), "traces": cfg.traces, "batch_size": args.batch_size,
+                "max_new_tokens": cfg.max_new_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],
+                **reader_options(args)}
+    fingerprint = content_fingerprint(vcf, fasta_path(args), resolve_model_dir(args.model), args.gtf, settings)
     progress_files = [progress_path(args.output, r) for r in range(world)]
-    if rank == 0:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        if not args.resume:
-            check_outputs(paths.values(), args.force)
+    lock = OutputLock(args.output) if rank == 0 else contextlib.nullcontext()
+    with lock:
+        if rank == 0:
             stale = [p for p in Path(args.output).parent.glob(f"{Path(args.output).name}.progress.rank*.jsonl")]
-            if stale and not args.force:
-                raise OutputExistsError(f"{stale[0]} holds the progress of an interrupted run; pass --resume to "
-                                        "continue it or --force to start over")
-            for p in stale:
-                p.unlink()
-    state.wait_for_everyone()
+            if not args.resume or not stale:
+                check_outputs(paths.values(), args.force)  # --resume with nothing to resume overwrites nothing
+            if not args.resume:
+                if stale and not args.force:
+                    raise OutputExistsError(f"{stale[0]} holds the progress of an interrupted run; pass --resume "
+                                            "to continue it or --force to start over")
+                for p in stale:
+                    p.unlink()
+        state.wait_for_everyone()
 
-    reader = VariantReader(args.vcf, fasta_path(args), info_fields=cfg.info_fields(), **reader_options(args))
-    items = list(reader)
-    windows = [i for i, it in enumerate(items) if isinstance(it, Variant)]
-    batches = [windows[k:k + args.batch_size] for k in range(0, len(windows), args.batch_size)]
-    mine = [b for k, b in enumerate(batches) if k % world == rank]
-    path = progress_files[rank]
-    done = read_progress(path, fingerprint) if args.resume else {}
-    todo = [b for b in mine if not all(i in done for i in b)]
-    model_id = "default"
-    if todo:
-        model, proc = load_model(args.model)
-        model_id = model.config.model_id or Path(str(args.model)).name
-        annotator = Annotator(transcripts, reader.reference) if transcripts is not None else None
-        predictor = VariantPredictor(model, proc, cfg, layouts=annotation_layouts(reader), annotator=annotator)
-        if not path.exists() or path.stat().st_size == 0:
-            path.write_text(dumps({"fingerprint": fingerprint}))
-        n_mine = sum(len(b) for b in mine)
-        bar = tqdm(total=n_mine, initial=n_mine - sum(len(b) for b in todo), unit=" variants", file=sys.stderr,
-                   desc=f"predict{'' if world == 1 else f' [rank {rank}]'}", disable=None, smoothing=0.1)
-        with open(path, "a") as fh:
-            for batch in todo:
-                results = predictor.predict([items[i] for i in batch])
-                fh.write(dumps({"results": {str(i): r for i, r in zip(batch, results)}}))
-                fh.flush()
-                os.fsync(fh.fileno())
-                bar.update(len(batch))
-        bar.close()
-    else:
-        from bioreason.hub import resolve_model_dir
-
+        reader = VariantReader(vcf, fasta_path(args), info_fields=cfg.info_fields(), **reader_options(args))
+        items = list(reader)
+        keys = {i: f"{it.chrom}:{it.pos}:{it.ref}:{it.alt}" for i, it in enumerate(items)}
+        windows = [i for i, it in enumerate(items) if isinstance(it, Variant)]
+        batches = [windows[k:k + args.batch_size] for k in range(0, len(windows), args.batch_size)]
+        mine = [b for k, b in enumerate(batches) if k % world == rank]
+        path = progress_files[rank]
+        done = read_progress(path, fingerprint, keys) if args.resume else {}
+        todo = [b for b in mine if not all(i in done for i in b)]
         folder = resolve_model_dir(args.model)
         cfg_json = folder / "config.json"
         model_id = json.loads(cfg_json.read_text()).get("model_id") if cfg_json.is_file() else folder.name
-    state.wait_for_everyone()
-    if rank == 0:
-        results: dict[int, dict] = {}
-        for p in progress_files:
-            results.update(read_progress(p, fingerprint))
-        missing = [i for i in windows if i not in results]
-        if missing:
-            raise BioreasonError(f"{len(missing)} variants have no result after all processes finished; "
-                                 "rerun with --resume")
-        write_outputs(args, items, results, list(cfg.labels), model_id or "bioreason", paths)
-        for p in progress_files:
-            p.unlink(missing_ok=True)
-        s = reader.stats
-        print(f"{s.records} records, {s.alleles} alleles: {len(windows)} predicted, {s.skips} skipped; outputs: "
-              + ", ".join(str(p) for p in paths.values()))
-        for reason, n in sorted(s.reasons.items(), key=lambda kv: -kv[1]):
-            print(f"  skipped {n}: {reason}")
-        outside = sum(1 for r in results.values() if r.get("in_domain") is False)
-        if outside:
-            d = cfg.domain or {}
-            log.warning("%d of %d predicted variants lie outside the model's domain (%s, %s); their labels are "
-                        "extrapolations, flagged BR_OOD in the VCF and in_domain=no in the TSV/JSONL", outside,
-                        len(results), ", ".join(d.get("genes") or []) or "its regions", d.get("build", "build ?"))
-    state.wait_for_everyone()
+        if todo:
+            model, proc = load_model(args.model)
+            model_id = model.config.model_id or Path(str(args.model)).name
+            annotator = Annotator(transcripts, reader.reference) if transcripts is not None else None
+            predictor = VariantPredictor(model, proc, cfg, layouts=annotation_layouts(reader), annotator=annotator)
+            if not path.exists() or path.stat().st_size == 0:
+                path.write_text(dumps({"fingerprint": fingerprint}))
+            n_mine = sum(len(b) for b in mine)
+            bar = progress(n_mine, n_mine - sum(len(b) for b in todo), f"predict{'' if world == 1 else f' [rank {rank}]'}",
+                           "variants", args.progress_interval)
+            with open(path, "a") as fh:
+                for batch in todo:
+                    results = predictor.predict([items[i] for i in batch])
+                    fh.write(dumps({"results": {str(i): r for i, r in zip(batch, results)},
+                                    "keys": {str(i): keys[i] for i in batch}}))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    bar.update(len(batch))
+            bar.close()
+        state.wait_for_everyone()
+        if rank == 0:
+            results: dict[int, dict] = {}
+            for p in progress_files:
+                results.update(read_progress(p, fingerprint, keys))
+            missing = [i for i in windows if i not in results]
+            if missing:
+                raise BioreasonError(f"{len(missing)} variants have no result after all processes finished; "
+                                     "rerun with --resume")
+            write_outputs(args, vcf, items, results, list(cfg.labels), model_id or "bioreason", paths)
+            for p in progress_files:
+                p.unlink(missing_ok=True)
+            _summary(reader.stats, len(windows), paths, results, cfg)
+        state.wait_for_everyone()
     return 0
+
+
+def _summary(s, n_predicted: int, paths: dict, results: dict, cfg) -> None:
+    print(f"{s.records} records, {s.alleles} alleles: {n_predicted} predicted, {s.skips} skipped; outputs: "
+          + ", ".join(str(p) for p in paths.values()))
+    for reason, n in sorted(s.reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  skipped {n}: {reason}")
+    outside = sum(1 for r in results.values() if r.get("in_domain") is False)
+    if outside:
+        d = cfg.domain or {}
+        log.warning("%d of %d predicted variants lie outside the model's domain (%s, %s); their labels are "
+                    "extrapolations, flagged BR_OOD in the VCF and in_domain=no in the TSV/JSONL", outside,
+                    len(results), ", ".join(d.get("genes") or []) or "its regions", d.get("build", "build ?"))

@@ -41,6 +41,7 @@ class AtomicWriter:
         os.fsync(self.fh.fileno())
         self.fh.close()
         os.replace(self.tmp, self.path)
+        fsync_dir(self.path.parent)
         return self.path
 
     def abort(self) -> None:
@@ -56,6 +57,20 @@ class AtomicWriter:
             self.commit()
         else:
             self.abort()
+
+
+def fsync_dir(folder) -> None:
+    """Make a rename in ``folder`` durable (POSIX: fsync the directory); a no-op where that is not possible."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def skip_line(skip) -> str:

@@ -51,6 +51,8 @@ class Reference:
 
     def __init__(self, path, cache_chunks: int = 16):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ReferenceFastaError(f"reference FASTA {self.path} is a directory; pass --fasta with the FASTA file")
         if not self.path.is_file():
             raise ReferenceFastaError(f"reference FASTA {self.path} does not exist; pass --fasta with a FASTA file")
         kind = _compression(self.path)

@@ -275,6 +275,20 @@ class WindowBuilder:
             raise RuntimeError(f"internal error: {s.alleles} alleles but {s.windows} windows + {s.skips} skips")
 
 
+def check_vcf_path(path) -> None:
+    """A clear error for a VCF path that is missing, a directory, or starts with a byte-order mark."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputFormatError(f"VCF {p} is a directory; pass the VCF file itself")
+    if not p.is_file():
+        raise InputFormatError(f"VCF file {p} does not exist")
+    with open(p, "rb") as fh:
+        if fh.read(3) == b"\xef\xbb\xbf":
+            raise InputFormatError(
+                f"{p}:1: the file starts with a byte-order mark (BOM, bytes EF BB BF, added by some Windows "
+                f"editors), which htslib cannot read; remove it, e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' {p}`")
+
+
 class VariantReader:
     """Iterate ``Variant``/``Skip`` objects from a VCF/BCF against a reference. See the module docstring."""
 
@@ -293,8 +307,7 @@ class VariantReader:
         return self.builder.stats
 
     def _open(self):
-        if not self.path.is_file():
-            raise InputFormatError(f"VCF file {self.path} does not exist")
+        check_vcf_path(self.path)
         try:
             from cyvcf2 import VCF
         except ImportError as exc:

@@ -1,0 +1,98 @@
+"""Command-line input and progress conventions shared by ``windows``, ``predict`` and ``eval`` (bcftools/VEP style).
+
+- ``-`` as the VCF reads standard input (e.g. ``bcftools view in.bcf | bioreason predict - ...``): it is copied
+  once to a temporary file beside the outputs (the job reads the VCF twice: to predict, then to write the
+  annotated copy), removed when the command ends.
+- A VCF or FASTA argument that is a directory, or a VCF that starts with a byte-order mark, is an error saying so.
+- ``-o`` is a prefix: a folder (existing, or ending in ``/``) is an error naming a prefix to use instead.
+- ``progress(...)``: a tqdm bar on a terminal; elsewhere (a log file, a batch job) one line every
+  ``interval`` seconds with the count, rate and time left, so a long run's log shows it is alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bioreason.errors import InputFormatError
+from bioreason.kegg_data.variants import check_vcf_path
+
+
+def check_input_file(path, what: str = "VCF") -> None:
+    """Before any work: a VCF that is missing, a directory or has a BOM; a FASTA that is a directory."""
+    if what == "VCF":
+        check_vcf_path(path)
+    elif Path(path).is_dir():
+        raise InputFormatError(f"{what} {path} is a directory; pass the {what} file itself")
+
+
+def check_prefix(prefix: str) -> None:
+    if str(prefix).endswith(("/", os.sep)) or Path(prefix).is_dir():
+        raise InputFormatError(f"-o {prefix} is a folder; -o takes a prefix, e.g. -o {Path(prefix) / 'sample'} "
+                               f"writes {Path(prefix) / 'sample'}.vcf, .jsonl, ...")
+
+
+@contextlib.contextmanager
+def vcf_input(value: str, prefix: str):
+    """The VCF path to read: ``value`` itself (checked), or standard input spooled beside ``prefix``."""
+    if value != "-":
+        check_input_file(value)
+        yield value
+        return
+    folder = Path(prefix).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    stream = sys.stdin.buffer
+    head = stream.read(2)
+    suffix = ".vcf.gz" if head == b"\x1f\x8b" else ".vcf"  # BGZF/gzip from `bcftools view -Oz`
+    fd, tmp = tempfile.mkstemp(prefix=f".{Path(prefix).name}.stdin-", suffix=suffix, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(head)
+            shutil.copyfileobj(stream, out, 1 << 20)
+        if os.path.getsize(tmp) == 0:
+            raise InputFormatError("standard input (-) was empty; pipe a VCF into the command, e.g. "
+                                   "`bcftools view in.bcf | bioreason predict - ...`")
+        check_input_file(tmp)
+        yield tmp
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+class _LogProgress:
+    """tqdm's update/close interface, printing one line every ``interval`` seconds (for non-terminals)."""
+
+    def __init__(self, total, initial, desc, unit, interval):
+        self.total, self.n, self.desc, self.unit, self.interval = total, initial, desc, unit.strip(), interval
+        self.t0 = self.last = time.monotonic()
+        self.start_n = initial
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self._print(now)
+
+    def _print(self, now) -> None:
+        rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
+        left = f", about {(self.total - self.n) / rate / 60:.1f} min left" if self.total and rate > 0 else ""
+        share = f"/{self.total:,} ({100 * self.n / self.total:.1f}%)" if self.total else ""
+        print(f"{self.desc}: {self.n:,}{share} {self.unit}, {rate:.2f} {self.unit}/s{left}", file=sys.stderr,
+              flush=True)
+
+    def close(self) -> None:
+        self._print(time.monotonic())
+
+
+def progress(total=None, initial: int = 0, desc: str = "", unit: str = "it", interval: float = 30.0):
+    """A progress reporter: tqdm on a terminal, a line every ``interval`` s otherwise."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, smoothing=0.1)
+    return _LogProgress(total, initial, desc, unit, interval)

@@ -1,0 +1,150 @@
+"""What a resumable ``predict`` run records and guards: a content fingerprint, keyed progress lines, a lock.
+
+- ``fingerprint(...)``: the settings plus what the inputs *are*, not where they are: size and sha256 of the VCF,
+  size, mtime and the index files' sha256 of the FASTA, sha256 of the model folder's weights and task file, of a
+  ``--gtf`` file, and the package version. ``--resume`` after any of them changed is an error that says which.
+- Progress files (``PREFIX.progress.rankR.jsonl``): a fingerprint line, then one line per finished batch with the
+  results *and each variant's key* (``chrom:pos:ref:alt``); a key that no longer matches the input is an error.
+- ``OutputLock``: ``PREFIX.lock`` created exclusively (pid inside), so two runs on one output prefix cannot
+  interleave; a lock left by a dead process on this host is taken over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from pathlib import Path
+
+from bioreason.errors import BioreasonError, OutputExistsError
+
+
+class ResumeMismatchError(BioreasonError, ValueError):
+    """--resume with settings or inputs that differ from the interrupted run's."""
+
+
+def sha256(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_facts(path, content: bool = True) -> dict:
+    p = Path(path)
+    st = p.stat()
+    out = {"name": p.name, "size": st.st_size}
+    if content:
+        out["sha256"] = sha256(p)
+    return out
+
+
+def model_digest(folder: Path) -> str:
+    """sha256 over the model folder's weight files and task file (names and contents, sorted)."""
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.json")):
+        h.update(f.name.encode())
+        h.update(sha256(f).encode())
+    return h.hexdigest()
+
+
+def fingerprint(vcf, fasta, model_dir: Path, gtf, settings: dict) -> dict:
+    from bioreason import __version__
+
+    fa = Path(fasta)
+    fasta_facts = {**_file_facts(fa, content=False), "mtime": int(fa.stat().st_mtime),
+                   "index": {s: sha256(f"{fa}{s}") for s in (".fai", ".gzi") if Path(f"{fa}{s}").is_file()}}
+    gtf_facts = _file_facts(gtf) if gtf not in (None, "auto", "bundled", "none") and Path(gtf).is_file() else gtf
+    return {"version": __version__, "vcf": _file_facts(vcf), "fasta": fasta_facts,
+            "model": {"name": model_dir.name, "sha256": model_digest(model_dir)}, "gtf": gtf_facts, **settings}
+
+
+def progress_path(prefix: str, rank: int) -> Path:
+    return Path(f"{prefix}.progress.rank{rank}.jsonl")
+
+
+def describe_change(old: dict, new: dict) -> str:
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(keys) or "nothing"
+
+
+def read_progress(path: Path, fingerprint: dict, keys: dict[int, str] | None = None) -> dict[int, dict]:
+    """Finished results by item index; a torn last line (killed mid-write) is cut off the file. ``keys``: the
+    current input's variant key per item index, checked against each line's keys."""
+    if not path.is_file():
+        return {}
+    done, good_bytes = {}, 0
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh):
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError:
+                break
+            if n == 0:
+                old = obj.get("fingerprint") or {}
+                if old != fingerprint:
+                    raise ResumeMismatchError(
+                        f"{path} was written by a run whose {describe_change(old, fingerprint)} differ(s) from this "
+                        "one (inputs are compared by content); rerun with the same inputs and options to --resume, "
+                        "or pass --force to start over")
+                good_bytes += len(raw)
+                continue
+            for k, key in (obj.get("keys") or {}).items():
+                if keys is not None and keys.get(int(k)) != key:
+                    raise ResumeMismatchError(
+                        f"{path}:{n + 1}: item {k} was {key}, but the input now has {keys.get(int(k))} there; "
+                        "the VCF changed since the interrupted run: pass --force to start over")
+            done.update({int(k): v for k, v in obj["results"].items()})
+            good_bytes += len(raw)
+    with open(path, "r+b") as fh:
+        fh.truncate(good_bytes)
+    return done
+
+
+class OutputLock:
+    """``PREFIX.lock``, created exclusively; released on exit. A lock of a dead local process is taken over."""
+
+    def __init__(self, prefix: str):
+        self.path = Path(f"{prefix}.lock")
+        self.held = False
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{socket.gethostname()} {os.getpid()}\n"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self._stale():
+                    self.path.unlink(missing_ok=True)
+                    continue
+                owner = self.path.read_text(errors="replace").strip() or "another process"
+                raise OutputExistsError(f"{self.path} is held by {owner}: another run is writing this output "
+                                        "prefix; wait for it, or choose another -o (delete the lock if that run "
+                                        "is gone)") from None
+            with os.fdopen(fd, "w") as fh:
+                fh.write(me)
+            self.held = True
+            return self
+        raise OutputExistsError(f"could not take {self.path}; delete it if no run is writing this prefix")
+
+    def _stale(self) -> bool:
+        try:
+            host, pid = self.path.read_text().split()
+            if host != socket.gethostname():
+                return False
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (ValueError, OSError):
+            return False
+        return False
+
+    def __exit__(self, *exc):
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False

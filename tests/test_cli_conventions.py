@@ -1,0 +1,124 @@
+"""What a careful user expects of a genomics CLI (issue 13): --version, '-' for standard input, clear errors for a
+directory / a BOM / a folder given as -o, provenance header lines, periodic progress in a log, no third-party
+FutureWarnings; and a resumable predict that cannot be fooled: inputs compared by content, each progress line
+keyed by its variants, no silent overwrite, one run per output prefix."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bioreason.app.cli import main
+
+ROOT = Path(__file__).parents[1]
+SGE24 = ROOT / "examples" / "brca1_sge_24.vcf"
+
+
+def _cli(*argv, stdin=None, env=None):
+    return subprocess.run([sys.executable, "-m", "bioreason.app.cli", *argv], input=stdin, capture_output=True,
+                          timeout=600, env={**os.environ, **(env or {})})
+
+
+def test_version_and_quiet_warnings(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("bioreason 0.")
+
+
+def test_standard_input_bom_directory_and_prefix_errors(tmp_path, capsys):
+    text = SGE24.read_bytes()
+    run = _cli("windows", "-", "--fasta", "bundled", "-o", str(tmp_path / "in"), stdin=text)
+    assert run.returncode == 0, run.stderr[-500:]
+    assert len((tmp_path / "in.windows.jsonl").read_text().splitlines()) == 24
+    assert not list(tmp_path.glob(".in.stdin-*"))  # the spooled copy is gone
+    empty = _cli("windows", "-", "--fasta", "bundled", "-o", str(tmp_path / "e"), stdin=b"")
+    assert empty.returncode == 2 and b"standard input (-) was empty" in empty.stderr
+    bom = tmp_path / "bom.vcf"
+    bom.write_bytes(b"\xef\xbb\xbf" + text)
+    cases = [(["windows", str(bom)], "starts with a byte-order mark"), (["windows", str(tmp_path)], "is a directory"),
+             (["predict", str(SGE24), "--fasta", str(tmp_path)], "FASTA"),
+             (["predict", str(SGE24), "-o", str(tmp_path) + "/"], "-o takes a prefix")]
+    for argv, says in cases:
+        argv = argv + (["--fasta", "bundled"] if "--fasta" not in argv else []) + (
+            ["-o", str(tmp_path / "x")] if "-o" not in argv else [])
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, (argv, err)
+
+
+def test_predict_from_stdin_with_provenance_and_progress_lines(tiny_model_dir, tmp_path):
+    bare = "".join(x for x in SGE24.read_text().splitlines(keepends=True) if not x.startswith("##contig"))
+    run = _cli("predict", "-", "--fasta", "bundled", "--model", str(tiny_model_dir), "-o", str(tmp_path / "p"),
+               "--batch-size", "4", "--progress-interval", "0", stdin=bare.encode())
+    assert run.returncode == 0, run.stderr[-800:]
+    err = run.stderr.decode()
+    assert "predict: 24/24 (100.0%) variants" in err  # a line per report when stderr is not a terminal
+    assert "FutureWarning" not in err and "Traceback" not in err
+    vcf = (tmp_path / "p.vcf").read_text()
+    assert "##bioreasonVersion=0." in vcf and "##bioreasonCommand=bioreason predict - --fasta bundled" in vcf
+    assert "##contig=<ID=chr17,length=83257441>" in vcf  # the input had no ##contig line: the FASTA's is added
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 24
+
+
+def _progress_run(model, vcf, prefix, *extra):
+    return main(["predict", str(vcf), "--fasta", "bundled", "--model", str(model), "-o", str(prefix),
+                 "--batch-size", "8", *extra])
+
+
+def test_resume_refuses_a_replaced_vcf_a_stale_key_and_an_overwrite(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    vcf = tmp_path / "in.vcf"
+    shutil.copy(SGE24, vcf)
+    full = tmp_path / "full"
+    assert _progress_run(tiny_model_dir, vcf, full) == 0
+    assert _progress_run(tiny_model_dir, vcf, full, "--resume") == 2  # nothing to resume: no silent overwrite
+    assert "exists; pass --force" in capsys.readouterr().err
+    from bioreason.predict import VariantPredictor
+
+    real, calls = VariantPredictor.predict, []
+
+    def first_batch_only(self, variants, on_trace=None):  # as if killed after the first batch was saved
+        calls.append(len(variants))
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(self, variants, on_trace)
+
+    monkeypatch.setattr(VariantPredictor, "predict", first_batch_only)
+    prefix = tmp_path / "cut"
+    assert _progress_run(tiny_model_dir, vcf, prefix) == 130
+    monkeypatch.undo()
+    progress = Path(f"{prefix}.progress.rank0.jsonl")
+    lines = progress.read_text().splitlines()
+    assert len(lines) == 2 and set(json.loads(lines[1])["keys"]) == {str(i) for i in range(8)}
+    saved = progress.read_text()
+    original = vcf.read_text()
+    vcf.write_text(original.replace("chr17\t43045705\t.\tT\tA", "chr17\t43045705\t.\tT\tG", 1))  # same path
+    assert _progress_run(tiny_model_dir, vcf, prefix, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "vcf" in err and "differ(s) from this one (inputs are compared by content)" in err
+    vcf.write_text(original)
+    assert progress.read_text() == saved  # the refused resume left the progress as it was
+    from bioreason.app.job_state import ResumeMismatchError, read_progress
+
+    fp = json.loads(lines[0])["fingerprint"]
+    with pytest.raises(ResumeMismatchError, match=r"progress.rank0.jsonl:2: item 0 was chr17:43045705:T:A, but"):
+        read_progress(progress, fp, {i: "chr1:1:A:C" for i in range(24)})
+    assert _progress_run(tiny_model_dir, vcf, prefix, "--resume") == 0  # unchanged inputs: resumes
+    assert Path(f"{prefix}.jsonl").read_text() == Path(f"{full}.jsonl").read_text()
+
+
+def test_one_run_per_output_prefix(tiny_model_dir, tmp_path, capsys):
+    prefix = tmp_path / "locked"
+    lock = Path(f"{prefix}.lock")
+    lock.write_text(f"{os.uname().nodename} {os.getpid()}\n")  # a live process (this one) holds it
+    assert _progress_run(tiny_model_dir, SGE24, prefix) == 2
+    err = capsys.readouterr().err
+    assert "another run is writing this output prefix" in err and not Path(f"{prefix}.vcf").exists()
+    lock.write_text(f"{os.uname().nodename} 999999999\n")  # a dead process's lock is taken over
+    assert _progress_run(tiny_model_dir, SGE24, prefix) == 0
+    assert Path(f"{prefix}.vcf").is_file() and not lock.exists()
