@@ -245,8 +245,8 @@ def _run(args, vcf, state) -> int:
             if not path.exists() or path.stat().st_size == 0:
                 path.write_text(dumps({"fingerprint": fingerprint}))
             n_mine = sum(len(b) for b in mine)
-            bar = progress(n_mine, n_mine - sum(len(b) for b in todo), f"predict{'' if world == 1 else f' [rank {rank}]'}",
-                           "variants", args.progress_interval)
+            desc = "predict" if world == 1 else f"predict [rank {rank}]"
+            bar = progress(n_mine, n_mine - sum(len(b) for b in todo), desc, "variants", args.progress_interval)
             with open(path, "a") as fh:
                 for batch in todo:
                     results = predictor.predict([items[i] for i in batch])

@@ -46,7 +46,8 @@ REF_CHECK_POLICIES = ("error", "warn", "skip", "fix")
 _CATEGORIES = [(re.compile(p), c) for p, c in (
     (r"contig .* not in the FASTA", "contig not in the FASTA"), (r"REF .* does not match", "REF mismatch"),
     (r"REF .* has characters", "REF not A/C/G/T/N"), (r"ALT .* has characters", "ALT not A/C/G/T/N"),
-    (r"the FASTA has no sequence", "no sequence (N) in the FASTA"), (r"symbolic ALT", "symbolic ALT"), (r"breakend ALT", "breakend ALT"), (r"POS .* outside", "POS outside contig"),
+    (r"the FASTA has no sequence", "no sequence (N) in the FASTA"), (r"symbolic ALT", "symbolic ALT"),
+    (r"breakend ALT", "breakend ALT"), (r"POS .* outside", "POS outside contig"),
     (r"no label", "no label"))]
 
 
