@@ -1,9 +1,12 @@
-"""Nucleotide Transformer (NT-v2, InstaDeep) through ``transformers.EsmModel``: no remote code.
+"""Nucleotide Transformer (InstaDeep) checkpoints in the ESM layout, through ``transformers.EsmModel``: no remote
+code.
 
-Users who are online build it from a hub checkpoint (``pretrained`` in the
-encoder config, e.g. ``InstaDeepAI/nucleotide-transformer-v2-500m-multi-species``):
-the ESM config is read from the hub, the weights arrive by ``load_weights``
-and the hub tokenizer is used. Offline and in tests it is built from a tiny
+Users who are online build it from a hub checkpoint (``pretrained`` in the encoder config, e.g. NT v1's
+``InstaDeepAI/nucleotide-transformer-500m-human-ref``): the ESM config is read from the hub, the weights arrive
+by ``load_weights`` (strictly: every tensor must fit) and the hub tokenizer is used. **NT-v2 checkpoints
+(``nucleotide-transformer-v2-*``) are not supported**: their feed-forward is gated (SwiGLU, a weight twice
+``intermediate_size`` wide, no bias) and ``EsmModel`` has no such layer, so loading one stops with an error that
+says so instead of silently keeping random weights. Offline and in tests it is built from a tiny
 ``EsmConfig`` dict with a built-in non-overlapping 6-mer tokenizer laid out
 like NT's vocabulary (specials, 4,096 6-mers, single nucleotides).
 """
@@ -60,11 +63,22 @@ class KmerTokenizer(DNATokenizer):
         return len(self.vocab)
 
 
+NOT_ESM = ("{source} is not in the ESM layout that transformers.EsmModel loads ({detail}); NT-v2 checkpoints "
+           "(nucleotide-transformer-v2-*) use a gated (SwiGLU) feed-forward and are not supported: use an NT v1 "
+           "checkpoint such as InstaDeepAI/nucleotide-transformer-500m-human-ref, or the hyena or evo2 encoder")
+
+
 def _load_weights(encoder: "NucleotideTransformerEncoder", source: str):
     from transformers import EsmModel
 
-    pretrained = EsmModel.from_pretrained(source, add_pooling_layer=False)
-    encoder.model.load_state_dict(pretrained.state_dict(), strict=False)
+    from bioreason.errors import CorruptModelError
+
+    try:
+        pretrained = EsmModel.from_pretrained(source, add_pooling_layer=False)
+        encoder.model.load_state_dict(pretrained.state_dict(), strict=True)
+    except (RuntimeError, ValueError) as exc:  # size mismatch, missing or unexpected tensors
+        detail = " ".join(str(exc).split())[:300]
+        raise CorruptModelError(NOT_ESM.format(source=source, detail=detail)) from None
     return encoder
 
 

@@ -59,6 +59,35 @@ def test_nucleotide_transformer_tiny_esm():
     assert out.shape == (2, 6, 128)
 
 
+def test_esm_checkpoints_load_strictly_and_nt_v2_layout_is_refused(tmp_path):
+    """A local ESM-layout checkpoint loads tensor for tensor; one whose feed-forward is NT-v2's gated layout (the
+    intermediate weight twice as wide, no bias) is refused with an error naming NT-v2, not half-loaded."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import EsmConfig, EsmModel
+
+    from bioreason.dna_encoders.nucleotide_transformer import _load_weights, default_config
+    from bioreason.errors import CorruptModelError
+
+    cfg = default_config()
+    esm = dict(cfg["esm"], vocab_size=6 + 4 ** 6 + 5)
+    ref = EsmModel(EsmConfig(**esm), add_pooling_layer=False)
+    ref.save_pretrained(tmp_path / "esm")
+    enc = build_encoder("nucleotide-transformer")
+    _load_weights(enc, str(tmp_path / "esm"))
+    assert all(torch.equal(a, b) for a, b in zip(enc.model.state_dict().values(), ref.state_dict().values()))
+    ref.save_pretrained(tmp_path / "ntv2")
+    weights = tmp_path / "ntv2" / "model.safetensors"
+    state = load_file(weights)
+    for name in [k for k in state if k.endswith("intermediate.dense.weight")]:  # SwiGLU: gate and value stacked
+        state[name] = torch.randn(2 * esm["intermediate_size"], esm["hidden_size"])
+    for name in [k for k in state if k.endswith("intermediate.dense.bias")]:
+        del state[name]
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(CorruptModelError, match="NT-v2 checkpoints .* are not supported"):
+        _load_weights(build_encoder("nucleotide-transformer"), str(tmp_path / "ntv2"))
+
+
 def test_evo2_missing_package_gives_install_hint():
     pytest.importorskip("torch")
     try:
