@@ -97,6 +97,13 @@ class DataOrder:
         return [self._at(i) for i in range(start, start + self.bs)]
 
 
+def _plain(value):
+    """JSON for what a recipe or scheduler state may hold beyond JSON types (paths, tuples, tensors)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
 class Trainer:
     def __init__(self, recipe: dict, step_fn, examples: list, kind: str):
         from accelerate import Accelerator
@@ -132,7 +139,8 @@ class Trainer:
         self.sched = get_scheduler(t["scheduler"], opt, num_warmup_steps=int(t["warmup_steps"]),
                                    num_training_steps=int(t["max_steps"]))
         self.model, self.opt = self.acc.prepare(model, opt)
-        self.acc.register_for_checkpointing(self.sched)  # stepped by us once per step, not per process
+        # the scheduler (stepped by us once per step) is saved as JSON in trainer_state.json, not registered with
+        # accelerate: its custom_checkpoint_*.pkl is unpickled with weights_only=False, so a crafted one runs code
         balance = recipe.get("data", {}).get("balance")
         if balance not in (None, "label"):
             raise RecipeError(f"data.balance={balance!r}: use label (each label seen about equally often) or leave "
@@ -163,7 +171,9 @@ class Trainer:
         self.acc.save_state(str(tmp))
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "kind": self.kind}))
+            (tmp / "trainer_state.json").write_text(json.dumps({
+                "step": self.step, "kind": self.kind, "scheduler": self.sched.state_dict(),
+                "recipe": self.resume_key()}, default=_plain))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             keep = int(self.recipe["train"]["save_total_limit"])
@@ -185,9 +195,30 @@ class Trainer:
             path = Path(where)
         if not (path / "trainer_state.json").is_file():
             raise RecipeError(f"{path} is not a complete checkpoint (no trainer_state.json)")
+        state = json.loads((path / "trainer_state.json").read_text())
+        saved, now = state.get("recipe"), json.loads(json.dumps(self.resume_key(), default=_plain))
+        if saved != now:
+            diff = sorted(k for k in set(saved or {}) | set(now) if (saved or {}).get(k) != now.get(k))
+            raise RecipeError(f"{path} was saved by a run with another recipe ({', '.join(diff) or 'unknown'} "
+                              "differ); resume with the checkpoint's recipe, or start a new train.output_dir")
+        if "scheduler" not in state:
+            raise RecipeError(f"{path} has no scheduler state in trainer_state.json (an older checkpoint); "
+                              "start a new train.output_dir")
+        pickled = sorted(p.name for p in path.glob("custom_checkpoint_*.pkl"))
+        if pickled:
+            raise RecipeError(f"{path} holds {pickled[0]}, a pickled state that bioreason never writes (loading it "
+                              "would run whatever code it holds); refusing to resume from it")
         self.acc.load_state(str(path))
-        self.step = json.loads((path / "trainer_state.json").read_text())["step"]
+        self.sched.load_state_dict(state["scheduler"])
+        self.step = state["step"]
         log.info("resumed from %s at step %d", path, self.step)
+
+    def resume_key(self) -> dict:
+        """What must not change between a checkpoint and its resume: seed, batch shape, schedule and data."""
+        t = self.recipe["train"]
+        keys = ("seed", "batch_size", "grad_accum", "lr", "scheduler", "warmup_steps", "max_steps")
+        return {"kind": self.kind, "processes": self.acc.num_processes, **{k: t.get(k) for k in keys},
+                "data": self.recipe.get("data")}
 
     # --- the loop ----------------------------------------------------------------------------------------------------
     def _sum_all(self, value: float) -> float:

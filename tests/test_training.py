@@ -257,3 +257,35 @@ def test_stacked_adapter_equals_the_chain(tmp_path):
         b = stacked(**{k: v for k, v in x.items() if k != "labels"}).logits
         plain = load_model(base)[0](**{k: v for k, v in x.items() if k != "labels"}).logits
     assert torch.allclose(a, b, atol=1e-4) and not torch.allclose(a, plain, atol=1e-2)
+
+
+class _Payload:
+    """Unpickling this object writes a file: what a crafted checkpoint would do."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_resume_unpickles_nothing_and_refuses_another_recipe(tmp_path):
+    import pickle
+
+    from bioreason.errors import RecipeError
+    from bioreason.training.sft import run
+
+    common = ["train.max_steps=2", "train.save_every=2", "train.lr=0.003"]
+    run(_recipe(tmp_path, "c", *common), progress=False)
+    ckpt = tmp_path / "c" / "checkpoints" / "step-000002"
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["scheduler"]["last_epoch"] == 2 and not list(ckpt.glob("custom_checkpoint_*.pkl"))
+    marker = tmp_path / "pwned"
+    (ckpt / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(_Payload(marker)))  # a crafted file
+    with pytest.raises(RecipeError, match="custom_checkpoint_0.pkl, a pickled state that bioreason never writes"):
+        run(_recipe(tmp_path, "c", *common, "train.resume=latest"), progress=False)
+    assert not marker.exists()  # never unpickled
+    (ckpt / "custom_checkpoint_0.pkl").unlink()
+    with pytest.raises(RecipeError, match=r"another recipe \(lr differ"):
+        run(_recipe(tmp_path, "c", "train.max_steps=2", "train.save_every=2", "train.lr=0.01",
+                    "train.resume=latest"), progress=False)
