@@ -5,8 +5,8 @@
   ``--gtf`` file, and the package version. ``--resume`` after any of them changed is an error that says which.
 - Progress files (``PREFIX.progress.rankR.jsonl``): a fingerprint line, then one line per finished batch with the
   results *and each variant's key* (``chrom:pos:ref:alt``); a key that no longer matches the input is an error.
-- ``OutputLock``: ``PREFIX.lock`` created exclusively (pid inside), so two runs on one output prefix cannot
-  interleave; a lock left by a dead process on this host is taken over.
+- ``output_lock(prefix)``: an exclusive lock on ``.PREFIX.lock`` (``bioreason.atomic.locked``), so two runs on one
+  output prefix cannot interleave; the kernel releases it when its holder dies.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 from pathlib import Path
 
-from bioreason.errors import BioreasonError, OutputExistsError
+from bioreason.errors import BioreasonError
 
 
 class ResumeMismatchError(BioreasonError, ValueError):
@@ -105,46 +104,8 @@ def read_progress(path: Path, fingerprint: dict, keys: dict[int, str] | None = N
     return done
 
 
-class OutputLock:
-    """``PREFIX.lock``, created exclusively; released on exit. A lock of a dead local process is taken over."""
+def output_lock(prefix: str):
+    """The lock that keeps a second run off this output prefix (``bioreason.atomic.locked``, not waiting)."""
+    from bioreason.atomic import locked
 
-    def __init__(self, prefix: str):
-        self.path = Path(f"{prefix}.lock")
-        self.held = False
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{socket.gethostname()} {os.getpid()}\n"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._stale():
-                    self.path.unlink(missing_ok=True)
-                    continue
-                owner = self.path.read_text(errors="replace").strip() or "another process"
-                raise OutputExistsError(f"{self.path} is held by {owner}: another run is writing this output "
-                                        "prefix; wait for it, or choose another -o (delete the lock if that run "
-                                        "is gone)") from None
-            with os.fdopen(fd, "w") as fh:
-                fh.write(me)
-            self.held = True
-            return self
-        raise OutputExistsError(f"could not take {self.path}; delete it if no run is writing this prefix")
-
-    def _stale(self) -> bool:
-        try:
-            host, pid = self.path.read_text().split()
-            if host != socket.gethostname():
-                return False
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except (ValueError, OSError):
-            return False
-        return False
-
-    def __exit__(self, *exc):
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+    return locked(Path(prefix), wait=False)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from bioreason.app.job_state import ResumeMismatchError, read_progress  # noqa: F401 (ResumeMismatchError: API)
-from bioreason.app.job_state import OutputLock, fingerprint as content_fingerprint, progress_path
+from bioreason.app.job_state import fingerprint as content_fingerprint, output_lock, progress_path
 from bioreason.app.writers import (SKIP_HEADER, AtomicWriter, check_outputs, dumps, fsync_dir, skip_line)
 from bioreason.errors import BioreasonError, InputFormatError, OutputExistsError
 
@@ -211,7 +211,7 @@ def _run(args, vcf, state) -> int:
                 **reader_options(args)}
     fingerprint = content_fingerprint(vcf, fasta_path(args), resolve_model_dir(args.model), args.gtf, settings)
     progress_files = [progress_path(args.output, r) for r in range(world)]
-    lock = OutputLock(args.output) if rank == 0 else contextlib.nullcontext()
+    lock = output_lock(args.output) if rank == 0 else contextlib.nullcontext()
     with lock:
         if rank == 0:
             stale = [p for p in Path(args.output).parent.glob(f"{Path(args.output).name}.progress.rank*.jsonl")]

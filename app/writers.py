@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from bioreason.atomic import AtomicFile as AtomicWriter, fsync_dir  # noqa: F401 (the commands' names for them)
 from bioreason.errors import OutputExistsError
 
 SKIP_HEADER = "chrom\tpos\tref\talt\treason\n"
@@ -22,55 +23,6 @@ def check_outputs(paths, force: bool) -> None:
     if existing and not force:
         raise OutputExistsError(f"output {existing[0]} exists; pass --force to overwrite it "
                                 f"(or choose another -o prefix)")
-
-
-class AtomicWriter:
-    """Text file written to ``<path>.tmp-<pid>`` and renamed to ``path`` by ``commit()``."""
-
-    def __init__(self, path, mode: str = "w"):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        self.fh = open(self.tmp, mode)
-
-    def write(self, text) -> None:
-        self.fh.write(text)
-
-    def commit(self) -> Path:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        os.replace(self.tmp, self.path)
-        fsync_dir(self.path.parent)
-        return self.path
-
-    def abort(self) -> None:
-        if not self.fh.closed:
-            self.fh.close()
-        self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-
-def fsync_dir(folder) -> None:
-    """Make a rename in ``folder`` durable (POSIX: fsync the directory); a no-op where that is not possible."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def skip_line(skip) -> str:

@@ -10,10 +10,10 @@ then the projector. Everything is safetensors; nothing is unpickled.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from bioreason.atomic import atomic_folder
 
 ADAPTER_FILE = "bioreason_adapter.json"
 
@@ -50,22 +50,7 @@ def save_trained(model, processor, folder, base: str | None, fmt: str = "adapter
         if task:  # how predict/ask/demo should prompt this model (labels, prompt style, gene, ...)
             (tmp / "bioreason_task.json").write_text(json.dumps(task, indent=2))
 
-    return _atomic_folder(folder, write)
-
-
-def _atomic_folder(final, write) -> Path:
-    """Run ``write(tmp)`` in a temporary sibling of ``final``, then swap it in for ``final``."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
-        write(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return atomic_folder(folder, write)
 
 
 def tidy_adapter(folder, base: str) -> None:
@@ -124,7 +109,7 @@ def stack_adapters(first, second, out) -> Path:
             st["kind"] for st in stages if st.get("kind")), "stages": stages}, indent=2))
         tidy_adapter(tmp, info1.get("base", "default"))
 
-    return _atomic_folder(out, write)
+    return atomic_folder(out, write)
 
 
 def is_adapter_folder(folder) -> bool:

@@ -18,8 +18,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -65,25 +63,15 @@ def _is_complete(folder: Path) -> bool:
 
 
 def _atomic_build(final: Path, build, force: bool = False) -> Path:
-    """Run ``build(tmp_folder)`` and rename the result to ``final``; no-op if ``final`` is complete."""
-    if _is_complete(final) and not force:
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
-    try:
+    """Run ``build(tmp_folder)`` and rename the result to ``final`` (``bioreason.atomic``: locked, so a second
+    process preparing the same model waits and then finds it done); no-op if ``final`` is complete."""
+    from bioreason.atomic import atomic_folder
+
+    def write(tmp: Path) -> None:
         info = build(tmp) or {}
         (tmp / MARKER).write_text(json.dumps({"built": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}, indent=2))
-        if final.exists():  # incomplete leftover or --force: move aside, then swap in
-            trash = final.with_name(f".old-{final.name}-{os.getpid()}")
-            os.replace(final, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    # leftovers of killed runs (.tmp-*) are removed on the next successful run
-    for stale in final.parent.glob(f".tmp-{final.name}-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    return final
+
+    return atomic_folder(final, write, done=lambda f: _is_complete(f) and not force)
 
 
 def smollm2_gguf() -> Path:

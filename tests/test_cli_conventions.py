@@ -113,12 +113,12 @@ def test_resume_refuses_a_replaced_vcf_a_stale_key_and_an_overwrite(tiny_model_d
 
 
 def test_one_run_per_output_prefix(tiny_model_dir, tmp_path, capsys):
+    from bioreason.atomic import locked
+
     prefix = tmp_path / "locked"
-    lock = Path(f"{prefix}.lock")
-    lock.write_text(f"{os.uname().nodename} {os.getpid()}\n")  # a live process (this one) holds it
-    assert _progress_run(tiny_model_dir, SGE24, prefix) == 2
-    err = capsys.readouterr().err
-    assert "another run is writing this output prefix" in err and not Path(f"{prefix}.vcf").exists()
-    lock.write_text(f"{os.uname().nodename} 999999999\n")  # a dead process's lock is taken over
-    assert _progress_run(tiny_model_dir, SGE24, prefix) == 0
-    assert Path(f"{prefix}.vcf").is_file() and not lock.exists()
+    with locked(prefix, wait=False):  # another run holds the prefix
+        assert _progress_run(tiny_model_dir, SGE24, prefix) == 2
+        err = capsys.readouterr().err
+        assert "is being written by process" in err and not Path(f"{prefix}.vcf").exists()
+    assert _progress_run(tiny_model_dir, SGE24, prefix) == 0  # released (also when a holder dies: kernel flock)
+    assert Path(f"{prefix}.vcf").is_file()

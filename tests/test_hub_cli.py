@@ -25,7 +25,8 @@ def test_atomic_build_leaves_nothing_when_interrupted(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         hub._atomic_build(final, broken)
-    assert not final.exists() and list(final.parent.iterdir()) == []
+    # nothing loadable, no temporary folder: only the (empty, unlocked) lock file stays for the next run
+    assert not final.exists() and [p.name for p in final.parent.iterdir()] == [".m.lock"]
     calls = []
     hub._atomic_build(final, lambda tmp: calls.append(1) or (tmp / "config.json").touch())
     hub._atomic_build(final, lambda tmp: calls.append(2))  # complete already: no-op
@@ -159,3 +160,22 @@ def test_windows_and_predict_with_a_transcript_model(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "Traceback" not in err and ("bad.gtf:1:" in err or "does not exist" in err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.gtf", "w.skipped.tsv", "w.windows.jsonl"]
+
+
+def test_two_processes_preparing_one_model_both_succeed_and_build_once(tmp_path):
+    """torchrun on a fresh $BIOREASON_HOME: every rank prepares the default at once. The second waits on the lock
+    and then finds the folder complete (before, each deleted the other's temporary folder and one failed)."""
+    import subprocess
+    import sys
+
+    final, log = tmp_path / "models" / "m", tmp_path / "builds.log"
+    code = ("import sys, time; from pathlib import Path; from bioreason import hub\n"
+            "def build(tmp):\n"
+            "    with open(sys.argv[2], 'a') as fh: fh.write('built\\n')\n"
+            "    time.sleep(1.5); (tmp / 'config.json').write_text('{}')\n"
+            "hub._atomic_build(Path(sys.argv[1]), build)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(final), str(log)], stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0], [p.stderr.read() for p in procs]
+    assert log.read_text() == "built\n" and (final / hub.MARKER).is_file() and (final / "config.json").is_file()
+    assert sorted(p.name for p in final.parent.iterdir()) == [".m.lock", "m"]  # no temporary folder left
