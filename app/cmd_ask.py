@@ -48,7 +48,7 @@ def read_dna_argument(value: str) -> str:
 
 
 def run(args) -> int:
-    from bioreason.hub import load_model
+    from bioreason.checkpoints import load_model
     from bioreason.inference import DEFAULT_SYSTEM, build_messages, stream_answer
 
     messages = build_messages(args.question, [read_dna_argument(d) for d in args.dna], args.system or DEFAULT_SYSTEM)

@@ -67,7 +67,7 @@ def run(args) -> int:
 
     check_outputs([Path(args.output) / "report.json"], args.force)
     from bioreason import evaluation as ev
-    from bioreason.hub import load_model
+    from bioreason.checkpoints import load_model
     from bioreason.kegg_data.build import build_examples
     from bioreason.kegg_data.tasks import SYSTEM_PROMPT
 

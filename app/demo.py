@@ -138,7 +138,7 @@ class DemoBackend:
 
     def predictor(self):
         if self._loaded is None:
-            from bioreason.hub import load_model
+            from bioreason.checkpoints import load_model
             from bioreason.predict import PredictConfig, VariantPredictor
 
             model, proc = load_model(self.model_path)

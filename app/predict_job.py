@@ -194,7 +194,8 @@ def _run(args, vcf, state) -> int:
 
     from bioreason.app.inputs import progress
     from bioreason.app.options import fasta_path, prompt_overrides, reader_options, transcript_model
-    from bioreason.hub import load_model, resolve_model_dir
+    from bioreason.checkpoints import load_model
+    from bioreason.hub import resolve_model_dir
     from bioreason.kegg_data.annotated_variants import annotation_layouts
     from bioreason.kegg_data.consequence import Annotator
     from bioreason.kegg_data.variants import Variant, VariantReader

@@ -9,7 +9,6 @@ every command that reads variants.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from bioreason.atomic import AtomicFile as AtomicWriter, fsync_dir  # noqa: F401 (the commands' names for them)

@@ -32,7 +32,7 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    from bioreason import hub
+    from bioreason import checkpoints, hub
     from bioreason.app.cmd_ask import read_dna_argument
     from bioreason.inference import build_messages, generation_kwargs
 
@@ -45,7 +45,7 @@ def main() -> None:
     print(f"prepare (first build if --fresh, else no-op): {prepare_s:.1f} s")
     for dtype in ("bfloat16", "float32"):
         t0 = time.perf_counter()
-        model, proc = hub.load_model(dtype=dtype)
+        model, proc = checkpoints.load_model(dtype=dtype)
         load_s = time.perf_counter() - t0
         inputs = proc([msgs])
         n_dna = int((inputs["input_ids"] == proc.dna_pad_id).sum())

@@ -94,7 +94,7 @@ def main() -> int:
     check("GRPO steps on cuda", len(ghist) == 3 and all(h["completion_length"] > 0 for h in ghist),
           f"reward {[round(h['reward'], 3) for h in ghist]}")
 
-    from bioreason.hub import load_model
+    from bioreason.checkpoints import load_model
     from bioreason.kegg_data.variants import Variant
     from bioreason.predict import PredictConfig, VariantPredictor
 

@@ -46,7 +46,7 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    from bioreason.hub import load_model
+    from bioreason.checkpoints import load_model
     from bioreason.kegg_data.bundled import bundled_fasta
     from bioreason.kegg_data.variants import VariantReader
     from bioreason.predict import PredictConfig, VariantPredictor

