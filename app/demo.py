@@ -25,12 +25,8 @@ EXAMPLES = [  # real BRCA1 saturation-genome-editing variants (Findlay et al. 20
     ["chr17:43045705 T>A", "FUNC in the assay"],
 ]
 VARIANT_RE = re.compile(r"^\s*(?:chr)?([0-9A-Za-z_.]+)\s*[:\s]\s*([0-9,]+)\s+([ACGTNacgtn]+)\s*(?:>|/|\s)\s*([ACGTNacgtn]+)\s*$")
-MAX_VCF_BYTES = 1_000_000
-MAX_VCF_RECORDS = 50
-
-
-class DemoInputError(Exception):
-    pass
+from bioreason.app.demo_limits import (BATCH, MAX_QUESTION_CHARS, MAX_VCF_RECORDS, DemoInputError,  # noqa: F401
+                                       check_fasta_upload, discard_upload, vcf_bytes)
 
 
 def parse_variant(text: str) -> tuple[str, int, str, str]:
@@ -146,13 +142,27 @@ class DemoBackend:
         return self._loaded
 
     def reference(self, fasta_file):
+        """The bundled reference (kept open), or an upload (checked first; closed and deleted by ``release``)."""
         from bioreason.kegg_data.bundled import bundled_fasta
         from bioreason.kegg_data.reference import Reference
 
         path = str(fasta_file or bundled_fasta())
         if path not in self._refs:
+            if fasta_file:
+                check_fasta_upload(path)
             self._refs[path] = Reference(path)
         return self._refs[path]
+
+    def release(self, *uploads) -> None:
+        """End of a request: close and forget uploaded references, delete every upload and its index files."""
+        for path in uploads:
+            if not path:
+                continue
+            ref = self._refs.pop(str(path), None)
+            if ref is not None:
+                ref.close()
+            self._annotators.pop(str(path), None)
+            discard_upload(path)
 
     def annotator(self, fasta_file):
         """The transcript model over a reference: the bundled BRCA1 transcript for the bundled reference; for an
@@ -214,8 +224,11 @@ class DemoBackend:
 
     def stream_variant(self, text, fasta_file):
         """Yields (trace, label probabilities, window html) while the model reasons about one variant."""
-        for trace, probs, shown, _ in self._stream(self.windows_for(text, fasta_file), fasta_file):
-            yield trace, probs, shown
+        try:
+            for trace, probs, shown, _ in self._stream(self.windows_for(text, fasta_file), fasta_file):
+                yield trace, probs, shown
+        finally:
+            self.release(fasta_file)
 
     def _stream(self, variant, fasta_file):
         """Yields (trace, probabilities or None, window html, annotation dict or None)."""
@@ -235,40 +248,31 @@ class DemoBackend:
         yield trace, res["probs"], decision_html(res, pred.cfg.decision) + shown, annotation
 
     def predict_vcf(self, text, vcf_file, fasta_file):
+        try:
+            return self._predict_vcf(text, vcf_file, fasta_file)
+        finally:
+            self.release(vcf_file, fasta_file)
+
+    def _predict_vcf(self, text, vcf_file, fasta_file):
         from bioreason.errors import BioreasonError
         from bioreason.kegg_data.annotated_variants import annotation_layouts
         from bioreason.kegg_data.variants import Skip, VariantReader
 
-        data = Path(vcf_file).read_bytes() if vcf_file else (text or "").encode()
-        if not data.strip():
-            raise DemoInputError("paste VCF text or upload a .vcf file first")
-        if len(data) > MAX_VCF_BYTES:
-            raise DemoInputError(f"the VCF is {len(data):,} bytes; the demo takes at most {MAX_VCF_BYTES:,} "
-                                 "(use `bioreason predict` for whole files)")
-        suffix = ".vcf.gz" if data[:2] == b"\x1f\x8b" else ".vcf"
-        if suffix == ".vcf" and b"#CHROM" not in data:  # pasted records without a header: add the minimal one
-            lines = [line.split() for line in data.strip().splitlines() if line.strip()]
-            lines = [f + [b"."] * (8 - len(f)) if 5 <= len(f) < 8 else f for f in lines]  # QUAL FILTER INFO
-            data = (b"##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
-                    + b"\n".join(b"\t".join(f) for f in lines) + b"\n")
-        with tempfile.NamedTemporaryFile(suffix=suffix, dir=os.environ.get("GRADIO_TEMP_DIR"), delete=False) as fh:
+        data = vcf_bytes(text, vcf_file)  # decompressed, records and alleles counted
+        with tempfile.NamedTemporaryFile(suffix=".vcf", dir=os.environ.get("GRADIO_TEMP_DIR"), delete=False) as fh:
             fh.write(data)
         try:
             pred = self.predictor()
             reader = VariantReader(fh.name, self.reference(fasta_file), window=pred.proc.max_nucleotides,
                                    ref_check="skip", info_fields=pred.cfg.info_fields())
             pred = self.predictor_for(fasta_file, layouts=annotation_layouts(reader))
-            items = []
-            for item in reader:
-                items.append(item)
-                if reader.stats.records > MAX_VCF_RECORDS:
-                    raise DemoInputError(f"the demo takes at most {MAX_VCF_RECORDS} records; use `bioreason predict`")
+            items = list(reader)
         except BioreasonError as exc:  # name the input as the person knows it, not our temporary file
             raise DemoInputError(str(exc).replace(fh.name, "the VCF")) from None
         finally:
             os.unlink(fh.name)
         variants = [i for i in items if not isinstance(i, Skip)]
-        results = iter(pred.predict(variants) if variants else [])
+        results = iter([r for k in range(0, len(variants), BATCH) for r in pred.predict(variants[k:k + BATCH])])
         labels = list(pred.cfg.labels)
         rows = []
         for it in items:
@@ -292,6 +296,9 @@ class DemoBackend:
         seqs = [s for s in (ref, alt) if s and s.strip()]
         if not seqs:
             raise DemoInputError("paste at least one DNA sequence")
+        if len(question or "") > MAX_QUESTION_CHARS:
+            raise DemoInputError(f"the question has {len(question):,} characters; the demo takes at most "
+                                 f"{MAX_QUESTION_CHARS:,}")
         pred = self.predictor()
         msgs = build_messages(question or "What is the effect of the difference between these sequences?", seqs)
         pred.proc([msgs])  # validate before streaming
@@ -316,23 +323,35 @@ class DemoBackend:
 
 
 def _guard(fn):
-    """Turn library and input errors into messages shown in the page."""
+    """Every error becomes a message in the page: input and library errors as they are (upload paths replaced by
+    'your upload'), anything else as 'internal error' with the details in the server log only."""
     import functools
     import inspect
+    import logging
 
     import gradio as gr
 
     from bioreason.errors import BioreasonError
 
     def message(exc):
-        return gr.Error(str(exc), print_exception=False)
+        if isinstance(exc, (BioreasonError, DemoInputError, ValueError)):
+            text = str(exc)
+            temp = os.environ.get("GRADIO_TEMP_DIR")
+            if temp:
+                text = re.sub(re.escape(temp) + r"[^\s'\",;:)]*", "your upload", text)
+            return gr.Error(text, print_exception=False)
+        logging.getLogger(__name__).exception("demo request failed")
+        return gr.Error("internal error while handling this request (details are in the server log); "
+                        "check the input, or try the command line", print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(*a, **k):
             try:
                 yield from fn(*a, **k)
-            except (BioreasonError, DemoInputError, ValueError) as exc:
+            except gr.Error:
+                raise
+            except Exception as exc:
                 raise message(exc) from None
         return gen
 
@@ -340,15 +359,21 @@ def _guard(fn):
     def plain(*a, **k):
         try:
             return fn(*a, **k)
-        except (BioreasonError, DemoInputError, ValueError) as exc:
+        except gr.Error:
+            raise
+        except Exception as exc:
             raise message(exc) from None
     return plain
+
+
+# every event that touches the model (or the shared reference cache) queues in one group, one at a time
+ONE_MODEL_CALL = {"concurrency_id": "model", "concurrency_limit": 1}
 
 
 def build_demo(backend: DemoBackend):
     import gradio as gr
 
-    with gr.Blocks(title="bioreason demo") as demo:
+    with gr.Blocks(title="bioreason demo", delete_cache=(600, 900)) as demo:  # backstop: stale files go
         gr.Markdown("# bioreason: a DNA-language model that reasons about variants")
         gr.Markdown(NOTICE, elem_id="notice")
         with gr.Tab("One variant"):
@@ -366,7 +391,7 @@ def build_demo(backend: DemoBackend):
                              elem_id="label")
             window = gr.HTML(label="Window")
             go.click(_guard(backend.stream_variant), [variant, fasta], [trace, label, window],
-                     api_name="predict_variant")
+                     api_name="predict_variant", **ONE_MODEL_CALL)
         with gr.Tab("VCF"):
             vcf_text = gr.Textbox(label=f"Paste VCF (at most {MAX_VCF_RECORDS} records)", lines=6)
             vcf_file = gr.File(label="or upload a .vcf / .vcf.gz", file_types=[".vcf", ".gz"], type="filepath")
@@ -378,7 +403,8 @@ def build_demo(backend: DemoBackend):
                 header, rows = backend.predict_vcf(text, file, fa)
                 return gr.Dataframe(value=rows, headers=header)
 
-            go_vcf.click(_guard(run_vcf), [vcf_text, vcf_file, vcf_fasta], table, api_name="predict_vcf")
+            go_vcf.click(_guard(run_vcf), [vcf_text, vcf_file, vcf_fasta], table, api_name="predict_vcf",
+                         **ONE_MODEL_CALL)
         with gr.Tab("Sequences"):
             ref = gr.Textbox(label="Reference sequence (<= 1,024 nt)", lines=3)
             alt = gr.Textbox(label="Alternate sequence (optional)", lines=3)
@@ -388,7 +414,8 @@ def build_demo(backend: DemoBackend):
                         label="chr17:43045711 G>T as two sequences (located in BRCA1 and annotated)")
             answer = gr.Textbox(label="Answer (streamed)", lines=8, elem_id="seq-answer")
             located = gr.Textbox(label="Where the difference lies", lines=2, elem_id="seq-located")
-            go_seq.click(_guard(backend.stream_sequences), [ref, alt, question], [answer, located], api_name="ask")
+            go_seq.click(_guard(backend.stream_sequences), [ref, alt, question], [answer, located], api_name="ask",
+                         **ONE_MODEL_CALL)
     demo.queue(default_concurrency_limit=1, max_size=16)
     return demo
 

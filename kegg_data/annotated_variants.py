@@ -28,6 +28,7 @@ from bioreason.kegg_data.variants import Skip, VariantReader
 LABELS = ("LOF", "FUNC")
 TRACE_PREFIX = "<think>\nThe variant is"  # every fact trace opens so; predict --traces starts the answer with it
 LABEL_MAP = {"LOF": "LOF", "FUNC": "FUNC", "INT": "FUNC"}
+MAX_FIELD = 100  # characters of each annotation field a prompt states
 QUESTION = ("Variant {chrom}:{pos} {ref}>{alt}{gene}. The first DNA sequence is the reference window and the second "
             "carries the variant at position {offset}. Is this variant loss-of-function (LOF) or functional (FUNC)?")
 _HGVSC_CODING = re.compile(r"^c\.(\d+)([ACGT])>([ACGT])$")
@@ -182,6 +183,8 @@ def prompt_annotation(ann: dict) -> dict:
 
     if not ann:
         return {}
+    # a prompt states short facts: an INFO value of any size (a 1 MB CSQ) must not become 250,000 tokens
+    ann = {k: v[:MAX_FIELD] + "..." if isinstance(v, str) and len(v) > MAX_FIELD else v for k, v in ann.items()}
     cons = ann.get("consequence")
     if cons and "_" in cons:  # SO terms (VEP CSQ, SnpEff ANN): the most severe, as its class
         cons = consequence_class(cons) or cons

@@ -102,3 +102,8 @@ def test_sequence_traces_state_only_what_the_prompt_allows():
     ex = next(e for e in seq_only if e.meta["variant"] == "chr17:43045709:A:G")
     assert ex.reasoning == "The variant is chr17:43045709 A>G in BRCA1.\nThe consequence is missense."
     assert ex.meta["facts"]["protein_change"] == "L1854P"  # still known to evaluation, just not stated
+
+
+def test_huge_annotation_fields_are_cut_in_prompts():
+    shown = prompt_annotation({"consequence": "Missense", "hgvsc": "c." + "A" * 1_000_000, "gene": "G" * 500})
+    assert len(shown["hgvsc"]) == 103 and shown["hgvsc"].endswith("...") and len(shown["gene"]) == 103

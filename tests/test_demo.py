@@ -120,3 +120,79 @@ def test_browser_submits_an_example_and_sees_label_and_trace(demo_url):
     assert "pathogenic" in label_text or "benign" in label_text
     assert len(trace) > 0
     assert (ARTIFACTS / "demo.png").stat().st_size > 10_000
+
+
+def test_every_model_event_shares_one_queue_slot():
+    """One model call at a time across all tabs: each event's concurrency is one shared group of size 1."""
+    from bioreason.app.demo import DemoBackend, build_demo
+    from conftest import save_tiny
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        demo = build_demo(DemoBackend(str(save_tiny(Path(tmp), seed=2))))
+        events = [f for f in demo.fns.values() if f.api_name in ("predict_variant", "predict_vcf", "ask")]
+        assert len(events) == 3 and {(f.concurrency_id, f.concurrency_limit) for f in events} == {("model", 1)}
+
+
+def test_limits_in_the_units_that_cost(tmp_path):
+    import gzip
+
+    from bioreason.app.demo_limits import DemoInputError, check_fasta_upload, vcf_bytes
+
+    many_alts = "chr17\t43045711\t.\tG\t" + ",".join(["T"] * 5003) + "\t.\t.\t.\n"  # 30 KB, 5,003 alleles
+    with pytest.raises(DemoInputError, match="5,003 ALT alleles; the demo takes at most 50"):
+        vcf_bytes(many_alts, None)
+    bomb = tmp_path / "bomb.vcf.gz"  # a few KB compressed, 64 MiB of INFO inside
+    bomb.write_bytes(gzip.compress(b"##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                                   b"chr17\t1\t.\tA\tC\t.\t.\tX=" + b"A" * (64 * 2**20) + b"\n"))
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(DemoInputError, match="more than 1,000,000 bytes once decompressed"):
+        vcf_bytes(None, str(bomb))
+    one_line = tmp_path / "one_line.fa.gz"  # a compressed FASTA whose only sequence line is 1 MiB long
+    one_line.write_bytes(gzip.compress(b">chr1\n" + b"A" * 2**20 + b"\n"))
+    with pytest.raises(DemoInputError, match="a line longer than 65,536 characters"):
+        check_fasta_upload(str(one_line))
+    assert vcf_bytes("chr17 43045711 . G T", None).startswith(b"##fileformat")  # a normal paste passes
+
+
+def test_fifty_concurrent_requests_and_hostile_inputs_leave_the_server_answering(demo_url):
+    import gzip
+    import os
+    import tempfile
+
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+    from gradio_client.utils import QueueError
+
+    client = Client(demo_url, verbose=False)
+    jobs = [client.submit(f"chr17:430457{11 if i % 2 else 12} {'G>T' if i % 2 else 'T>C'}", None,
+                          api_name="/predict_variant") for i in range(50)]
+    served, turned_away = 0, 0
+    for job in jobs:  # a bounded waiting list: what does not fit is told so at once, the rest is answered
+        try:
+            served += job.result(timeout=600)[1]["label"] in ("pathogenic", "benign")
+        except QueueError:
+            turned_away += 1
+    assert served >= 16 and served + turned_away == 50
+    with tempfile.TemporaryDirectory() as tmp:
+        bomb = Path(tmp) / "bomb.vcf.gz"
+        bomb.write_bytes(gzip.compress(b"##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                                       b"chr17\t1\t.\tA\tC\t.\t.\tX=" + b"A" * (8 * 2**20) + b"\n"))
+        with pytest.raises(AppError, match="once decompressed"):
+            client.predict("", handle_file(str(bomb)), None, api_name="/predict_vcf")
+        broken = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nchr17 43045711 . G T . . .\n"
+        with pytest.raises(AppError, match="separated by tabs") as err:
+            client.predict(broken, None, None, api_name="/predict_vcf")  # was a segfault that killed the server
+        assert "gradio" not in str(err.value) and "/tmp" not in str(err.value)  # no server paths
+        with pytest.raises(AppError, match="the demo takes at most 2,000"):
+            client.predict("ACGT", "ACGA", "q" * 1_000_000, api_name="/ask")
+        vcf = Path(tmp) / "upload.vcf"
+        vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                       "chr17\t43045711\t.\tG\tT\t.\t.\t.\n")
+        table = client.predict("", handle_file(str(vcf)), None, api_name="/predict_vcf")
+        assert table["value"]["data"][0][4] in ("pathogenic", "benign")
+    temp = os.environ["GRADIO_TEMP_DIR"]
+    assert not [p for p in Path(temp).rglob("*") if p.is_file() and p.suffix in (".vcf", ".gz")]  # uploads gone
+    trace, label, _ = client.predict("chr17:43045711 G>T", None, api_name="/predict_variant")  # still answering
+    assert label["label"] in ("pathogenic", "benign")
