@@ -63,6 +63,24 @@ def vcf_input(value: str, prefix: str):
         Path(tmp).unlink(missing_ok=True)
 
 
+def count_alleles(path) -> int | None:
+    """ALT alleles in a text VCF (plain or gzip), by a quick scan of column 5, for a progress total; None for BCF."""
+    import gzip
+
+    p = Path(path)
+    with open(p, "rb") as fh:
+        magic = fh.read(4)
+    if magic[:3] == b"BCF" or (magic[:2] == b"\x1f\x8b" and p.suffix == ".bcf"):
+        return None
+    n = 0
+    with (gzip.open(p, "rb") if magic[:2] == b"\x1f\x8b" else open(p, "rb")) as fh:
+        for line in fh:
+            if not line.startswith(b"#"):
+                cols = line.split(b"\t", 5)
+                n += cols[4].count(b",") + 1 if len(cols) > 4 else 1
+    return n
+
+
 class _LogProgress:
     """tqdm's update/close interface, printing one line every ``interval`` seconds (for non-terminals)."""
 

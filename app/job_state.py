@@ -3,8 +3,10 @@
 - ``fingerprint(...)``: the settings plus what the inputs *are*, not where they are: size and sha256 of the VCF,
   size, mtime and the index files' sha256 of the FASTA, sha256 of the model folder's weights and task file, of a
   ``--gtf`` file, and the package version. ``--resume`` after any of them changed is an error that says which.
-- Progress files (``PREFIX.progress.rankR.jsonl``): a fingerprint line, then one line per finished batch with the
-  results *and each variant's key* (``chrom:pos:ref:alt``); a key that no longer matches the input is an error.
+- Progress files (``PREFIX.progress.rankR.jsonl``): a fingerprint line, then one line per finished batch (its
+  number, the results *and each variant's key*, ``chrom:pos:ref:alt``); ``done_batches`` says what a resume may
+  skip, ``iter_results`` merges every rank's results in input order without holding them (a key that no longer
+  matches the input is an error when the outputs are written).
 - ``output_lock(prefix)``: an exclusive lock on ``.PREFIX.lock`` (``bioreason.atomic.locked``), so two runs on one
   output prefix cannot interleave; the kernel releases it when its holder dies.
 """
@@ -68,12 +70,12 @@ def describe_change(old: dict, new: dict) -> str:
     return ", ".join(keys) or "nothing"
 
 
-def read_progress(path: Path, fingerprint: dict, keys: dict[int, str] | None = None) -> dict[int, dict]:
-    """Finished results by item index; a torn last line (killed mid-write) is cut off the file. ``keys``: the
-    current input's variant key per item index, checked against each line's keys."""
+def done_batches(path: Path, fingerprint: dict) -> set[int]:
+    """Batch numbers already finished in a progress file; checks its fingerprint and cuts a torn last line (a
+    kill mid-write) off the file."""
     if not path.is_file():
-        return {}
-    done, good_bytes = {}, 0
+        return set()
+    done, good_bytes = set(), 0
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh):
             if not raw.endswith(b"\n"):
@@ -89,18 +91,33 @@ def read_progress(path: Path, fingerprint: dict, keys: dict[int, str] | None = N
                         f"{path} was written by a run whose {describe_change(old, fingerprint)} differ(s) from this "
                         "one (inputs are compared by content); rerun with the same inputs and options to --resume, "
                         "or pass --force to start over")
-                good_bytes += len(raw)
-                continue
-            for k, key in (obj.get("keys") or {}).items():
-                if keys is not None and keys.get(int(k)) != key:
-                    raise ResumeMismatchError(
-                        f"{path}:{n + 1}: item {k} was {key}, but the input now has {keys.get(int(k))} there; "
-                        "the VCF changed since the interrupted run: pass --force to start over")
-            done.update({int(k): v for k, v in obj["results"].items()})
+            else:
+                done.add(int(obj["batch"]))
             good_bytes += len(raw)
     with open(path, "r+b") as fh:
         fh.truncate(good_bytes)
     return done
+
+
+def _file_results(path: Path):
+    """(item index, result, variant key) of one progress file, in file order (increasing item index)."""
+    with open(path, "rb") as fh:
+        next(fh, None)  # the fingerprint line
+        for n, raw in enumerate(fh, 2):
+            obj = json.loads(raw)
+            keys = obj.get("keys") or {}
+            for k in sorted(obj["results"], key=int):
+                yield int(k), obj["results"][k], keys.get(k), f"{path}:{n}"
+
+
+def iter_results(paths):
+    """All ranks' results merged in input order: (item index, result, key); a key that is not the input's
+    variant at that index is caught by the output writer."""
+    import heapq
+
+    for idx, result, key, _ in heapq.merge(*(_file_results(p) for p in paths if Path(p).is_file()),
+                                           key=lambda t: t[0]):
+        yield idx, result, key
 
 
 def output_lock(prefix: str):

@@ -58,7 +58,7 @@ def test_predict_from_stdin_with_provenance_and_progress_lines(tiny_model_dir, t
                "--batch-size", "4", "--progress-interval", "0", stdin=bare.encode())
     assert run.returncode == 0, run.stderr[-800:]
     err = run.stderr.decode()
-    assert "predict: 24/24 (100.0%) variants" in err  # a line per report when stderr is not a terminal
+    assert "predict: 24/24 (100.0%) alleles" in err  # a line per report when stderr is not a terminal
     assert "FutureWarning" not in err and "Traceback" not in err
     vcf = (tmp_path / "p.vcf").read_text()
     assert "##bioreasonVersion=0." in vcf and "##bioreasonCommand=bioreason predict - --fasta bundled" in vcf
@@ -103,11 +103,13 @@ def test_resume_refuses_a_replaced_vcf_a_stale_key_and_an_overwrite(tiny_model_d
     assert "vcf" in err and "differ(s) from this one (inputs are compared by content)" in err
     vcf.write_text(original)
     assert progress.read_text() == saved  # the refused resume left the progress as it was
-    from bioreason.app.job_state import ResumeMismatchError, read_progress
-
-    fp = json.loads(lines[0])["fingerprint"]
-    with pytest.raises(ResumeMismatchError, match=r"progress.rank0.jsonl:2: item 0 was chr17:43045705:T:A, but"):
-        read_progress(progress, fp, {i: "chr1:1:A:C" for i in range(24)})
+    body = json.loads(lines[1])  # a saved line whose variant keys are not the input's (same fingerprint)
+    progress.write_text(lines[0] + "\n" + json.dumps({**body, "keys": {k: "chr1:1:A:C" for k in body["keys"]}})
+                        + "\n")
+    assert _progress_run(tiny_model_dir, vcf, prefix, "--resume") == 2
+    assert "the saved result for item 0 is for chr1:1:A:C, but the input has chr17:43045705:T:A" in (
+        capsys.readouterr().err)
+    progress.write_text(saved)
     assert _progress_run(tiny_model_dir, vcf, prefix, "--resume") == 0  # unchanged inputs: resumes
     assert Path(f"{prefix}.jsonl").read_text() == Path(f"{full}.jsonl").read_text()
 

@@ -1,0 +1,70 @@
+"""Peak RSS of ``bioreason predict`` as the input grows: it must stay flat (the job streams).
+
+Generates VCFs of ``--sizes`` records (default 1,000 and 1,000,000): the 24 real BRCA1 records of
+``examples/brca1_sge_24.vcf`` first (predicted with the shipped model), then records on chr17 outside BRCA1,
+where the bundled reference has no sequence, so they go through the reader, the skip accounting and every output
+file without costing model time. Each size runs in a fresh process; its peak RSS comes from ``wait4``. Prints the
+RSS per size and the ratio largest / smallest (goal: at most 1.1, and under 1.5 GiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "brca1_sge_24.vcf"
+
+
+def make_vcf(n: int, folder: Path) -> Path:
+    lines = EXAMPLE.read_text().splitlines(keepends=True)
+    header = [x for x in lines if x.startswith("#")]
+    body = [x for x in lines if not x.startswith("#")]
+    out = folder / f"n{n}.vcf"
+    with open(out, "w") as fh:
+        fh.writelines(header)
+        fh.writelines(body[:n])
+        for i in range(max(0, n - len(body))):  # chr17:50,000,000+: N in the bundled reference
+            fh.write(f"chr17\t{50_000_000 + i}\t.\tA\tG\t.\t.\t.\n")
+    return out
+
+
+def run_one(vcf: Path, prefix: Path) -> tuple[float, float]:
+    cmd = [sys.executable, "-m", "bioreason.app.cli", "predict", str(vcf), "--fasta", "bundled", "-o", str(prefix),
+           "--force"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"predict failed on {vcf.name}: {err[-1000:]}")
+    return usage.ru_maxrss / 2**20, time.perf_counter() - t0  # ru_maxrss is KiB on Linux -> GiB
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", default="1000,1000000")
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            vcf = make_vcf(n, Path(tmp))
+            rss, secs = run_one(vcf, Path(tmp) / f"out{n}")
+            lines = sum(1 for _ in open(Path(tmp) / f"out{n}.jsonl"))
+            assert lines == n, (lines, n)  # every record accounted for
+            rows.append((n, rss, secs))
+            print(f"{n:>9,} records: peak RSS {rss:.2f} GiB, {secs:.0f} s (24 predicted, {n - 24:,} skipped)")
+            (Path(tmp) / f"n{n}.vcf").unlink()
+    small, large = rows[0][1], rows[-1][1]
+    print(f"peak RSS {rows[-1][0]:,} / {rows[0][0]:,} records: {large / small:.3f}x; goal <= 1.1x and <= 1.5 GiB: "
+          f"{'met' if large / small <= 1.1 and large <= 1.5 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
