@@ -135,7 +135,7 @@ def _run(args, vcf, state) -> int:
             again = VariantReader(vcf, fasta_path(args), info_fields=cfg.info_fields(), **reader_options(args))
             counts = write_outputs(vcf, again, iter_results(progress_files), list(cfg.labels),
                                    model_id or "bioreason", paths, list(chroms), transcripts is not None,
-                                   bool(cfg.domain))
+                                   bool(cfg.domain), reader.undeclared)
             for p in progress_files:
                 p.unlink(missing_ok=True)
             _summary(again.stats, counts, paths, cfg)

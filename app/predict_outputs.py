@@ -71,11 +71,14 @@ def tsv_columns(item, res: dict | None, labels) -> list[str]:
         ",".join(item.flags) or "."]
 
 
-def add_headers(vcf, labels, chroms, reference, with_csq: bool, with_domain: bool) -> None:
+def add_headers(vcf, labels, chroms, reference, with_csq: bool, with_domain: bool, undeclared=()) -> None:
     import shlex
 
     from bioreason import __version__
 
+    for line in undeclared:  # ids the input's records use without declaring them (see VariantReader.undeclared)
+        vcf.add_to_header(line.replace('Description="Dummy"', 'Description="used in the input without a header '
+                                                                 'line; declared by bioreason as htslib read it"'))
     vcf.add_to_header(f"##bioreasonVersion={__version__}")
     vcf.add_to_header("##bioreasonCommand=bioreason " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     declared = set(vcf.seqnames or [])
@@ -101,7 +104,7 @@ def add_headers(vcf, labels, chroms, reference, with_csq: bool, with_domain: boo
 
 
 def write_outputs(vcf_path, reader, results, labels, model_id: str, paths: dict, chroms, with_csq: bool,
-                  with_domain: bool) -> dict:
+                  with_domain: bool, undeclared=()) -> dict:
     """One pass over the VCF (cyvcf2), its reader (windows/skips) and the merged results; returns counts."""
     from cyvcf2 import VCF, Writer
 
@@ -116,7 +119,7 @@ def write_outputs(vcf_path, reader, results, labels, model_id: str, paths: dict,
             f"p_{lab}" for lab in labels] + ["consequence", "hgvsc", "hgvsp", "annotation_source", "in_domain",
                                              "flags_or_reason"]) + "\n")
         vcf = VCF(str(vcf_path), lazy=True)
-        add_headers(vcf, labels, chroms, reader.reference, with_csq, with_domain)
+        add_headers(vcf, labels, chroms, reader.reference, with_csq, with_domain, undeclared)
         w = Writer(str(vcf_tmp), vcf, mode="wz" if paths["vcf"].suffix == ".gz" else "w")
         index = 0
         for rec in vcf:

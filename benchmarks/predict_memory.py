@@ -4,7 +4,7 @@ Generates VCFs of ``--sizes`` records (default 1,000 and 1,000,000): the 24 real
 ``examples/brca1_sge_24.vcf`` first (predicted with the shipped model), then records on chr17 outside BRCA1,
 where the bundled reference has no sequence, so they go through the reader, the skip accounting and every output
 file without costing model time. Each size runs in a fresh process; its peak RSS comes from ``wait4``. Prints the
-RSS per size and the ratio largest / smallest (goal: at most 1.1, and under 1.5 GiB).
+RSS per size and the ratio largest / smallest (goal: at most 1.1: flat), and the largest against 1.5 GiB.
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ def main() -> None:
             print(f"{n:>9,} records: peak RSS {rss:.2f} GiB, {secs:.0f} s (24 predicted, {n - 24:,} skipped)")
             (Path(tmp) / f"n{n}.vcf").unlink()
     small, large = rows[0][1], rows[-1][1]
-    print(f"peak RSS {rows[-1][0]:,} / {rows[0][0]:,} records: {large / small:.3f}x; goal <= 1.1x and <= 1.5 GiB: "
-          f"{'met' if large / small <= 1.1 and large <= 1.5 else 'NOT met'}")
+    print(f"peak RSS {rows[-1][0]:,} / {rows[0][0]:,} records: {large / small:.3f}x; flat (goal <= 1.1x): "
+          f"{'met' if large / small <= 1.1 else 'NOT met'}; largest {max(r[1] for r in rows):.2f} GiB "
+          f"(issue 14's goal <= 1.5 GiB: {'met' if max(r[1] for r in rows) <= 1.5 else 'NOT met'})")
 
 
 if __name__ == "__main__":

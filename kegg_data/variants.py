@@ -300,6 +300,7 @@ class VariantReader:
         self.builder = WindowBuilder(reference, window, ref_check, max_allele_len, left_normalise)
         self.reference = self.builder.reference
         self.info_fields = tuple(info_fields)
+        self.undeclared: list[str] = []  # filled when iteration ends
         self._vcf = self._open()
         self.header_lines = self._count_header_lines()
 
@@ -357,6 +358,7 @@ class VariantReader:
 
     def __iter__(self) -> Iterator[Variant | Skip]:
         rec_i = -1
+        declared = set(self._vcf.raw_header.splitlines())
         it = iter(self._vcf)
         fields = self.info_fields
         build = self.builder.build
@@ -377,6 +379,9 @@ class VariantReader:
                     "needs 8 or more columns separated by tabs (not spaces), with REF and ALT in columns 4 and 5")
             info = {k: rec.INFO.get(k) for k in fields} if fields else None
             yield from build(rec.CHROM, rec.POS, rec.REF, rec.ALT, rec.ID, rec_i, info, self.where)
+        # INFO/FORMAT/FILTER ids the records use but the header never declared (htslib adds 'Dummy' lines for
+        # them): a writer must declare them too, or htslib refuses those records
+        self.undeclared = [x for x in self._vcf.raw_header.splitlines() if x not in declared and x.startswith("##")]
         self.close()
         self.builder.check_accounting()
 
