@@ -76,16 +76,21 @@ def add_headers(vcf, labels, chroms, reference, with_csq: bool, with_domain: boo
 
     from bioreason import __version__
 
-    for line in undeclared:  # ids the input's records use without declaring them (see VariantReader.undeclared)
-        vcf.add_to_header(line.replace('Description="Dummy"', 'Description="used in the input without a header '
-                                                                 'line; declared by bioreason as htslib read it"'))
+    declared = set(vcf.seqnames or [])
     vcf.add_to_header(f"##bioreasonVersion={__version__}")
     vcf.add_to_header("##bioreasonCommand=bioreason " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
-    declared = set(vcf.seqnames or [])
+    added = set()
     for chrom in [c for c in chroms if c not in declared]:  # contigs the input header lacks: the FASTA's
         contig = reference.resolve(chrom)
         if contig is not None:
             vcf.add_to_header(f"##contig=<ID={chrom},length={reference.lengths[contig]}>")
+            added.add(chrom)
+    for line in undeclared:  # ids the input's records use without declaring them (see VariantReader.undeclared)
+        m = re.match(r"##contig=<ID=([^,>]+)", line)
+        if m and m.group(1) in added:
+            continue
+        vcf.add_to_header(line.replace('Description="Dummy"', 'Description="used in the input without a header '
+                                                                 'line; declared by bioreason as htslib read it"'))
     vcf.add_info_to_header({"ID": "BR_LABEL", "Number": "A", "Type": "String",
                             "Description": f"bioreason predicted label per ALT ({', '.join(labels)}; '.' = skipped)"})
     for lab in labels:
