@@ -24,6 +24,12 @@ def build_examples(data: dict, dna_length: int = 1024):
 
         t = get_task(task, dna_length=dna_length)
         examples, labels = t.load(data.get("source"), data.get("split") or "train"), list(t.labels) or None
+        holdout = (data.get("options") or {}).get("holdout")  # {part: train|validation, fraction: 0.15, seed: 0}
+        if holdout:
+            from bioreason.kegg_data.tasks import grouped_split
+
+            train, val = grouped_split(examples, float(holdout.get("fraction", 0.15)), int(holdout.get("seed", 0)))
+            examples = val if holdout.get("part") == "validation" else train
     elif task == "user":
         from bioreason.kegg_data.user_data import load_user_dataset
 

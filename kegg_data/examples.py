@@ -11,6 +11,7 @@ Also ``load_table``: the one way files and hub datasets are read (``datasets``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,20 +70,35 @@ def center_crop(seq: str, length: int, center: int | None = None) -> str:
 def load_table(source: str, split: str | None = None):
     """A ``datasets.Dataset`` from a local JSONL/JSON/CSV/TSV/parquet file (or folder), or a hub name.
 
-    Local files: the builder is chosen from the extension; the split is ``train`` unless ``split`` names a file
-    pattern. Anything else is passed to ``datasets.load_dataset(source, split=split)`` (needs network).
+    Local files: the builder is chosen from the extension. A folder may hold hub-style split files
+    (``train-00000-of-00001.parquet``, ``val.jsonl``...) or be a hub snapshot root with them under ``data/``;
+    ``split`` picks that split's files (a split the folder does not have is an error listing the ones it has);
+    files that are not data (``.gitattributes``, ``README.md``) are ignored. Anything else is passed to
+    ``datasets.load_dataset(source, split=split)`` (needs network).
     """
     try:
         import datasets
     except ImportError as exc:
         raise MissingDependencyError("loading datasets needs `pip install bioreason[train]`") from exc
     path = Path(source)
+    kinds = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
     if path.exists():
-        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-        if split and path.is_dir():
-            files = [p for p in files if p.name.startswith(split)] or files
-        exts = {p.suffix.lower() for p in files} - {".md", ".txt"}
-        kinds = {".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+        files = [path]
+        if path.is_dir():
+            folder = path / "data" if (path / "data").is_dir() else path  # a hub snapshot keeps them in data/
+            files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in kinds
+                           and not p.name.startswith("."))
+            if not files:
+                raise DatasetValidationError(f"{source}: no .jsonl, .json, .csv, .tsv or .parquet files in {folder}")
+            if split:
+                by_split = {}
+                for p in files:
+                    by_split.setdefault(re.split(r"[-.]", p.name, maxsplit=1)[0], []).append(p)
+                if split not in by_split and set(by_split) & {"train", "test", "val", "validation", "dev"}:
+                    raise DatasetValidationError(f"{source}: no '{split}' split in {folder}; it has "
+                                                 f"{', '.join(sorted(by_split))}")
+                files = by_split.get(split, files)
+        exts = {p.suffix.lower() for p in files}
         builder = {kinds.get(e) for e in exts}
         if len(builder) != 1 or None in builder:
             raise DatasetValidationError(

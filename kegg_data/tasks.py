@@ -139,3 +139,22 @@ class VariantEffectNonSNVTask(VariantEffectCodingTask):
         # BioReason's train-time clean-up of the disease list: drop [ ] ' and turn _ into spaces
         ex.answer = ex.answer.replace("[", "").replace("]", "").replace("'", "").replace("_", " ")
         return ex
+
+
+def grouped_split(examples: list[Example], fraction: float = 0.15, seed: int = 0) -> tuple[list, list]:
+    """(train, validation) with whole question-text groups on one side: the same KEGG pathway question recurs
+    across variants, so a random split would put near-duplicates on both sides. Groups are ordered by a seeded
+    hash of their text and taken into validation until it holds ``fraction`` of the examples."""
+    import hashlib
+
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        groups.setdefault(e.question, []).append(i)
+    order = sorted(groups, key=lambda q: hashlib.sha256(f"{seed}:{q}".encode()).hexdigest())
+    val_idx, target = set(), fraction * len(examples)
+    for q in order:
+        if len(val_idx) >= target:
+            break
+        val_idx.update(groups[q])
+    return ([e for i, e in enumerate(examples) if i not in val_idx], [e for i, e in enumerate(examples) if i in val_idx])
+

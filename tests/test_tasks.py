@@ -163,3 +163,29 @@ def test_missing_file_and_unreachable_hub_are_clear_errors(tmp_path, monkeypatch
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DatasetValidationError, match="cannot load 'wanglab/kegg'.*local JSONL"):
         load_table("wanglab/kegg", "test")
+
+
+def test_kegg_from_a_hub_snapshot_folder_and_a_question_grouped_holdout(tmp_path):
+    """The real KEGG train split as a hub snapshot (data/train-00000-of-00001.parquet beside .gitattributes and a
+    README): it loads from the root or its data/ folder; a split it lacks is an error naming the ones it has; the
+    validation part made from train shares no question text with the rest."""
+    datasets = pytest.importorskip("datasets")
+    from bioreason.errors import DatasetValidationError
+    from bioreason.kegg_data.build import build_examples
+    from bioreason.kegg_data.examples import load_table
+
+    rows = [json.loads(x) for x in (DATA / "kegg_sample.jsonl").read_text().splitlines()]
+    (tmp_path / "data").mkdir()
+    datasets.Dataset.from_list([{k: r[k] for k in ("question", "answer", "reasoning", "reference_sequence",
+                                                   "variant_sequence")} for r in rows]).to_parquet(
+        str(tmp_path / "data" / "train-00000-of-00001.parquet"))
+    (tmp_path / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
+    (tmp_path / "README.md").write_text("# kegg\n")
+    assert len(load_table(str(tmp_path), "train")) == 50 == len(load_table(str(tmp_path / "data"), "train"))
+    with pytest.raises(DatasetValidationError, match="no 'val' split .* it has train"):
+        load_table(str(tmp_path), "val")
+    data = {"task": "kegg", "source": str(tmp_path), "split": "train"}
+    parts = {p: build_examples({**data, "options": {"holdout": {"part": p, "fraction": 0.2}}}, 1024)[0]
+             for p in ("train", "validation")}
+    assert len(parts["train"]) + len(parts["validation"]) == 50 and len(parts["validation"]) >= 10
+    assert not {e.question for e in parts["train"]} & {e.question for e in parts["validation"]}
