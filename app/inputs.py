@@ -98,7 +98,8 @@ class _LogProgress:
 
     def _print(self, now) -> None:
         rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
-        left = f", about {(self.total - self.n) / rate / 60:.1f} min left" if self.total and rate > 0 else ""
+        left = (f", about {(self.total - self.n) / rate / 60:.1f} min left" if self.total and rate > 0
+                and self.n < self.total else "")
         share = f"/{self.total:,} ({100 * self.n / self.total:.1f}%)" if self.total else ""
         print(f"{self.desc}: {self.n:,}{share} {self.unit}, {rate:.2f} {self.unit}/s{left}", file=sys.stderr,
               flush=True)
