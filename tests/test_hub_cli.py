@@ -179,3 +179,15 @@ def test_two_processes_preparing_one_model_both_succeed_and_build_once(tmp_path)
     assert [p.wait(timeout=120) for p in procs] == [0, 0], [p.stderr.read() for p in procs]
     assert log.read_text() == "built\n" and (final / hub.MARKER).is_file() and (final / "config.json").is_file()
     assert sorted(p.name for p in final.parent.iterdir()) == [".m.lock", "m"]  # no temporary folder left
+
+
+def test_hub_does_not_import_checkpoints():
+    """Where models live (hub) and saving/loading them (checkpoints) no longer import each other."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(hub.__file__)).read_text())
+    names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any("checkpoints" in (m or "") for m in names)
+    assert checkpoints.load_model is not None and not hasattr(hub, "load_model")

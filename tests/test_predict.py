@@ -274,3 +274,24 @@ def test_domain_and_decision_rule_from_the_task_file(tiny_dir, sge_small, tmp_pa
     assert "##INFO=<ID=BR_OOD,Number=0,Type=Flag" in vcf_text and vcf_text.count(";BR_OOD") == 2
     tsv = Path(f"{prefix}.tsv").read_text().splitlines()
     assert [line.split("\t")[-2] for line in tsv[1:] if "\tpredicted\t" in line] == ["no", "no"]
+
+
+def test_predict_batches_stream_from_the_reader():
+    """Batches are cut as the reader yields (nothing is collected first): a reader that fails after 20 items has
+    already given two full batches of 8."""
+    from bioreason.app.predict_job import batched_windows
+    from bioreason.kegg_data.variants import Skip, Variant
+
+    def reader():
+        for i in range(20):
+            if i % 5 == 4:
+                yield Skip("chr1", i + 1, "A", "C", "a reason", i, 1)
+            else:
+                yield Variant("chr1", i + 1, "A", "C", None, i, 1, "chr1", 0, 0, "A", "C")
+        raise RuntimeError("the rest of the file")
+
+    got = []
+    with pytest.raises(RuntimeError):
+        for k, batch, read in batched_windows(reader(), 8):
+            got.append((k, [i for i, _ in batch], read))
+    assert got == [(0, [0, 1, 2, 3, 5, 6, 7, 8], 9), (1, [10, 11, 12, 13, 15, 16, 17, 18], 19)]
