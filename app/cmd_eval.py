@@ -12,7 +12,7 @@ import sys
 
 from bioreason.app.options import add_model_option
 
-BASELINES = ("text-only", "dna-only", "annotation-only", "facts-only")
+BASELINES = ("text-only", "dna-only", "annotation-only", "facts-only", "tfidf")
 
 
 def add_parser(sub) -> None:
@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
     p.add_argument("--baselines", default="",
                    help="comma-separated: text-only, dna-only, annotation-only (annotation class -> positive rate), "
                         "facts-only (logistic regression on the facts an annotated prompt states: consequence "
-                        "class, BLOSUM62, distance into the intron; fitted on the training blocks)")
+                        "class, BLOSUM62, distance into the intron; fitted on the training blocks), tfidf "
+                        "(TF-IDF of the question text + logistic regression: what the question alone decides)")
     p.add_argument("--gtf", default="auto", metavar="FILE|auto|bundled|none",
                    help="annotated_vcf: transcript model that annotates records without CSQ/ANN/CONSEQ (auto: BRCA1 "
                         "with the bundled reference)")
@@ -102,7 +103,18 @@ def run(args) -> int:
     for m, (exs, _) in sets.items():
         name = f"dna-llm-{m}" if m and len(sets) > 1 else "dna-llm"
         systems[name] = ev.llm_predictions(model, proc, exs, labels, SYSTEM_PROMPT, "dna", args.batch_size, prior,
-                                           pcfg.decision)  # labels by the model's own decision rule, as predict
+                                           pcfg.decision,  # labels by the model's own decision rule, as predict
+                                           normalise=args.task == "kegg")  # multi-token disease names
+        if args.traces and args.task == "kegg":
+            step = max(1, len(exs) // args.traces)
+            agreement[name] = ev.kegg_trace_checks(model, proc, exs, labels, SYSTEM_PROMPT,
+                                                   range(0, len(exs), step)[:args.traces], batch_size=args.batch_size,
+                                                   prefix=pcfg.trace_prefix)
+            a = agreement[name]
+            print(f"{name}: of {a['n']} traces, {a['gene']:.3f} name the gene, "
+                  f"{a['change'] if a['change'] is None else round(a['change'], 3)} state the base change, "
+                  f"{a['answer_in_set']:.3f} answer one of the {len(labels)} names; all three {a['all_three']:.3f}",
+                  file=sys.stderr)
         if args.traces and args.task == "annotated_vcf":
             step = max(1, len(exs) // args.traces)
             agreement[name] = ev.consequence_agreement(model, proc, exs, SYSTEM_PROMPT, range(0, len(exs), step)[
@@ -114,11 +126,14 @@ def run(args) -> int:
         systems["text-only"] = ev.llm_predictions(model, proc, text_exs, labels, SYSTEM_PROMPT, "text",
                                                   max(1, args.batch_size // 4), prior)
     train = None
-    if args.train_source or (options.get("split") or {}).get("part") == "validation":
+    holdout = options.get("holdout") or {}
+    if args.train_source or (options.get("split") or {}).get("part") == "validation" or holdout.get("part") == \
+            "validation":
         # baselines fit on the training part: --train-source, or the other blocks of the same file
         train_opts = {**options, "mode": modes[0]} if modes[0] else dict(options)
-        if "split" in train_opts:
-            train_opts["split"] = {**train_opts["split"], "part": "train"}
+        for key in ("split", "holdout"):
+            if isinstance(train_opts.get(key), dict):
+                train_opts[key] = {**train_opts[key], "part": "train"}
         train = build_examples({**data, "source": args.train_source or args.source, "limit": None,
                                 "options": train_opts}, proc.max_nucleotides)[0]
     if "dna-only" in baselines:
@@ -128,6 +143,8 @@ def run(args) -> int:
             raise RecipeError("annotation-only needs a binary task whose items carry an annotation class "
                               "(--task annotated_vcf)")
         systems["annotation-only"] = ev.annotation_only_predictions(examples, labels, positive, train_examples=train)
+    if "tfidf" in baselines:
+        systems["tfidf"] = ev.tfidf_predictions(examples, labels, train)
     if "facts-only" in baselines:
         if args.task != "annotated_vcf":
             raise RecipeError("facts-only needs --task annotated_vcf (items with consequence, BLOSUM62 and intron "
@@ -136,14 +153,16 @@ def run(args) -> int:
     report = ev.write_report(args.output, examples, systems, labels, positive,
                              meta={"task": args.task, "source": args.source, "model": args.model or "base",
                                    "split": args.split, "options": options}, n_boot=args.bootstrap,
-                             agreement=agreement or None)
+                             agreement=agreement or None,
+                             agreement_key="trace_checks" if args.task == "kegg" else "consequence_agreement")
     def ci(m, key):  # " [low, high]" of the 95% bootstrap interval, when there is one
         v = m.get(f"{key}_ci95")
         return f" [{v[0]:.3f}, {v[1]:.3f}]" if v and None not in v else ""
 
     for name, m in report["systems"].items():
         auc = f", AUROC {m['auroc']:.3f}{ci(m, 'auroc')}" if m.get("auroc") is not None else ""
+        top = f", top-3 {m['top3_likelihood']:.3f}" if m.get("top3_likelihood") is not None else ""
         print(f"{name}: accuracy {m['accuracy']:.3f}{ci(m, 'accuracy')}, macro-F1 {m['macro_f1']:.3f}"
-              f"{ci(m, 'macro_f1')}{auc}")
+              f"{ci(m, 'macro_f1')}{auc}{top}")
     print(f"report: {Path(args.output) / 'report.json'}")
     return 0

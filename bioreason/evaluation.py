@@ -80,7 +80,7 @@ def metrics_with_ci(golds, preds, pos_scores, labels, positive=None, n_boot: int
 
 
 def llm_predictions(model, processor, examples, labels, system=None, mode="dna", batch_size: int = 8,
-                    log_prior: dict | None = None, decision: dict | None = None):
+                    log_prior: dict | None = None, decision: dict | None = None, normalise: bool = False):
     """[{pred, probs}] from candidate log-likelihoods (mode ``dna``) or the text-only prompt (mode ``text``),
     with the model's label prior correction (``PredictConfig.label_log_prior``) and decision rule
     (``PredictConfig.decision``) as ``predict`` applies them."""
@@ -93,7 +93,7 @@ def llm_predictions(model, processor, examples, labels, system=None, mode="dna",
     for i in range(0, len(examples), batch_size):
         chunk = examples[i:i + batch_size]
         prompts = [e.to_messages(system, mode, with_answer=False) for e in chunk]
-        scores = score_candidates(model, processor, prompts, list(labels))  # (B, K) summed log-probs
+        scores = score_candidates(model, processor, prompts, list(labels), normalise=normalise)  # (B, K)
         probs = torch.softmax(with_log_prior(scores, list(labels), log_prior), dim=1)
         for row in probs.tolist():
             p = {lab: v for lab, v in zip(labels, row)}
@@ -163,6 +163,74 @@ def dna_features(model, processor, examples, batch_size: int = 16, centre: int =
             feats.append(torch.cat(parts).tolist())
             j += k
     return feats
+
+
+def topk_accuracy(golds, systems_preds, k: int) -> float:
+    """Share of items whose gold label is among the ``k`` most probable."""
+    hits = [g in sorted(p["probs"], key=p["probs"].get, reverse=True)[:k] for g, p in zip(golds, systems_preds)]
+    return sum(hits) / len(hits) if hits else float("nan")
+
+
+def tfidf_predictions(examples, labels, train_examples=None, folds: int = 5, seed: int = 0):
+    """A text-only baseline: TF-IDF of the question text (words and bigrams) + logistic regression, fitted on the
+    training items (or k-fold cross-validation on ``examples``)."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+    from sklearn.pipeline import make_pipeline
+
+    def fit(exs):
+        clf = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
+                            LogisticRegression(max_iter=3000, C=10.0))
+        return clf.fit([e.question for e in exs], [e.meta["label"] for e in exs])
+
+    probs = np.zeros((len(examples), len(labels)))
+
+    def place(clf, rows, exs):
+        p = clf.predict_proba([e.question for e in exs])
+        for j, cls in enumerate(clf.classes_):
+            if cls in labels:
+                probs[rows, labels.index(cls)] = p[:, j]
+
+    if train_examples:
+        place(fit(train_examples), np.arange(len(examples)), examples)
+    else:
+        for tr, te in KFold(n_splits=min(folds, len(examples)), shuffle=True, random_state=seed).split(examples):
+            place(fit([examples[i] for i in tr]), te, [examples[i] for i in te])
+    return [{"pred": labels[int(row.argmax())], "probs": dict(zip(labels, map(float, row)))} for row in probs]
+
+
+def kegg_trace_checks(model, processor, examples, names, system=None, indices=None, max_new_tokens: int = 256,
+                      batch_size: int = 8, prefix: str = "") -> dict:
+    """Greedy traces for ``examples[indices]``, each checked against facts computed from its inputs
+    (``kegg_data.tasks.check_kegg_trace``): the share passing each check and all three (an indel's base-change
+    check does not apply), the accuracy of the answer parsed from the trace, and every trace."""
+    import torch
+
+    from bioreason.answers import extract_answer, match_label
+    from bioreason.kegg_data.tasks import check_kegg_trace
+    from bioreason.sampling import sample_groups
+
+    indices = list(range(len(examples))) if indices is None else list(indices)
+    items = []
+    for k in range(0, len(indices), batch_size):
+        chunk = [examples[i] for i in indices[k:k + batch_size]]
+        prompts = [e.to_messages(system, "dna", with_answer=False) for e in chunk]
+        with torch.inference_mode():
+            texts = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False, prefix=prefix).texts
+        for i, e, text in zip(indices[k:k + batch_size], chunk, texts):
+            named = match_label(extract_answer(text), list(names)) if extract_answer(text) else None
+            items.append({"index": i, "trace": text, "answer": named, "correct": named == e.meta["label"],
+                          **check_kegg_trace(text, e.meta, names)})
+    out = {"n": len(items), "items": items,  # the paper's metric: the answer parsed from the generated text
+           "answer_accuracy": sum(it["correct"] for it in items) / max(1, len(items))}
+    for key in ("gene", "change", "answer_in_set"):
+        judged = [it[key] for it in items if it[key] is not None]
+        out[key] = sum(judged) / len(judged) if judged else None
+    out["all_three"] = sum(1 for it in items if it["gene"] and it["change"] is not False and it["answer_in_set"]) / max(
+        1, len(items))
+    return out
 
 
 def logistic_predictions(X, examples, labels, Xt=None, train_examples=None, C: float = 0.1, folds: int = 5,
@@ -306,7 +374,7 @@ def choose_threshold(golds, pos_scores, positive, step: float = 0.001) -> dict:
 
 
 def write_report(out_dir, examples, systems: dict, labels, positive=None, meta: dict | None = None,
-                 n_boot: int = 1000, agreement: dict | None = None) -> dict:
+                 n_boot: int = 1000, agreement: dict | None = None, agreement_key: str = "consequence_agreement") -> dict:
     """Metrics with CIs per system, per-item predictions, confusion and ROC PNGs, ``report.json``.
     ``agreement``: {system: consequence_agreement(...)} stored under ``consequence_agreement``."""
     out = Path(out_dir)
@@ -319,6 +387,8 @@ def write_report(out_dir, examples, systems: dict, labels, positive=None, meta: 
         m = metrics_with_ci(golds, [p["pred"] for p in preds], pos_scores, list(labels), positive, n_boot)
         if positive and len(labels) == 2:
             m["threshold_max_f1"] = choose_threshold(golds, pos_scores, positive)
+        if len(labels) > 3:  # open-ended answers (KEGG's diseases): is the gold among the k most probable?
+            m["top1_likelihood"], m["top3_likelihood"] = (topk_accuracy(golds, preds, k) for k in (1, 3))
         report["systems"][name] = m
         plot_confusion(out / f"confusion_{name}.png", golds, [p["pred"] for p in preds], labels, name)
         if positive and "auroc" in m and not math.isnan(m["auroc"]):
@@ -329,6 +399,6 @@ def write_report(out_dir, examples, systems: dict, labels, positive=None, meta: 
         v, (str, int, float)) or v is None}, **{name: preds[i] for name, preds in systems.items()}}
         for i, (e, g) in enumerate(zip(examples, golds))]
     if agreement:
-        report["consequence_agreement"] = agreement
+        report[agreement_key] = agreement
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     return report

@@ -191,8 +191,9 @@ def shared_prefix_logprobs(model, prompt_ids, prompt_mask, cont_ids, cont_mask, 
 
 
 def score_candidates(model, processor, prompts: list[list[dict]], candidates: list[str],
-                     answer_prefix: str = SCORE_PREFIX):
-    """Log-likelihood of each candidate answer after each prompt: returns a (B, K) tensor of summed log-probs.
+                     answer_prefix: str = SCORE_PREFIX, normalise: bool = False):
+    """Log-likelihood of each candidate answer after each prompt: returns a (B, K) tensor of summed log-probs
+    (``normalise``: per token, so multi-token names such as KEGG's diseases are not penalised by length).
 
     One pass over each prompt (its DNA encoded once), then the K candidates (``answer_prefix + candidate`` and
     the end-of-turn token) run on the prompt's repeated KV cache.
@@ -215,7 +216,8 @@ def score_candidates(model, processor, prompts: list[list[dict]], candidates: li
             if enc["dna_input_ids"].numel() else None
         logp = shared_prefix_logprobs(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
                                       comp.repeat(B, 1).to(device), cmask.repeat(B, 1).to(device), K, feats)
-    return (logp.cpu() * cmask.repeat(B, 1)).sum(1).view(B, K)
+    total = (logp.cpu() * cmask.repeat(B, 1)).sum(1).view(B, K)
+    return total / cmask.sum(1).view(1, K) if normalise else total
 
 
 __all__ = ["REWARDS", "register_reward", "correctness", "format_reward", "conciseness", "compute_rewards",

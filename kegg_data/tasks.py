@@ -99,10 +99,12 @@ class KEGGTask(Task):
 
     def to_example(self, row, index):
         answer = str(row["answer"]).strip().lower()
-        return Example(question=str(row["question"]).strip(),
+        question = str(row["question"]).strip()
+        return Example(question=question,
                        dna=[self.crop(row["reference_sequence"]), self.crop(row["variant_sequence"])],
                        answer=answer, reasoning=str(row.get("reasoning") or "").strip() or None,
-                       meta={"task": self.name, "label": normalise_text(answer), "row": index})
+                       meta={"task": self.name, "label": normalise_text(answer), "row": index,
+                             **kegg_facts(question, row["reference_sequence"], row["variant_sequence"])})
 
 
 @register_task
@@ -157,4 +159,32 @@ def grouped_split(examples: list[Example], fraction: float = 0.15, seed: int = 0
             break
         val_idx.update(groups[q])
     return ([e for i, e in enumerate(examples) if i not in val_idx], [e for i, e in enumerate(examples) if i in val_idx])
+
+
+def kegg_facts(question: str, ref: str, alt: str, index: int = 2000) -> dict:
+    """What a KEGG trace can be checked against, computed from the inputs: the network's starred genes, the gene
+    the question asks about ('this PDE11A allele'), and the base change at the variant (``C>T``; None for an indel,
+    where the sequences differ in length)."""
+    import re
+
+    network = next((line for line in question.splitlines() if line.startswith("Network Definition")), "")
+    starred = sorted(set(re.findall(r"([A-Za-z0-9_.-]+)\*", network)))
+    asked = re.search(r"this (\S+) allele", question)
+    ref, alt = (ref or "").upper(), (alt or "").upper()
+    change = f"{ref[index]}>{alt[index]}" if len(ref) == len(alt) > index and ref[index] != alt[index] else None
+    return {"starred": ",".join(starred), "gene": asked.group(1) if asked else None, "change": change}
+
+
+def check_kegg_trace(trace: str, meta: dict, names) -> dict:
+    """The three fact checks of a generated KEGG trace: it names the gene asked about (or a starred network gene),
+    it states the base change computed from the two sequences (SNVs), and its final answer is one of ``names``."""
+    from bioreason.answers import extract_answer, match_label
+
+    text = trace or ""
+    genes = [g for g in [meta.get("gene"), *(meta.get("starred") or "").split(",")] if g]
+    change = meta.get("change")
+    answer = extract_answer(text)
+    return {"gene": any(g in text for g in genes),
+            "change": None if not change else change in text,
+            "answer_in_set": answer is not None and match_label(answer, list(names)) is not None}
 

@@ -189,3 +189,38 @@ def test_kegg_from_a_hub_snapshot_folder_and_a_question_grouped_holdout(tmp_path
              for p in ("train", "validation")}
     assert len(parts["train"]) + len(parts["validation"]) == 50 and len(parts["validation"]) >= 10
     assert not {e.question for e in parts["train"]} & {e.question for e in parts["validation"]}
+
+
+def test_kegg_trace_checks_pass_on_the_datasets_own_reasoning():
+    """The fact checks (gene named, base change stated, answer one of the names) accept the dataset's own
+    Claude-written reasoning, and reject a trace that states none of them."""
+    from bioreason.kegg_data.tasks import check_kegg_trace, get_task
+
+    examples = get_task("kegg").load(str(DATA / "kegg_sample.jsonl"))
+    names = sorted({e.meta["label"] for e in examples})
+    assert examples[0].meta["gene"] == "PDE11A" and examples[0].meta["change"] == "C>T"
+    checks = [check_kegg_trace(f"<think>{e.reasoning}</think>\n\nAnswer: {e.answer}", e.meta, names) for e in examples]
+    assert sum(c["gene"] for c in checks) / len(checks) >= 0.9
+    snv = [c["change"] for c in checks if c["change"] is not None]
+    assert len(snv) == 44 and sum(snv) / len(snv) >= 0.8
+    assert all(c["answer_in_set"] for c in checks)
+    bad = check_kegg_trace("<think>no idea</think>\n\nAnswer: flu", examples[0].meta, names)
+    assert bad == {"gene": False, "change": False, "answer_in_set": False}
+
+
+def test_kegg_eval_with_likelihood_topk_tfidf_and_traces(tiny_model_dir, tmp_path):
+    from bioreason.app.cli import main
+
+    out = tmp_path / "r"
+    rc = main(["eval", "--task", "kegg", "--source", str(DATA / "kegg_sample.jsonl"), "--split", "train",
+               "--option", "holdout={part: validation, fraction: 0.3}", "--model", str(tiny_model_dir),
+               "--baselines", "tfidf", "--traces", "3", "--bootstrap", "20", "-o", str(out)])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["labels"]) == len({json.loads(x)["answer"] for x in (DATA / "kegg_sample.jsonl").open()})
+    for name in ("dna-llm", "tfidf"):
+        m = report["systems"][name]
+        assert 0 <= m["top1_likelihood"] <= m["top3_likelihood"] <= 1
+        assert m["top1_likelihood"] == pytest.approx(m["accuracy"])  # the prediction is the most likely name
+    checks = report["trace_checks"]["dna-llm"]
+    assert checks["n"] == 3 and {"gene", "change", "answer_in_set", "all_three", "answer_accuracy"} <= set(checks)
