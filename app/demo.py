@@ -15,7 +15,9 @@ import html
 import os
 import re
 import tempfile
-from pathlib import Path
+
+from bioreason.app.demo_limits import (BATCH, MAX_QUESTION_CHARS, MAX_VCF_RECORDS, DemoInputError,  # noqa: F401
+                                       check_fasta_upload, discard_upload, vcf_bytes)
 
 NOTICE = ("**Research use only, not for clinical decisions.** Predictions come from a small language model "
           "reading DNA; they can be wrong and have not been validated for patient care.")
@@ -25,8 +27,6 @@ EXAMPLES = [  # real BRCA1 saturation-genome-editing variants (Findlay et al. 20
     ["chr17:43045705 T>A", "FUNC in the assay"],
 ]
 VARIANT_RE = re.compile(r"^\s*(?:chr)?([0-9A-Za-z_.]+)\s*[:\s]\s*([0-9,]+)\s+([ACGTNacgtn]+)\s*(?:>|/|\s)\s*([ACGTNacgtn]+)\s*$")
-from bioreason.app.demo_limits import (BATCH, MAX_QUESTION_CHARS, MAX_VCF_RECORDS, DemoInputError,  # noqa: F401
-                                       check_fasta_upload, discard_upload, vcf_bytes)
 
 
 def parse_variant(text: str) -> tuple[str, int, str, str]:

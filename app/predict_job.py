@@ -6,8 +6,9 @@ process owns (batch k goes to rank k mod world, so torchrun/accelerate shards ar
 finished batch to a progress file (``PREFIX.progress.rankR.jsonl``, flushed and fsynced). After ``kill -9``,
 ``--resume`` keeps the complete lines and redoes only unfinished batches, with the same batch composition, so
 results are bit-identical. When all batches are done, rank 0 reads the input once more and writes the outputs
-with the progress files' results merged in input order (``predict_outputs.py``); then the progress files go. What a resume checks (inputs by content, each variant's key) and the lock
-that keeps two runs off one prefix: ``job_state.py``. ``-`` reads the VCF from standard input (``inputs.py``).
+with the progress files' results merged in input order (``predict_outputs.py``); then the progress files go.
+What a resume checks (inputs by content, each variant's key) and the lock that keeps two runs off one prefix:
+``job_state.py``. ``-`` reads the VCF from standard input (``inputs.py``).
 """
 
 from __future__ import annotations

@@ -374,7 +374,8 @@ def choose_threshold(golds, pos_scores, positive, step: float = 0.001) -> dict:
 
 
 def write_report(out_dir, examples, systems: dict, labels, positive=None, meta: dict | None = None,
-                 n_boot: int = 1000, agreement: dict | None = None, agreement_key: str = "consequence_agreement") -> dict:
+                 n_boot: int = 1000, agreement: dict | None = None,
+                 agreement_key: str = "consequence_agreement") -> dict:
     """Metrics with CIs per system, per-item predictions, confusion and ROC PNGs, ``report.json``.
     ``agreement``: {system: consequence_agreement(...)} stored under ``consequence_agreement``."""
     out = Path(out_dir)

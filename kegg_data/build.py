@@ -24,7 +24,7 @@ def build_examples(data: dict, dna_length: int = 1024):
 
         t = get_task(task, dna_length=dna_length)
         examples, labels = t.load(data.get("source"), data.get("split") or "train"), list(t.labels) or None
-        if task == "kegg":  # a closed set: every disease name of the split (37 in wanglab/kegg train), before any holdout
+        if task == "kegg":  # a closed set: every disease name of the split (37 in train), before any holdout
             labels = sorted({e.meta["label"] for e in examples})
         holdout = (data.get("options") or {}).get("holdout")  # {part: train|validation, fraction: 0.15, seed: 0}
         if holdout:

@@ -158,7 +158,8 @@ def grouped_split(examples: list[Example], fraction: float = 0.15, seed: int = 0
         if len(val_idx) >= target:
             break
         val_idx.update(groups[q])
-    return ([e for i, e in enumerate(examples) if i not in val_idx], [e for i, e in enumerate(examples) if i in val_idx])
+    train = [e for i, e in enumerate(examples) if i not in val_idx]
+    return train, [e for i, e in enumerate(examples) if i in val_idx]
 
 
 def kegg_facts(question: str, ref: str, alt: str, index: int = 2000) -> dict:
