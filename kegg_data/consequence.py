@@ -239,7 +239,7 @@ class Annotator:
             if hits(lo + 2, lo + 7) or hits(hi - 7, hi - 2) or hits(lo - 3, lo - 1) or hits(hi + 1, hi + 3):
                 terms.add("splice_region_variant")
             if hits(lo, hi):
-                intron_rank = intron_rank or rank
+                intron_rank = min(intron_rank or rank, rank)
                 if not terms & {"splice_donor_variant", "splice_acceptor_variant"}:
                     terms.add("intron_variant")
                 distance = min(start - lo + 1, hi - end + 1)
