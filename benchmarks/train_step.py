@@ -9,8 +9,9 @@ hidden 128, 2 layers, 4 heads, 6-mer tokens: the peer notes' encoder; pool strid
 Prints: LoRA SFT step (batch 2), full fine-tune step, peak RSS after LoRA SFT, greedy generation tokens/s at
 batch 1 and 8, GRPO step (G=4, 64 new tokens) / SFT step on the same prompts (goal <= 8x; peers ~53x), batched
 sampling vs a per-completion generate loop at batch 8 (goal >= 4x; equal 64-token completions and sampled lengths,
-median of several runs), and the ratios to the original's figures
-measured on these machines (6.04 s LoRA step, 8.19 s full step, 41.8 tokens/s at batch 8, 176 positions/kb).
+median of several runs), and the ratios to the original BioReason run in the same session from ``../shared/peer/``
+(``benchmarks/peer.py``: LoRA step, generation at batch 1 and 8, positions/kb; said plainly when it is not there,
+and the full fine-tune step is always PEER-NOTES.md's figure from another day). ``--no-peer`` skips it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PEER = {"lora_step": 6.04, "full_step": 8.19, "gen_b1": 13.6, "gen_b8": 41.8, "positions_per_kb": 176,
-        "lora_rss": 3.8}
 QUESTION = ("This variant lies on chromosome 17 in the BRCA1 gene, which encodes a tumour suppressor involved in "
             "homologous recombination repair. Based on the reference and variant sequences, what is its effect?")
 ANSWER = ("The single-nucleotide change alters a codon in the BRCT domain and is predicted to disrupt protein "
@@ -82,10 +81,15 @@ def main() -> None:
     ap.add_argument("--encoder", choices=("hyena", "nt-tiny"), default="hyena")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-peer", action="store_true", help="do not run the original (ratios then use PEER-NOTES.md)")
     ap.add_argument("--autocast", choices=("no", "bf16"), default="bf16",
                     help="CPU autocast for training forward/backward (bf16 matmuls; weights stay fp32); sampling and "
                          "generation run outside it, as in the trainer and predict")
     args = ap.parse_args()
+    from peer import RECORDED, peer_figures
+
+    PEER = dict(RECORDED) if args.no_peer else peer_figures()  # the original first, on the same machine state
+    same = "original, same run" if PEER["measured"] else "original, PEER-NOTES.md, another day"
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -125,8 +129,8 @@ def main() -> None:
     rss_lora = rss_gib()
     print(f"LLM tokens per example: {tokens} ({dna_pos} DNA positions for 2 x 1,024 nt = {dna_pos // 2} per kb; "
           f"original: {PEER['positions_per_kb']} per kb)")
-    print(f"LoRA SFT step, batch 2: {t_lora:.3f} s (original {PEER['lora_step']} s: {PEER['lora_step'] / t_lora:.1f}x "
-          f"faster); peak RSS so far {rss_lora:.2f} GiB (original {PEER['lora_rss']} GiB)")
+    print(f"LoRA SFT step, batch 2: {t_lora:.3f} s ({same}: {PEER['lora_step']} s: {PEER['lora_step'] / t_lora:.2f}x "
+          f"faster); peak RSS so far {rss_lora:.2f} GiB (original {PEER['lora_rss']:.2f} GiB)")
 
     # GRPO step vs SFT step on the same 2 prompts
     cfg = {"num_generations": 4, "max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "beta": 0.0,
@@ -178,15 +182,15 @@ def main() -> None:
         with torch.inference_mode():  # as predict runs it: fp32 on CPU, no autocast
             t = timed(lambda: model.generate(**enc, **kw), 2, warmup=1)
         peer = PEER["gen_b1"] if bsz == 1 else PEER["gen_b8"]
-        print(f"greedy generation batch {bsz}: {64 * bsz / t:.1f} new tokens/s (original {peer}: "
-              f"{64 * bsz / t / peer:.1f}x)")
+        print(f"greedy generation batch {bsz}: {64 * bsz / t:.1f} new tokens/s ({same}: {peer}: "
+              f"{64 * bsz / t / peer:.2f}x)")
     del model, grpo, opt
 
     model, proc = build(args.encoder, lora=False)
     model.train()
     one, _, _ = sft_timer(model, proc)
     t_full = timed(one, max(2, args.steps // 2))
-    print(f"full fine-tune SFT step, batch 2: {t_full:.3f} s (original {PEER['full_step']} s: "
+    print(f"full fine-tune SFT step, batch 2: {t_full:.3f} s (original, PEER-NOTES.md, another day: {PEER['full_step']} s: "
           f"{PEER['full_step'] / t_full:.1f}x faster)")
     print(f"peak RSS of the whole run: {rss_gib():.2f} GiB")
 
