@@ -114,25 +114,31 @@ def normalise_consequence(name: str | None) -> str | None:
     return " ".join(str(name).replace("_", " ").lower().split()) if name else None
 
 
-def consequence_agreement(model, processor, examples, system=None, indices=None, max_new_tokens: int = 160,
-                          batch_size: int = 8, n_boot: int = 1000, prefix: str = "") -> dict:
-    """Greedy traces for ``examples[indices]`` (started with ``prefix``, as ``predict --traces`` starts them);
-    the share whose stated consequence equals the true one (``meta['annotation']``), with a bootstrap 95%
-    interval, and every trace."""
+def greedy_traces(model, processor, examples, system=None, indices=None, max_new_tokens: int = 160,
+                  batch_size: int = 8, prefix: str = ""):
+    """(index, example, trace) for ``examples[indices]``: greedy traces generated in batches, started with
+    ``prefix`` as ``predict --traces`` starts them."""
     import torch
 
     from bioreason.sampling import sample_groups
 
     indices = list(range(len(examples))) if indices is None else list(indices)
-    items = []
     for k in range(0, len(indices), batch_size):
         chunk = [examples[i] for i in indices[k:k + batch_size]]
         prompts = [e.to_messages(system, "dna", with_answer=False) for e in chunk]
         with torch.inference_mode():
             texts = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False, prefix=prefix).texts
-        for i, e, text in zip(indices[k:k + batch_size], chunk, texts):
-            true, stated = normalise_consequence(e.meta.get("annotation")), stated_consequence(text)
-            items.append({"index": i, "true": true, "stated": stated, "agree": stated == true, "trace": text})
+        yield from zip(indices[k:k + batch_size], chunk, texts)
+
+
+def consequence_agreement(model, processor, examples, system=None, indices=None, max_new_tokens: int = 160,
+                          batch_size: int = 8, n_boot: int = 1000, prefix: str = "") -> dict:
+    """Greedy traces for ``examples[indices]`` (``greedy_traces``); the share whose stated consequence equals the
+    true one (``meta['annotation']``), with a bootstrap 95% interval, and every trace."""
+    items = []
+    for i, e, text in greedy_traces(model, processor, examples, system, indices, max_new_tokens, batch_size, prefix):
+        true, stated = normalise_consequence(e.meta.get("annotation")), stated_consequence(text)
+        items.append({"index": i, "true": true, "stated": stated, "agree": stated == true, "trace": text})
     trues = [it["true"] or "<none>" for it in items]
     m = metrics_with_ci(trues, [it["stated"] or "<none>" for it in items], None, sorted(set(trues)), None, n_boot)
     return {"share": m["accuracy"], "ci95": m.get("accuracy_ci95"), "n": len(items), "items": items}
@@ -206,23 +212,14 @@ def kegg_trace_checks(model, processor, examples, names, system=None, indices=No
     """Greedy traces for ``examples[indices]``, each checked against facts computed from its inputs
     (``kegg_data.tasks.check_kegg_trace``): the share passing each check and all three (an indel's base-change
     check does not apply), the accuracy of the answer parsed from the trace, and every trace."""
-    import torch
-
     from bioreason.answers import extract_answer, match_label
     from bioreason.kegg_data.tasks import check_kegg_trace
-    from bioreason.sampling import sample_groups
 
-    indices = list(range(len(examples))) if indices is None else list(indices)
     items = []
-    for k in range(0, len(indices), batch_size):
-        chunk = [examples[i] for i in indices[k:k + batch_size]]
-        prompts = [e.to_messages(system, "dna", with_answer=False) for e in chunk]
-        with torch.inference_mode():
-            texts = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False, prefix=prefix).texts
-        for i, e, text in zip(indices[k:k + batch_size], chunk, texts):
-            named = match_label(extract_answer(text), list(names)) if extract_answer(text) else None
-            items.append({"index": i, "trace": text, "answer": named, "correct": named == e.meta["label"],
-                          **check_kegg_trace(text, e.meta, names)})
+    for i, e, text in greedy_traces(model, processor, examples, system, indices, max_new_tokens, batch_size, prefix):
+        named = match_label(extract_answer(text), list(names)) if extract_answer(text) else None
+        items.append({"index": i, "trace": text, "answer": named, "correct": named == e.meta["label"],
+                      **check_kegg_trace(text, e.meta, names)})
     out = {"n": len(items), "items": items,  # the paper's metric: the answer parsed from the generated text
            "answer_accuracy": sum(it["correct"] for it in items) / max(1, len(items))}
     for key in ("gene", "change", "answer_in_set"):
