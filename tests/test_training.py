@@ -74,6 +74,18 @@ def test_grpo_with_lora_and_kl_against_disabled_adapter(tmp_path, sft_folder):
     assert not hasattr(model, "peft_config")
 
 
+def test_grpo_samples_under_the_trainers_bf16_autocast(tmp_path, sft_folder):
+    """bf16 mixed precision with LoRA (the kegg recipe's setting on CPU): the prompt cache filled through the
+    autocast-wrapped forward and the positions decoded by the adapter's generate share one dtype (they did not:
+    index_copy_ dtype error at the first step)."""
+    from bioreason.training.grpo import run
+
+    _, history, _ = run(_recipe(tmp_path, "grpo-bf16", f"model.init={sft_folder}", "train.max_steps=2",
+                                "model.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}",
+                                "train.batch_size=2", "train.mixed_precision=bf16"), progress=False)
+    assert len(history) == 2 and all(h["loss"] == h["loss"] for h in history)  # ran, and no NaN
+
+
 def test_resume_gives_the_same_next_losses(tmp_path, monkeypatch):
     from bioreason.trainer import Trainer
     from bioreason.training.sft import run

@@ -11,6 +11,7 @@ fed with our prompt embeddings (``grpo.sampler: vllm``, ``bioreason.vllm_sampler
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 
@@ -31,6 +32,9 @@ class GRPOStep:
 
         self.proc, self.cfg, self.labels, self.system, self.mode = processor, cfg, labels, system, mode
         self.get_model, self.get_step = get_model, (lambda: 0)
+        # the trainer's mixed precision: sampling runs under it too, so the prompt's KV cache (filled through the
+        # autocast-wrapped forward) and the decoded positions have one dtype
+        self.autocast = contextlib.nullcontext
         self.vllm = None
         t, p = float(cfg["temperature"]), float(cfg["top_p"])
         if not t > 0 or not 0 < p <= 1:
@@ -62,7 +66,8 @@ class GRPOStep:
         was_training = model.training
         model.eval()
         prompts = [e.to_messages(self.system, self.mode, with_answer=False) for e in examples]
-        samples = self._sample(model, prompts)
+        with self.autocast():
+            samples = self._sample(model, prompts)
         model.train(was_training)
         columns = {"label": [e.meta["label"] for e in examples for _ in range(G)],
                    "label_set": [self.labels] * (len(examples) * G) if self.labels else None}
@@ -129,8 +134,10 @@ def run(recipe: dict, progress: bool = True):
     step = GRPOStep(None, recipe["grpo"], labels, SYSTEM_PROMPT, recipe["data"].get("mode", "dna"))
     trainer = Trainer(recipe, step, examples, "grpo")
     step.proc = trainer.proc
+    trainer.label_set = labels
     step.get_model = lambda: trainer.unwrapped
     step.get_step = lambda: trainer.step
+    step.autocast = trainer.acc.autocast
     try:
         history = trainer.run(progress=progress)
     finally:
