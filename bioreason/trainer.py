@@ -300,7 +300,8 @@ class Trainer:
             save_trained(self.unwrapped, self.proc, folder, base=self.base, fmt=fmt,
                          meta={"kind": self.kind, "steps": self.step, "recipe": self.recipe.get("_path")},
                          task=task_spec(self.recipe["data"], [e.meta.get("label") for e in self.examples],
-                                        [self.examples[i].meta.get("label") for i in self.order.pool]))
+                                        [self.examples[i].meta.get("label") for i in self.order.pool],
+                                        label_set=getattr(self, "label_set", None)))
             if fmt == "adapter" and self.base != "default" and is_adapter_folder(self.base):
                 stack_adapters(self.base, folder, folder)  # GRPO on an SFT adapter -> one adapter on the base
         self.acc.wait_for_everyone()

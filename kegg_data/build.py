@@ -22,11 +22,12 @@ def build_examples(data: dict, dna_length: int = 1024):
     elif task in ("kegg", "variant_effect_coding", "variant_effect_non_snv"):
         from bioreason.kegg_data.tasks import get_task
 
-        t = get_task(task, dna_length=dna_length)
+        opts = dict(data.get("options") or {})
+        holdout = opts.pop("holdout", None)  # {part: train|validation, fraction: 0.15, seed: 0}
+        t = get_task(task, dna_length=dna_length, **(kegg_prompt_options(opts) if task == "kegg" else {}))
         examples, labels = t.load(data.get("source"), data.get("split") or "train"), list(t.labels) or None
         if task == "kegg":  # a closed set: every disease name of the split (37 in train), before any holdout
             labels = sorted({e.meta["label"] for e in examples})
-        holdout = (data.get("options") or {}).get("holdout")  # {part: train|validation, fraction: 0.15, seed: 0}
         if holdout:
             from bioreason.kegg_data.tasks import grouped_split
 
@@ -75,11 +76,30 @@ def build_examples(data: dict, dna_length: int = 1024):
     return examples, labels
 
 
-def task_spec(data: dict, labels: list | None = None, seen: list | None = None) -> dict | None:
+KEGG_PROMPT_OPTIONS = ("compact_genes", "state_variant", "trace_steps")
+
+
+def kegg_prompt_options(opts: dict) -> dict:
+    """The KEGG task's prompt options out of a recipe's ``data.options`` (an unknown key is an error)."""
+    unknown = sorted(set(opts) - set(KEGG_PROMPT_OPTIONS) - {"holdout"})
+    if unknown:
+        raise RecipeError(f"data.options {unknown} mean nothing to the kegg task; it takes holdout and "
+                          f"{', '.join(KEGG_PROMPT_OPTIONS)}")
+    return {k: opts[k] for k in KEGG_PROMPT_OPTIONS if k in opts}
+
+
+def task_spec(data: dict, labels: list | None = None, seen: list | None = None,
+              label_set: list | None = None) -> dict | None:
     """What a trained folder records in ``bioreason_task.json`` so ``predict``/``ask``/``demo`` prompt it the way it
     was trained (read by ``bioreason.predict.PredictConfig.for_model``); None for tasks with no fixed prompt.
     ``labels``/``seen``: the training labels, and as often as training saw them; when they differ (``data.balance``)
-    the spec carries the log prior correction ``log(natural rate / seen rate)`` per label."""
+    the spec carries the log prior correction ``log(natural rate / seen rate)`` per label. ``label_set``: the task's
+    closed answer set (KEGG: every disease name of the split, also those a holdout left out of training)."""
+    if data.get("task") == "kegg":
+        from bioreason.kegg_data.tasks import SYSTEM_PROMPT
+
+        return {"labels": sorted(label_set or set(labels or [])), "prompt": "kegg", "system": SYSTEM_PROMPT,
+                "window": data.get("window") or 1024, "kegg": kegg_prompt_options(data.get("options") or {})}
     if data.get("task") != "annotated_vcf":
         return None
     import math

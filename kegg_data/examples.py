@@ -5,7 +5,8 @@ optional reasoning, plus free-form ``meta`` (task, label, variant key, ...).
 ``to_messages`` renders the chat in BioReason's format: a user turn with the
 DNA parts then the question; the assistant target is ``<think>\\n...\\n</think>``
 then ``Answer: ...``. In ``text`` mode (the text-only baseline) the DNA is
-written into the question instead, as BioReason's ``--model_type llm`` does.
+written into the question instead, as BioReason's ``--model_type llm`` does;
+in ``none`` mode the question goes alone (an LLM-only baseline without the DNA).
 Also ``load_table``: the one way files and hub datasets are read (``datasets``).
 """
 
@@ -39,7 +40,8 @@ class Example:
 
     def to_messages(self, system: str | None = None, mode: str = "dna", with_answer: bool = True,
                     reasoning: bool = True) -> list[dict]:
-        """Chat messages. ``mode``: ``dna`` (sequences as DNA parts) or ``text`` (sequences written as text)."""
+        """Chat messages. ``mode``: ``dna`` (sequences as DNA parts), ``text`` (sequences written as text) or
+        ``none`` (the question alone)."""
         if mode == "dna":
             parts = [{"type": "dna", "sequence": s} for s in self.dna] + [{"type": "text", "text": self.question}]
         elif mode == "text":
@@ -47,8 +49,10 @@ class Example:
                 f"Sequence {i + 1}" for i in range(len(self.dna))]
             lines = [f"{n}: {s}" for n, s in zip(names, self.dna)]
             parts = [{"type": "text", "text": "\n".join(lines + [f"Question: {self.question}"])}]
+        elif mode == "none":
+            parts = [{"type": "text", "text": self.question}]
         else:
-            raise ValueError(f"mode must be 'dna' or 'text', not {mode!r}")
+            raise ValueError(f"mode must be 'dna', 'text' or 'none', not {mode!r}")
         msgs = [{"role": "system", "content": system}] if system else []
         msgs.append({"role": "user", "content": parts})
         if with_answer and self.answer is not None:

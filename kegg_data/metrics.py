@@ -1,7 +1,9 @@
 """Classification metrics without heavy dependencies: accuracy, macro-F1, per-class precision/recall/F1.
 
 ``None`` predictions (no parsable answer) count as wrong and appear as the
-class ``"<none>"`` in the confusion counts but not in macro-F1's class list.
+class ``"<none>"`` in the confusion counts but not in macro-F1's class list. Macro-F1 averages over the classes
+present in the gold labels or the predictions (scikit-learn's ``f1_score(average="macro")``): a 37-disease label
+set evaluated on a split holding 20 of them is not averaged with 17 zeros.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ def classification_metrics(golds: list[str], preds: list[str | None], labels: li
         rec = tp / (tp + fn) if tp + fn else 0.0
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
         per_class[lab] = {"precision": prec, "recall": rec, "f1": f1, "support": tp + fn}
-        f1s.append(f1)
+        if tp + fn or tp + fp:  # as scikit-learn: a class neither present nor predicted is not averaged
+            f1s.append(f1)
     confusion: dict[str, dict[str, int]] = {}
     for g, p in zip(golds, preds):
         row = confusion.setdefault(g, {})

@@ -92,19 +92,45 @@ class Task:
 
 @register_task
 class KEGGTask(Task):
+    """KEGG disease reasoning. Prompt options (recorded in a trained model's ``bioreason_task.json`` so ``ask``,
+    ``eval`` and the demo phrase questions the way it was trained): ``compact_genes`` drops the gene descriptions
+    of the 'Genes in the pathway' line (about 40% of the question's tokens); ``state_variant`` adds a line with the
+    variant computed from the two sequences (``Variant: C>T``); ``trace_steps`` keeps the first N 'Step' lines of
+    the dataset's reasoning, after a first line that restates the variant and the gene (None: the whole text)."""
+
     name = "kegg"
     hub_name = "wanglab/kegg"
     columns = ("question", "answer", "reasoning", "reference_sequence", "variant_sequence")
     variant_index = 2000  # ref = chrom[start-2000 : start+len(REF)+2000]
 
+    def __init__(self, dna_length: int = 1024, system: str | None = SYSTEM_PROMPT, compact_genes: bool = False,
+                 state_variant: bool = False, trace_steps: int | None = None):
+        super().__init__(dna_length, system)
+        self.compact_genes, self.state_variant = bool(compact_genes), bool(state_variant)
+        self.trace_steps = int(trace_steps) if trace_steps else None
+
     def to_example(self, row, index):
         answer = str(row["answer"]).strip().lower()
-        question = str(row["question"]).strip()
-        return Example(question=question,
-                       dna=[self.crop(row["reference_sequence"]), self.crop(row["variant_sequence"])],
-                       answer=answer, reasoning=str(row.get("reasoning") or "").strip() or None,
-                       meta={"task": self.name, "label": normalise_text(answer), "row": index,
-                             **kegg_facts(question, row["reference_sequence"], row["variant_sequence"])})
+        return kegg_example(str(row["question"]), row["reference_sequence"], row["variant_sequence"], answer,
+                            str(row.get("reasoning") or ""), self.dna_length, self.compact_genes, self.state_variant,
+                            self.trace_steps, meta={"task": self.name, "label": normalise_text(answer), "row": index})
+
+
+def kegg_example(question: str, ref: str, alt: str, answer: str | None = None, reasoning: str | None = None,
+                 dna_length: int = 1024, compact_genes: bool = False, state_variant: bool = False,
+                 trace_steps: int | None = None, meta: dict | None = None) -> Example:
+    """One KEGG prompt from a question and two sequences, as training built it: both sequences cropped to
+    ``dna_length`` nt around the variant (found by :func:`kegg_variant`), the question rewritten as the options say
+    (:func:`kegg_question`), the trace cut (:func:`kegg_trace`). Used by the task loader, ``ask`` and the demo."""
+    question = question.strip()
+    ref, alt = (ref or "").strip().upper(), (alt or "").strip().upper()
+    variant = kegg_variant(ref, alt)
+    facts = kegg_facts(question, ref, alt)
+    centre = variant[2] if variant else None
+    crop = (lambda s: center_crop(s, dna_length, centre)) if max(len(ref), len(alt)) > dna_length else (lambda s: s)
+    return Example(question=kegg_question(question, facts, compact_genes, state_variant), dna=[crop(ref), crop(alt)],
+                   answer=answer, reasoning=kegg_trace((reasoning or "").strip() or None, facts, trace_steps),
+                   meta={**(meta or {}), **facts, "group": question})
 
 
 @register_task
@@ -145,13 +171,15 @@ class VariantEffectNonSNVTask(VariantEffectCodingTask):
 
 def grouped_split(examples: list[Example], fraction: float = 0.15, seed: int = 0) -> tuple[list, list]:
     """(train, validation) with whole question-text groups on one side: the same KEGG pathway question recurs
-    across variants, so a random split would put near-duplicates on both sides. Groups are ordered by a seeded
-    hash of their text and taken into validation until it holds ``fraction`` of the examples."""
+    across variants, so a random split would put near-duplicates on both sides. The text is the dataset's own
+    question (``meta['group']``), before any prompt option rewrote it (a stated variant would split one pathway
+    question into many groups). Groups are ordered by a seeded hash of their text and taken into validation until
+    it holds ``fraction`` of the examples."""
     import hashlib
 
     groups: dict[str, list[int]] = {}
     for i, e in enumerate(examples):
-        groups.setdefault(e.question, []).append(i)
+        groups.setdefault(e.meta.get("group", e.question), []).append(i)
     order = sorted(groups, key=lambda q: hashlib.sha256(f"{seed}:{q}".encode()).hexdigest())
     val_idx, target = set(), fraction * len(examples)
     for q in order:
@@ -162,18 +190,64 @@ def grouped_split(examples: list[Example], fraction: float = 0.15, seed: int = 0
     return train, [e for i, e in enumerate(examples) if i in val_idx]
 
 
+def kegg_variant(ref: str, alt: str, index: int = 2000) -> tuple[str, str, int] | None:
+    """(REF, ALT, 0-based start) from two sequences built as BioReason's KEGG records are (``index`` nt of flank on
+    each side of the VCF alleles, so ``ref = flank5 + REF + flank3``); otherwise the one differing segment left
+    after trimming the common prefix and suffix (the first base kept as anchor for an insertion or deletion).
+    None when the sequences are equal."""
+    ref, alt = (ref or "").upper(), (alt or "").upper()
+    if ref == alt:
+        return None
+    if min(len(ref), len(alt)) > 2 * index and ref[:index] == alt[:index] and ref[-index:] == alt[-index:]:
+        return ref[index:len(ref) - index], alt[index:len(alt) - index], index
+    i = 0
+    while i < min(len(ref), len(alt)) and ref[i] == alt[i]:
+        i += 1
+    j = 0
+    while j < min(len(ref), len(alt)) - i and ref[-1 - j] == alt[-1 - j]:
+        j += 1
+    r, a = ref[i:len(ref) - j], alt[i:len(alt) - j]
+    if (not r or not a) and i:  # an insertion or deletion: keep the base before it, as VCF does
+        i -= 1
+        r, a = ref[i:len(ref) - j], alt[i:len(alt) - j]
+    return r, a, i
+
+
 def kegg_facts(question: str, ref: str, alt: str, index: int = 2000) -> dict:
     """What a KEGG trace can be checked against, computed from the inputs: the network's starred genes, the gene
-    the question asks about ('this PDE11A allele'), and the base change at the variant (``C>T``; None for an indel,
-    where the sequences differ in length)."""
+    the question asks about ('this PDE11A allele'), and the variant (``C>T``, ``AGTTAG>AGTTAGTTAG``; from
+    :func:`kegg_variant`)."""
     import re
 
     network = next((line for line in question.splitlines() if line.startswith("Network Definition")), "")
     starred = sorted(set(re.findall(r"([A-Za-z0-9_.-]+)\*", network)))
     asked = re.search(r"this (\S+) allele", question)
-    ref, alt = (ref or "").upper(), (alt or "").upper()
-    change = f"{ref[index]}>{alt[index]}" if len(ref) == len(alt) > index and ref[index] != alt[index] else None
-    return {"starred": ",".join(starred), "gene": asked.group(1) if asked else None, "change": change}
+    variant = kegg_variant(ref, alt, index)
+    return {"starred": ",".join(starred), "gene": asked.group(1) if asked else None,
+            "change": f"{variant[0]}>{variant[1]}" if variant else None}
+
+
+def kegg_question(question: str, facts: dict, compact_genes: bool = False, state_variant: bool = False) -> str:
+    """The question as the model sees it (see :class:`KEGGTask` for the two options)."""
+    lines = question.splitlines()
+    if compact_genes:
+        head = "Genes in the pathway:"
+        lines = [head + " " + ", ".join(g.split(";")[0].strip() for g in line[len(head):].split("|"))
+                 if line.startswith(head) else line for line in lines]
+    if state_variant and facts.get("change"):
+        lines.insert(0, f"Variant: {facts['change']}")
+    return "\n".join(lines)
+
+
+def kegg_trace(reasoning: str | None, facts: dict, steps: int | None = None) -> str | None:
+    """The training trace: the dataset's reasoning, or with ``steps`` a first line stating the variant and gene
+    (computed facts) then the first ``steps`` 'Step' lines of the reasoning."""
+    if not reasoning or not steps:
+        return reasoning
+    kept = [line.strip() for line in reasoning.splitlines() if line.strip().startswith("Step")][:steps]
+    head = f"The variant is {facts['change']} in {facts.get('gene') or 'the gene asked about'}." if facts.get(
+        "change") else ""
+    return "\n".join([head, *kept] if head else kept) or reasoning
 
 
 def check_kegg_trace(trace: str, meta: dict, names) -> dict:

@@ -201,8 +201,8 @@ def test_kegg_trace_checks_pass_on_the_datasets_own_reasoning():
     assert examples[0].meta["gene"] == "PDE11A" and examples[0].meta["change"] == "C>T"
     checks = [check_kegg_trace(f"<think>{e.reasoning}</think>\n\nAnswer: {e.answer}", e.meta, names) for e in examples]
     assert sum(c["gene"] for c in checks) / len(checks) >= 0.9
-    snv = [c["change"] for c in checks if c["change"] is not None]
-    assert len(snv) == 44 and sum(snv) / len(snv) >= 0.8
+    stated = [c["change"] for c in checks]  # SNVs and indels alike (REF>ALT read from the sequences)
+    assert None not in stated and sum(stated) / len(stated) >= 0.8
     assert all(c["answer_in_set"] for c in checks)
     bad = check_kegg_trace("<think>no idea</think>\n\nAnswer: flu", examples[0].meta, names)
     assert bad == {"gene": False, "change": False, "answer_in_set": False}

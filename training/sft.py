@@ -82,12 +82,13 @@ def run(recipe: dict, progress: bool = True):
     from bioreason.kegg_data.tasks import SYSTEM_PROMPT
     from bioreason.trainer import Trainer
 
-    examples, _ = build_examples(recipe["data"], dna_length=recipe["data"].get("window") or 1024)
+    examples, labels = build_examples(recipe["data"], dna_length=recipe["data"].get("window") or 1024)
     d = recipe["data"]
     step = SFTStep(None, SYSTEM_PROMPT, d.get("mode", "dna"), d.get("max_length"), d.get("empty_think_fraction"),
                    d.get("answer_weight"))
     trainer = Trainer(recipe, step, examples, "sft")
     step.proc = trainer.proc
+    trainer.label_set = labels
     history = trainer.run(progress=progress)
     folder = trainer.save_final()
     return trainer, history, folder

@@ -1,0 +1,128 @@
+"""The KEGG disease-reasoning task as kegg-v1 trains and serves it: variants read from the two sequences, the
+prompt options (compact gene list, stated variant, cut trace), the question-grouped holdout, the task spec a
+trained folder records, ``ask``'s prompt for a KEGG model, sklearn-style macro-F1, and ``eval --task kegg`` with
+generated answers and the LLM-only baseline. Real records: the first 50 of the KEGG train split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bioreason.kegg_data.tasks import get_task, kegg_example, kegg_facts, kegg_question, kegg_trace, kegg_variant
+
+DATA = Path(__file__).parent / "data"
+FLANK = "ACGT" * 500  # 2,000 nt
+
+
+def test_kegg_variant_reads_snvs_and_indels_from_the_records_layout():
+    assert kegg_variant(FLANK + "C" + FLANK, FLANK + "T" + FLANK) == ("C", "T", 2000)
+    assert kegg_variant(FLANK + "AG" + FLANK, FLANK + "AGTTAG" + FLANK) == ("AG", "AGTTAG", 2000)
+    assert kegg_variant(FLANK + "CTTA" + FLANK, FLANK + "C" + FLANK) == ("CTTA", "C", 2000)
+    # other layouts: the one differing segment, an indel keeping its anchor base as VCF does
+    assert kegg_variant("AAACAAA", "AAATAAA") == ("C", "T", 3)
+    assert kegg_variant("ACGTTTGCA", "ACGTTTTGCA") == ("T", "TT", 5)  # after the repeat, anchor kept
+    assert kegg_variant("ACGT", "ACGT") is None
+
+
+def test_the_datasets_reasoning_states_the_variant_read_from_its_sequences():
+    """On the 50 real records, the computed variant is what the Claude-written reasoning names in >= 80%."""
+    rows = [json.loads(x) for x in (DATA / "kegg_sample.jsonl").read_text().splitlines()]
+    facts = [kegg_facts(r["question"], r["reference_sequence"], r["variant_sequence"]) for r in rows]
+    assert all(f["change"] for f in facts)
+    assert sum(f["change"] in r["reasoning"] for f, r in zip(facts, rows)) / len(rows) >= 0.8
+    assert facts[0] == {"starred": "PDE11A,PDE8B", "gene": "PDE11A", "change": "C>T"}
+
+
+def test_prompt_options_rewrite_the_question_and_cut_the_trace():
+    row = json.loads((DATA / "kegg_sample.jsonl").read_text().splitlines()[0])
+    facts = kegg_facts(row["question"], row["reference_sequence"], row["variant_sequence"])
+    q = kegg_question(row["question"], facts, compact_genes=True, state_variant=True)
+    assert q.startswith("Variant: C>T\nChromosome Number: 4")
+    assert "Genes in the pathway: PDE11A, PDE8B, PRKAR1A" in q and "phosphodiesterase" not in q.split("Genes")[1]
+    assert q.endswith("what disease does this contribute to?")
+    assert kegg_question(row["question"], facts) == row["question"]  # no options: unchanged
+    trace = kegg_trace(row["reasoning"], facts, steps=2)
+    lines = trace.splitlines()
+    assert lines[0] == "The variant is C>T in PDE11A." and [x[:7] for x in lines[1:]] == ["Step 1:", "Step 2:"]
+    assert kegg_trace(row["reasoning"], facts, None) == row["reasoning"]
+
+
+def test_holdout_groups_by_the_datasets_question_even_with_the_variant_stated(tmp_path):
+    """With ``state_variant`` every prompt of a pathway differs; the holdout still keeps a pathway on one side."""
+    from bioreason.kegg_data.build import build_examples
+
+    data = {"task": "kegg", "source": str(DATA / "kegg_sample.jsonl"), "split": "train",
+            "options": {"state_variant": True, "compact_genes": True, "trace_steps": 3,
+                        "holdout": {"part": "train", "fraction": 0.3, "seed": 0}}}
+    train, labels = build_examples(data)
+    val, _ = build_examples({**data, "options": {**data["options"], "holdout": {"part": "validation",
+                                                                                "fraction": 0.3}}})
+    assert len(train) + len(val) == 50 and len(val) >= 15
+    assert not {e.meta["group"] for e in train} & {e.meta["group"] for e in val}
+    assert len({e.question for e in val}) > len({e.meta["group"] for e in val})  # stated variants differ
+    # the closed set is taken before the holdout: names only the validation part has are in it
+    assert len(labels) == len({json.loads(x)["answer"] for x in (DATA / "kegg_sample.jsonl").open()})
+    from bioreason.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"\['stated_variant'\] mean nothing to the kegg task"):
+        build_examples({**data, "options": {"stated_variant": True}})
+
+
+def test_a_kegg_folder_records_its_prompt_and_ask_rebuilds_it():
+    from bioreason.errors import InputFormatError
+    from bioreason.inference import model_messages
+    from bioreason.kegg_data.build import task_spec
+    from bioreason.predict import PredictConfig
+
+    opts = {"compact_genes": True, "state_variant": True, "trace_steps": 3}
+    spec = task_spec({"task": "kegg", "window": 512, "options": {**opts, "holdout": {"part": "train"}}},
+                     ["b", "a", "b"], label_set=["c", "a", "b"])
+    assert spec["prompt"] == "kegg" and spec["labels"] == ["a", "b", "c"] and spec["kegg"] == opts
+    cfg = PredictConfig(**{k: v for k, v in spec.items() if k in PredictConfig.__dataclass_fields__})
+    row = json.loads((DATA / "kegg_sample.jsonl").read_text().splitlines()[0])
+    msgs = model_messages(row["question"], [row["reference_sequence"], row["variant_sequence"]], cfg, None, 512)
+    dna = [p for p in msgs[-1]["content"] if p["type"] == "dna"]
+    assert [len(p["sequence"]) for p in dna] == [512, 512]
+    assert dna[0]["sequence"][256] == "C" and dna[1]["sequence"][256] == "T"  # the variant in the middle
+    assert dna[0]["sequence"][:256] == dna[1]["sequence"][:256]
+    training = get_task("kegg", dna_length=512, **opts).to_example(row, 0)
+    assert msgs == training.to_messages(spec["system"], "dna", with_answer=False)  # ask == training prompt
+    with pytest.raises(InputFormatError, match="two sequences.*got 1"):
+        model_messages(row["question"], [row["reference_sequence"]], cfg, None, 512)
+    plain = model_messages("what is this?", ["ACGT"], PredictConfig(), None, 512)  # other models: plain chat
+    assert plain[-1]["content"][-1]["text"] == "what is this?"
+
+
+def test_example_without_dna_for_the_llm_only_baseline():
+    e = kegg_example("Q?", FLANK + "C" + FLANK, FLANK + "T" + FLANK, "melanoma")
+    assert e.to_messages(None, "none", with_answer=False) == [{"role": "user", "content": [{"type": "text",
+                                                                                           "text": "Q?"}]}]
+
+
+def test_macro_f1_averages_the_classes_present_as_scikit_learn_does():
+    from sklearn.metrics import f1_score
+
+    from bioreason.kegg_data.metrics import classification_metrics
+
+    golds, preds = ["a", "a", "b", "c"], ["a", "b", "b", "a"]
+    m = classification_metrics(golds, preds, ["a", "b", "c", "d", "e"])  # d, e: neither present nor predicted
+    assert m["macro_f1"] == pytest.approx(f1_score(golds, preds, average="macro"))
+
+
+def test_kegg_eval_scores_generated_answers_and_the_llm_only_baseline(tiny_model_dir, tmp_path):
+    from bioreason.app.cli import main
+
+    out = tmp_path / "r"
+    rc = main(["eval", "--task", "kegg", "--source", str(DATA / "kegg_sample.jsonl"), "--split", "train",
+               "--limit", "6", "--model", str(tiny_model_dir), "--text-model", str(tiny_model_dir),
+               "--traces", "all", "--max-new-tokens", "8", "--bootstrap", "10", "-o", str(out)])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert {"dna-llm", "dna-llm-generated", "llm-only", "llm-only-generated"} <= set(report["systems"])
+    gen = report["systems"]["dna-llm-generated"]
+    checks = report["trace_checks"]["dna-llm"]
+    assert checks["n"] == 6 and gen["accuracy"] == pytest.approx(checks["answer_accuracy"])
+    assert "top1_likelihood" not in gen  # generated answers have no likelihoods
+    assert (out / "confusion_dna-llm-generated.png").is_file()
