@@ -15,7 +15,12 @@ def add_parser(sub) -> None:
                                    "longer than the encoder's maximum (1,024 nt for the default) are an error, "
                                    "not tiled. The default model (brca1-lof-v1, see MODEL_CARD.md) was trained "
                                    "on BRCA1 variant questions only; other questions get the base LLM's general "
-                                   "(and often wrong) answers.")
+                                   "(and often wrong) answers. --model kegg-v1 answers BioReason's KEGG pathway "
+                                   "questions: give the reference and the variant sequence (any length: both are "
+                                   "cropped around the variant) and the question with its network definition and "
+                                   "gene list, e.g. examples/kegg/ask_question.txt.",
+                       epilog="example: bioreason ask --model kegg-v1 --dna examples/kegg/ref.fa --dna "
+                              "examples/kegg/alt.fa \"$(cat examples/kegg/ask_question.txt)\"")
     p.add_argument("question", help="the question, in quotes")
     p.add_argument("--dna", action="append", default=[], metavar="SEQ|FASTA",
                    help="a DNA sequence or FASTA path; repeat for several (e.g. reference then alternate)")
@@ -49,9 +54,13 @@ def read_dna_argument(value: str) -> str:
 
 def run(args) -> int:
     from bioreason.checkpoints import load_model
-    from bioreason.inference import DEFAULT_SYSTEM, build_messages, stream_answer
+    from bioreason.inference import model_messages, stream_answer
+    from bioreason.predict import PredictConfig
 
-    messages = build_messages(args.question, [read_dna_argument(d) for d in args.dna], args.system or DEFAULT_SYSTEM)
+    config = PredictConfig.for_model(args.model)
+    dna = [read_dna_argument(d) for d in args.dna]
+    # built before the model loads, so a bad question or sequence count fails at once
+    messages = model_messages(args.question, dna, config, args.system, config.window or 1024)
     model, processor = load_model(args.model)
     processor([messages])  # validate the sequences before any output
     for piece in stream_answer(model, processor, messages, max_new_tokens=args.max_new_tokens,

@@ -1,4 +1,4 @@
-"""``bioreason demo``: serve the Gradio web demo (one variant, a VCF, or raw sequences)."""
+"""``bioreason demo``: serve the Gradio web demo (one variant, a VCF, raw sequences, or a KEGG pathway question)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from bioreason.app.options import add_model_option
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="start the web demo in your browser (Gradio)",
-                       description="Serves the demo on http://HOST:PORT. One model call at a time, a bounded "
-                                   "waiting list, uploads capped. Research use only, not for clinical decisions.")
+                       description="Serves the demo on http://HOST:PORT: one variant, a VCF, raw sequences (the "
+                                   "--model, default the shipped BRCA1 checkpoint), and a pathway-reasoning tab "
+                                   "(BioReason's KEGG task) run by the shipped kegg-v1, or by --model when that is "
+                                   "a KEGG model (the variant tabs then use the default). One model call at a "
+                                   "time, a bounded waiting list, uploads capped. Research use only, not for "
+                                   "clinical decisions.")
     add_model_option(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")

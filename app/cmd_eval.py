@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from bioreason.app.options import add_model_option
+from bioreason.app.options import add_model_option, model_arg
 
 BASELINES = ("text-only", "dna-only", "annotation-only", "facts-only", "tfidf")
 
@@ -33,9 +33,15 @@ def add_parser(sub) -> None:
     p.add_argument("--labels-tsv", default=None, help="TSV chrom,pos,ref,alt,label instead of an INFO field")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
     add_model_option(p)
-    p.add_argument("--traces", type=int, default=0, metavar="N",
-                   help="annotated_vcf: also generate greedy traces for N items (evenly spaced) per DNA-LLM prompt "
-                        "mode and report the share whose stated consequence agrees with the true one")
+    p.add_argument("--traces", type=traces_arg, default=0, metavar="N|all",
+                   help="also generate greedy traces for N items (evenly spaced) or all of them. annotated_vcf: "
+                        "report the share whose stated consequence agrees with the true one; kegg: check each "
+                        "trace against the gene, the variant and the 37 names, and with 'all' score the answers "
+                        "parsed from the generated text as a system of their own (dna-llm-generated: the paper's "
+                        "metric)")
+    p.add_argument("--text-model", default=None, type=model_arg, metavar="FOLDER",
+                   help="kegg: the LLM-only baseline, a model fine-tuned the same way on the question alone "
+                        "(data.mode=none); scored like the DNA-LLM (likelihoods, and generated answers with --traces)")
     p.add_argument("--baselines", default="",
                    help="comma-separated: text-only, dna-only, annotation-only (annotation class -> positive rate), "
                         "facts-only (logistic regression on the facts an annotated prompt states: consequence "
@@ -51,9 +57,42 @@ def add_parser(sub) -> None:
     p.add_argument("--positive", default=None, help="positive label for AUROC (binary tasks; default the first)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="cap on each generated trace (default 256)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder")
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
     p.set_defaults(handler=run)
+
+
+def traces_arg(value: str) -> int:
+    """``--traces``: a count, or ``all`` (-1)."""
+    import argparse
+
+    if value == "all":
+        return -1
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a number nor 'all'") from None
+
+
+def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "",
+                   mode: str = "dna") -> tuple[dict, list | None]:
+    """Trace checks (and, when every item got a trace, the parsed answers as a system) for one KEGG model."""
+    from bioreason import evaluation as ev
+
+    n = len(exs) if args.traces < 0 else args.traces
+    step = max(1, len(exs) // max(1, n))
+    checks = ev.kegg_trace_checks(model, proc, exs, labels, system, range(0, len(exs), step)[:n],
+                                  batch_size=args.batch_size, prefix=prefix, max_new_tokens=args.max_new_tokens,
+                                  mode=mode)
+    print(f"of {checks['n']} traces, {checks['gene']:.3f} name the gene, "
+          f"{checks['change'] if checks['change'] is None else round(checks['change'], 3)} state the variant, "
+          f"{checks['answer_in_set']:.3f} answer one of the {len(labels)} names; all three {checks['all_three']:.3f}",
+          file=sys.stderr)
+    if checks["n"] < len(exs):
+        return checks, None
+    by_index = {it["index"]: it["answer"] for it in checks["items"]}
+    return checks, [{"pred": by_index[i], "probs": None} for i in range(len(exs))]
 
 
 def run(args) -> int:
@@ -82,6 +121,12 @@ def run(args) -> int:
         options[key] = yaml.safe_load(val)
     if args.task == "annotated_vcf":
         options = {"gtf": args.gtf, **({"strip": True} if args.strip_annotation else {}), **options}
+    from bioreason.predict import PredictConfig
+
+    pcfg = PredictConfig.for_model(args.model)  # scored and traced exactly as predict does
+    system = pcfg.system or SYSTEM_PROMPT
+    if args.task == "kegg":  # the prompt a KEGG model was trained with (compact genes, stated variant)
+        options = {**(pcfg.kegg or {}), **options}
     data = {"task": args.task, "source": args.source, "split": args.split, "fasta": args.fasta,
             "label_field": args.label_field, "labels_tsv": args.labels_tsv, "limit": args.limit, "options": options}
     model, proc = load_model(args.model)
@@ -94,37 +139,41 @@ def run(args) -> int:
         raise RecipeError("the prompt modes gave different items; report this as a bug")
     labels = list(labels or sorted({e.meta["label"] for e in examples}))
     positive = args.positive or (labels[0] if len(labels) == 2 else None)
+    if args.task == "kegg" and pcfg.prompt == "kegg" and pcfg.labels:
+        labels = list(pcfg.labels)  # the model's closed set of disease names (an item outside it is just wrong)
     print(f"evaluating {len(examples)} items, labels {labels}", file=sys.stderr)
-    from bioreason.predict import PredictConfig
-
-    pcfg = PredictConfig.for_model(args.model)  # scored and traced exactly as predict does
     prior = pcfg.label_log_prior
     systems, agreement = {}, {}
     for m, (exs, _) in sets.items():
         name = f"dna-llm-{m}" if m and len(sets) > 1 else "dna-llm"
-        systems[name] = ev.llm_predictions(model, proc, exs, labels, SYSTEM_PROMPT, "dna", args.batch_size, prior,
+        systems[name] = ev.llm_predictions(model, proc, exs, labels, system, "dna", args.batch_size, prior,
                                            pcfg.decision,  # labels by the model's own decision rule, as predict
                                            normalise=args.task == "kegg")  # multi-token disease names
         if args.traces and args.task == "kegg":
-            step = max(1, len(exs) // args.traces)
-            agreement[name] = ev.kegg_trace_checks(model, proc, exs, labels, SYSTEM_PROMPT,
-                                                   range(0, len(exs), step)[:args.traces], batch_size=args.batch_size,
-                                                   prefix=pcfg.trace_prefix)
-            a = agreement[name]
-            print(f"{name}: of {a['n']} traces, {a['gene']:.3f} name the gene, "
-                  f"{a['change'] if a['change'] is None else round(a['change'], 3)} state the base change, "
-                  f"{a['answer_in_set']:.3f} answer one of the {len(labels)} names; all three {a['all_three']:.3f}",
-                  file=sys.stderr)
+            agreement[name], generated = kegg_generated(model, proc, exs, labels, system, args, pcfg.trace_prefix)
+            if generated:
+                systems[f"{name}-generated"] = generated
         if args.traces and args.task == "annotated_vcf":
-            step = max(1, len(exs) // args.traces)
-            agreement[name] = ev.consequence_agreement(model, proc, exs, SYSTEM_PROMPT, range(0, len(exs), step)[
-                :args.traces], batch_size=args.batch_size, n_boot=args.bootstrap, prefix=pcfg.trace_prefix)
+            n = len(exs) if args.traces < 0 else args.traces
+            step = max(1, len(exs) // n)
+            agreement[name] = ev.consequence_agreement(model, proc, exs, system, range(0, len(exs), step)[
+                :n], batch_size=args.batch_size, n_boot=args.bootstrap, prefix=pcfg.trace_prefix)
             print(f"{name}: consequence stated correctly in {agreement[name]['share']:.3f} "
                   f"{agreement[name]['ci95']} of {agreement[name]['n']} traces", file=sys.stderr)
     if "text-only" in baselines:  # the sequence-only prompt with its DNA written as text, no DNA features
         text_exs = sets["sequence"][0] if "sequence" in sets else examples
-        systems["text-only"] = ev.llm_predictions(model, proc, text_exs, labels, SYSTEM_PROMPT, "text",
+        systems["text-only"] = ev.llm_predictions(model, proc, text_exs, labels, system, "text",
                                                   max(1, args.batch_size // 4), prior)
+    if args.text_model:  # the LLM-only baseline fine-tuned on the question alone: same items, same scoring
+        tmodel, tproc = load_model(args.text_model)
+        systems["llm-only"] = ev.llm_predictions(tmodel, tproc, examples, labels, system, "none", args.batch_size,
+                                                 normalise=args.task == "kegg")
+        if args.traces and args.task == "kegg":
+            agreement["llm-only"], generated = kegg_generated(tmodel, tproc, examples, labels, system, args,
+                                                              mode="none")
+            if generated:
+                systems["llm-only-generated"] = generated
+        del tmodel
     train = None
     holdout = options.get("holdout") or {}
     if args.train_source or (options.get("split") or {}).get("part") == "validation" or holdout.get("part") == \
@@ -162,7 +211,9 @@ def run(args) -> int:
     for name, m in report["systems"].items():
         auc = f", AUROC {m['auroc']:.3f}{ci(m, 'auroc')}" if m.get("auroc") is not None else ""
         top = f", top-3 {m['top3_likelihood']:.3f}" if m.get("top3_likelihood") is not None else ""
+        und = m.get("question_undecided")
+        und = f", {und['accuracy']:.3f} on the {und['n']} items the question alone does not decide" if und else ""
         print(f"{name}: accuracy {m['accuracy']:.3f}{ci(m, 'accuracy')}, macro-F1 {m['macro_f1']:.3f}"
-              f"{ci(m, 'macro_f1')}{auc}{top}")
+              f"{ci(m, 'macro_f1')}{auc}{top}{und}")
     print(f"report: {Path(args.output) / 'report.json'}")
     return 0

@@ -4,7 +4,8 @@ Front end only: windows come from ``bioreason.kegg_data`` (same policies as the 
 ``bioreason.predict``, streaming from ``bioreason.inference``. With the bundled reference, each variant's
 consequence, HGVS names and codon change are computed from the bundled BRCA1 transcript (``consequence.py``) and
 go into the prompt and the page; pasted sequences that lie in a known gene are located there and treated as that
-variant. One model call at a time (queue concurrency 1,
+variant. A fourth tab (``demo_pathway``) runs BioReason's KEGG pathway task with a KEGG model (``--model kegg-v1``
+or the shipped one). One model call at a time (queue concurrency 1,
 bounded waiting list), uploads capped in size and records, a private ``GRADIO_TEMP_DIR``, and every input
 problem shown as a message in the page (``gr.Error``), never a traceback. Research use only.
 """
@@ -122,6 +123,14 @@ class DemoBackend:
     """Model, predictor and reference shared by the handlers (loaded once, lazily)."""
 
     def __init__(self, model_path=None, max_new_tokens: int = 192, gtf: str = "auto"):
+        from bioreason.app.demo_pathway import is_kegg_model
+
+        self.kegg_model = None
+        if is_kegg_model(model_path):  # a KEGG model serves the pathway tab; the variant tabs get the default
+            from bioreason.hub import shipped_model_dir
+
+            self.kegg_model, model_path = model_path, shipped_model_dir()
+            model_path = str(model_path) if model_path else None
         self.model_path, self.max_new_tokens = model_path, max_new_tokens
         self._loaded = None
         self._refs: dict = {}
@@ -370,9 +379,12 @@ def _guard(fn):
 ONE_MODEL_CALL = {"concurrency_id": "model", "concurrency_limit": 1}
 
 
-def build_demo(backend: DemoBackend):
+def build_demo(backend: DemoBackend, pathway=None):
     import gradio as gr
 
+    from bioreason.app.demo_pathway import PathwayBackend, build_tab
+
+    pathway = pathway or PathwayBackend(backend.kegg_model)
     with gr.Blocks(title="bioreason demo", delete_cache=(600, 900)) as demo:  # backstop: stale files go
         gr.Markdown("# bioreason: a DNA-language model that reasons about variants")
         gr.Markdown(NOTICE, elem_id="notice")
@@ -416,16 +428,22 @@ def build_demo(backend: DemoBackend):
             located = gr.Textbox(label="Where the difference lies", lines=2, elem_id="seq-located")
             go_seq.click(_guard(backend.stream_sequences), [ref, alt, question], [answer, located], api_name="ask",
                          **ONE_MODEL_CALL)
+        build_tab(pathway, _guard, ONE_MODEL_CALL)
     demo.queue(default_concurrency_limit=1, max_size=16)
     return demo
 
 
-def launch(model_path=None, host: str = "127.0.0.1", port: int = 7860, block: bool = True, gtf: str = "auto"):
+def launch(model_path=None, host: str = "127.0.0.1", port: int = 7860, block: bool = True, gtf: str = "auto",
+           kegg_model=None):
+    """Serve the demo. ``kegg_model``: the pathway tab's model (default: ``model_path`` when it is a KEGG model,
+    else the shipped kegg-v1, loaded on the tab's first use)."""
+    from bioreason.app.demo_pathway import PathwayBackend
+
     os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="bioreason-gradio-"))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     backend = DemoBackend(model_path, gtf=gtf)  # a bad --gtf fails here, before serving
     backend.predictor()  # load before serving: the first visitor does not wait, and a bad --model fails here
-    demo = build_demo(backend)
+    demo = build_demo(backend, PathwayBackend(kegg_model or backend.kegg_model))
     demo.launch(server_name=host, server_port=port, max_file_size="20mb", show_error=True,
                 prevent_thread_lock=not block, quiet=True)
     return demo

@@ -76,19 +76,25 @@ def prompt_overrides(args) -> dict:
 
 
 def model_arg(value: str) -> str | None:
-    """``--model`` values: a folder, ``default`` (the shipped trained checkpoint when installed, else the base
-    model) or ``base`` (the untrained embedded SmolLM2 + HyenaDNA model); None means the base model."""
-    from bioreason.hub import shipped_model_dir
+    """``--model`` values: a folder, ``default`` (the shipped BRCA1 checkpoint when installed, else the base
+    model), the name of another shipped checkpoint (``kegg-v1``; a folder of that name wins) or ``base`` (the
+    untrained embedded SmolLM2 + HyenaDNA model); None means the base model."""
+    from pathlib import Path
+
+    from bioreason.hub import SHIPPED_MODELS, shipped_model_dir
 
     if value == "base":
         return None
     if value == "default":
         shipped = shipped_model_dir()
         return str(shipped) if shipped else None
+    if value in SHIPPED_MODELS and not Path(value).exists() and shipped_model_dir(value):
+        return str(shipped_model_dir(value))
     return value
 
 
 def add_model_option(p, what: str = "model") -> None:
     p.add_argument("--model", type=model_arg, default="default",
                    help=f"{what} folder written by `bioreason train`; 'default' (the default) = the shipped BRCA1 "
-                        "LOF checkpoint (see MODEL_CARD.md), 'base' = the untrained embedded SmolLM2 + HyenaDNA")
+                        "LOF checkpoint, 'kegg-v1' = the shipped KEGG disease-reasoning checkpoint (both in "
+                        "MODEL_CARD.md), 'base' = the untrained embedded SmolLM2 + HyenaDNA")

@@ -115,9 +115,9 @@ def normalise_consequence(name: str | None) -> str | None:
 
 
 def greedy_traces(model, processor, examples, system=None, indices=None, max_new_tokens: int = 160,
-                  batch_size: int = 8, prefix: str = ""):
+                  batch_size: int = 8, prefix: str = "", mode: str = "dna"):
     """(index, example, trace) for ``examples[indices]``: greedy traces generated in batches, started with
-    ``prefix`` as ``predict --traces`` starts them."""
+    ``prefix`` as ``predict --traces`` starts them; ``mode`` as ``Example.to_messages`` takes it."""
     import torch
 
     from bioreason.sampling import sample_groups
@@ -125,7 +125,7 @@ def greedy_traces(model, processor, examples, system=None, indices=None, max_new
     indices = list(range(len(examples))) if indices is None else list(indices)
     for k in range(0, len(indices), batch_size):
         chunk = [examples[i] for i in indices[k:k + batch_size]]
-        prompts = [e.to_messages(system, "dna", with_answer=False) for e in chunk]
+        prompts = [e.to_messages(system, mode, with_answer=False) for e in chunk]
         with torch.inference_mode():
             texts = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False, prefix=prefix).texts
         yield from zip(indices[k:k + batch_size], chunk, texts)
@@ -208,7 +208,7 @@ def tfidf_predictions(examples, labels, train_examples=None, folds: int = 5, see
 
 
 def kegg_trace_checks(model, processor, examples, names, system=None, indices=None, max_new_tokens: int = 256,
-                      batch_size: int = 8, prefix: str = "") -> dict:
+                      batch_size: int = 8, prefix: str = "", mode: str = "dna") -> dict:
     """Greedy traces for ``examples[indices]``, each checked against facts computed from its inputs
     (``kegg_data.tasks.check_kegg_trace``): the share passing each check and all three (an indel's base-change
     check does not apply), the accuracy of the answer parsed from the trace, and every trace."""
@@ -216,7 +216,8 @@ def kegg_trace_checks(model, processor, examples, names, system=None, indices=No
     from bioreason.kegg_data.tasks import check_kegg_trace
 
     items = []
-    for i, e, text in greedy_traces(model, processor, examples, system, indices, max_new_tokens, batch_size, prefix):
+    for i, e, text in greedy_traces(model, processor, examples, system, indices, max_new_tokens, batch_size, prefix,
+                                    mode):
         named = match_label(extract_answer(text), list(names)) if extract_answer(text) else None
         items.append({"index": i, "trace": text, "answer": named, "correct": named == e.meta["label"],
                       **check_kegg_trace(text, e.meta, names)})
@@ -381,11 +382,15 @@ def write_report(out_dir, examples, systems: dict, labels, positive=None, meta: 
     report = {"meta": meta or {}, "labels": list(labels), "positive": positive, "n": len(examples), "systems": {}}
     curves = {}
     for name, preds in systems.items():
-        pos_scores = [p["probs"].get(positive) for p in preds] if positive else None
+        pos_scores = [p["probs"].get(positive) for p in preds] if positive and all(p["probs"] for p in preds) else None
         m = metrics_with_ci(golds, [p["pred"] for p in preds], pos_scores, list(labels), positive, n_boot)
         if positive and len(labels) == 2:
             m["threshold_max_f1"] = choose_threshold(golds, pos_scores, positive)
-        if len(labels) > 3:  # open-ended answers (KEGG's diseases): is the gold among the k most probable?
+        undecided = [i for i, e in enumerate(examples) if e.meta.get("question_decides") is False]
+        if undecided:  # KEGG: items whose pathway question has several answers in the split (the variant decides)
+            m["question_undecided"] = {"n": len(undecided), "accuracy": sum(
+                preds[i]["pred"] == golds[i] for i in undecided) / len(undecided)}
+        if len(labels) > 3 and all(p["probs"] for p in preds):  # KEGG's diseases: gold among the k most probable?
             m["top1_likelihood"], m["top3_likelihood"] = (topk_accuracy(golds, preds, k) for k in (1, 3))
         report["systems"][name] = m
         plot_confusion(out / f"confusion_{name}.png", golds, [p["pred"] for p in preds], labels, name)

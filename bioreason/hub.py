@@ -49,12 +49,13 @@ def default_model_dir() -> Path:
     return models_dir() / DEFAULT_NAME
 
 
-SHIPPED_NAME = "brca1-lof-v1"  # the trained adapter + projector committed under bioreason/models/
+SHIPPED_NAME = "brca1-lof-v1"  # the trained adapter + projector committed under bioreason/models/ (the default)
+SHIPPED_MODELS = ("brca1-lof-v1", "kegg-v1")  # every checkpoint installed with the package, by --model name
 
 
-def shipped_model_dir() -> Path | None:
-    """The trained default checkpoint installed with the package (a LoRA adapter over the base), if present."""
-    folder = Path(__file__).parent / "models" / SHIPPED_NAME
+def shipped_model_dir(name: str = SHIPPED_NAME) -> Path | None:
+    """A trained checkpoint installed with the package (a LoRA adapter over the base), if present."""
+    folder = Path(__file__).parent / "models" / name
     return folder if (folder / "adapter_model.safetensors").is_file() else None
 
 

@@ -26,6 +26,26 @@ def build_messages(question: str, dna: list[str] | tuple[str, ...] = (), system:
     return msgs + [user_message(question.strip(), list(dna))]
 
 
+def model_messages(question: str, dna: list[str], config, system: str | None = None, max_nucleotides: int = 1024):
+    """The chat a trained model expects, from its ``PredictConfig`` (``bioreason_task.json``): a KEGG model
+    (``prompt: kegg``) gets its training prompt (two sequences cropped around the variant, the question rewritten
+    as it was trained: gene list without descriptions, the variant stated); any other model the plain chat."""
+    if getattr(config, "prompt", None) != "kegg":
+        return build_messages(question, dna, system or DEFAULT_SYSTEM)
+    from bioreason.errors import InputFormatError
+    from bioreason.kegg_data.tasks import kegg_example
+
+    if not question or not question.strip():
+        raise EmptyInputError("the question is empty; pass the question text as the last argument")
+    if len(dna) != 2:
+        raise InputFormatError(f"this KEGG model reads two sequences, the reference then the variant (got "
+                               f"{len(dna)}); pass --dna REF --dna ALT (sequences or FASTA files)")
+    opts = {k: v for k, v in (config.kegg or {}).items() if k != "trace_steps"}
+    example = kegg_example(question, dna[0], dna[1], dna_length=max_nucleotides, **opts)
+    mode = "none" if config.mode == "none" else "dna"  # an LLM-only KEGG model reads the question alone
+    return example.to_messages(system or config.system, mode, with_answer=False)
+
+
 def generation_kwargs(processor, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 0.95) -> dict:
     tok = processor.tokenizer
     kw = dict(max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)

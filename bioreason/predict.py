@@ -34,7 +34,9 @@ class PredictConfig:
     max_new_tokens: int = 256
     annotation_fields: tuple[str, ...] = ()
     prompt: str = "question"  # or "annotated_variant": the prompts of kegg_data.annotated_variants
-    mode: str = "annotated"  # annotated_variant prompts: use the VCF's CSQ/ANN when a record has it, or "sequence"
+    # annotated_variant prompts: use the VCF's CSQ/ANN when a record has it, or "sequence"; kegg prompts: what the
+    # model was trained to read, "dna" (the sequences as DNA) or "none" (an LLM-only model: the question alone)
+    mode: str = "annotated"
     gene: str | None = None
     strand: int | None = None
     # added to each label's log-likelihood before the softmax: log(natural rate / training rate) for a model
@@ -46,6 +48,9 @@ class PredictConfig:
     decision: dict | None = None
     # what the model was trained on: {"genes": [...], "build": "GRCh38", "regions": [[chrom, start, end], ...]}
     domain: dict | None = None
+    # a KEGG model's prompt options (kegg_data.tasks.KEGGTask: compact_genes, state_variant, trace_steps)
+    kegg: dict | None = None
+    window: int | None = None
     extra: dict = field(default_factory=dict)
 
     def info_fields(self) -> tuple[str, ...]:

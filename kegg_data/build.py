@@ -28,6 +28,11 @@ def build_examples(data: dict, dna_length: int = 1024):
         examples, labels = t.load(data.get("source"), data.get("split") or "train"), list(t.labels) or None
         if task == "kegg":  # a closed set: every disease name of the split (37 in train), before any holdout
             labels = sorted({e.meta["label"] for e in examples})
+            answers: dict[str, set] = {}
+            for e in examples:
+                answers.setdefault(e.meta["group"], set()).add(e.meta["label"])
+            for e in examples:  # does the pathway question alone decide the answer, across the whole split?
+                e.meta["question_decides"] = len(answers[e.meta["group"]]) == 1
         if holdout:
             from bioreason.kegg_data.tasks import grouped_split
 
@@ -99,7 +104,8 @@ def task_spec(data: dict, labels: list | None = None, seen: list | None = None,
         from bioreason.kegg_data.tasks import SYSTEM_PROMPT
 
         return {"labels": sorted(label_set or set(labels or [])), "prompt": "kegg", "system": SYSTEM_PROMPT,
-                "window": data.get("window") or 1024, "kegg": kegg_prompt_options(data.get("options") or {})}
+                "window": data.get("window") or 1024, "kegg": kegg_prompt_options(data.get("options") or {}),
+                "mode": data.get("mode") or "dna"}  # none: an LLM-only model, trained on the question alone
     if data.get("task") != "annotated_vcf":
         return None
     import math

@@ -50,6 +50,19 @@ def save_tiny(folder, seed: int = 0):
     return folder
 
 
+def save_tiny_kegg(folder, seed: int = 3, labels=("parkinson s disease", "colorectal cancer", "melanoma")):
+    """A tiny random model folder that says it is a KEGG model, as a kegg-v1 training run writes it."""
+    import json
+
+    from bioreason.kegg_data.build import task_spec
+
+    save_tiny(folder, seed=seed)
+    spec = task_spec({"task": "kegg", "options": {"compact_genes": True, "state_variant": True}},
+                     label_set=list(labels))
+    (Path(folder) / "bioreason_task.json").write_text(json.dumps(spec))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     """A saved tiny model (seed 1), shared by the tests of one module."""

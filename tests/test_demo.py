@@ -21,11 +21,12 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory):
     from bioreason.app.demo import launch
-    from conftest import save_tiny
+    from conftest import save_tiny, save_tiny_kegg
 
     folder = save_tiny(tmp_path_factory.mktemp("demo-model"), seed=2)
     port = _free_port()
-    demo = launch(str(folder), "127.0.0.1", port, block=False)
+    kegg = save_tiny_kegg(tmp_path_factory.mktemp("kegg-model"))
+    demo = launch(str(folder), "127.0.0.1", port, block=False, kegg_model=str(kegg))
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -95,6 +96,26 @@ def test_client_variant_vcf_and_errors(demo_url):
         client.predict("ACGTX", "", "q", api_name="/ask")
 
 
+def test_pathway_tab_streams_a_trace_with_the_facts_and_checks(demo_url):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from bioreason.app.demo_pathway import pathway_examples
+
+    client = Client(demo_url, verbose=False)
+    ex = pathway_examples()[0]  # a real KEGG train record: PINK1 T>C, Parkinson's disease
+    facts, trace, answer = client.predict(ex["question"], ex["reference_sequence"], ex["variant_sequence"],
+                                          api_name="/pathway")
+    assert "variant `T>C`" in facts and "gene asked about: `PINK1`" in facts
+    assert isinstance(trace, str) and "trace checks: gene" in answer
+    with pytest.raises(AppError, match="paste both sequences"):
+        client.predict(ex["question"], ex["reference_sequence"], "", api_name="/pathway")
+    with pytest.raises(AppError, match="character 'X'"):
+        client.predict(ex["question"], "ACGTX" * 10, "ACGTA" * 10, api_name="/pathway")
+    with pytest.raises(AppError, match="write the pathway question"):
+        client.predict(" ", "ACGT", "ACGA", api_name="/pathway")
+
+
 def test_browser_submits_an_example_and_sees_label_and_trace(demo_url):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -116,7 +137,20 @@ def test_browser_submits_an_example_and_sees_label_and_trace(demo_url):
         label_text = page.inner_text("#label")
         trace = page.locator("#trace textarea").input_value()
         page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+        from bioreason.app.demo_pathway import pathway_examples
+
+        ex = pathway_examples()[1]  # KRAS C>G, colorectal cancer
+        page.get_by_role("tab", name="Pathway reasoning (KEGG)").click()
+        page.locator("#kegg-question textarea").fill(ex["question"])
+        page.locator("#kegg-ref textarea").fill(ex["reference_sequence"])
+        page.locator("#kegg-alt textarea").fill(ex["variant_sequence"])
+        page.click("#go-kegg")
+        page.wait_for_function("() => { const a = document.querySelector('#kegg-answer textarea'); "
+                               "return a && /trace checks/.test(a.value) }", timeout=60_000)
+        facts = page.inner_text("#kegg-facts")
+        page.screenshot(path=str(ARTIFACTS / "demo_pathway.png"), full_page=True)
         browser.close()
+    assert "variant C>G" in facts.replace("`", "") and "KRAS" in facts
     assert "pathogenic" in label_text or "benign" in label_text
     assert len(trace) > 0
     assert (ARTIFACTS / "demo.png").stat().st_size > 10_000
@@ -131,8 +165,8 @@ def test_every_model_event_shares_one_queue_slot():
 
     with tempfile.TemporaryDirectory() as tmp:
         demo = build_demo(DemoBackend(str(save_tiny(Path(tmp), seed=2))))
-        events = [f for f in demo.fns.values() if f.api_name in ("predict_variant", "predict_vcf", "ask")]
-        assert len(events) == 3 and {(f.concurrency_id, f.concurrency_limit) for f in events} == {("model", 1)}
+        events = [f for f in demo.fns.values() if f.api_name in ("predict_variant", "predict_vcf", "ask", "pathway")]
+        assert len(events) == 4 and {(f.concurrency_id, f.concurrency_limit) for f in events} == {("model", 1)}
 
 
 def test_limits_in_the_units_that_cost(tmp_path):

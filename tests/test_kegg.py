@@ -60,6 +60,7 @@ def test_holdout_groups_by_the_datasets_question_even_with_the_variant_stated(tm
     val, _ = build_examples({**data, "options": {**data["options"], "holdout": {"part": "validation",
                                                                                 "fraction": 0.3}}})
     assert len(train) + len(val) == 50 and len(val) >= 15
+    assert all(isinstance(e.meta["question_decides"], bool) for e in train + val)
     assert not {e.meta["group"] for e in train} & {e.meta["group"] for e in val}
     assert len({e.question for e in val}) > len({e.meta["group"] for e in val})  # stated variants differ
     # the closed set is taken before the holdout: names only the validation part has are in it
@@ -80,6 +81,7 @@ def test_a_kegg_folder_records_its_prompt_and_ask_rebuilds_it():
     spec = task_spec({"task": "kegg", "window": 512, "options": {**opts, "holdout": {"part": "train"}}},
                      ["b", "a", "b"], label_set=["c", "a", "b"])
     assert spec["prompt"] == "kegg" and spec["labels"] == ["a", "b", "c"] and spec["kegg"] == opts
+    assert spec["mode"] == "dna"
     cfg = PredictConfig(**{k: v for k, v in spec.items() if k in PredictConfig.__dataclass_fields__})
     row = json.loads((DATA / "kegg_sample.jsonl").read_text().splitlines()[0])
     msgs = model_messages(row["question"], [row["reference_sequence"], row["variant_sequence"]], cfg, None, 512)
@@ -126,3 +128,18 @@ def test_kegg_eval_scores_generated_answers_and_the_llm_only_baseline(tiny_model
     assert checks["n"] == 6 and gen["accuracy"] == pytest.approx(checks["answer_accuracy"])
     assert "top1_likelihood" not in gen  # generated answers have no likelihoods
     assert (out / "confusion_dna-llm-generated.png").is_file()
+
+
+def test_ask_a_kegg_model_with_two_fasta_files(tmp_path, capsys):
+    """``bioreason ask --model KEGG --dna REF.fa --dna ALT.fa "question"`` on the shipped example (4,001-nt
+    sequences, cropped around the variant); one sequence is a one-line error naming the fix."""
+    from bioreason.app.cli import main
+    from conftest import save_tiny_kegg
+
+    folder = save_tiny_kegg(tmp_path / "kegg")
+    ex = Path(__file__).parents[1] / "examples" / "kegg"
+    question = (ex / "ask_question.txt").read_text()
+    assert main(["ask", "--model", str(folder), "--dna", str(ex / "ref.fa"), "--dna", str(ex / "alt.fa"), question,
+                 "--max-new-tokens", "4"]) == 0
+    assert main(["ask", "--model", str(folder), "--dna", str(ex / "ref.fa"), question]) == 2
+    assert "pass --dna REF --dna ALT" in capsys.readouterr().err
