@@ -78,6 +78,12 @@ def _run(args, vcf, state) -> int:
     labels = tuple(x.strip() for x in args.labels.split(",")) if args.labels else None
     cfg = PredictConfig.for_model(args.model, labels=labels, traces=args.traces,
                                   max_new_tokens=args.max_new_tokens, **prompt_overrides(args))
+    if cfg.prompt == "kegg":
+        from bioreason.errors import BioreasonError
+
+        raise BioreasonError(f"{args.model} is a KEGG pathway model: it answers which disease a variant in a pathway "
+                          "contributes to, from a pathway question (bioreason ask / eval --task kegg / the demo's "
+                          "pathway tab), not variant effects from a VCF; leave --model out for the BRCA1 model")
     transcripts = transcript_model(args)
     settings = {"labels": list(cfg.labels), "traces": cfg.traces, "batch_size": args.batch_size, "processes": world,
                 "max_new_tokens": cfg.max_new_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],

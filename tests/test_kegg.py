@@ -143,3 +143,13 @@ def test_ask_a_kegg_model_with_two_fasta_files(tmp_path, capsys):
                  "--max-new-tokens", "4"]) == 0
     assert main(["ask", "--model", str(folder), "--dna", str(ex / "ref.fa"), question]) == 2
     assert "pass --dna REF --dna ALT" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_kegg_model_with_a_clear_error(tmp_path, capsys):
+    from bioreason.app.cli import main
+    from conftest import save_tiny_kegg
+
+    folder = save_tiny_kegg(tmp_path / "kegg")
+    vcf = Path(__file__).parents[1] / "examples" / "brca1_sge_24.vcf"
+    assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(folder), "-o", str(tmp_path / "o")]) == 2
+    assert "is a KEGG pathway model" in capsys.readouterr().err
