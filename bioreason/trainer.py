@@ -99,6 +99,17 @@ class DataOrder:
         return [self._at(i) for i in range(start, start + self.bs)]
 
 
+def _portable(path):
+    """A recipe path as a model folder records it: relative to the working directory when inside it (a shipped
+    folder should not carry the path of the machine that trained it)."""
+    import os
+
+    if not path:
+        return path
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def _plain(value):
     """JSON for what a recipe or scheduler state may hold beyond JSON types (paths, tuples, tensors)."""
     if hasattr(value, "tolist"):
@@ -298,7 +309,7 @@ class Trainer:
             if fmt == "auto":
                 fmt = "adapter" if self.base and hasattr(self.unwrapped, "peft_config") else "full"
             save_trained(self.unwrapped, self.proc, folder, base=self.base, fmt=fmt,
-                         meta={"kind": self.kind, "steps": self.step, "recipe": self.recipe.get("_path")},
+                         meta={"kind": self.kind, "steps": self.step, "recipe": _portable(self.recipe.get("_path"))},
                          task=task_spec(self.recipe["data"], [e.meta.get("label") for e in self.examples],
                                         [self.examples[i].meta.get("label") for i in self.order.pool],
                                         label_set=getattr(self, "label_set", None)))
