@@ -87,13 +87,14 @@ def llm_predictions(model, processor, examples, labels, system=None, mode="dna",
     import torch
 
     from bioreason.predict import decide, with_log_prior
-    from bioreason.rl import score_candidates
+    from bioreason.rl import PrefixCache, score_candidates
 
-    out = []
+    out, shared = [], PrefixCache()  # the weights are fixed here: the template prefix is computed once
     for i in range(0, len(examples), batch_size):
         chunk = examples[i:i + batch_size]
         prompts = [e.to_messages(system, mode, with_answer=False) for e in chunk]
-        scores = score_candidates(model, processor, prompts, list(labels), normalise=normalise)  # (B, K)
+        scores = score_candidates(model, processor, prompts, list(labels), normalise=normalise,
+                                  prefix_cache=shared)  # (B, K)
         probs = torch.softmax(with_log_prior(scores, list(labels), log_prior), dim=1)
         for row in probs.tolist():
             p = {lab: v for lab, v in zip(labels, row)}
@@ -120,14 +121,17 @@ def greedy_traces(model, processor, examples, system=None, indices=None, max_new
     ``prefix`` as ``predict --traces`` starts them; ``mode`` as ``Example.to_messages`` takes it."""
     import torch
 
+    from bioreason.rl import PrefixCache
     from bioreason.sampling import sample_groups
 
     indices = list(range(len(examples))) if indices is None else list(indices)
+    shared = PrefixCache()
     for k in range(0, len(indices), batch_size):
         chunk = [examples[i] for i in indices[k:k + batch_size]]
         prompts = [e.to_messages(system, mode, with_answer=False) for e in chunk]
         with torch.inference_mode():
-            texts = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False, prefix=prefix).texts
+            texts = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False, prefix=prefix,
+                                  prefix_cache=shared).texts
         yield from zip(indices[k:k + batch_size], chunk, texts)
 
 

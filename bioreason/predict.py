@@ -118,6 +118,14 @@ class VariantPredictor:
                  annotator=None):
         self.model, self.proc, self.cfg = model, processor, config or PredictConfig()
         self.layouts, self.annotator = layouts or {}, annotator
+        from bioreason.rl import PrefixCache
+
+        # the system turn + template's KV cache, computed once for the loaded (fixed) weights (prefix caching)
+        self.prefix_cache = getattr(model, "_bioreason_prefix_cache", None) or PrefixCache()
+        try:
+            model._bioreason_prefix_cache = self.prefix_cache  # shared by every predictor on this model
+        except AttributeError:
+            pass
 
     def prompt(self, variant):
         """The ``VariantPrompt`` of an ``annotated_variant`` model, else None."""
@@ -160,7 +168,7 @@ class VariantPredictor:
         facts = [self.facts(v, p) for v, p in zip(variants, built)]
         prompts = [self.messages(v, p) for v, p in zip(variants, built)]
         with torch.inference_mode():
-            scores = score_candidates(self.model, self.proc, prompts, labels)
+            scores = score_candidates(self.model, self.proc, prompts, labels, prefix_cache=self.prefix_cache)
         probs = torch.softmax(with_log_prior(scores.double(), labels, self.cfg.label_log_prior), dim=1).tolist()
         out = []
         for row, fact in zip(probs, facts):
@@ -172,7 +180,7 @@ class VariantPredictor:
 
             with torch.inference_mode():
                 samples = sample_groups(self.model, self.proc, prompts, 1, self.cfg.max_new_tokens, do_sample=False,
-                                        prefix=self.cfg.trace_prefix)
+                                        prefix=self.cfg.trace_prefix, prefix_cache=self.prefix_cache)
             for res, text in zip(out, samples.texts):
                 think, _ = split_think(text)
                 res["trace"] = text

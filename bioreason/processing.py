@@ -51,6 +51,7 @@ class DNALLMProcessor:
             [DNA_START, DNA_PAD, DNA_END])
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+        self._template_prefixes: dict = {}  # system text -> the chat template's token prefix (see prefix_len)
 
     # --- the placeholder rule ----------------------------------------------------------------------------
     @property
@@ -150,6 +151,45 @@ class DNALLMProcessor:
             log.warning("dropped: %s", msg)
             return None, None
         raise TruncationError(msg)
+
+    # --- the shared prompt prefix ---------------------------------------------------------------------------------
+    def template_prefix_ids(self, messages: list[dict]) -> list[int]:
+        """The token ids a prompt of ``messages`` starts with whatever its user turn says: the system turn and the
+        user turn's opening, as the chat template renders them (cached per system text). Empty for chats that do
+        not start with an optional system turn then the user turn."""
+        roles = [m["role"] for m in messages]
+        has_system = bool(roles) and roles[0] == "system"
+        if roles[int(has_system):int(has_system) + 1] != ["user"] or (
+                has_system and not isinstance(messages[0]["content"], str)):
+            return []
+        key = messages[0]["content"] if has_system else None
+        if key not in self._template_prefixes:
+            sentinel = "\u2063BIOREASON-USER-TEXT\u2063"
+            chat = ([{"role": "system", "content": key}] if has_system else []) + [{"role": "user",
+                                                                                     "content": sentinel}]
+            text = self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            cut = text.find(sentinel)
+            self._template_prefixes[key] = self.tokenizer(text[:cut], add_special_tokens=False)["input_ids"] \
+                if cut > 0 else []
+        return self._template_prefixes[key]
+
+    def prefix_len(self, conversations: list[list[dict]], enc) -> int:
+        """How many leading tokens every prompt of a left-padded batch (``enc``, from ``__call__``) shares from the
+        chat template (system turn + the user turn's opening): the part whose KV cache ``bioreason.rl.prefill``
+        computes once and shares (prefix caching). Each row keeps at least two tokens of its own; 0 when the
+        prompts share nothing."""
+        if not conversations:
+            return 0
+        template = self.template_prefix_ids(conversations[0])
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        shared = len(template)
+        for row, m in zip(ids.tolist(), mask.tolist()):
+            real = [t for t, k in zip(row, m) if k]
+            n = 0
+            while n < min(shared, len(real)) and real[n] == template[n]:
+                n += 1
+            shared = min(n, len(real) - 2)
+        return max(0, shared)
 
     # --- batching --------------------------------------------------------------------------------------------
     def __call__(self, conversations: list[list[dict]], *, max_length: int | None = None,

@@ -160,28 +160,101 @@ def _expand_cache(cache, repeats: int):
     return out
 
 
-def prefill(model, ids, mask, dna_features=None, repeats: int = 1):
-    """Run left-padded prompts (B, P) once: (last-position logits (B*R, V), KV cache with rows repeated R times).
+PREFIX_CACHING = True  # benchmarks switch it off to measure what it saves
 
-    Positions follow the attention mask, so padded rows count from their first real token.
-    """
-    pos = (mask.cumsum(1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, dna_features=dna_features, position_ids=pos, use_cache=True,
+
+class PrefixCache:
+    """KV caches of shared prompt prefixes (system turn + chat template opening) for a model whose weights do not
+    change while it is in use (``predict``, ``eval``, the demo): each distinct prefix is computed once per dtype
+    and device and reused by every later batch, as vLLM's prefix caching does. Training passes none: its prefix
+    is computed once per call, with gradients, and shared by that call's rows."""
+
+    def __init__(self, max_entries: int = 4):
+        from collections import OrderedDict
+
+        self.entries, self.max_entries, self.computed = OrderedDict(), int(max_entries), 0
+
+    def kv(self, model, prefix_ids):
+        import torch
+
+        device = prefix_ids.device
+        key = (tuple(prefix_ids[0].tolist()), str(device), torch.is_autocast_enabled(device.type),
+               torch.get_autocast_dtype(device.type))
+        if key not in self.entries:
+            self.entries[key] = [(k.detach(), v.detach()) for k, v in _prefix_kv(model, prefix_ids)]
+            self.computed += 1
+            while len(self.entries) > self.max_entries:
+                self.entries.popitem(last=False)
+        self.entries.move_to_end(key)
+        return self.entries[key]
+
+
+def _prefix_kv(model, prefix_ids):
+    """[(keys, values)] per layer of one prefix (1, P) run at positions 0..P-1."""
+    import torch
+
+    pos = torch.arange(prefix_ids.shape[1], device=prefix_ids.device)[None]
+    out = model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), position_ids=pos, use_cache=True,
                 logits_to_keep=1)
-    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values  # name differs by version
-    return out.logits[:, -1].repeat_interleave(repeats, 0), cache if repeats == 1 else _expand_cache(cache, repeats)
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def shared_prefix_logprobs(model, prompt_ids, prompt_mask, cont_ids, cont_mask, repeats: int, dna_features=None):
+def prefill(model, ids, mask, dna_features=None, repeats: int = 1, prefix_len: int = 0, prefix_cache=None):
+    """Run left-padded prompts (B, T) once: (last-position logits (B*R, V), KV cache with rows repeated R times,
+    the (B, T) attention mask of that cache's columns).
+
+    Positions follow the attention mask, so padded rows count from their first real token. With ``prefix_len``
+    P > 1 (``DNALLMProcessor.prefix_len``: the chat-template tokens every row starts with) the prefix runs once,
+    or comes from ``prefix_cache``, and only the rest of each row runs on top of it: the cache's columns are then
+    the prefix, then each row's padding, then the rest of the row (the returned mask says which are real), so
+    continuations attend to exactly the same tokens at the same positions.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    B, T = ids.shape
+    P = int(prefix_len) if PREFIX_CACHING else 0
+    if P < 2 or (B == 1 and prefix_cache is None):  # nothing to share
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, dna_features=dna_features, position_ids=pos, use_cache=True,
+                    logits_to_keep=1)
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        return (out.logits[:, -1].repeat_interleave(repeats, 0),
+                cache if repeats == 1 else _expand_cache(cache, repeats), mask)
+    pads = T - mask.sum(1)  # (B,) left padding of each row
+    first = int(pads[0])
+    prefix_ids = ids[:1, first:first + P]
+    kv = prefix_cache.kv(model, prefix_ids) if prefix_cache is not None else _prefix_kv(model, prefix_ids)
+    col = torch.arange(T - P, device=ids.device)[None]  # the rest, left-padded again: column c <- ids column c + P
+    real = col >= pads[:, None]
+    rest = torch.where(real, ids.gather(1, (col + P).expand(B, -1)), ids.new_zeros(()))  # padding: masked out
+    rest_mask = real.to(mask.dtype)
+    full_mask = torch.cat([mask.new_ones((B, P)), rest_mask], 1)
+    pos = P + (rest_mask.cumsum(1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    for i, (k, v) in enumerate(kv):
+        cache.update(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1), i)
+    out = model(input_ids=rest, attention_mask=full_mask, dna_features=dna_features, position_ids=pos,
+                past_key_values=cache, use_cache=True, logits_to_keep=1)
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    return (out.logits[:, -1].repeat_interleave(repeats, 0), cache if repeats == 1 else _expand_cache(cache, repeats),
+            full_mask)
+
+
+def shared_prefix_logprobs(model, prompt_ids, prompt_mask, cont_ids, cont_mask, repeats: int, dna_features=None,
+                           prefix_len: int = 0, prefix_cache=None):
     """Log-probs (B*R, C) of R continuations per prompt, running each prompt through the LLM once.
 
-    The prompts (B, P; left-padded) are encoded once with the KV cache, the cache rows are repeated R times,
-    and only the continuation tokens (B*R, C; right-padded) run on top of it. Gradients flow through both.
+    The prompts (B, P; left-padded) are encoded once with the KV cache (their shared template prefix once for
+    all, see ``prefill``), the cache rows are repeated R times, and only the continuation tokens (B*R, C;
+    right-padded) run on top of it. Gradients flow through all of it.
     """
     import torch
 
-    first, cache = prefill(model, prompt_ids, prompt_mask, dna_features, repeats)  # first: (B*R, V)
-    full_mask = torch.cat([prompt_mask.repeat_interleave(repeats, 0), cont_mask], dim=1)
+    first, cache, cached_mask = prefill(model, prompt_ids, prompt_mask, dna_features, repeats, prefix_len,
+                                        prefix_cache)  # first: (B*R, V)
+    full_mask = torch.cat([cached_mask.repeat_interleave(repeats, 0), cont_mask], dim=1)
     start = prompt_mask.sum(1, keepdim=True).repeat_interleave(repeats, 0)
     cont_pos = start + torch.arange(cont_ids.shape[1], device=cont_ids.device)
     rest = model(input_ids=cont_ids, attention_mask=full_mask, position_ids=cont_pos,
@@ -191,12 +264,13 @@ def shared_prefix_logprobs(model, prompt_ids, prompt_mask, cont_ids, cont_mask, 
 
 
 def score_candidates(model, processor, prompts: list[list[dict]], candidates: list[str],
-                     answer_prefix: str = SCORE_PREFIX, normalise: bool = False):
+                     answer_prefix: str = SCORE_PREFIX, normalise: bool = False, prefix_cache=None):
     """Log-likelihood of each candidate answer after each prompt: returns a (B, K) tensor of summed log-probs
     (``normalise``: per token, so multi-token names such as KEGG's diseases are not penalised by length).
 
-    One pass over each prompt (its DNA encoded once), then the K candidates (``answer_prefix + candidate`` and
-    the end-of-turn token) run on the prompt's repeated KV cache.
+    One pass over each prompt (its DNA encoded once; the chat-template prefix all prompts share once, or from
+    ``prefix_cache``), then the K candidates (``answer_prefix + candidate`` and the end-of-turn token) run on the
+    prompt's repeated KV cache.
     """
     import torch
 
@@ -215,11 +289,12 @@ def score_candidates(model, processor, prompts: list[list[dict]], candidates: li
         feats = model.get_dna_features(enc["dna_input_ids"].to(device), enc["dna_attention_mask"].to(device)) \
             if enc["dna_input_ids"].numel() else None
         logp = shared_prefix_logprobs(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
-                                      comp.repeat(B, 1).to(device), cmask.repeat(B, 1).to(device), K, feats)
+                                      comp.repeat(B, 1).to(device), cmask.repeat(B, 1).to(device), K, feats,
+                                      processor.prefix_len(prompts, enc), prefix_cache)
     total = (logp.cpu() * cmask.repeat(B, 1)).sum(1).view(B, K)
     return total / cmask.sum(1).view(1, K) if normalise else total
 
 
 __all__ = ["REWARDS", "register_reward", "correctness", "format_reward", "conciseness", "compute_rewards",
-           "group_advantages", "grpo_loss", "prefill", "shared_prefix_logprobs", "score_candidates",
+           "group_advantages", "grpo_loss", "PrefixCache", "prefill", "shared_prefix_logprobs", "score_candidates",
            "split_think"]

@@ -20,6 +20,7 @@ class Samples:
     completion_mask: torch.Tensor  # (B*G, C)
     texts: list[str]
     enc: dict  # the processor's output for the B prompts (ids, mask, DNA ids), each prompt once
+    prefix_len: int = 0  # chat-template tokens every prompt starts with (``DNALLMProcessor.prefix_len``)
 
 
 class InverseCDFSampler:
@@ -84,10 +85,12 @@ def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
 @torch.no_grad()
 def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_new_tokens: int = 64,
                   temperature: float = 1.0, top_p: float = 1.0, do_sample: bool = True, prefix: str = "",
-                  min_new_tokens: int = 0) -> Samples:
+                  min_new_tokens: int = 0, prefix_cache=None) -> Samples:
     """``prefix``: text the assistant's turn starts with (e.g. the opening of a reasoning trace, so a model that
     also learned empty think blocks writes its reasoning); it is part of ``texts``, not of ``completion_ids``.
-    ``min_new_tokens``: no end-of-turn before this many tokens (benchmarks use it to compare equal work)."""
+    ``min_new_tokens``: no end-of-turn before this many tokens (benchmarks use it to compare equal work).
+    ``prefix_cache``: a ``bioreason.rl.PrefixCache`` for a model whose weights stay fixed between calls (the
+    prompts' shared template prefix is then computed once across calls, not once per call)."""
     from bioreason.modeling import merged_lora, unwrap_dna_llm
     from bioreason.rl import prefill
 
@@ -95,6 +98,7 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     device = next(model.parameters()).device
 
     enc = processor(prompts, padding_side="left")
+    shared = processor.prefix_len(prompts, enc)
     ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     ids, attn = append_text(tok, ids, attn, prefix)
     feats = None
@@ -109,7 +113,9 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
         kw["logits_processor"] = LogitsProcessorList([InverseCDFSampler(temperature, top_p)])
     with merged_lora(model):
         # prefill each prompt once (all but its last token, which holds no DNA), then share the cache across the group
-        _, cache = prefill(model, ids[:, :-1], attn[:, :-1], feats)
+        _, cache, cached_mask = prefill(model, ids[:, :-1], attn[:, :-1], feats, prefix_len=shared,
+                                        prefix_cache=prefix_cache)
+        attn = torch.cat([cached_mask, attn[:, -1:]], 1)  # the cache's column layout (see rl.prefill)
         llm_config = unwrap_dna_llm(model).language_model.config
         cache = static_cache(cache, llm_config, ids.shape[1] + max_new_tokens, repeats=group)
         ids, attn = ids.repeat_interleave(group, 0), attn.repeat_interleave(group, 0)
@@ -120,4 +126,4 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     cmask = completion_mask(comp, tok.eos_token_id)
     comp = torch.where(cmask.bool(), comp, torch.full_like(comp, tok.pad_token_id))
     texts = [prefix + t for t in tok.batch_decode(comp, skip_special_tokens=True)]
-    return Samples(comp, cmask, texts, enc)
+    return Samples(comp, cmask, texts, enc, shared)

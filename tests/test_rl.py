@@ -110,3 +110,82 @@ def test_score_candidates_equals_full_forward(tiny_session):
                 logits = model(**enc).logits[0, :-1]
             lp = torch.log_softmax(logits, -1).gather(-1, enc["input_ids"][0, 1:, None]).squeeze(-1)
             assert scores[b, k].item() == pytest.approx(lp[enc["labels"][0, 1:] != -100].sum().item(), abs=1e-4)
+
+
+# --- prefix caching -------------------------------------------------------------------------------------------------
+SYSTEM = "You are BioReason, an assistant that reasons step by step about DNA variants."
+
+
+def _chat(question, dna, system=SYSTEM):
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": [*({"type": "dna", "sequence": s} for s in dna),
+                                         {"type": "text", "text": question}]}]
+
+
+PROMPTS = [_chat("Is this variant pathogenic?", ["ACGTACGTAC" * 6, "ACGTACGTAA" * 6]),
+           _chat("benign?", ["ACGT" * 3]),
+           _chat("a longer question about the variant, of a different length", ["ACGTTT" * 20, "ACGTTA" * 20])]
+
+
+def test_prefix_len_is_the_template_part_all_prompts_share(tiny_session):
+    _, proc = tiny_session
+    enc = proc(PROMPTS, padding_side="left")
+    n = proc.prefix_len(PROMPTS, enc)
+    template = proc.template_prefix_ids(PROMPTS[0])
+    assert n == len(template) > 10
+    assert proc.tokenizer.decode(template).endswith("<|im_start|>user\n")  # system turn + user turn's opening
+    other = [_chat("q", ["ACGT"], system="Another system prompt.")] + PROMPTS[:1]
+    assert proc.prefix_len(other, proc(other, padding_side="left")) < n  # differs inside the system turn
+    bare = [[{"role": "user", "content": "hi"}]]  # a one-token user turn: each row keeps two tokens of its own
+    enc = proc(bare, padding_side="left")
+    assert proc.prefix_len(bare, enc) <= enc["input_ids"].shape[1] - 2
+
+
+def test_prefix_caching_changes_no_score_and_no_greedy_token(tiny_session):
+    """The template prefix computed once (per call, or once for good with a PrefixCache) gives the same candidate
+    log-likelihoods (to float rounding) and the same greedy traces as running every prompt whole."""
+    from bioreason import rl
+    from bioreason.sampling import sample_groups
+
+    model, proc = tiny_session
+    model.eval()
+    cache = rl.PrefixCache()
+    with torch.no_grad():
+        try:
+            rl.PREFIX_CACHING = False
+            whole = rl.score_candidates(model, proc, PROMPTS, ["pathogenic", "benign"])
+            greedy = sample_groups(model, proc, PROMPTS, 2, 12, do_sample=False).texts
+        finally:
+            rl.PREFIX_CACHING = True
+        per_call = rl.score_candidates(model, proc, PROMPTS, ["pathogenic", "benign"])
+        kept = [rl.score_candidates(model, proc, PROMPTS[i:i + 2], ["pathogenic", "benign"], prefix_cache=cache)
+                for i in (0, 1)]
+        cached_greedy = sample_groups(model, proc, PROMPTS, 2, 12, do_sample=False, prefix_cache=cache).texts
+    assert torch.allclose(whole, per_call, atol=1e-4)
+    assert torch.allclose(whole[:2], kept[0], atol=1e-4) and torch.allclose(whole[1:], kept[1], atol=1e-4)
+    assert cache.computed == 1  # one prefix, computed once for three calls
+    assert cached_greedy == greedy
+
+
+def test_prefix_caching_keeps_grpo_gradients(tiny_session):
+    """Training shares the prefix within a call, with gradients: the same log-probs and parameter gradients."""
+    from bioreason import rl
+
+    model, proc = tiny_session
+    model.train()
+    enc = proc(PROMPTS, padding_side="left")
+    n = proc.prefix_len(PROMPTS, enc)
+    cont = torch.randint(5, 100, (6, 7))
+    cmask = torch.ones_like(cont)
+    grads = []
+    for prefix_len in (0, n):
+        model.zero_grad()
+        feats = model.get_dna_features(enc["dna_input_ids"], enc["dna_attention_mask"])
+        logp = rl.shared_prefix_logprobs(model, enc["input_ids"], enc["attention_mask"], cont, cmask, 2, feats,
+                                         prefix_len=prefix_len)
+        logp.sum().backward()
+        grads.append((logp.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    model.eval()
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-4)
+    assert len(grads[0][1]) == len(grads[1][1]) > 0
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads[0][1], grads[1][1]))

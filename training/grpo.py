@@ -94,12 +94,13 @@ class GRPOStep:
         # each prompt runs once; its G completions continue from its repeated KV cache
         args = (s.enc["input_ids"].to(device), s.enc["attention_mask"].to(device), s.completion_ids.to(device),
                 s.completion_mask.to(device), G)
-        logp = shared_prefix_logprobs(model, *args, dna_features=feats)
+        logp = shared_prefix_logprobs(model, *args, dna_features=feats, prefix_len=s.prefix_len)
         ref = None
         beta = float(self.cfg.get("beta") or 0.0)
         if beta:
             with torch.no_grad(), base.disable_adapter():
-                ref = shared_prefix_logprobs(model, *args, dna_features=None if feats is None else feats.detach())
+                ref = shared_prefix_logprobs(model, *args, dna_features=None if feats is None else feats.detach(),
+                                             prefix_len=s.prefix_len)
         mask = s.completion_mask.to(device)
         loss, st = grpo_loss(logp, logp.detach(), batch.advantages.to(device), mask, ref_logp=ref, beta=beta,
                              epsilon=float(self.cfg["epsilon"]), loss_type=self.cfg["loss_type"], global_tokens=1.0)
