@@ -75,14 +75,18 @@ def traces_arg(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is neither a number nor 'all'") from None
 
 
+def trace_indices(n_items: int, traces: int) -> range:
+    """The items ``--traces`` asks for: ``traces`` of them evenly spaced, or all (-1)."""
+    n = n_items if traces < 0 else traces
+    return range(0, n_items, max(1, n_items // max(1, n)))[:n]
+
+
 def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "",
                    mode: str = "dna") -> tuple[dict, list | None]:
     """Trace checks (and, when every item got a trace, the parsed answers as a system) for one KEGG model."""
     from bioreason import evaluation as ev
 
-    n = len(exs) if args.traces < 0 else args.traces
-    step = max(1, len(exs) // max(1, n))
-    checks = ev.kegg_trace_checks(model, proc, exs, labels, system, range(0, len(exs), step)[:n],
+    checks = ev.kegg_trace_checks(model, proc, exs, labels, system, trace_indices(len(exs), args.traces),
                                   batch_size=args.batch_size, prefix=prefix, max_new_tokens=args.max_new_tokens,
                                   mode=mode)
     print(f"of {checks['n']} traces, {checks['gene']:.3f} name the gene, "
@@ -154,10 +158,9 @@ def run(args) -> int:
             if generated:
                 systems[f"{name}-generated"] = generated
         if args.traces and args.task == "annotated_vcf":
-            n = len(exs) if args.traces < 0 else args.traces
-            step = max(1, len(exs) // n)
-            agreement[name] = ev.consequence_agreement(model, proc, exs, system, range(0, len(exs), step)[
-                :n], batch_size=args.batch_size, n_boot=args.bootstrap, prefix=pcfg.trace_prefix)
+            agreement[name] = ev.consequence_agreement(model, proc, exs, system, trace_indices(len(exs), args.traces),
+                                                       batch_size=args.batch_size, n_boot=args.bootstrap,
+                                                       prefix=pcfg.trace_prefix)
             print(f"{name}: consequence stated correctly in {agreement[name]['share']:.3f} "
                   f"{agreement[name]['ci95']} of {agreement[name]['n']} traces", file=sys.stderr)
     if "text-only" in baselines:  # the sequence-only prompt with its DNA written as text, no DNA features
