@@ -126,13 +126,14 @@ def greedy_traces(model, processor, examples, system=None, indices=None, max_new
 
     indices = list(range(len(examples))) if indices is None else list(indices)
     shared = PrefixCache()
-    for k in range(0, len(indices), batch_size):
-        chunk = [examples[i] for i in indices[k:k + batch_size]]
+    queued = 4 * batch_size  # per call: batch_size rows decode at once, a finished row takes the next prompt
+    for k in range(0, len(indices), queued):
+        chunk = [examples[i] for i in indices[k:k + queued]]
         prompts = [e.to_messages(system, mode, with_answer=False) for e in chunk]
         with torch.inference_mode():
             texts = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False, prefix=prefix,
-                                  prefix_cache=shared).texts
-        yield from zip(indices[k:k + batch_size], chunk, texts)
+                                  prefix_cache=shared, slots=batch_size).texts
+        yield from zip(indices[k:k + queued], chunk, texts)
 
 
 def consequence_agreement(model, processor, examples, system=None, indices=None, max_new_tokens: int = 160,

