@@ -43,6 +43,9 @@ def _quiet_libraries() -> None:
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from bioreason.quantize import quiet_torchao_logs
+
+    quiet_torchao_logs()  # transformers imports torchao, when installed, on every model load; its CUDA notes
     try:
         from transformers.utils import logging as hf_logging
 

@@ -61,7 +61,7 @@ def run(args) -> int:
     dna = [read_dna_argument(d) for d in args.dna]
     # built before the model loads, so a bad question or sequence count fails at once
     messages = model_messages(args.question, dna, config, args.system, config.window or 1024)
-    model, processor = load_model(args.model)
+    model, processor = load_model(args.model, quantize=args.quantize)
     processor([messages])  # validate the sequences before any output
     for piece in stream_answer(model, processor, messages, max_new_tokens=args.max_new_tokens,
                                temperature=args.temperature):

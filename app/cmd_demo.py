@@ -33,5 +33,5 @@ def run(args) -> int:
     from bioreason.app.demo import launch
 
     print(f"bioreason demo on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    launch(args.model, args.host, args.port, block=True, gtf=args.gtf)
+    launch(args.model, args.host, args.port, block=True, gtf=args.gtf, quantize=args.quantize)
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from bioreason.app.options import add_model_option, model_arg
+from bioreason.app.options import add_model_option, model_arg, positive_int
 
 BASELINES = ("text-only", "dna-only", "annotation-only", "facts-only", "tfidf")
 
@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
     p.add_argument("--train-source", default=None, help="training items for the dna-only baseline (same format)")
     p.add_argument("--positive", default=None, help="positive label for AUROC (binary tasks; default the first)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=256, help="cap on each generated trace (default 256)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder")
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
@@ -133,7 +133,7 @@ def run(args) -> int:
         options = {**(pcfg.kegg or {}), **options}
     data = {"task": args.task, "source": args.source, "split": args.split, "fasta": args.fasta,
             "label_field": args.label_field, "labels_tsv": args.labels_tsv, "limit": args.limit, "options": options}
-    model, proc = load_model(args.model)
+    model, proc = load_model(args.model, quantize=args.quantize)
     modes = ["annotated", "sequence"] if args.task == "annotated_vcf" and options.get("mode") == "both" else [None]
     sets = {m: build_examples({**data, "options": {**options, "mode": m}} if m else data, proc.max_nucleotides)
             for m in modes}
@@ -168,7 +168,7 @@ def run(args) -> int:
         systems["text-only"] = ev.llm_predictions(model, proc, text_exs, labels, system, "text",
                                                   max(1, args.batch_size // 4), prior)
     if args.text_model:  # the LLM-only baseline fine-tuned on the question alone: same items, same scoring
-        tmodel, tproc = load_model(args.text_model)
+        tmodel, tproc = load_model(args.text_model, quantize=args.quantize)
         systems["llm-only"] = ev.llm_predictions(tmodel, tproc, examples, labels, system, "none", args.batch_size,
                                                  normalise=args.task == "kegg")
         if args.traces and args.task == "kegg":

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from bioreason.app.options import add_model_option, add_prompt_options, add_variant_options
+from bioreason.app.options import (
+    add_model_option,
+    add_prompt_options,
+    add_variant_options,
+    positive_int,
+)
 
 
 def add_parser(sub) -> None:
@@ -26,8 +31,13 @@ def add_parser(sub) -> None:
     p.set_defaults(traces=False)
     p.add_argument("--labels", default=None,
                    help="comma-separated candidate labels (default: the model's own, else pathogenic,benign)")
-    p.add_argument("--batch-size", type=int, default=8, help="variants per forward pass (default 8)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="trace length cap with --traces (default 256)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="variants per forward pass (default 8)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256,
+                   help="trace length cap with --traces (default 256)")
+    p.add_argument("--trace-slots", type=positive_int, default=8, metavar="N",
+                   help="with --traces: traces decoded at once (default 8); the other variants of a batch wait and "
+                        "take the row of each finished trace, so a --batch-size above N keeps all N rows busy "
+                        "(e.g. --batch-size 64 --trace-slots 8)")
     p.add_argument("--bgzip", action="store_true", help="write the annotated VCF BGZF-compressed (PREFIX.vcf.gz)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: same options and the same inputs (checked by content)")

@@ -122,7 +122,7 @@ def locate_difference(ref_seq: str, alt_seq: str, annotator, max_bases: int = 5_
 class DemoBackend:
     """Model, predictor and reference shared by the handlers (loaded once, lazily)."""
 
-    def __init__(self, model_path=None, max_new_tokens: int = 192, gtf: str = "auto"):
+    def __init__(self, model_path=None, max_new_tokens: int = 192, gtf: str = "auto", quantize: str = "none"):
         from bioreason.app.demo_pathway import is_kegg_model
 
         self.kegg_model = None
@@ -131,7 +131,7 @@ class DemoBackend:
 
             self.kegg_model, model_path = model_path, shipped_model_dir()
             model_path = str(model_path) if model_path else None
-        self.model_path, self.max_new_tokens = model_path, max_new_tokens
+        self.model_path, self.max_new_tokens, self.quantize = model_path, max_new_tokens, quantize
         self._loaded = None
         self._refs: dict = {}
         self._annotators: dict = {}
@@ -146,7 +146,7 @@ class DemoBackend:
             from bioreason.checkpoints import load_model
             from bioreason.predict import PredictConfig, VariantPredictor
 
-            model, proc = load_model(self.model_path)
+            model, proc = load_model(self.model_path, quantize=self.quantize)
             self._loaded = VariantPredictor(model, proc, PredictConfig.for_model(self.model_path))
         return self._loaded
 
@@ -434,16 +434,16 @@ def build_demo(backend: DemoBackend, pathway=None):
 
 
 def launch(model_path=None, host: str = "127.0.0.1", port: int = 7860, block: bool = True, gtf: str = "auto",
-           kegg_model=None):
+           kegg_model=None, quantize: str = "none"):
     """Serve the demo. ``kegg_model``: the pathway tab's model (default: ``model_path`` when it is a KEGG model,
-    else the shipped kegg-v1, loaded on the tab's first use)."""
+    else the shipped kegg-v1, loaded on the tab's first use). ``quantize``: both models' CPU inference path."""
     from bioreason.app.demo_pathway import PathwayBackend
 
     os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="bioreason-gradio-"))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    backend = DemoBackend(model_path, gtf=gtf)  # a bad --gtf fails here, before serving
+    backend = DemoBackend(model_path, gtf=gtf, quantize=quantize)  # a bad --gtf fails here, before serving
     backend.predictor()  # load before serving: the first visitor does not wait, and a bad --model fails here
-    demo = build_demo(backend, PathwayBackend(kegg_model or backend.kegg_model))
+    demo = build_demo(backend, PathwayBackend(kegg_model or backend.kegg_model, quantize=quantize))
     demo.launch(server_name=host, server_port=port, max_file_size="20mb", show_error=True,
                 prevent_thread_lock=not block, quiet=True)
     return demo

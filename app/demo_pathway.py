@@ -41,11 +41,11 @@ def facts_markdown(facts: dict) -> str:
 class PathwayBackend:
     """The KEGG model, loaded once on first use, and the tab's one handler."""
 
-    def __init__(self, model_path=None, max_new_tokens: int = 256):
+    def __init__(self, model_path=None, max_new_tokens: int = 256, quantize: str = "none"):
         from bioreason.hub import shipped_model_dir
 
         self.model_path = model_path if is_kegg_model(model_path) else shipped_model_dir("kegg-v1")
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens, self.quantize = max_new_tokens, quantize
         self._loaded = None
 
     def model(self):
@@ -56,7 +56,7 @@ class PathwayBackend:
             from bioreason.checkpoints import load_model
             from bioreason.predict import PredictConfig
 
-            model, proc = load_model(str(self.model_path))
+            model, proc = load_model(str(self.model_path), quantize=self.quantize)
             self._loaded = model, proc, PredictConfig.for_model(self.model_path)
         return self._loaded
 

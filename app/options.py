@@ -93,8 +93,26 @@ def model_arg(value: str) -> str | None:
     return value
 
 
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number >= 1 (batch sizes, token caps, slots)."""
+    import argparse
+
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {value!r}")
+    return n
+
+
 def add_model_option(p, what: str = "model") -> None:
     p.add_argument("--model", type=model_arg, default="default",
                    help=f"{what} folder written by `bioreason train`; 'default' (the default) = the shipped BRCA1 "
                         "LOF checkpoint, 'kegg-v1' = the shipped KEGG disease-reasoning checkpoint (both in "
                         "MODEL_CARD.md), 'base' = the untrained embedded SmolLM2 + HyenaDNA")
+    p.add_argument("--quantize", choices=("none", "int8", "int8-weight", "bf16"), default="none",
+                   help="CPU inference paths (torchao): int8 = int8 activations and weights (fastest scoring), "
+                        "int8-weight = int8 weights only (faster decoding, scores move least), bf16 = the LLM in "
+                        "bfloat16 (only for CPUs with native bf16); default none. What each changes on the shipped "
+                        "model (speed, labels, AUROC) is in the README")

@@ -1,0 +1,90 @@
+"""Quantised CPU inference for the LLM's linear layers (``--quantize``), through torchao (PyTorch's maintained
+quantisation library): no hand-written kernels.
+
+``quantize_model(model, mode)`` merges a LoRA adapter into its base weights for good (``merge_and_unload``: the
+model is for inference only from then on), then converts every ``nn.Linear`` of the LLM's decoder layers:
+``int8`` = torchao's int8 dynamic-activation (per token) + int8 weight (per output channel) scheme, whose matmuls run
+in int8 (the fastest for scoring, which is compute-bound); ``int8-weight`` = int8 weights, fp32 activations
+(decoding one token at a time is bound by reading the weights, which this reads at a quarter of the bytes; scores
+move least). ``bf16`` casts the LLM to bfloat16 instead (faster only on CPUs with native bf16 matmuls). The
+embeddings, the norms, the tied output head, the DNA encoder and the projector stay fp32. The default stays
+``none``: what each mode changes on the shipped model (speed, labels of the 24-variant example, validation AUROC)
+is measured by ``benchmarks/predict.py`` and ``bioreason eval --quantize`` and stated in the README.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+MODES = ("none", "int8", "int8-weight", "bf16")
+
+
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
+def quiet_torchao_logs() -> None:
+    """Silence, below errors, what importing torchao logs on a CPU machine: a warning per CUDA extension it cannot
+    load, and torch's notes on its enum registrations. transformers imports torchao on every model load once it is
+    installed, so the CLI and the benchmarks call this at start."""
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _quiet_import():
+    """``quiet_torchao_logs`` for the duration only (library callers keep their own logging settings)."""
+    levels = [logging.getLogger(n).level for n in NOISY_LOGGERS]
+    quiet_torchao_logs()
+    try:
+        yield
+    finally:
+        for n, lvl in zip(NOISY_LOGGERS, levels):
+            logging.getLogger(n).setLevel(lvl)
+
+
+def merge_adapter_for_good(model):
+    """The model with any peft LoRA adapter merged into its weights and the peft wrapper removed."""
+    base = model.module if hasattr(model, "module") else model
+    if hasattr(base, "merge_and_unload"):
+        return base.merge_and_unload()
+    return model
+
+
+def quantize_model(model, mode: str = "int8"):
+    """The model for CPU inference in ``mode`` (see the module docstring); ``none`` returns it unchanged."""
+    import torch
+
+    from bioreason.errors import BioreasonError, MissingDependencyError
+    from bioreason.modeling import unwrap_dna_llm
+
+    if mode not in MODES:
+        raise BioreasonError(f"--quantize must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "none":
+        return model
+    if next(model.parameters()).device.type != "cpu":
+        raise BioreasonError(f"--quantize {mode} is a CPU inference path; on a GPU the model already runs in bf16 "
+                             "(leave --quantize at none)")
+    model = merge_adapter_for_good(model)
+    lm = unwrap_dna_llm(model).language_model
+    if mode == "bf16":
+        lm.to(torch.bfloat16)
+    else:
+        try:
+            with _quiet_import():
+                from torchao.quantization import (
+                    Int8DynamicActivationInt8WeightConfig,
+                    Int8WeightOnlyConfig,
+                    quantize_,
+                )
+        except ImportError:
+            raise MissingDependencyError(f"--quantize {mode} needs torchao: `pip install bioreason[quantize]` "
+                                         "(or `pip install torchao`)") from None
+        config = Int8DynamicActivationInt8WeightConfig() if mode == "int8" else Int8WeightOnlyConfig()
+        with _quiet_import():
+            quantize_(lm.get_decoder(), config)
+    model._bioreason_quantized = mode
+    return model.eval()
+
+
+__all__ = ["MODES", "merge_adapter_for_good", "quantize_model", "quiet_torchao_logs"]
