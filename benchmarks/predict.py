@@ -1,12 +1,15 @@
-"""``predict`` throughput on real BRCA1 variants with the embedded default, side by side in one run.
+"""``predict`` throughput on real BRCA1 variants with the shipped checkpoint, every switch off and on in one run.
 
-Prints: ``--score-only`` variants/s on ``--n`` (default 200) real SGE variants (median of ``--reps``), with prefix
-caching off and on (the system turn + chat template's KV cache computed once per model load) and the largest
-change of any label probability between the two; ``--traces`` variants/s batched
-(``--trace-batch`` per generate call) vs a per-variant generate loop on ``--n-traces`` variants, with the same
-``--new-tokens``; prefill model-FLOPs utilisation of the score-only pass against fp32 and bf16 matmul peaks
-measured in this run (1024^3 matmuls); peak RSS. Goals on 2 CPU cores: score-only >= 7 variants/s with MFU >= 40%;
-batched traces >= 4x the loop; peak RSS <= 1.5 GiB.
+Prints, with this machine's fp32/bf16 matmul peaks and memory bandwidth measured in the same run:
+``--score-only`` variants/s on ``--n`` (default 200) real SGE variants, median of ``--reps``: prefix caching off and
+on (``rl.PREFIX_CACHING``), then ``--quantize`` int8 and int8-weight (torchao) with caching on, each with the labels
+equal to the fp32 model's and the largest probability change; prefill model-FLOPs utilisation; ``--traces``
+(greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a per-variant loop, batches of
+``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every row runs until the batch's
+longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots (continuous batching);
+the traces must be identical across all four; the bandwidth roofline of batch-1 decoding (weights read once per
+token); peak RSS. Goals on 2 CPU cores: score-only >= 7 variants/s; batched traces >= 4x the loop; peak RSS of
+predict <= 1.5 GiB (``benchmarks/predict_memory.py`` measures it per process).
 """
 
 from __future__ import annotations
@@ -34,28 +37,59 @@ def matmul_peak(dtype, n: int = 1024, reps: int = 10) -> float:
     return 2 * n ** 3 * reps / min(times) / 1e9
 
 
+def bandwidth_gbs(mib: int = 512) -> float:
+    """Read+write bandwidth of a large tensor copy (GB/s moved), best of 3."""
+    import torch
+
+    a = torch.empty(mib * 2**18)
+    b = torch.empty_like(a)
+    a.fill_(1.0)
+    b.copy_(a)
+    best = min(_timed(lambda: b.copy_(a)) for _ in range(3))
+    return 2 * a.numel() * 4 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def compare(base: list[dict], other: list[dict]) -> str:
+    same = sum(a["label"] == b["label"] for a, b in zip(base, other))
+    delta = max(abs(a["probs"][k] - b["probs"][k]) for a, b in zip(base, other) for k in a["probs"])
+    return f"labels equal {same}/{len(base)}, largest probability change {delta:.1e}"
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--n-traces", type=int, default=16)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--trace-batch", type=int, default=8)
-    ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    ap.add_argument("--new-tokens", type=int, default=96)
     ap.add_argument("--model", default="default",
                     help="default (the shipped checkpoint), base (the untrained embedded model) or a folder")
-    ap.add_argument("--reps", type=int, default=3, help="score-only repetitions (the median is printed)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions of each timing (the median is printed)")
+    ap.add_argument("--quantize", default="int8,int8-weight", help="modes to compare with fp32 ('' for none)")
     args = ap.parse_args()
+    import dataclasses
+    import statistics
+
     import torch
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    from bioreason import rl
+    from bioreason.quantize import quiet_torchao_logs
+
+    quiet_torchao_logs()
     from bioreason.app.options import model_arg
-    from bioreason.checkpoints import load_model
     from bioreason.kegg_data.bundled import bundled_fasta
     from bioreason.kegg_data.variants import VariantReader
+
+    from bioreason import decoding, rl
+    from bioreason.checkpoints import load_model
     from bioreason.predict import PredictConfig, VariantPredictor
 
     variants = []
@@ -64,60 +98,82 @@ def main() -> None:
         if len(variants) == args.n:
             break
     folder = model_arg(args.model)
-    model, proc = load_model(folder, dtype=args.dtype)
     config = PredictConfig.for_model(folder) if folder else PredictConfig(labels=("LOF", "FUNC"))
+    model, proc = load_model(folder, dtype="float32")
     pred = VariantPredictor(model, proc, config)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}, model {args.model}, "
-          f"{len(variants)} real variants")
-    peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
-    print(f"matmul peak measured now: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}, "
+          f"{len(variants)} real variants, medians of {args.reps}")
+    peak32, peak16, bw = matmul_peak(torch.float32), matmul_peak(torch.bfloat16), bandwidth_gbs()
+    print(f"measured now: matmul peak fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; memory bandwidth "
+          f"{bw:.1f} GB/s")
 
-    def score_only(caching: bool):
+    def score_only(p, caching: bool = True):
         rl.PREFIX_CACHING = caching
-        pred.prefix_cache.entries.clear()
-        pred.predict(variants[:args.batch])  # warm-up (and, with caching, the one prefix computation)
+        p.prefix_cache.entries.clear()
+        p.predict(variants[:args.batch])  # warm-up (and, with caching, the one prefix computation)
         times, results = [], []
         for _ in range(args.reps):
             t0 = time.perf_counter()
-            results = [r for i in range(0, len(variants), args.batch) for r in pred.predict(variants[i:i + args.batch])]
+            results = [r for i in range(0, len(variants), args.batch) for r in p.predict(variants[i:i + args.batch])]
             times.append(time.perf_counter() - t0)
-        return sorted(times)[len(times) // 2], results
+        return statistics.median(times), results
 
-    dt_off, off = score_only(False)
-    dt, on = score_only(True)
-    delta = max(abs(a["probs"][k] - b["probs"][k]) for a, b in zip(off, on) for k in a["probs"])
-    same = sum(a["label"] == b["label"] for a, b in zip(off, on))
-    enc = proc([pred.messages(v) for v in variants[:args.batch]])
-    shared = proc.prefix_len([pred.messages(v) for v in variants[:args.batch]], enc)
-    print(f"prefix caching: {len(variants) / dt_off:.2f} -> {len(variants) / dt:.2f} variants/s "
-          f"({dt_off / dt:.2f}x; {shared} of {float(enc['attention_mask'].sum()) / args.batch:.0f} prompt tokens "
-          f"shared); labels equal {same}/{len(on)}, largest probability change {delta:.1e}")
+    dt_off, off = score_only(pred, False)
+    dt, on = score_only(pred, True)
+    prompts = [pred.messages(v) for v in variants[:args.batch]]
+    enc = proc(prompts)
+    shared = proc.prefix_len(prompts, enc)
+    print(f"score-only, prefix caching off -> on: {len(variants) / dt_off:.2f} -> {len(variants) / dt:.2f} "
+          f"variants/s ({dt_off / dt:.2f}x; {shared} of {float(enc['attention_mask'].sum()) / args.batch:.0f} "
+          f"prompt tokens shared); {compare(off, on)}")
     tokens_per_variant = float(enc["attention_mask"].sum()) / args.batch + 2 * 10  # prompt + 2 candidates
     non_embed = sum(p.numel() for n, p in model.language_model.named_parameters() if "embed" not in n)
-    flops = 2 * non_embed * tokens_per_variant * len(variants)
-    achieved = flops / dt / 1e9
-    rate = len(variants) / dt
-    print(f"--score-only: {rate:.2f} variants/s (goal >= 7); {tokens_per_variant:.0f} LLM tokens per variant; "
-          f"{achieved:.0f} GFLOP/s = MFU {achieved / peak16:.0%} of bf16 peak, {achieved / peak32:.0%} of fp32 peak "
-          f"(goal >= 40%)")
+    achieved = 2 * non_embed * tokens_per_variant * len(variants) / dt / 1e9
+    print(f"score-only fp32: {len(variants) / dt:.2f} variants/s (goal >= 7); {tokens_per_variant:.0f} LLM tokens "
+          f"per variant; {achieved:.0f} GFLOP/s = MFU {achieved / peak32:.0%} of the fp32 peak "
+          f"({achieved / peak16:.0%} of bf16)")
+    for mode in [m for m in args.quantize.split(",") if m]:
+        qmodel, qproc = load_model(folder, dtype="float32", quantize=mode)
+        dq, res = score_only(VariantPredictor(qmodel, qproc, config), True)
+        print(f"score-only --quantize {mode}: {len(variants) / dq:.2f} variants/s ({dt / dq:.2f}x fp32); "
+              f"{compare(on, res)}")
+        del qmodel
     rss_score = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
+    # traces: the model's own lengths (greedy, up to --new-tokens), the same variants in every arrangement
     sub = variants[:args.n_traces]
-    tr = VariantPredictor(model, proc, PredictConfig(labels=("LOF", "FUNC"), traces=True,
-                                                     max_new_tokens=args.new_tokens))
-    tr.predict(sub[:2])
-    t0 = time.perf_counter()
-    for i in range(0, len(sub), args.trace_batch):
-        tr.predict(sub[i:i + args.trace_batch])
-    batched = len(sub) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for v in sub:  # a per-variant loop: one generate call per variant
-        tr.predict([v])
-    loop = len(sub) / (time.perf_counter() - t0)
-    print(f"--traces ({args.new_tokens} new tokens): batched {batched:.2f} variants/s, per-variant loop "
-          f"{loop:.2f} variants/s: {batched / loop:.1f}x (goal >= 4x)")
+
+    def traces(batch: int, slots: int, compaction: bool = True):
+        decoding.COMPACTION = compaction
+        tr = VariantPredictor(model, proc, dataclasses.replace(config, traces=True, max_new_tokens=args.new_tokens,
+                                                               trace_slots=slots))
+        tr.predict(sub[:2])
+        times, out = [], []
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            out = [r["trace"] for i in range(0, len(sub), batch) for r in tr.predict(sub[i:i + batch])]
+            times.append(time.perf_counter() - t0)
+        decoding.COMPACTION = True
+        return len(sub) / statistics.median(times), out
+
+    loop, t_loop = traces(1, 1)
+    whole, t_whole = traces(args.trace_batch, args.trace_batch, compaction=False)
+    comp, t_comp = traces(args.trace_batch, args.trace_batch)
+    cont, t_cont = traces(len(sub), args.trace_batch)
+    lengths = [len(proc.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in t_loop]
+    same = sum(a == b == c == d for a, b, c, d in zip(t_loop, t_whole, t_comp, t_cont))
+    print(f"--traces, greedy, {len(sub)} variants, trace tokens median {statistics.median(lengths):.0f} "
+          f"(min {min(lengths)}, max {max(lengths)}, cap {args.new_tokens}); identical traces {same}/{len(sub)}")
+    print(f"  per-variant loop {loop:.2f} variants/s; batches of {args.trace_batch}: compaction off {whole:.2f} "
+          f"({whole / loop:.1f}x), on {comp:.2f} ({comp / loop:.1f}x); all {len(sub)} queued into "
+          f"{args.trace_batch} slots {cont:.2f} ({cont / loop:.1f}x the loop; goal >= 4x)")
+    weight_bytes = sum(p.numel() * p.element_size() for n, p in model.language_model.named_parameters()
+                       if "embed_tokens" not in n)
+    print(f"batch-1 decoding roofline: {bw * 1e9 / 2 / weight_bytes:.0f} tokens/s at fp32 ({weight_bytes / 2**20:.0f} "
+          f"MiB of LLM weights read per token at {bw / 2:.1f} GB/s read bandwidth)")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"peak RSS: {rss_score:.2f} GiB after score-only, {rss:.2f} GiB overall (goal <= 1.5 GiB)")
+    print(f"peak RSS of this benchmark: {rss_score:.2f} GiB after score-only (fp32 and quantised models loaded in "
+          f"turn), {rss:.2f} GiB overall")
 
 
 if __name__ == "__main__":

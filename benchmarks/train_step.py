@@ -6,8 +6,8 @@ assistant answer of about 60 tokens; torch with 2 threads; median of ``--steps``
 ``--encoder hyena`` (default: HyenaDNA-tiny, the embedded default) or ``--encoder nt-tiny`` (a tiny random ESM,
 hidden 128, 2 layers, 4 heads, 6-mer tokens: the peer notes' encoder; pool stride 3 keeps it at <= 64 positions).
 
-Prints: LoRA SFT step (batch 2), full fine-tune step, peak RSS after LoRA SFT, greedy generation tokens/s at
-batch 1 and 8, GRPO step (G=4, 64 new tokens) / SFT step on the same prompts (goal <= 8x; peers ~53x), batched
+Prints: LoRA SFT step (batch 2), full fine-tune step, peak RSS after LoRA SFT, greedy decoding tokens/s at
+batch 1 and 8 (transformers' ``generate``, our slot decoder, and the slot decoder with each ``--quantize`` path), GRPO step (G=4, 64 new tokens) / SFT step on the same prompts (goal <= 8x; peers ~53x), batched
 sampling vs a per-completion generate loop at batch 8 (goal >= 4x; equal 64-token completions and sampled lengths,
 median of several runs), and the ratios to the original BioReason run in the same session from ``../shared/peer/``
 (``benchmarks/peer.py``: LoRA step, generation at batch 1 and 8, positions/kb; said plainly when it is not there,
@@ -82,6 +82,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-peer", action="store_true", help="do not run the original (ratios then use PEER-NOTES.md)")
+    ap.add_argument("--quantize", default="int8-weight,bf16",
+                    help="CPU inference paths (bioreason.quantize) whose decoding speed to add ('' for none)")
     ap.add_argument("--autocast", choices=("no", "bf16"), default="bf16",
                     help="CPU autocast for training forward/backward (bf16 matmuls; weights stay fp32); sampling and "
                          "generation run outside it, as in the trainer and predict")
@@ -95,12 +97,16 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    from bioreason.quantize import quiet_torchao_logs
+
+    quiet_torchao_logs()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     from bioreason.kegg_data.tasks import SYSTEM_PROMPT
-    from bioreason.sampling import sample_groups
     from bioreason.training.grpo import GRPOStep
     from bioreason.training.sft import SFTStep
+
+    from bioreason.sampling import sample_groups
 
     ac = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.autocast == "bf16" else contextlib.nullcontext
     examples = workload(8)
@@ -174,16 +180,34 @@ def main() -> None:
               f"{statistics.median(tl):.2f} s: median ratio {statistics.median(ratios):.1f}x of {reps} runs "
               f"(each {', '.join(f'{x:.1f}' for x in ratios)}; goal >= 4x)")
 
-    # greedy generation throughput, 64 new tokens, batch 1 and 8
-    for bsz in (1, 8):
-        prompts = [e.to_messages(SYSTEM_PROMPT, with_answer=False) for e in examples[:bsz]]
-        enc = proc(prompts)
-        kw = dict(max_new_tokens=64, min_new_tokens=64, do_sample=False, pad_token_id=proc.tokenizer.pad_token_id)
-        with torch.inference_mode():  # as predict runs it: fp32 on CPU, no autocast
-            t = timed(lambda: model.generate(**enc, **kw), 2, warmup=1)
-        peer = PEER["gen_b1"] if bsz == 1 else PEER["gen_b8"]
-        print(f"greedy generation batch {bsz}: {64 * bsz / t:.1f} new tokens/s ({same}: {peer}: "
-              f"{64 * bsz / t / peer:.2f}x)")
+    # greedy generation throughput, exactly 64 new tokens (prefill included, as the original's figure), batch 1
+    # and 8: transformers' generate, then our decode loop (the slot decoder predict and GRPO use), in fp32 and
+    # with each CPU inference path of --quantize (a copy of the model: quantising merges the adapter for good)
+    import copy
+
+    from bioreason.quantize import quantize_model
+
+    variants = [("generate", model), ("slot decoder", model)]
+    variants += [(f"slot decoder --quantize {m}", "lazy:" + m) for m in args.quantize.split(",") if m]
+    for name, m in variants:
+        if isinstance(m, str):
+            m = quantize_model(copy.deepcopy(model), m.split(":", 1)[1])
+        for bsz in (1, 8):
+            prompts = [e.to_messages(SYSTEM_PROMPT, with_answer=False) for e in examples[:bsz]]
+            enc = proc(prompts)
+            kw = {"max_new_tokens": 64, "min_new_tokens": 64, "do_sample": False,
+                  "pad_token_id": proc.tokenizer.pad_token_id}
+            with torch.inference_mode():  # as predict runs it: no autocast
+                if name == "generate":
+                    def run(m=m, enc=enc, kw=kw):
+                        return m.generate(**enc, **kw)
+                else:
+                    def run(m=m, prompts=prompts):
+                        return sample_groups(m, proc, prompts, 1, 64, do_sample=False, min_new_tokens=64)
+                t = timed(run, args.steps, warmup=1)
+            peer = PEER["gen_b1"] if bsz == 1 else PEER["gen_b8"]
+            print(f"greedy decoding, {name}, batch {bsz}: {64 * bsz / t:.1f} new tokens/s ({same}: {peer}: "
+                  f"{64 * bsz / t / peer:.2f}x; goal >= 4x)")
     del model, grpo, opt
 
     model, proc = build(args.encoder, lora=False)
