@@ -160,7 +160,7 @@ def main() -> None:
     whole, t_whole = traces(args.trace_batch, args.trace_batch, compaction=False)
     comp, t_comp = traces(args.trace_batch, args.trace_batch)
     cont, t_cont = traces(len(sub), args.trace_batch)
-    lengths = [len(proc.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in t_loop]
+    lengths = [len(proc.tokenizer(t[len(config.trace_prefix):], add_special_tokens=False)["input_ids"]) for t in t_loop]
     same = sum(a == b == c == d for a, b, c, d in zip(t_loop, t_whole, t_comp, t_cont))
     print(f"--traces, greedy, {len(sub)} variants, trace tokens median {statistics.median(lengths):.0f} "
           f"(min {min(lengths)}, max {max(lengths)}, cap {args.new_tokens}); identical traces {same}/{len(sub)}")

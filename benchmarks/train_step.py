@@ -6,8 +6,9 @@ assistant answer of about 60 tokens; torch with 2 threads; median of ``--steps``
 ``--encoder hyena`` (default: HyenaDNA-tiny, the embedded default) or ``--encoder nt-tiny`` (a tiny random ESM,
 hidden 128, 2 layers, 4 heads, 6-mer tokens: the peer notes' encoder; pool stride 3 keeps it at <= 64 positions).
 
-Prints: LoRA SFT step (batch 2), full fine-tune step, peak RSS after LoRA SFT, greedy decoding tokens/s at
-batch 1 and 8 (transformers' ``generate``, our slot decoder, and the slot decoder with each ``--quantize`` path), GRPO step (G=4, 64 new tokens) / SFT step on the same prompts (goal <= 8x; peers ~53x), batched
+Prints: LoRA SFT step (batch 2), full fine-tune step, peak RSS after LoRA SFT, greedy decoding tokens/s at batch 1
+and 8 (transformers' ``generate``, our slot decoder, and the slot decoder with each ``--quantize`` path), GRPO step
+(G=4, 64 new tokens) / SFT step on the same prompts (goal <= 8x; peers ~53x), batched
 sampling vs a per-completion generate loop at batch 8 (goal >= 4x; equal 64-token completions and sampled lengths,
 median of several runs), and the ratios to the original BioReason run in the same session from ``../shared/peer/``
 (``benchmarks/peer.py``: LoRA step, generation at batch 1 and 8, positions/kb; said plainly when it is not there,

@@ -141,10 +141,10 @@ def load_adapter_folder(folder, dtype: str = "auto", device: str = "cpu"):
 def load_model(path=None, dtype: str = "auto", device: str = "auto", quantize: str = "none"):
     """Load ``(model, processor)`` from a folder (or the embedded default).
 
-    ``dtype``: ``auto`` (float32 on CPU, where it generates faster than bf16 (19 vs 15 tokens/s measured by
-    ``benchmarks/core.py``); bfloat16 on GPU), ``bfloat16`` or ``float32``. ``device``: ``auto`` (CUDA when
-    available, else CPU) or a torch device string. ``quantize``: ``none``, ``int8``, ``int8-weight`` or ``bf16``, the CPU
-    inference paths of ``bioreason.quantize`` (a LoRA adapter is then merged for good: inference only).
+    ``dtype``: ``auto`` (float32 on CPU: the shipped models' labels and thresholds were measured in fp32, and CPUs
+    without native bf16 run it slower; bfloat16 on GPU), ``bfloat16`` or ``float32``. ``device``: ``auto`` (CUDA
+    when available, else CPU) or a torch device string. ``quantize``: ``none``, ``int8``, ``int8-weight`` or
+    ``bf16``, the CPU inference paths of ``bioreason.quantize`` (a LoRA adapter is then merged for good).
     """
     import torch
     from safetensors import SafetensorError

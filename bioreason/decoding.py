@@ -155,11 +155,13 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
             tokens = torch.zeros(slots, dtype=torch.long, device=device)
             positions, n_gen = torch.zeros_like(tokens), torch.zeros_like(tokens)
         busy = torch.tensor([r for r, o in enumerate(row_of) if o >= 0], dtype=torch.long, device=device)
-        if not busy.numel():
-            sc.t = max(sc.t, W)
-        if busy.numel() and sc.t + max_new_tokens > sc.cols:  # room for the rows being decoded
+        if not busy.numel():  # nothing in flight: start again from the first columns
+            sc.mask.zero_()
+            sc.t = W
+        elif sc.t + max_new_tokens > sc.cols:  # room after t for the rows being decoded
             sc.shift(-sc.starts(busy))
-        if sc.t < W:  # room before t for the new prompts' keys
+        if sc.t < W:  # room before t for the new prompts' keys (the columns at the end must be free to shift)
+            sc.grow(W + max_new_tokens)
             sc.shift(W - sc.t)
         sc.grow(sc.t + max_new_tokens)
         rows = torch.tensor(free[:len(take) * group], dtype=torch.long, device=device)
