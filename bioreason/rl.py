@@ -189,13 +189,23 @@ class PrefixCache:
         return self.entries[key]
 
 
+def last_only(ids):
+    """``logits_to_keep`` for the last position of ``ids`` (B, T), as an index tensor, so transformers gathers that
+    hidden state into a contiguous (B, 1, H) tensor. With ``logits_to_keep=1`` it slices a strided view instead, and
+    torch.matmul runs the output head as a batched matmul against its weight expanded per row: in bf16 a copy of
+    B x 576 x 49,155 values, 0.45 s of a 1.36 s score-only batch of 8 on the embedded default."""
+    import torch
+
+    return torch.tensor([ids.shape[1] - 1], device=ids.device)
+
+
 def _prefix_kv(model, prefix_ids):
     """[(keys, values)] per layer of one prefix (1, P) run at positions 0..P-1."""
     import torch
 
     pos = torch.arange(prefix_ids.shape[1], device=prefix_ids.device)[None]
     out = model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), position_ids=pos, use_cache=True,
-                logits_to_keep=1)
+                logits_to_keep=last_only(prefix_ids))
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -218,7 +228,7 @@ def prefill(model, ids, mask, dna_features=None, repeats: int = 1, prefix_len: i
     if P < 2 or (B == 1 and prefix_cache is None):  # nothing to share
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         out = model(input_ids=ids, attention_mask=mask, dna_features=dna_features, position_ids=pos, use_cache=True,
-                    logits_to_keep=1)
+                    logits_to_keep=last_only(ids))
         cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         return (out.logits[:, -1].repeat_interleave(repeats, 0),
                 cache if repeats == 1 else _expand_cache(cache, repeats), mask)
@@ -236,7 +246,7 @@ def prefill(model, ids, mask, dna_features=None, repeats: int = 1, prefix_len: i
     for i, (k, v) in enumerate(kv):
         cache.update(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1), i)
     out = model(input_ids=rest, attention_mask=full_mask, dna_features=dna_features, position_ids=pos,
-                past_key_values=cache, use_cache=True, logits_to_keep=1)
+                past_key_values=cache, use_cache=True, logits_to_keep=last_only(rest))
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
     return (out.logits[:, -1].repeat_interleave(repeats, 0), cache if repeats == 1 else _expand_cache(cache, repeats),
             full_mask)
