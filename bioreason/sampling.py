@@ -115,7 +115,7 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     with merged_lora(model):
         rows = decode_slots(model, prefill_chunk, len(prompts), group, max_new_tokens, tok.eos_token_id, slots,
                             sampler, min_new_tokens)
-    width = max(1, max(len(r) for r in rows))
+    width = max(1, max((len(r) for r in rows), default=0))
     comp = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long, device=device)
     for i, r in enumerate(rows):
         comp[i, :len(r)] = torch.tensor(r, dtype=torch.long)

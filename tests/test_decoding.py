@@ -74,6 +74,16 @@ def test_slots_equal_generate_alone_with_rows_ending_unevenly(noisy, monkeypatch
         assert moves["shift"] > 0  # a wider prompt joined mid-flight, or the cache's end came: the columns moved
 
 
+def test_one_new_token_and_more_slots_than_rows(noisy):
+    from bioreason.sampling import sample_groups
+
+    model, proc = noisy
+    one = sample_groups(model, proc, PROMPTS[:3], 2, 1, do_sample=False, slots=64)
+    want = [_alone(model, proc, p, 1, None) for p in PROMPTS[:3]]
+    assert one.completion_ids.shape == (6, 1)
+    assert [one.completion_ids[i].tolist() for i in range(6)] == [want[i // 2] for i in range(6)]
+
+
 def test_switch_off_gives_the_same_tokens(noisy, monkeypatch):
     from bioreason import decoding
     from bioreason.sampling import sample_groups
