@@ -2,7 +2,8 @@
 
 Checks that the code paths tested on CPU also hold on CUDA: forward/backward in bf16, ``generate`` equal to
 step-by-step greedy decoding, candidate scoring equal to a full forward pass, group sampling with a shared
-prefill (also on a LoRA model, whose bf16 weights come back bit for bit), the inverse-CDF sampler, SFT
+prefill (also on a LoRA model, whose bf16 weights come back bit for bit; and with prompts queued for the rows
+of finished ones, ``bioreason.decoding``), the inverse-CDF sampler, SFT
 with the accelerate trainer in bf16 lowering the loss, GRPO steps, and variant prediction.
 Prints timings. Usage: ``python benchmarks/gpu_check.py`` (exit code 1 if a check fails).
 """
@@ -67,6 +68,8 @@ def main() -> int:
     same = all(greedy.completion_ids[r].cpu()[:int(greedy.completion_mask[r].sum())].tolist() ==
                plain[r // 2, :int(greedy.completion_mask[r].sum())].tolist() for r in range(4))
     check("group sampling (shared prefill) == plain generate, left-padded batch (fp32)", same)
+    refill = sample_groups(model, proc, prompts, 2, 12, do_sample=False, slots=2)
+    check("slot decoder with refill (2 slots for 4 rows) gives the same greedy tokens", refill.texts == greedy.texts)
     model = model.to(torch.bfloat16)
     model.train()
     b = proc([conv + [{"role": "assistant", "content": "<think>x</think>\n\nAnswer: benign"}]]).to("cuda")
