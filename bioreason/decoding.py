@@ -26,17 +26,18 @@ class SlotCache:
     the column ``t`` the next step writes. Row and column moves (``keep``, ``shift``, ``grow``) rebuild the cache's
     tensors; each step writes in place."""
 
-    def __init__(self, config, rows: int, cols: int, like: torch.Tensor):
+    def __init__(self, config, rows: int, cols: int, kv):
+        """``kv``: a prefill's [(keys, values)] per layer, which sets each tensor's heads, head size and dtype (under
+        autocast with LoRA on some projections, keys and values can come out in different dtypes; a decode step
+        writes what its prefill wrote)."""
         from transformers import StaticCache
 
         self.config, self.cache = config, StaticCache(config=config, max_cache_len=cols)
         self.layers = self.cache.layers
-        n_kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        for layer in self.layers:  # allocate now (lazy allocation would size the rows from the first update)
-            z = like.new_zeros((rows, n_kv, cols, head))
-            layer.lazy_initialization(z, z)
-        self.mask = torch.zeros((rows, cols), dtype=torch.long, device=like.device)
+        for layer, (k, v) in zip(self.layers, kv):  # allocate now (lazily, rows would come from the first update)
+            layer.lazy_initialization(k.new_zeros((rows, k.shape[1], cols, k.shape[3])),
+                                      v.new_zeros((rows, v.shape[1], cols, v.shape[3])))
+        self.mask = torch.zeros((rows, cols), dtype=torch.long, device=kv[0][0].device)
         self.t = 0
 
     @property
@@ -150,7 +151,7 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
         kv = [(k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)) for k, v in kv]
         mask, logits = mask.repeat_interleave(group, 0), logits.repeat_interleave(group, 0)
         if sc is None:
-            sc = SlotCache(lm.config, slots, W + 2 * max_new_tokens, kv[0][0])
+            sc = SlotCache(lm.config, slots, W + 2 * max_new_tokens, kv)
             row_of.extend([-1] * slots)
             tokens = torch.zeros(slots, dtype=torch.long, device=device)
             positions, n_gen = torch.zeros_like(tokens), torch.zeros_like(tokens)

@@ -47,13 +47,22 @@ def sft_folder(tmp_path_factory):
 
 
 def test_grpo_raises_mean_reward(tmp_path, sft_folder):
+    """16 steps at a high learning rate on the tiny model: in some sampling streams the policy collapses onto a
+    wrong answer (the old generate-based sampler did at seed 1, the slot decoder at seed 0; both samplers'
+    correctness over 768 completions of the same model agree, 0.099 vs 0.109), so the claim is over three seeds:
+    the mean reward rises in at least two (a sampler or loss that does not learn fails all three)."""
     from bioreason.training.grpo import run
 
-    _, history, folder = run(_recipe(tmp_path, "grpo", f"model.init={sft_folder}", "train.max_steps=16",
-                                     "train.batch_size=8", "train.lr=0.002"), progress=False)
-    first = sum(h["reward"] for h in history[:4]) / 4
-    last = sum(h["reward"] for h in history[-4:]) / 4
-    assert last > first, [round(h["reward"], 3) for h in history]
+    rises, histories = 0, []
+    for seed in (0, 1, 2):
+        _, history, folder = run(_recipe(tmp_path, f"grpo{seed}", f"model.init={sft_folder}", "train.max_steps=16",
+                                         "train.batch_size=8", "train.lr=0.002", f"train.seed={seed}"),
+                                 progress=False)
+        first = sum(h["reward"] for h in history[:4]) / 4
+        last = sum(h["reward"] for h in history[-4:]) / 4
+        rises += last > first
+        histories.append([round(h["reward"], 3) for h in history])
+    assert rises >= 2, histories
     for key in ("reward_correctness", "reward_format_std", "kl", "clip_fraction", "completion_length"):
         assert key in history[-1]
     assert (folder / "config.json").is_file()
