@@ -8,8 +8,9 @@ full-width work for rows that already finished; here each row is a *slot* of one
 when the queue is empty, finished rows are dropped from the cache (row compaction), so the step shrinks with the
 work left. All rows write the same column at each step: a joining prompt's keys sit in the columns just before it
 (the keys are stored after rotary embedding, so only the attention mask and each row's position ids say where a
-row's tokens are), and the columns are shifted left when the cache's end is reached. Decoding steps run the LLM
-directly (decode tokens carry no DNA). ``COMPACTION`` switches both refill and compaction off for benchmarks.
+row's tokens are), and the columns are shifted left when the cache's end is reached. Each decoding step calls the
+model as the caller holds it (peft, DDP, FSDP wrappers see it). ``COMPACTION`` switches both refill and
+compaction off for benchmarks.
 """
 
 from __future__ import annotations
@@ -96,14 +97,15 @@ class SlotCache:
         used = self.mask[rows].sum(0).nonzero()
         return int(used[0]) if used.numel() else self.t
 
-    def step(self, lm, tokens: torch.Tensor, positions: torch.Tensor, cache_kwarg: str = "cache") -> torch.Tensor:
-        """One decode step at column ``t`` for every row: next-token logits (rows, V)."""
+    def step(self, model, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """One decode step at column ``t`` for every row: next-token logits (rows, V). ``model``: the DNA-LLM as
+        the caller holds it (peft, DDP or FSDP wrappers included, so they see the call)."""
         for layer in self.layers:
             layer.cumulative_length.fill_(self.t)
         self.mask[:, self.t] = 1
-        out = lm(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=positions[:, None],
-                 cache_position=torch.tensor([self.t], device=tokens.device), use_cache=True, logits_to_keep=1,
-                 **{cache_kwarg: self.cache})
+        out = model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=positions[:, None],
+                    cache_position=torch.tensor([self.t], device=tokens.device), use_cache=True, logits_to_keep=1,
+                    cache=self.cache)
         self.t += 1
         return out.logits[:, -1]
 
@@ -131,7 +133,7 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
     from bioreason.modeling import unwrap_dna_llm
 
     dna_llm = unwrap_dna_llm(model)
-    lm, cache_kwarg = dna_llm.language_model, dna_llm._cache_kwarg()
+    lm = dna_llm.language_model
     suppress = [i for i in (getattr(dna_llm.config, f"dna_{k}_token_id", None) for k in ("start", "pad", "end"))
                 if i is not None]  # as DNALLMForCausalLM.generate: the DNA placeholders carry no text
     total = n_prompts * group
@@ -200,7 +202,7 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
         if sc.t >= sc.cols:  # the cache's end: shift every row left by the columns no busy row uses
             sc.shift(-sc.starts(torch.tensor(busy, device=device)))
             sc.grow(sc.t + 1)
-        logits = sc.step(lm, tokens, positions, cache_kwarg)
+        logits = sc.step(model, tokens, positions)
         positions += 1
         idx = torch.tensor(busy, dtype=torch.long, device=device)
         accept(idx, _choose(logits[idx], sampler, n_gen[idx], min_new_tokens, eos_id, suppress))
