@@ -77,7 +77,7 @@ def _run(args, vcf, state) -> int:
     paths = output_paths(args.output, args.bgzip)
     labels = tuple(x.strip() for x in args.labels.split(",")) if args.labels else None
     cfg = PredictConfig.for_model(args.model, labels=labels, traces=args.traces,
-                                  max_new_tokens=args.max_new_tokens, trace_slots=getattr(args, "trace_slots", 8),
+                                  max_new_tokens=args.max_new_tokens, trace_slots=args.trace_slots,
                                   **prompt_overrides(args))
     if cfg.prompt == "kegg":
         from bioreason.errors import BioreasonError
@@ -87,7 +87,7 @@ def _run(args, vcf, state) -> int:
                           "pathway tab), not variant effects from a VCF; leave --model out for the BRCA1 model")
     transcripts = transcript_model(args)
     settings = {"labels": list(cfg.labels), "traces": cfg.traces, "batch_size": args.batch_size, "processes": world,
-                "quantize": getattr(args, "quantize", "none"), "trace_slots": cfg.trace_slots,
+                "quantize": args.quantize, "trace_slots": cfg.trace_slots,
                 "max_new_tokens": cfg.max_new_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],
                 **reader_options(args)}
     folder = resolve_model_dir(args.model)
@@ -126,7 +126,7 @@ def _run(args, vcf, state) -> int:
                     reported = read
                     continue
                 if predictor is None:  # the model loads only when there is work
-                    model, proc = load_model(args.model, quantize=getattr(args, "quantize", "none"))
+                    model, proc = load_model(args.model, quantize=args.quantize)
                     model_id = model.config.model_id or Path(str(args.model)).name
                     annotator = Annotator(transcripts, reader.reference) if transcripts is not None else None
                     predictor = VariantPredictor(model, proc, cfg, layouts=annotation_layouts(reader),

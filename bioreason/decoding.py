@@ -33,7 +33,7 @@ class SlotCache:
         writes what its prefill wrote)."""
         from transformers import StaticCache
 
-        self.config, self.cache = config, StaticCache(config=config, max_cache_len=cols)
+        self.cache = StaticCache(config=config, max_cache_len=cols)
         self.layers = self.cache.layers
         for layer, (k, v) in zip(self.layers, kv):  # allocate now (lazily, rows would come from the first update)
             layer.lazy_initialization(k.new_zeros((rows, k.shape[1], cols, k.shape[3])),
