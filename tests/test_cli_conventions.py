@@ -124,3 +124,13 @@ def test_one_run_per_output_prefix(tiny_model_dir, tmp_path, capsys):
         assert "is being written by process" in err and not Path(f"{prefix}.vcf").exists()
     assert _progress_run(tiny_model_dir, SGE24, prefix) == 0  # released (also when a holder dies: kernel flock)
     assert Path(f"{prefix}.vcf").is_file()
+
+
+@pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--trace-slots", "-2"), ("--max-new-tokens", "x")])
+def test_sizes_below_one_are_refused_before_any_work(flag, value, tmp_path, capsys):
+    """``--batch-size 0`` once ran silently: sizes, slots and token caps must be whole numbers >= 1."""
+    with pytest.raises(SystemExit) as done:
+        main(["predict", str(SGE24), "--fasta", "bundled", "-o", str(tmp_path / "o"), flag, value])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and f"argument {flag}: must be a whole number >= 1, not '{value}'" in err
+    assert "Traceback" not in err and not list(tmp_path.iterdir())
