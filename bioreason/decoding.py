@@ -22,6 +22,18 @@ import torch
 COMPACTION = True  # benchmarks switch it off (every slot then runs until the longest row of its batch ends)
 
 
+def _cast_to_cache(layer, update):
+    """``layer.update`` writing each step's keys and values in the dtypes the prefill left in the cache. Under bf16
+    autocast with LoRA on some projections a step's values can come out bf16 where the prefill's cache holds fp32
+    (transformers before 5.2x promotes a layer's values to its keys' dtype when it concatenates them); a static
+    layer's in-place write needs one dtype, and the prefill's is what ``generate`` would keep."""
+
+    def cast_update(keys, values, *args, **kwargs):
+        return update(keys.to(layer.keys.dtype), values.to(layer.values.dtype), *args, **kwargs)
+
+    return cast_update
+
+
 class SlotCache:
     """A transformers ``StaticCache`` of ``rows`` x ``cols`` positions plus the attention mask over its columns and
     the column ``t`` the next step writes. Row and column moves (``keep``, ``shift``, ``grow``) rebuild the cache's
@@ -38,6 +50,7 @@ class SlotCache:
         for layer, (k, v) in zip(self.layers, kv):  # allocate now (lazily, rows would come from the first update)
             layer.lazy_initialization(k.new_zeros((rows, k.shape[1], cols, k.shape[3])),
                                       v.new_zeros((rows, v.shape[1], cols, v.shape[3])))
+            layer.update = _cast_to_cache(layer, layer.update)
         self.mask = torch.zeros((rows, cols), dtype=torch.long, device=kv[0][0].device)
         self.t = 0
 

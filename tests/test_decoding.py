@@ -110,6 +110,23 @@ def test_sampling_through_slots_follows_the_seed_and_stays_in_the_vocabulary(noi
 
 
 @pytest.mark.slow
+def test_a_step_writes_into_the_dtypes_the_prefill_left(noisy):
+    """transformers before 5.2x promotes a prefill's values to its keys' dtype (fp32) while a decode step under
+    bf16 autocast with LoRA on the value projection yields bf16 values; the static cache's in-place write needs
+    one dtype (this raised 'index_copy_(): self and source expected to have the same dtype' on transformers 5.17)."""
+    from bioreason.decoding import SlotCache
+
+    cfg = noisy[0].config.text_config
+    heads, dim = cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
+    kv = [(torch.zeros(2, heads, 3, dim), torch.zeros(2, heads, 3, dim))] * cfg.num_hidden_layers
+    cache = SlotCache(cfg, rows=2, cols=5, kv=kv)
+    layer = cache.layers[0]
+    layer.cumulative_length.fill_(3)
+    keys, values = layer.update(torch.ones(2, heads, 1, dim), torch.full((2, heads, 1, dim), 2.0, dtype=torch.bfloat16))
+    assert keys.dtype == values.dtype == torch.float32
+    assert torch.equal(layer.values[:, :, 3], torch.full((2, heads, dim), 2.0))
+
+
 def test_greedy_traces_of_the_shipped_model_equal_generate():
     """The shipped checkpoint (SmolLM2's 30 layers with grouped-query attention, a LoRA adapter merged for the
     call, HyenaDNA) through the slot decoder with refill: the tokens ``generate`` gives each prompt alone."""
