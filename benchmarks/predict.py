@@ -23,35 +23,39 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def matmul_peak(dtype, n: int = 1024, reps: int = 10) -> float:
+def matmul_peak(dtype, device: str = "cpu", reps: int = 10) -> float:
+    """Best-of-3 GFLOP/s of a square matmul (1024 on CPU, 8192 on a GPU) in ``dtype`` on ``device``."""
     import torch
 
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    n = 8192 if device != "cpu" else 1024
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     a @ b
     times = []
     for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        times.append(time.perf_counter() - t0)
+        times.append(_timed(lambda: [a @ b for _ in range(reps)], device))
     return 2 * n ** 3 * reps / min(times) / 1e9
 
 
-def bandwidth_gbs(mib: int = 512) -> float:
+def bandwidth_gbs(device: str = "cpu", mib: int = 512) -> float:
     """Read+write bandwidth of a large tensor copy (GB/s moved), best of 3."""
     import torch
 
-    a = torch.empty(mib * 2**18)
+    a = torch.empty(mib * 2**18, device=device)
     b = torch.empty_like(a)
     a.fill_(1.0)
     b.copy_(a)
-    best = min(_timed(lambda: b.copy_(a)) for _ in range(3))
+    best = min(_timed(lambda: b.copy_(a), device) for _ in range(3))
     return 2 * a.numel() * 4 / best / 1e9
 
 
-def _timed(fn) -> float:
+def _timed(fn, device: str = "cpu") -> float:
+    import torch
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - t0
 
 
@@ -71,7 +75,15 @@ def main() -> None:
     ap.add_argument("--model", default="default",
                     help="default (the shipped checkpoint), base (the untrained embedded model) or a folder")
     ap.add_argument("--reps", type=int, default=3, help="repetitions of each timing (the median is printed)")
-    ap.add_argument("--quantize", default="int8,int8-weight", help="modes to compare with fp32 ('' for none)")
+    ap.add_argument("--quantize", default=None,
+                    help="CPU modes to compare with the unquantised model ('' for none; default int8,int8-weight "
+                         "on CPU, none on a GPU)")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when there), cpu or cuda")
+    ap.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on a GPU), float32 or bfloat16")
+    ap.add_argument("--decode-batches", default="",
+                    help="batch sizes at which to time greedy decoding of exactly --decode-tokens new tokens per "
+                         "row, generate vs the slot decoder (e.g. 1,8,64; '' to skip)")
+    ap.add_argument("--decode-tokens", type=int, default=64)
     args = ap.parse_args()
     import dataclasses
     import statistics
@@ -99,11 +111,16 @@ def main() -> None:
             break
     folder = model_arg(args.model)
     config = PredictConfig.for_model(folder) if folder else PredictConfig(labels=("LOF", "FUNC"))
-    model, proc = load_model(folder, dtype="float32")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    quantize = args.quantize if args.quantize is not None else ("int8,int8-weight" if device == "cpu" else "")
+    model, proc = load_model(folder, dtype=args.dtype, device=device)
+    dtype = next(model.language_model.parameters()).dtype
     pred = VariantPredictor(model, proc, config)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}, "
-          f"{len(variants)} real variants, medians of {args.reps}")
-    peak32, peak16, bw = matmul_peak(torch.float32), matmul_peak(torch.bfloat16), bandwidth_gbs()
+    where = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, model {args.model} in {str(dtype).split('.')[-1]}, "
+          f"{len(variants)} real variants, batch {args.batch}, medians of {args.reps}")
+    peak32, peak16, bw = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device), bandwidth_gbs(device)
+    peak = peak16 if dtype == torch.bfloat16 else peak32
     print(f"measured now: matmul peak fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; memory bandwidth "
           f"{bw:.1f} GB/s")
 
@@ -129,16 +146,18 @@ def main() -> None:
     tokens_per_variant = float(enc["attention_mask"].sum()) / args.batch + 2 * 10  # prompt + 2 candidates
     non_embed = sum(p.numel() for n, p in model.language_model.named_parameters() if "embed" not in n)
     achieved = 2 * non_embed * tokens_per_variant * len(variants) / dt / 1e9
-    print(f"score-only fp32: {len(variants) / dt:.2f} variants/s (goal >= 7); {tokens_per_variant:.0f} LLM tokens "
-          f"per variant; {achieved:.0f} GFLOP/s = MFU {achieved / peak32:.0%} of the fp32 peak "
-          f"({achieved / peak16:.0%} of bf16)")
-    for mode in [m for m in args.quantize.split(",") if m]:
+    print(f"score-only {str(dtype).split('.')[-1]}: {len(variants) / dt:.2f} variants/s (goal >= 7 on 2 CPU cores); "
+          f"{tokens_per_variant:.0f} LLM tokens per variant; {achieved:.0f} GFLOP/s = MFU {achieved / peak:.1%} of "
+          f"this dtype's peak")
+    for mode in [m for m in quantize.split(",") if m]:
         qmodel, qproc = load_model(folder, dtype="float32", quantize=mode)
         dq, res = score_only(VariantPredictor(qmodel, qproc, config), True)
         print(f"score-only --quantize {mode}: {len(variants) / dq:.2f} variants/s ({dt / dq:.2f}x fp32); "
               f"{compare(on, res)}")
         del qmodel
     rss_score = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if args.decode_batches:
+        decode_speed(model, proc, [pred.messages(v) for v in variants], args, device)
 
     # traces: the model's own lengths (greedy, up to --new-tokens), the same variants in every arrangement
     sub = variants[:args.n_traces]
@@ -150,9 +169,9 @@ def main() -> None:
         tr.predict(sub[:2])
         times, out = [], []
         for _ in range(args.reps):
-            t0 = time.perf_counter()
-            out = [r["trace"] for i in range(0, len(sub), batch) for r in tr.predict(sub[i:i + batch])]
-            times.append(time.perf_counter() - t0)
+            out = []
+            times.append(_timed(lambda: out.extend(r["trace"] for i in range(0, len(sub), batch)
+                                                   for r in tr.predict(sub[i:i + batch])), device))
         decoding.COMPACTION = True
         return len(sub) / statistics.median(times), out
 
@@ -169,11 +188,39 @@ def main() -> None:
           f"{args.trace_batch} slots {cont:.2f} ({cont / loop:.1f}x the loop; goal >= 4x)")
     weight_bytes = sum(p.numel() * p.element_size() for n, p in model.language_model.named_parameters()
                        if "embed_tokens" not in n)
-    print(f"batch-1 decoding roofline: {bw * 1e9 / 2 / weight_bytes:.0f} tokens/s at fp32 ({weight_bytes / 2**20:.0f} "
+    print(f"batch-1 decoding roofline: {bw * 1e9 / 2 / weight_bytes:.0f} tokens/s ({weight_bytes / 2**20:.0f} "
           f"MiB of LLM weights read per token at {bw / 2:.1f} GB/s read bandwidth)")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak RSS of this benchmark: {rss_score:.2f} GiB after score-only (fp32 and quantised models loaded in "
           f"turn), {rss:.2f} GiB overall")
+    if device.startswith("cuda"):
+        print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+
+
+def decode_speed(model, proc, prompts: list, args, device: str) -> None:
+    """New tokens/s of greedy decoding, exactly ``--decode-tokens`` per row (prefill included, as the original's
+    figure), at each of ``--decode-batches``: transformers' ``generate`` vs the slot decoder (``sample_groups``)."""
+    import statistics
+
+    import torch
+
+    from bioreason.sampling import sample_groups
+
+    n_new = args.decode_tokens
+    for bsz in [int(b) for b in args.decode_batches.split(",") if b]:
+        batch = (prompts * (bsz // len(prompts) + 1))[:bsz]
+        enc = proc(batch, padding_side="left").to(device)
+        kw = {"max_new_tokens": n_new, "min_new_tokens": n_new, "do_sample": False,
+              "pad_token_id": proc.tokenizer.pad_token_id}
+        line = []
+        for name, run in (("generate", lambda: model.generate(**enc, **kw)),
+                          ("slot decoder", lambda: sample_groups(model, proc, batch, 1, n_new, do_sample=False,
+                                                                 min_new_tokens=n_new))):
+            with torch.inference_mode():
+                _timed(run, device)
+                t = statistics.median(_timed(run, device) for _ in range(args.reps))
+            line.append(f"{name} {n_new * bsz / t:.0f}")
+        print(f"greedy decoding, batch {bsz}, {n_new} new tokens per row: new tokens/s " + ", ".join(line))
 
 
 if __name__ == "__main__":
