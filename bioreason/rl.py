@@ -273,14 +273,41 @@ def shared_prefix_logprobs(model, prompt_ids, prompt_mask, cont_ids, cont_mask, 
     return torch.log_softmax(logits, dim=-1).gather(-1, cont_ids.unsqueeze(-1)).squeeze(-1)
 
 
+def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_features=None, prefix_len: int = 0,
+                       prefix_cache=None):
+    """Log-probs (B, K, C) of the same K continuations (K, C; right-padded) after each of B prompts, for inference.
+
+    One ``prefill`` of the prompts, then each continuation in turn on their KV cache, whose layers get the prompts'
+    keys and values back after each: the cache is never repeated K times, so a batch's peak memory holds about two copies of the
+    prompts' keys and values instead of 2K + 1 (``shared_prefix_logprobs`` repeats them, as GRPO's gradients need).
+    """
+    import torch
+
+    first, cache, cached_mask = prefill(model, prompt_ids, prompt_mask, dna_features, 1, prefix_len, prefix_cache)
+    B, (K, C) = prompt_ids.shape[0], cand_ids.shape
+    start = prompt_mask.sum(1, keepdim=True)
+    pos = start + torch.arange(C, device=cand_ids.device)
+    prompts_kv = [(layer.keys, layer.values) for layer in cache.layers]
+    out = []
+    for k in range(K):
+        ids, mask = cand_ids[k].expand(B, -1), cand_mask[k].expand(B, -1)
+        rest = model(input_ids=ids, attention_mask=torch.cat([cached_mask, mask], 1), position_ids=pos,
+                     past_key_values=cache, use_cache=True).logits[:, :-1]
+        for layer, (keys, values) in zip(cache.layers, prompts_kv):
+            layer.keys, layer.values = keys, values
+        logits = torch.cat([first.unsqueeze(1), rest], dim=1).float()  # (B, C, V)
+        out.append(torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1))
+    return torch.stack(out, 1)
+
+
 def score_candidates(model, processor, prompts: list[list[dict]], candidates: list[str],
                      answer_prefix: str = SCORE_PREFIX, normalise: bool = False, prefix_cache=None):
     """Log-likelihood of each candidate answer after each prompt: returns a (B, K) tensor of summed log-probs
     (``normalise``: per token, so multi-token names such as KEGG's diseases are not penalised by length).
 
     One pass over each prompt (its DNA encoded once; the chat-template prefix all prompts share once, or from
-    ``prefix_cache``), then the K candidates (``answer_prefix + candidate`` and the end-of-turn token) run on the
-    prompt's repeated KV cache.
+    ``prefix_cache``), then the K candidates (``answer_prefix + candidate`` and the end-of-turn token) run in turn
+    on the prompts' KV cache (``candidate_logprobs``).
     """
     import torch
 
@@ -298,13 +325,13 @@ def score_candidates(model, processor, prompts: list[list[dict]], candidates: li
     with torch.no_grad():
         feats = model.get_dna_features(enc["dna_input_ids"].to(device), enc["dna_attention_mask"].to(device)) \
             if enc["dna_input_ids"].numel() else None
-        logp = shared_prefix_logprobs(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
-                                      comp.repeat(B, 1).to(device), cmask.repeat(B, 1).to(device), K, feats,
-                                      processor.prefix_len(prompts, enc), prefix_cache)
+        logp = candidate_logprobs(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
+                                  comp.to(device), cmask.to(device), feats, processor.prefix_len(prompts, enc),
+                                  prefix_cache).reshape(B * K, C)
     total = (logp.cpu() * cmask.repeat(B, 1)).sum(1).view(B, K)
     return total / cmask.sum(1).view(1, K) if normalise else total
 
 
 __all__ = ["REWARDS", "register_reward", "correctness", "format_reward", "conciseness", "compute_rewards",
-           "group_advantages", "grpo_loss", "PrefixCache", "prefill", "shared_prefix_logprobs", "score_candidates",
-           "split_think"]
+           "group_advantages", "grpo_loss", "PrefixCache", "prefill", "shared_prefix_logprobs", "candidate_logprobs",
+           "score_candidates", "split_think"]
