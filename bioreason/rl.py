@@ -273,30 +273,51 @@ def shared_prefix_logprobs(model, prompt_ids, prompt_mask, cont_ids, cont_mask, 
     return torch.log_softmax(logits, dim=-1).gather(-1, cont_ids.unsqueeze(-1)).squeeze(-1)
 
 
+def _shared_lead(cand_ids, cand_mask) -> int:
+    """How many leading tokens all K continuations share (the answer prefix), leaving each at least one of its own."""
+    K = cand_ids.shape[0]
+    if K < 2:
+        return 0
+    same = ((cand_ids == cand_ids[:1]) & (cand_mask == 1)).all(0).long()
+    return min(int(same.cumprod(0).sum()), int(cand_mask.sum(1).min()) - 1)
+
+
 def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_features=None, prefix_len: int = 0,
                        prefix_cache=None):
     """Log-probs (B, K, C) of the same K continuations (K, C; right-padded) after each of B prompts, for inference.
 
-    One ``prefill`` of the prompts, then each continuation in turn on their KV cache, whose layers get the prompts'
-    keys and values back after each: the cache is never repeated K times, so a batch's peak memory holds about two copies of the
-    prompts' keys and values instead of 2K + 1 (``shared_prefix_logprobs`` repeats them, as GRPO's gradients need).
+    One ``prefill`` of the prompts; the tokens all continuations start with (the answer prefix: ``Answer:``) run
+    once on top; then each continuation's own tokens in turn on that KV cache, whose layers get their keys and
+    values back after each. The cache is never repeated K times, so a batch's peak memory holds about two copies of
+    the prompts' keys and values instead of 2K + 1 (``shared_prefix_logprobs`` repeats them, as GRPO's gradients
+    need), and the shared tokens run once, not K times.
     """
     import torch
 
     first, cache, cached_mask = prefill(model, prompt_ids, prompt_mask, dna_features, 1, prefix_len, prefix_cache)
     B, (K, C) = prompt_ids.shape[0], cand_ids.shape
     start = prompt_mask.sum(1, keepdim=True)
-    pos = start + torch.arange(C, device=cand_ids.device)
-    prompts_kv = [(layer.keys, layer.values) for layer in cache.layers]
+    S = _shared_lead(cand_ids, cand_mask)
+    lead = first.unsqueeze(1)  # (B, S + 1, V): the predictions of the shared tokens and of each one's first own
+    if S:
+        ones = cached_mask.new_ones((B, S))
+        out = model(input_ids=cand_ids[0, :S].expand(B, -1), attention_mask=torch.cat([cached_mask, ones], 1),
+                    position_ids=start + torch.arange(S, device=cand_ids.device), past_key_values=cache,
+                    use_cache=True)
+        lead = torch.cat([lead, out.logits], 1)
+        cached_mask, start = torch.cat([cached_mask, ones], 1), start + S
+    lead_logp = torch.log_softmax(lead.float(), dim=-1)
+    pos = start + torch.arange(C - S, device=cand_ids.device)
+    kv = [(layer.keys, layer.values) for layer in cache.layers]
     out = []
     for k in range(K):
-        ids, mask = cand_ids[k].expand(B, -1), cand_mask[k].expand(B, -1)
-        rest = model(input_ids=ids, attention_mask=torch.cat([cached_mask, mask], 1), position_ids=pos,
+        ids, mask = cand_ids[k].expand(B, -1), cand_mask[k, S:].expand(B, -1)
+        rest = model(input_ids=ids[:, S:], attention_mask=torch.cat([cached_mask, mask], 1), position_ids=pos,
                      past_key_values=cache, use_cache=True).logits[:, :-1]
-        for layer, (keys, values) in zip(cache.layers, prompts_kv):
+        for layer, (keys, values) in zip(cache.layers, kv):
             layer.keys, layer.values = keys, values
-        logits = torch.cat([first.unsqueeze(1), rest], dim=1).float()  # (B, C, V)
-        out.append(torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1))
+        logp = torch.cat([lead_logp, torch.log_softmax(rest.float(), dim=-1)], dim=1)  # (B, C, V)
+        out.append(logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1))
     return torch.stack(out, 1)
 
 

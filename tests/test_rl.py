@@ -112,6 +112,25 @@ def test_score_candidates_equals_full_forward(tiny_session):
             assert scores[b, k].item() == pytest.approx(lp[enc["labels"][0, 1:] != -100].sum().item(), abs=1e-4)
 
 
+@pytest.mark.parametrize("candidates", [["LOF", "LOF gain", "FUNC"], ["benign", "benign"], ["pathogenic"]])
+def test_candidates_sharing_a_lead_score_as_a_full_forward(tiny_session, candidates):
+    """The answer prefix runs once for all candidates; a candidate that begins another, a repeated one and a single
+    one still get exactly their full-forward log-likelihoods."""
+    from bioreason.processing import user_message
+
+    model, proc = tiny_session
+    prompts = [[user_message("q", ["ACGT" * 10])], [user_message("a longer question", ["ACGT" * 30, "AC"])]]
+    scores = score_candidates(model, proc, prompts, candidates, normalise=True)
+    for b, conv in enumerate(prompts):
+        for k, cand in enumerate(candidates):
+            enc = proc([conv + [{"role": "assistant", "content": f"{SCORE_PREFIX}{cand}"}]])
+            with torch.no_grad():
+                logits = model(**enc).logits[0, :-1]
+            lp = torch.log_softmax(logits, -1).gather(-1, enc["input_ids"][0, 1:, None]).squeeze(-1)
+            want = lp[enc["labels"][0, 1:] != -100]
+            assert scores[b, k].item() == pytest.approx(want.mean().item(), abs=1e-5)
+
+
 # --- prefix caching -------------------------------------------------------------------------------------------------
 SYSTEM = "You are BioReason, an assistant that reasons step by step about DNA variants."
 
