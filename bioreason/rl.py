@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 from bioreason.answers import extract_answer, match_label, normalise_text, split_think
 
@@ -273,6 +273,14 @@ def shared_prefix_logprobs(model, prompt_ids, prompt_mask, cont_ids, cont_mask, 
     return torch.log_softmax(logits, dim=-1).gather(-1, cont_ids.unsqueeze(-1)).squeeze(-1)
 
 
+class PromptState(NamedTuple):
+    """Prompts as ``score_candidates(keep_prompts=True)`` prefilled them, for a decode to start from without running
+    them again: last-position logits (B, V), [(keys, values)] per layer (B, H, W, D), the cache mask (B, W)."""
+    logits: Any
+    kv: list
+    mask: Any
+
+
 def _shared_lead(cand_ids, cand_mask) -> int:
     """How many leading tokens all K continuations share (the answer prefix), leaving each at least one of its own."""
     K = cand_ids.shape[0]
@@ -283,14 +291,14 @@ def _shared_lead(cand_ids, cand_mask) -> int:
 
 
 def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_features=None, prefix_len: int = 0,
-                       prefix_cache=None):
+                       prefix_cache=None, keep_prompts: bool = False):
     """Log-probs (B, K, C) of the same K continuations (K, C; right-padded) after each of B prompts, for inference.
 
     One ``prefill`` of the prompts; the tokens all continuations start with (the answer prefix: ``Answer:``) run
     once on top; then each continuation's own tokens in turn on that KV cache, whose layers get their keys and
     values back after each. The cache is never repeated K times, so a batch's peak memory holds about two copies of
     the prompts' keys and values instead of 2K + 1 (``shared_prefix_logprobs`` repeats them, as GRPO's gradients
-    need), and the shared tokens run once, not K times.
+    need), and the shared tokens run once, not K times. ``keep_prompts``: also return the prompts' ``PromptState``.
     """
     import torch
 
@@ -298,6 +306,8 @@ def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_
     B, (K, C) = prompt_ids.shape[0], cand_ids.shape
     start = prompt_mask.sum(1, keepdim=True)
     S = _shared_lead(cand_ids, cand_mask)
+    state = PromptState(first, [(layer.keys, layer.values) for layer in cache.layers], cached_mask) \
+        if keep_prompts else None  # a model call concatenates new tensors: these stay the prompts' alone
     lead = first.unsqueeze(1)  # (B, S + 1, V): the predictions of the shared tokens and of each one's first own
     if S:
         ones = cached_mask.new_ones((B, S))
@@ -318,17 +328,19 @@ def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_
             layer.keys, layer.values = keys, values
         logp = torch.cat([lead_logp, torch.log_softmax(rest.float(), dim=-1)], dim=1)  # (B, C, V)
         out.append(logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1))
-    return torch.stack(out, 1)
+    return (torch.stack(out, 1), state) if keep_prompts else torch.stack(out, 1)
 
 
 def score_candidates(model, processor, prompts: list[list[dict]], candidates: list[str],
-                     answer_prefix: str = SCORE_PREFIX, normalise: bool = False, prefix_cache=None):
+                     answer_prefix: str = SCORE_PREFIX, normalise: bool = False, prefix_cache=None,
+                     keep_prompts: bool = False):
     """Log-likelihood of each candidate answer after each prompt: returns a (B, K) tensor of summed log-probs
     (``normalise``: per token, so multi-token names such as KEGG's diseases are not penalised by length).
 
     One pass over each prompt (its DNA encoded once; the chat-template prefix all prompts share once, or from
     ``prefix_cache``), then the K candidates (``answer_prefix + candidate`` and the end-of-turn token) run in turn
-    on the prompts' KV cache (``candidate_logprobs``).
+    on the prompts' KV cache (``candidate_logprobs``). ``keep_prompts``: returns (scores, ``PromptState``), so
+    ``sampling.sample_groups(prompt_state=...)`` decodes from the same prefill (``predict --traces``).
     """
     import torch
 
@@ -346,13 +358,15 @@ def score_candidates(model, processor, prompts: list[list[dict]], candidates: li
     with torch.no_grad():
         feats = model.get_dna_features(enc["dna_input_ids"].to(device), enc["dna_attention_mask"].to(device)) \
             if enc["dna_input_ids"].numel() else None
-        logp = candidate_logprobs(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
-                                  comp.to(device), cmask.to(device), feats, processor.prefix_len(prompts, enc),
-                                  prefix_cache).reshape(B * K, C)
+        logp, state = candidate_logprobs(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
+                                         comp.to(device), cmask.to(device), feats, processor.prefix_len(prompts, enc),
+                                         prefix_cache, keep_prompts=True)
+        logp = logp.reshape(B * K, C)
     total = (logp.cpu() * cmask.repeat(B, 1)).sum(1).view(B, K)
-    return total / cmask.sum(1).view(1, K) if normalise else total
+    total = total / cmask.sum(1).view(1, K) if normalise else total
+    return (total, state) if keep_prompts else total
 
 
 __all__ = ["REWARDS", "register_reward", "correctness", "format_reward", "conciseness", "compute_rewards",
            "group_advantages", "grpo_loss", "PrefixCache", "prefill", "shared_prefix_logprobs", "candidate_logprobs",
-           "score_candidates", "split_think"]
+           "PromptState", "score_candidates", "split_think"]

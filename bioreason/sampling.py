@@ -69,14 +69,38 @@ def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
     return (~after).long()
 
 
-def prompt_prefiller(model, processor, prompts: list[list[dict]], enc: dict, prefix: str = "", prefix_cache=None):
+def prompt_prefiller(model, processor, prompts: list[list[dict]], enc: dict, prefix: str = "", prefix_cache=None,
+                     prompt_state=None):
     """What ``decoding.decode_slots`` calls to start prompts: ``fn(indices)`` prefills those prompts once each (DNA
     encoded, the shared template prefix through ``rl.prefill``, ``prefix`` appended) and returns (last-position
     logits, [(keys, values)] per layer, cache mask). ``enc``: the processor's output for all ``prompts``, reused
-    when a call takes all of them."""
-    from bioreason.rl import prefill
+    when a call takes all of them. ``prompt_state``: the prompts already prefilled (``rl.PromptState`` from
+    ``score_candidates``); only ``prefix`` then runs, on top of their rows."""
+    from bioreason.rl import last_only, prefill
 
     device = next(model.parameters()).device
+    if prompt_state is not None:
+        def from_state(idx: list[int]):
+            rows = torch.tensor(idx, dtype=torch.long, device=device)
+            mask = prompt_state.mask[rows]
+            kv = [(k[rows], v[rows]) for k, v in prompt_state.kv]
+            if not prefix:
+                return prompt_state.logits[rows], kv, mask
+            from transformers import DynamicCache
+
+            extra = torch.tensor(processor.tokenizer(prefix, add_special_tokens=False)["input_ids"], device=device)
+            extra = extra.expand(len(idx), -1)  # as append_text appends it
+            cache = DynamicCache()
+            for i, (k, v) in enumerate(kv):
+                cache.update(k, v, i)
+            full = torch.cat([mask, torch.ones_like(extra, dtype=mask.dtype)], 1)
+            pos = mask.sum(1, keepdim=True) + torch.arange(extra.shape[1], device=device)
+            out = model(input_ids=extra, attention_mask=full, position_ids=pos, past_key_values=cache, use_cache=True,
+                        logits_to_keep=last_only(extra))
+            cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+            return out.logits[:, -1], [(layer.keys, layer.values) for layer in cache.layers], full
+
+        return from_state
 
     def prefill_chunk(idx: list[int]):
         chosen = [prompts[i] for i in idx]
@@ -96,21 +120,23 @@ def prompt_prefiller(model, processor, prompts: list[list[dict]], enc: dict, pre
 @torch.no_grad()
 def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_new_tokens: int = 64,
                   temperature: float = 1.0, top_p: float = 1.0, do_sample: bool = True, prefix: str = "",
-                  min_new_tokens: int = 0, prefix_cache=None, slots: int | None = None) -> Samples:
+                  min_new_tokens: int = 0, prefix_cache=None, slots: int | None = None,
+                  prompt_state=None) -> Samples:
     """``prefix``: text the assistant's turn starts with (e.g. the opening of a reasoning trace, so a model that
     also learned empty think blocks writes its reasoning); it is part of ``texts``, not of ``completion_ids``.
     ``min_new_tokens``: no end-of-turn before this many tokens (benchmarks use it to compare equal work).
     ``prefix_cache``: a ``bioreason.rl.PrefixCache`` for a model whose weights stay fixed between calls (the
     prompts' shared template prefix is then computed once across calls, not once per call). ``slots``: rows decoded
     at once (``decoding.decode_slots``; default all B x G): with fewer, prompts wait in a queue and take the rows
-    of finished completions."""
+    of finished completions. ``prompt_state``: the prompts as ``rl.score_candidates(keep_prompts=True)`` prefilled
+    them (same weights), so they are not run again."""
     from bioreason.decoding import decode_slots
     from bioreason.modeling import merged_lora
 
     tok = processor.tokenizer
     device = next(model.parameters()).device
     enc = processor(prompts, padding_side="left")
-    prefill_chunk = prompt_prefiller(model, processor, prompts, enc, prefix, prefix_cache)
+    prefill_chunk = prompt_prefiller(model, processor, prompts, enc, prefix, prefix_cache, prompt_state)
     sampler = InverseCDFSampler(temperature, top_p) if do_sample else None
     with merged_lora(model):
         rows = decode_slots(model, prefill_chunk, len(prompts), group, max_new_tokens, tok.eos_token_id, slots,

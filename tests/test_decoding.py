@@ -110,6 +110,25 @@ def test_sampling_through_slots_follows_the_seed_and_stays_in_the_vocabulary(noi
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("prefix,slots", [("Let me think.", 2), ("", None)])
+def test_decoding_from_the_scorings_prefill_gives_the_same_tokens(noisy, prefix, slots):
+    """``predict --traces`` decodes from the prompts ``score_candidates`` prefilled (``rl.PromptState``): the same
+    greedy tokens as prefilling them again, with a trace prefix or none, and with prompts queued for free slots."""
+    from bioreason.rl import PrefixCache, score_candidates
+    from bioreason.sampling import sample_groups
+
+    model, proc = noisy
+    shared = PrefixCache()
+    _, state = score_candidates(model, proc, PROMPTS, ["pathogenic", "benign"], prefix_cache=shared,
+                                keep_prompts=True)
+    again = sample_groups(model, proc, PROMPTS, 1, 12, do_sample=False, prefix=prefix, prefix_cache=shared,
+                          slots=slots)
+    reused = sample_groups(model, proc, PROMPTS, 1, 12, do_sample=False, prefix=prefix, prefix_cache=shared,
+                           slots=slots, prompt_state=state)
+    assert reused.texts == again.texts
+    assert len(set(again.texts)) > 1  # the rows differ, so a row mix-up would show
+
+
 def test_a_step_writes_into_the_dtypes_the_prefill_left(noisy):
     """transformers before 5.2x promotes a prefill's values to its keys' dtype (fp32) while a decode step under
     bf16 autocast with LoRA on the value projection yields bf16 values; the static cache's in-place write needs
