@@ -112,12 +112,16 @@ def test_score_candidates_equals_full_forward(tiny_session):
             assert scores[b, k].item() == pytest.approx(lp[enc["labels"][0, 1:] != -100].sum().item(), abs=1e-4)
 
 
+@pytest.mark.parametrize("per_pass", [1, 2])
 @pytest.mark.parametrize("candidates", [["LOF", "LOF gain", "FUNC"], ["benign", "benign"], ["pathogenic"]])
-def test_candidates_sharing_a_lead_score_as_a_full_forward(tiny_session, candidates):
+def test_candidates_sharing_a_lead_score_as_a_full_forward(tiny_session, candidates, per_pass, monkeypatch):
     """The answer prefix runs once for all candidates; a candidate that begins another, a repeated one and a single
-    one still get exactly their full-forward log-likelihoods."""
+    one still get exactly their full-forward log-likelihoods, one candidate per model call (CPU) or several on a
+    repeated cache (GPU)."""
+    from bioreason import rl
     from bioreason.processing import user_message
 
+    monkeypatch.setattr(rl, "_candidates_per_pass", lambda batch, device: per_pass)
     model, proc = tiny_session
     prompts = [[user_message("q", ["ACGT" * 10])], [user_message("a longer question", ["ACGT" * 30, "AC"])]]
     scores = score_candidates(model, proc, prompts, candidates, normalise=True)
