@@ -316,7 +316,8 @@ def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_
     first, cache, cached_mask = prefill(model, prompt_ids, prompt_mask, dna_features, 1, prefix_len, prefix_cache)
     B, (K, C) = prompt_ids.shape[0], cand_ids.shape
     start = prompt_mask.sum(1, keepdim=True)
-    S = _shared_lead(cand_ids, cand_mask)
+    per_pass = _candidates_per_pass(B, cand_ids.device)
+    S = _shared_lead(cand_ids, cand_mask) if per_pass < K else 0  # all in one call: a call for the lead costs more
     state = PromptState(first, [(layer.keys, layer.values) for layer in cache.layers], cached_mask) \
         if keep_prompts else None  # a model call concatenates new tensors: these stay the prompts' alone
     lead = first.unsqueeze(1)  # (B, S + 1, V): the predictions of the shared tokens and of each one's first own
@@ -330,7 +331,7 @@ def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_
     lead_logp = torch.log_softmax(lead.float(), dim=-1)
     pos = start + torch.arange(C - S, device=cand_ids.device)
     kv = [(layer.keys, layer.values) for layer in cache.layers]
-    per_pass, out = _candidates_per_pass(B, cand_ids.device), []
+    out = []
     for k0 in range(0, K, per_pass):
         n = min(per_pass, K - k0)  # rows: candidate k0's B prompts, then candidate k0 + 1's, ...
         for layer, (keys, values) in zip(cache.layers, kv):
