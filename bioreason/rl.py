@@ -10,7 +10,9 @@ Reused by training (SFT/GRPO), evaluation, ``predict`` and the demo:
   loss and a dict of detached statistics;
 - ``shared_prefix_logprobs``: per-token log-probs of continuations, each prompt run once (logits only for the
   continuation positions), its KV cache shared by its continuations;
-- ``score_candidates``: log-likelihood of each candidate answer after a prompt (``predict --score-only``, AUROC).
+- ``score_candidates``: log-likelihood of each candidate answer after a prompt (``predict --score-only``, AUROC):
+  the prompts prefilled once, the candidates' shared answer prefix once, each candidate's own tokens on that cache
+  (``candidate_logprobs``); the prompts' prefill can be kept (``PromptState``) for ``predict --traces`` to decode from.
 Torch is imported inside the functions that need it, so the rewards stay importable without it.
 """
 

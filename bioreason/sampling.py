@@ -4,8 +4,9 @@
 and each prompt runs through the LLM once (prefill, its chat-template prefix shared through ``rl.prefill``); its
 KV cache is copied into G rows of ``decoding.decode_slots``'s preallocated cache, which decodes all B x G
 completions with finished rows refilled from the queue or dropped, with any LoRA adapter merged into the weights
-for the call and tokens drawn by ``InverseCDFSampler``. The completion mask covers tokens up to and including the
-first end-of-turn token.
+for the call and tokens drawn by ``InverseCDFSampler``. Prompts that ``rl.score_candidates`` already prefilled
+(``predict --traces``) start from that prefill (``prompt_state``). The completion mask covers tokens up to and
+including the first end-of-turn token.
 """
 
 from __future__ import annotations
