@@ -169,9 +169,10 @@ class VariantPredictor:
         facts = [self.facts(v, p) for v, p in zip(variants, built)]
         prompts = [self.messages(v, p) for v, p in zip(variants, built)]
         with torch.inference_mode():
-            scores = score_candidates(self.model, self.proc, prompts, labels, prefix_cache=self.prefix_cache,
-                                      keep_prompts=self.cfg.traces)
-        scores, state = scores if self.cfg.traces else (scores, None)  # traces decode from the scoring's prefill
+            kept = score_candidates(self.model, self.proc, prompts, labels, prefix_cache=self.prefix_cache,
+                                    keep_prompts=self.cfg.traces)
+        kept = list(kept) if self.cfg.traces else [kept, None]  # traces decode from the scoring's prefill
+        scores = kept[0]
         probs = torch.softmax(with_log_prior(scores.double(), labels, self.cfg.label_log_prior), dim=1).tolist()
         out = []
         for row, fact in zip(probs, facts):
@@ -184,7 +185,7 @@ class VariantPredictor:
             with torch.inference_mode():
                 samples = sample_groups(self.model, self.proc, prompts, 1, self.cfg.max_new_tokens, do_sample=False,
                                         prefix=self.cfg.trace_prefix, prefix_cache=self.prefix_cache,
-                                        slots=self.cfg.trace_slots, prompt_state=state)
+                                        slots=self.cfg.trace_slots, prompt_state=kept.pop())  # not held here
             for res, text in zip(out, samples.texts):
                 think, _ = split_think(text)
                 res["trace"] = text

@@ -377,9 +377,10 @@ def score_candidates(model, processor, prompts: list[list[dict]], candidates: li
     with torch.no_grad():
         feats = model.get_dna_features(enc["dna_input_ids"].to(device), enc["dna_attention_mask"].to(device)) \
             if enc["dna_input_ids"].numel() else None
-        logp, state = candidate_logprobs(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
-                                         comp.to(device), cmask.to(device), feats, processor.prefix_len(prompts, enc),
-                                         prefix_cache, keep_prompts=True)
+        logp = candidate_logprobs(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
+                                  comp.to(device), cmask.to(device), feats, processor.prefix_len(prompts, enc),
+                                  prefix_cache, keep_prompts)  # kept only when asked: it holds the prompts' cache
+        logp, state = logp if keep_prompts else (logp, None)
         logp = logp.reshape(B * K, C)
     total = (logp.cpu() * cmask.repeat(B, 1)).sum(1).view(B, K)
     total = total / cmask.sum(1).view(1, K) if normalise else total

@@ -81,19 +81,29 @@ def prompt_prefiller(model, processor, prompts: list[list[dict]], enc: dict, pre
 
     device = next(model.parameters()).device
     if prompt_state is not None:
+        left = set(range(len(prompt_state.mask)))
+
         def from_state(idx: list[int]):
+            nonlocal prompt_state
+            state, everyone = prompt_state, idx == list(range(len(prompt_state.mask)))  # usual: no copy of the rows
+            left.difference_update(idx)
+            if not left:  # every prompt taken: its cache is not held for the rest of the decode
+                prompt_state = None
             rows = torch.tensor(idx, dtype=torch.long, device=device)
-            mask = prompt_state.mask[rows]
-            kv = [(k[rows], v[rows]) for k, v in prompt_state.kv]
+            mask = state.mask if everyone else state.mask[rows]
+            kv = state.kv if everyone else [(k[rows], v[rows]) for k, v in state.kv]
+            logits = state.logits[rows]
+            del state
             if not prefix:
-                return prompt_state.logits[rows], kv, mask
+                return logits, kv, mask
             from transformers import DynamicCache
 
             extra = torch.tensor(processor.tokenizer(prefix, add_special_tokens=False)["input_ids"], device=device)
             extra = extra.expand(len(idx), -1)  # as append_text appends it
             cache = DynamicCache()
-            for i, (k, v) in enumerate(kv):
-                cache.update(k, v, i)
+            for i, (k, v) in enumerate(kv):  # each layer started empty, then given the rows as they are (no copy)
+                cache.update(k[:, :, :0], v[:, :, :0], i)
+                cache.layers[i].keys, cache.layers[i].values = k, v
             full = torch.cat([mask, torch.ones_like(extra, dtype=mask.dtype)], 1)
             pos = mask.sum(1, keepdim=True) + torch.arange(extra.shape[1], device=device)
             out = model(input_ids=extra, attention_mask=full, position_ids=pos, past_key_values=cache, use_cache=True,
@@ -138,6 +148,7 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     device = next(model.parameters()).device
     enc = processor(prompts, padding_side="left")
     prefill_chunk = prompt_prefiller(model, processor, prompts, enc, prefix, prefix_cache, prompt_state)
+    del prompt_state  # held by the prefiller alone, which lets it go once every prompt has started
     sampler = InverseCDFSampler(temperature, top_p) if do_sample else None
     with merged_lora(model):
         rows = decode_slots(model, prefill_chunk, len(prompts), group, max_new_tokens, tok.eos_token_id, slots,
