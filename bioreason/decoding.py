@@ -170,8 +170,8 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
         W = mask.shape[1]
         kv = [(k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)) for k, v in kv]
         mask, logits = mask.repeat_interleave(group, 0), logits.repeat_interleave(group, 0)
-        if sc is None:
-            sc = SlotCache(lm.config, slots, W + 2 * max_new_tokens, kv)
+        if sc is None:  # room for the steps; twice that if prompts will join later (shifts then stay rare)
+            sc = SlotCache(lm.config, slots, W + (2 if queue else 1) * max_new_tokens, kv)
             row_of.extend([-1] * slots)
             tokens = torch.zeros(slots, dtype=torch.long, device=device)
             positions, n_gen = torch.zeros_like(tokens), torch.zeros_like(tokens)
