@@ -154,12 +154,8 @@ def grpo_loss(logp, old_logp, advantages, mask, ref_logp=None, beta: float = 0.0
 
 def _expand_cache(cache, repeats: int):
     """A copy of a ``DynamicCache`` with every row repeated ``repeats`` times (differentiable)."""
-    from transformers import DynamicCache
-
-    out = DynamicCache()
-    for i, layer in enumerate(cache.layers):
-        out.update(layer.keys.repeat_interleave(repeats, 0), layer.values.repeat_interleave(repeats, 0), i)
-    return out
+    return cache_holding([(layer.keys.repeat_interleave(repeats, 0), layer.values.repeat_interleave(repeats, 0))
+                          for layer in cache.layers])
 
 
 PREFIX_CACHING = True  # benchmarks switch it off to measure what it saves
@@ -201,6 +197,23 @@ def last_only(ids):
     return torch.tensor([ids.shape[1] - 1], device=ids.device)
 
 
+def returned_cache(out):
+    """The KV cache a model call returned (``cache`` from transformers 5.2x, ``past_key_values`` before)."""
+    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+def cache_holding(kv):
+    """A ``DynamicCache`` whose layers hold these [(keys, values)] as they are, not copied: the next call appends to
+    them (and concatenation makes its own new tensors, so the given ones are never written)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for i, (k, v) in enumerate(kv):
+        cache.update(k[:, :, :0], v[:, :, :0], i)  # the layer's own set-up, on no positions
+        cache.layers[i].keys, cache.layers[i].values = k, v
+    return cache
+
+
 def _prefix_kv(model, prefix_ids):
     """[(keys, values)] per layer of one prefix (1, P) run at positions 0..P-1."""
     import torch
@@ -208,7 +221,7 @@ def _prefix_kv(model, prefix_ids):
     pos = torch.arange(prefix_ids.shape[1], device=prefix_ids.device)[None]
     out = model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids), position_ids=pos, use_cache=True,
                 logits_to_keep=last_only(prefix_ids))
-    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    cache = returned_cache(out)
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
@@ -223,7 +236,6 @@ def prefill(model, ids, mask, dna_features=None, repeats: int = 1, prefix_len: i
     continuations attend to exactly the same tokens at the same positions.
     """
     import torch
-    from transformers import DynamicCache
 
     B, T = ids.shape
     P = int(prefix_len) if PREFIX_CACHING else 0
@@ -231,7 +243,7 @@ def prefill(model, ids, mask, dna_features=None, repeats: int = 1, prefix_len: i
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         out = model(input_ids=ids, attention_mask=mask, dna_features=dna_features, position_ids=pos, use_cache=True,
                     logits_to_keep=last_only(ids))
-        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        cache = returned_cache(out)
         return (out.logits[:, -1].repeat_interleave(repeats, 0),
                 cache if repeats == 1 else _expand_cache(cache, repeats), mask)
     pads = T - mask.sum(1)  # (B,) left padding of each row
@@ -244,12 +256,10 @@ def prefill(model, ids, mask, dna_features=None, repeats: int = 1, prefix_len: i
     rest_mask = real.to(mask.dtype)
     full_mask = torch.cat([mask.new_ones((B, P)), rest_mask], 1)
     pos = P + (rest_mask.cumsum(1) - 1).clamp(min=0)
-    cache = DynamicCache()
-    for i, (k, v) in enumerate(kv):
-        cache.update(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1), i)
+    cache = cache_holding([(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in kv])
     out = model(input_ids=rest, attention_mask=full_mask, dna_features=dna_features, position_ids=pos,
                 past_key_values=cache, use_cache=True, logits_to_keep=last_only(rest))
-    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    cache = returned_cache(out)
     return (out.logits[:, -1].repeat_interleave(repeats, 0), cache if repeats == 1 else _expand_cache(cache, repeats),
             full_mask)
 

@@ -54,12 +54,16 @@ class InverseCDFSampler:
         return torch.full_like(scores, float("-inf")).scatter_(-1, pick, 0.0)
 
 
+def text_ids(tokenizer, text: str, rows: int, device) -> torch.Tensor:
+    """``text``'s tokens (no special tokens) as (rows, n) ids, the same in every row."""
+    return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], device=device).expand(rows, -1)
+
+
 def append_text(tokenizer, ids: torch.Tensor, mask: torch.Tensor, text: str):
     """``text``'s tokens appended to every row of left-padded prompts (B, P) and their mask; unchanged if empty."""
     if not text:
         return ids, mask
-    extra = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], device=ids.device)
-    extra = extra.expand(ids.shape[0], -1)
+    extra = text_ids(tokenizer, text, ids.shape[0], ids.device)
     return torch.cat([ids, extra], 1), torch.cat([mask, torch.ones_like(extra, dtype=mask.dtype)], 1)
 
 
@@ -77,7 +81,7 @@ def prompt_prefiller(model, processor, prompts: list[list[dict]], enc: dict, pre
     logits, [(keys, values)] per layer, cache mask). ``enc``: the processor's output for all ``prompts``, reused
     when a call takes all of them. ``prompt_state``: the prompts already prefilled (``rl.PromptState`` from
     ``score_candidates``); only ``prefix`` then runs, on top of their rows."""
-    from bioreason.rl import last_only, prefill
+    from bioreason.rl import cache_holding, last_only, prefill, returned_cache
 
     device = next(model.parameters()).device
     if prompt_state is not None:
@@ -96,20 +100,12 @@ def prompt_prefiller(model, processor, prompts: list[list[dict]], enc: dict, pre
             del state
             if not prefix:
                 return logits, kv, mask
-            from transformers import DynamicCache
-
-            extra = torch.tensor(processor.tokenizer(prefix, add_special_tokens=False)["input_ids"], device=device)
-            extra = extra.expand(len(idx), -1)  # as append_text appends it
-            cache = DynamicCache()
-            for i, (k, v) in enumerate(kv):  # each layer started empty, then given the rows as they are (no copy)
-                cache.update(k[:, :, :0], v[:, :, :0], i)
-                cache.layers[i].keys, cache.layers[i].values = k, v
+            extra = text_ids(processor.tokenizer, prefix, len(idx), device)  # as append_text appends it
             full = torch.cat([mask, torch.ones_like(extra, dtype=mask.dtype)], 1)
             pos = mask.sum(1, keepdim=True) + torch.arange(extra.shape[1], device=device)
-            out = model(input_ids=extra, attention_mask=full, position_ids=pos, past_key_values=cache, use_cache=True,
-                        logits_to_keep=last_only(extra))
-            cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-            return out.logits[:, -1], [(layer.keys, layer.values) for layer in cache.layers], full
+            out = model(input_ids=extra, attention_mask=full, position_ids=pos, past_key_values=cache_holding(kv),
+                        use_cache=True, logits_to_keep=last_only(extra))
+            return out.logits[:, -1], [(layer.keys, layer.values) for layer in returned_cache(out).layers], full
 
         return from_state
 
