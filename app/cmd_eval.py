@@ -179,8 +179,8 @@ def run(args) -> int:
         del tmodel
     train = None
     holdout = options.get("holdout") or {}
-    if args.train_source or (options.get("split") or {}).get("part") == "validation" or holdout.get("part") == \
-            "validation":
+    if args.train_source or (options.get("split") or {}).get("part") == "validation" or holdout.get("part") in \
+            ("validation", "seen"):
         # baselines fit on the training part: --train-source, or the other blocks of the same file
         train_opts = {**options, "mode": modes[0]} if modes[0] else dict(options)
         for key in ("split", "holdout"):

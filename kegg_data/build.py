@@ -23,7 +23,7 @@ def build_examples(data: dict, dna_length: int = 1024):
         from bioreason.kegg_data.tasks import get_task
 
         opts = dict(data.get("options") or {})
-        holdout = opts.pop("holdout", None)  # {part: train|validation, fraction: 0.15, seed: 0}
+        holdout = opts.pop("holdout", None)  # {part: train|validation|seen, fraction: 0.15, seen: 0.08, seed: 0}
         t = get_task(task, dna_length=dna_length, **(kegg_prompt_options(opts) if task == "kegg" else {}))
         examples, labels = t.load(data.get("source"), data.get("split") or "train"), list(t.labels) or None
         if task == "kegg":  # a closed set: every disease name of the split (37 in train), before any holdout
@@ -34,10 +34,7 @@ def build_examples(data: dict, dna_length: int = 1024):
             for e in examples:  # does the pathway question alone decide the answer, across the whole split?
                 e.meta["question_decides"] = len(answers[e.meta["group"]]) == 1
         if holdout:
-            from bioreason.kegg_data.tasks import grouped_split
-
-            train, val = grouped_split(examples, float(holdout.get("fraction", 0.15)), int(holdout.get("seed", 0)))
-            examples = val if holdout.get("part") == "validation" else train
+            examples = holdout_part(examples, holdout)
     elif task == "user":
         from bioreason.kegg_data.user_data import load_user_dataset
 
@@ -79,6 +76,26 @@ def build_examples(data: dict, dna_length: int = 1024):
     if not examples:
         raise RecipeError(f"data.task={task} gave no examples; check data.source / data.split")
     return examples, labels
+
+
+def holdout_part(examples: list, holdout: dict) -> list:
+    """One part of ``data.options.holdout``: ``validation`` (whole question-text groups, ``fraction`` of the
+    records), ``seen`` (``seen`` of the remaining records drawn one by one: their questions stay in training), or
+    ``train`` (the rest)."""
+    from bioreason.kegg_data.tasks import grouped_split, seen_split
+
+    part, seed = holdout.get("part", "train"), int(holdout.get("seed", 0))
+    if part not in ("train", "validation", "seen"):
+        raise RecipeError(f"holdout part {part!r}: use train, validation (unseen questions) or seen (held-out "
+                          "records of training questions)")
+    train, val = grouped_split(examples, float(holdout.get("fraction", 0.15)), seed)
+    if part == "validation":
+        return val
+    train, seen = seen_split(train, float(holdout.get("seen") or 0), seed)
+    if part == "seen" and not seen:
+        raise RecipeError("holdout part 'seen' is empty: give the holdout a seen fraction, e.g. "
+                          "holdout={part: seen, fraction: 0.15, seen: 0.08}")
+    return seen if part == "seen" else train
 
 
 KEGG_PROMPT_OPTIONS = ("compact_genes", "state_variant", "trace_steps")

@@ -190,6 +190,31 @@ def grouped_split(examples: list[Example], fraction: float = 0.15, seed: int = 0
     return train, [e for i, e in enumerate(examples) if i in val_idx]
 
 
+def seen_split(examples: list[Example], fraction: float, seed: int = 0) -> tuple[list, list]:
+    """(train, seen): up to a ``fraction`` of ``examples`` (the training side of ``grouped_split``) drawn one
+    record at a time, each only while another record of its pathway question stays in training. That is what
+    BioReason's own random val/test split looks like from the model's side (its 290 items share their questions
+    with train), and it measures what ``grouped_split``'s unseen questions cannot: how well the training questions
+    were learnt. Records are taken in the order of a seeded hash of their question and sequences, so the draw does
+    not follow file order."""
+    import hashlib
+
+    def key(e: Example) -> str:
+        return hashlib.sha256(f"{seed}:{e.meta.get('group', e.question)}:{''.join(e.dna)}".encode()).hexdigest()
+
+    left: dict[str, int] = {}
+    for e in examples:
+        left[e.meta.get("group", e.question)] = left.get(e.meta.get("group", e.question), 0) + 1
+    pick, target = set(), round(fraction * len(examples))
+    for e in sorted(examples, key=key):
+        if len(pick) >= target:
+            break
+        if left[e.meta.get("group", e.question)] > 1:
+            left[e.meta.get("group", e.question)] -= 1
+            pick.add(id(e))
+    return [e for e in examples if id(e) not in pick], [e for e in examples if id(e) in pick]
+
+
 def kegg_variant(ref: str, alt: str, index: int = 2000) -> tuple[str, str, int] | None:
     """(REF, ALT, 0-based start) from two sequences built as BioReason's KEGG records are (``index`` nt of flank on
     each side of the VCF alleles, so ``ref = flank5 + REF + flank3``); otherwise the one differing segment left

@@ -71,6 +71,32 @@ def test_holdout_groups_by_the_datasets_question_even_with_the_variant_stated(tm
         build_examples({**data, "options": {"stated_variant": True}})
 
 
+def test_a_seen_holdout_keeps_its_questions_in_training_and_the_three_parts_do_not_overlap():
+    """``seen`` draws single records whose pathway questions other training records still ask (as BioReason's own
+    random val/test split does); the three parts cover the split once, and the draw does not follow file order."""
+    from bioreason.errors import RecipeError
+    from bioreason.kegg_data.build import build_examples
+
+    data = {"task": "kegg", "source": str(DATA / "kegg_sample.jsonl"), "split": "train"}
+    hold = {"fraction": 0.3, "seen": 0.2, "seed": 0}
+    parts = {p: build_examples({**data, "options": {"holdout": {**hold, "part": p}}})[0]
+             for p in ("train", "validation", "seen")}
+    rows = {p: {e.meta["row"] for e in ex} for p, ex in parts.items()}
+    assert sum(map(len, rows.values())) == 50 and len(set().union(*rows.values())) == 50
+    assert 0 < len(rows["seen"]) <= round(0.2 * (50 - len(rows["validation"])))
+    groups = {p: {e.meta["group"] for e in ex} for p, ex in parts.items()}
+    assert not groups["validation"] & (groups["train"] | groups["seen"])
+    assert groups["seen"] <= groups["train"]  # their questions stay in training
+    assert sorted(rows["seen"]) != list(range(min(rows["seen"]), min(rows["seen"]) + len(rows["seen"])))
+    # the grouped part is the same with or without a seen fraction
+    assert rows["validation"] == {e.meta["row"] for e in build_examples(
+        {**data, "options": {"holdout": {"part": "validation", "fraction": 0.3}}})[0]}
+    with pytest.raises(RecipeError, match="holdout part 'seen' is empty"):
+        build_examples({**data, "options": {"holdout": {"part": "seen", "fraction": 0.3}}})
+    with pytest.raises(RecipeError, match="holdout part 'test'"):
+        build_examples({**data, "options": {"holdout": {"part": "test"}}})
+
+
 def test_a_kegg_folder_records_its_prompt_and_ask_rebuilds_it():
     from bioreason.errors import InputFormatError
     from bioreason.inference import model_messages
