@@ -212,30 +212,6 @@ def tfidf_predictions(examples, labels, train_examples=None, folds: int = 5, see
     return [{"pred": labels[int(row.argmax())], "probs": dict(zip(labels, map(float, row)))} for row in probs]
 
 
-def kegg_trace_checks(model, processor, examples, names, system=None, indices=None, max_new_tokens: int = 256,
-                      batch_size: int = 8, prefix: str = "", mode: str = "dna") -> dict:
-    """Greedy traces for ``examples[indices]``, each checked against facts computed from its inputs
-    (``kegg_data.tasks.check_kegg_trace``): the share passing each check and all three (an indel's base-change
-    check does not apply), the accuracy of the answer parsed from the trace, and every trace."""
-    from bioreason.answers import extract_answer, match_label
-    from bioreason.kegg_data.tasks import check_kegg_trace
-
-    items = []
-    for i, e, text in greedy_traces(model, processor, examples, system, indices, max_new_tokens, batch_size, prefix,
-                                    mode):
-        named = match_label(extract_answer(text), list(names)) if extract_answer(text) else None
-        items.append({"index": i, "trace": text, "answer": named, "correct": named == e.meta["label"],
-                      **check_kegg_trace(text, e.meta, names)})
-    out = {"n": len(items), "items": items,  # the paper's metric: the answer parsed from the generated text
-           "answer_accuracy": sum(it["correct"] for it in items) / max(1, len(items))}
-    for key in ("gene", "change", "answer_in_set"):
-        judged = [it[key] for it in items if it[key] is not None]
-        out[key] = sum(judged) / len(judged) if judged else None
-    out["all_three"] = sum(1 for it in items if it["gene"] and it["change"] is not False and it["answer_in_set"]) / max(
-        1, len(items))
-    return out
-
-
 def logistic_predictions(X, examples, labels, Xt=None, train_examples=None, C: float = 0.1, folds: int = 5,
                          seed: int = 0):
     """Standardised logistic regression: fit on (``Xt``, ``train_examples``) or k-fold CV on (``X``, ``examples``)."""
