@@ -38,8 +38,7 @@ def add_parser(sub) -> None:
                         "report the share whose stated consequence agrees with the true one; kegg: check each "
                         "trace against the gene, the variant and the 37 names, and with 'all' score the answers "
                         "parsed from the generated text as a system of their own (dna-llm-generated: the paper's "
-                        "metric) and the most likely of the names after each trace as another "
-                        "(dna-llm-constrained: a trace that loops or names no disease of the set still answers)")
+                        "metric)")
     p.add_argument("--text-model", default=None, type=model_arg, metavar="FOLDER",
                    help="kegg: the LLM-only baseline, a model fine-tuned the same way on the question alone "
                         "(data.mode=none); scored like the DNA-LLM (likelihoods, and generated answers with --traces)")
@@ -83,24 +82,20 @@ def trace_indices(n_items: int, traces: int) -> range:
 
 
 def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "",
-                   mode: str = "dna") -> tuple[dict, dict]:
-    """Trace checks for one KEGG model and, when every item got a trace, two systems: the answer parsed from each
-    trace (``generated``, the paper's metric) and the most likely of the names after each trace (``constrained``)."""
-    from bioreason import kegg_evaluation as kev
+                   mode: str = "dna") -> tuple[dict, list | None]:
+    """Trace checks (and, when every item got a trace, the parsed answers as a system) for one KEGG model."""
+    from bioreason.kegg_evaluation import kegg_trace_checks
 
-    checks = kev.kegg_trace_checks(model, proc, exs, labels, system, trace_indices(len(exs), args.traces),
-                                   batch_size=args.batch_size, prefix=prefix, max_new_tokens=args.max_new_tokens,
-                                   mode=mode)
+    checks = kegg_trace_checks(model, proc, exs, labels, system, trace_indices(len(exs), args.traces),
+                               batch_size=args.batch_size, prefix=prefix, max_new_tokens=args.max_new_tokens, mode=mode)
     print(f"of {checks['n']} traces, {checks['gene']:.3f} name the gene, "
           f"{checks['change'] if checks['change'] is None else round(checks['change'], 3)} state the variant, "
           f"{checks['answer_in_set']:.3f} answer one of the {len(labels)} names; all three {checks['all_three']:.3f}",
           file=sys.stderr)
     if checks["n"] < len(exs):
-        return checks, {}
-    by_index = {it["index"]: it for it in checks["items"]}
-    traces = {i: it["trace"] for i, it in by_index.items()}
-    return checks, {"generated": [{"pred": by_index[i]["answer"], "probs": None} for i in range(len(exs))],
-                    "constrained": kev.answers_after_traces(model, proc, exs, traces, labels, system, mode)}
+        return checks, None
+    by_index = {it["index"]: it["answer"] for it in checks["items"]}
+    return checks, [{"pred": by_index[i], "probs": None} for i in range(len(exs))]
 
 
 def run(args) -> int:
@@ -159,7 +154,8 @@ def run(args) -> int:
                                            normalise=args.task == "kegg")  # multi-token disease names
         if args.traces and args.task == "kegg":
             agreement[name], generated = kegg_generated(model, proc, exs, labels, system, args, pcfg.trace_prefix)
-            systems.update({f"{name}-{kind}": preds for kind, preds in generated.items()})
+            if generated:
+                systems[f"{name}-generated"] = generated
         if args.traces and args.task == "annotated_vcf":
             agreement[name] = ev.consequence_agreement(model, proc, exs, system, trace_indices(len(exs), args.traces),
                                                        batch_size=args.batch_size, n_boot=args.bootstrap,
@@ -177,7 +173,8 @@ def run(args) -> int:
         if args.traces and args.task == "kegg":
             agreement["llm-only"], generated = kegg_generated(tmodel, tproc, examples, labels, system, args,
                                                               mode="none")
-            systems.update({f"llm-only-{kind}": preds for kind, preds in generated.items()})
+            if generated:
+                systems["llm-only-generated"] = generated
         del tmodel
     train = None
     holdout = options.get("holdout") or {}

@@ -1,11 +1,9 @@
-"""KEGG evaluation from generated traces: the paper's metric and the trace fact checks, and the answer chosen among
-the closed set of disease names after the model's own trace.
+"""KEGG evaluation from generated traces: the paper's metric and the trace fact checks.
 
 ``kegg_trace_checks`` generates a greedy trace per item (``evaluation.greedy_traces``, the slot decoder), parses its
-``Answer:`` line (BioReason's metric) and checks the trace against facts computed from the inputs
-(``kegg_data.tasks.check_kegg_trace``). ``answers_after_traces`` keeps each trace as it was generated and scores
-every one of the names after it (length-normalised log-likelihood, as ``rl.score_candidates`` scores them after an
-empty think): a constrained final answer, which a trace that loops or names no disease of the set still gets.
+``Answer:`` line (BioReason's metric: the answer is what the generated text says) and checks the trace against facts
+computed from the inputs (``kegg_data.tasks.check_kegg_trace``): the gene named, the base change stated, the answer
+one of the closed set of disease names. Used by ``bioreason eval --task kegg --traces``.
 """
 
 from __future__ import annotations
@@ -36,32 +34,3 @@ def kegg_trace_checks(model, processor, examples, names, system=None, indices=No
         1, len(items))
     return out
 
-
-def answer_prefix_after(trace: str) -> str:
-    """The assistant's text up to where the disease name goes: the trace up to its last ``Answer:``, or, for a
-    trace that never answered (cut at the token cap), the trace closed as the model closes one."""
-    cut = trace.rfind("Answer:")
-    if cut >= 0:
-        return trace[:cut] + "Answer: "
-    if "</think>" in trace:
-        return trace.rstrip() + "\n\nAnswer: "
-    return trace.rstrip() + "\n</think>\n\nAnswer: "
-
-
-def answers_after_traces(model, processor, examples, traces: dict, names, system=None, mode: str = "dna") -> list:
-    """[{pred, probs}] for ``examples``: the mean log-probability of each name's own tokens (and the end of the turn)
-    after the item's generated trace (``traces``: index -> text), and the softmax over the names. One
-    ``score_candidates`` call per item, since every item's answer follows its own trace; the template prefix all
-    prompts share is computed once."""
-    import torch
-
-    from bioreason.rl import PrefixCache, score_candidates
-
-    out, shared = [], PrefixCache()
-    for i, e in enumerate(examples):
-        prompt = [e.to_messages(system, mode, with_answer=False)]
-        scores = score_candidates(model, processor, prompt, list(names), answer_prefix=answer_prefix_after(traces[i]),
-                                  normalise=True, prefix_cache=shared, own_tokens=True)[0]
-        probs = torch.softmax(scores, 0).tolist()
-        out.append({"pred": names[int(scores.argmax())], "probs": dict(zip(names, probs))})
-    return out

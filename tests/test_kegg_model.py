@@ -12,7 +12,7 @@ import pytest
 from bioreason.hub import shipped_model_dir
 
 ROOT = Path(__file__).parents[1]
-REPORT = ROOT / "reports" / "kegg-v1" / "report.json"
+REPORTS = {"kegg-v1": 177, "kegg-v1-seen": 79}  # held-out pathway questions; held-out records of training questions
 
 
 def test_kegg_checkpoint_is_small_and_named():
@@ -27,12 +27,13 @@ def test_kegg_checkpoint_is_small_and_named():
     assert model_arg("kegg-v1") == str(folder)
 
 
-def test_kegg_report_figures_recompute_from_items():
+@pytest.mark.parametrize("name", sorted(REPORTS))
+def test_kegg_report_figures_recompute_from_items(name):
     from bioreason.kegg_data.tasks import check_kegg_trace
 
-    report = json.loads(REPORT.read_text())
+    report = json.loads((ROOT / "reports" / name / "report.json").read_text())
     items = report["items"]
-    assert report["n"] == len(items) == 177 and len(report["labels"]) == 37
+    assert report["n"] == len(items) == REPORTS[name] and len(report["labels"]) == 37
     assert {"dna-llm", "dna-llm-generated", "dna-only", "tfidf"} <= set(report["systems"])
     for name, m in report["systems"].items():
         acc = sum(it[name]["pred"] == it["gold"] for it in items) / len(items)
