@@ -83,17 +83,21 @@ def llm_predictions(model, processor, examples, labels, system=None, mode="dna",
                     log_prior: dict | None = None, decision: dict | None = None, normalise: bool = False):
     """[{pred, probs}] from candidate log-likelihoods (mode ``dna``) or the text-only prompt (mode ``text``),
     with the model's label prior correction (``PredictConfig.label_log_prior``) and decision rule
-    (``PredictConfig.decision``) as ``predict`` applies them."""
+    (``PredictConfig.decision``) as ``predict`` applies them. Each label is scored as the data writes it when the
+    examples carry ``meta['label_texts']`` (KEGG: the label ``alzheimer s disease`` is the trained answer
+    ``alzheimer's disease``; scoring the normalised form put the possessive names last)."""
     import torch
 
     from bioreason.predict import decide, with_log_prior
     from bioreason.rl import PrefixCache, score_candidates
 
     out, shared = [], PrefixCache()  # the weights are fixed here: the template prefix is computed once
+    texts = (examples[0].meta.get("label_texts") or {}) if examples else {}
+    candidates = [texts.get(lab, lab) for lab in labels]
     for i in range(0, len(examples), batch_size):
         chunk = examples[i:i + batch_size]
         prompts = [e.to_messages(system, mode, with_answer=False) for e in chunk]
-        scores = score_candidates(model, processor, prompts, list(labels), normalise=normalise,
+        scores = score_candidates(model, processor, prompts, candidates, normalise=normalise,
                                   prefix_cache=shared)  # (B, K)
         probs = torch.softmax(with_log_prior(scores, list(labels), log_prior), dim=1)
         for row in probs.tolist():

@@ -33,4 +33,3 @@ def kegg_trace_checks(model, processor, examples, names, system=None, indices=No
     out["all_three"] = sum(1 for it in items if it["gene"] and it["change"] is not False and it["answer_in_set"]) / max(
         1, len(items))
     return out
-

@@ -28,6 +28,11 @@ def build_examples(data: dict, dna_length: int = 1024):
         examples, labels = t.load(data.get("source"), data.get("split") or "train"), list(t.labels) or None
         if task == "kegg":  # a closed set: every disease name of the split (37 in train), before any holdout
             labels = sorted({e.meta["label"] for e in examples})
+            texts: dict[str, str] = {}  # each name as the data writes it ("alzheimer's disease"), for scoring
+            for e in examples:
+                texts.setdefault(e.meta["label"], e.answer)
+            for e in examples:
+                e.meta["label_texts"] = texts  # one dict shared by every example
             answers: dict[str, set] = {}
             for e in examples:
                 answers.setdefault(e.meta["group"], set()).add(e.meta["label"])

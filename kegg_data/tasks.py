@@ -202,15 +202,16 @@ def seen_split(examples: list[Example], fraction: float, seed: int = 0) -> tuple
     def key(e: Example) -> str:
         return hashlib.sha256(f"{seed}:{e.meta.get('group', e.question)}:{''.join(e.dna)}".encode()).hexdigest()
 
-    left: dict[str, int] = {}
-    for e in examples:
-        left[e.meta.get("group", e.question)] = left.get(e.meta.get("group", e.question), 0) + 1
+    from collections import Counter
+
+    left = Counter(e.meta.get("group", e.question) for e in examples)  # records of each question still in training
     pick, target = set(), round(fraction * len(examples))
     for e in sorted(examples, key=key):
         if len(pick) >= target:
             break
-        if left[e.meta.get("group", e.question)] > 1:
-            left[e.meta.get("group", e.question)] -= 1
+        group = e.meta.get("group", e.question)
+        if left[group] > 1:
+            left[group] -= 1
             pick.add(id(e))
     return [e for e in examples if id(e) not in pick], [e for e in examples if id(e) in pick]
 
