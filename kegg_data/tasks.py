@@ -169,6 +169,11 @@ class VariantEffectNonSNVTask(VariantEffectCodingTask):
         return ex
 
 
+def question_group(e: Example) -> str:
+    """The dataset's own question text of an example (``meta['group']``, before prompt options rewrote it)."""
+    return e.meta.get("group", e.question)
+
+
 def grouped_split(examples: list[Example], fraction: float = 0.15, seed: int = 0) -> tuple[list, list]:
     """(train, validation) with whole question-text groups on one side: the same KEGG pathway question recurs
     across variants, so a random split would put near-duplicates on both sides. The text is the dataset's own
@@ -179,7 +184,7 @@ def grouped_split(examples: list[Example], fraction: float = 0.15, seed: int = 0
 
     groups: dict[str, list[int]] = {}
     for i, e in enumerate(examples):
-        groups.setdefault(e.meta.get("group", e.question), []).append(i)
+        groups.setdefault(question_group(e), []).append(i)
     order = sorted(groups, key=lambda q: hashlib.sha256(f"{seed}:{q}".encode()).hexdigest())
     val_idx, target = set(), fraction * len(examples)
     for q in order:
@@ -200,16 +205,16 @@ def seen_split(examples: list[Example], fraction: float, seed: int = 0) -> tuple
     import hashlib
 
     def key(e: Example) -> str:
-        return hashlib.sha256(f"{seed}:{e.meta.get('group', e.question)}:{''.join(e.dna)}".encode()).hexdigest()
+        return hashlib.sha256(f"{seed}:{question_group(e)}:{''.join(e.dna)}".encode()).hexdigest()
 
     from collections import Counter
 
-    left = Counter(e.meta.get("group", e.question) for e in examples)  # records of each question still in training
+    left = Counter(question_group(e) for e in examples)  # records of each question still in training
     pick, target = set(), round(fraction * len(examples))
     for e in sorted(examples, key=key):
         if len(pick) >= target:
             break
-        group = e.meta.get("group", e.question)
+        group = question_group(e)
         if left[group] > 1:
             left[group] -= 1
             pick.add(id(e))
