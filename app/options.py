@@ -79,18 +79,14 @@ def model_arg(value: str) -> str | None:
     """``--model`` values: a folder, ``default`` (the shipped BRCA1 checkpoint when installed, else the base
     model), the name of another shipped checkpoint (``kegg-v1``; a folder of that name wins) or ``base`` (the
     untrained embedded SmolLM2 + HyenaDNA model); None means the base model."""
-    from pathlib import Path
-
-    from bioreason.hub import SHIPPED_MODELS, shipped_model_dir
+    from bioreason.hub import named_model, shipped_model_dir
 
     if value == "base":
         return None
     if value == "default":
         shipped = shipped_model_dir()
         return str(shipped) if shipped else None
-    if value in SHIPPED_MODELS and not Path(value).exists() and shipped_model_dir(value):
-        return str(shipped_model_dir(value))
-    return value
+    return named_model(value)
 
 
 def positive_int(value: str) -> int:

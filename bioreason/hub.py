@@ -59,6 +59,14 @@ def shipped_model_dir(name: str = SHIPPED_NAME) -> Path | None:
     return folder if (folder / "adapter_model.safetensors").is_file() else None
 
 
+def named_model(value: str) -> str:
+    """A shipped checkpoint's folder when ``value`` names one (``kegg-v1``) and no folder of that name exists here,
+    else ``value`` unchanged: how ``--model`` and a recipe's ``model.init`` / ``grpo.init`` read a name."""
+    if value in SHIPPED_MODELS and not Path(value).exists() and shipped_model_dir(value):
+        return str(shipped_model_dir(value))
+    return value
+
+
 ADAPTER_FILE = "bioreason_adapter.json"  # marks an adapter folder (LoRA + projector over a base model)
 
 

@@ -51,6 +51,7 @@ def load_for_training(recipe: dict):
     else:
         from bioreason.checkpoints import load_model
 
+        init = hub.named_model(init)  # a shipped checkpoint by name (kegg-v1), as --model reads it
         model, proc = load_model(None if init == "default" else init, dtype="float32")
         base = "default" if init == "default" else str(Path(init).resolve())
     if m.get("gradient_checkpointing"):

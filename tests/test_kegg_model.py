@@ -27,6 +27,18 @@ def test_kegg_checkpoint_is_small_and_named():
     assert model_arg("kegg-v1") == str(folder)
 
 
+def test_recipe_init_reads_a_shipped_name_as_model_does(tmp_path, monkeypatch):
+    """``grpo.init=kegg-v1`` (continue from the shipped checkpoint) resolves as ``--model kegg-v1``; a folder of
+    that name in the working directory wins, and other values pass through unchanged."""
+    from bioreason.hub import named_model
+
+    assert named_model("kegg-v1") == str(shipped_model_dir("kegg-v1"))
+    assert named_model("runs/kegg/final") == "runs/kegg/final" and named_model("default") == "default"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kegg-v1").mkdir()
+    assert named_model("kegg-v1") == "kegg-v1"
+
+
 @pytest.mark.parametrize("name", sorted(REPORTS))
 def test_kegg_report_figures_recompute_from_items(name):
     from bioreason.kegg_data.tasks import check_kegg_trace
