@@ -8,6 +8,7 @@
 #   all     issue 14's benchmarks: predict.py (score-only, traces, decoding), gpu_check.py, batch 256, compile
 #   recipe  score-only at batch 64 and 256, then the KEGG recipe (training/recipes/kegg.yaml) as it is, SFT then
 #           GRPO, each under a time cap; per-step seconds come from the runs' log.jsonl (RECIPE_CAP_S, default 150)
+#   profile the KEGG recipe's SFT and GRPO steps under torch.profiler and cProfile (benchmarks/profile_recipe.py)
 set -u
 OUT=${OUT:-/tmp/gpuout}; mkdir -p "$OUT"
 SITE=/tmp/site
@@ -21,6 +22,11 @@ python3 -c "import torch, transformers, peft; print(torch.__version__, transform
   tee -a "$OUT/env.log"
 python3 benchmarks/random_default.py --unpack .gpu/default 2>&1 | tail -1 | tee -a "$OUT/env.log"
 F="grep -v Warning\|warn\|Loading.weights\|Failed.to.load\|Writing.model"
+if [ "${1:-all}" = profile ]; then
+  timeout 100 python3 benchmarks/profile_recipe.py sft --steps 3 2>&1 | $F | tee "$OUT/profile_sft.log"
+  timeout 100 python3 benchmarks/profile_recipe.py grpo --steps 2 2>&1 | $F | tee "$OUT/profile_grpo.log"
+  exit 0
+fi
 if [ "${1:-all}" = recipe ]; then
   CAP=${RECIPE_CAP_S:-150}
   [ -n "${SKIP_PREDICT:-}" ] || timeout 120 python3 benchmarks/predict.py --n 512 --batch 64 --n-traces 2 --new-tokens 4 --reps 3 2>&1 | $F |
