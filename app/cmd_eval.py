@@ -38,7 +38,8 @@ def add_parser(sub) -> None:
                         "report the share whose stated consequence agrees with the true one; kegg: check each "
                         "trace against the gene, the variant and the 37 names, and with 'all' score the answers "
                         "parsed from the generated text as a system of their own (dna-llm-generated: the paper's "
-                        "metric)")
+                        "metric), and as another with the traces that named no disease of the set completed by the "
+                        "most likely name after them (dna-llm-answered)")
     p.add_argument("--text-model", default=None, type=model_arg, metavar="FOLDER",
                    help="kegg: the LLM-only baseline, a model fine-tuned the same way on the question alone "
                         "(data.mode=none); scored like the DNA-LLM (likelihoods, and generated answers with --traces)")
@@ -81,10 +82,11 @@ def trace_indices(n_items: int, traces: int) -> range:
     return range(0, n_items, max(1, n_items // max(1, n)))[:n]
 
 
-def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "",
-                   mode: str = "dna") -> tuple[dict, list | None]:
-    """Trace checks (and, when every item got a trace, the parsed answers as a system) for one KEGG model."""
-    from bioreason.kegg_evaluation import kegg_trace_checks
+def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "", mode: str = "dna") -> tuple[dict, dict]:
+    """Trace checks for one KEGG model and, when every item got a trace, two systems: the answer parsed from each
+    trace (``generated``, the paper's metric) and the same with the traces that named no disease of the set
+    completed by the most likely name after them (``answered``)."""
+    from bioreason.kegg_evaluation import answered_after_traces, kegg_trace_checks
 
     checks = kegg_trace_checks(model, proc, exs, labels, system, trace_indices(len(exs), args.traces),
                                batch_size=args.batch_size, prefix=prefix, max_new_tokens=args.max_new_tokens, mode=mode)
@@ -93,9 +95,12 @@ def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "",
           f"{checks['answer_in_set']:.3f} answer one of the {len(labels)} names; all three {checks['all_three']:.3f}",
           file=sys.stderr)
     if checks["n"] < len(exs):
-        return checks, None
+        return checks, {}
     by_index = {it["index"]: it["answer"] for it in checks["items"]}
-    return checks, [{"pred": by_index[i], "probs": None} for i in range(len(exs))]
+    answered = answered_after_traces(model, proc, exs, checks, labels, system, mode)
+    checks["completed"] = sum(a["completed"] for a in answered)
+    return checks, {"generated": [{"pred": by_index[i], "probs": None} for i in range(len(exs))],
+                    "answered": [{"pred": a["pred"], "probs": a["probs"]} for a in answered]}
 
 
 def run(args) -> int:
@@ -154,8 +159,7 @@ def run(args) -> int:
                                            normalise=args.task == "kegg")  # multi-token disease names
         if args.traces and args.task == "kegg":
             agreement[name], generated = kegg_generated(model, proc, exs, labels, system, args, pcfg.trace_prefix)
-            if generated:
-                systems[f"{name}-generated"] = generated
+            systems.update({f"{name}-{kind}": preds for kind, preds in generated.items()})
         if args.traces and args.task == "annotated_vcf":
             agreement[name] = ev.consequence_agreement(model, proc, exs, system, trace_indices(len(exs), args.traces),
                                                        batch_size=args.batch_size, n_boot=args.bootstrap,
@@ -173,8 +177,7 @@ def run(args) -> int:
         if args.traces and args.task == "kegg":
             agreement["llm-only"], generated = kegg_generated(tmodel, tproc, examples, labels, system, args,
                                                               mode="none")
-            if generated:
-                systems["llm-only-generated"] = generated
+            systems.update({f"llm-only-{kind}": preds for kind, preds in generated.items()})
         del tmodel
     train = None
     holdout = options.get("holdout") or {}

@@ -3,7 +3,9 @@
 ``kegg_trace_checks`` generates a greedy trace per item (``evaluation.greedy_traces``, the slot decoder), parses its
 ``Answer:`` line (BioReason's metric: the answer is what the generated text says) and checks the trace against facts
 computed from the inputs (``kegg_data.tasks.check_kegg_trace``): the gene named, the base change stated, the answer
-one of the closed set of disease names. Used by ``bioreason eval --task kegg --traces``.
+one of the closed set of disease names. ``answered_after_traces`` completes the traces that named no disease of the
+set (cut at the token cap, say) with the most likely name after them, so every item gets an answer from the set.
+Used by ``bioreason eval --task kegg --traces``.
 """
 
 from __future__ import annotations
@@ -32,4 +34,40 @@ def kegg_trace_checks(model, processor, examples, names, system=None, indices=No
         out[key] = sum(judged) / len(judged) if judged else None
     out["all_three"] = sum(1 for it in items if it["gene"] and it["change"] is not False and it["answer_in_set"]) / max(
         1, len(items))
+    return out
+
+
+def answer_prefix_after(trace: str) -> str:
+    """The assistant's text up to where the disease name goes: the trace up to its last ``Answer:``, or, for a
+    trace that never answered (cut at the token cap), the trace closed as the model closes one."""
+    cut = trace.rfind("Answer:")
+    if cut >= 0:
+        return trace[:cut] + "Answer: "
+    if "</think>" in trace:
+        return trace.rstrip() + "\n\nAnswer: "
+    return trace.rstrip() + "\n</think>\n\nAnswer: "
+
+
+def answered_after_traces(model, processor, examples, checks: dict, names, system=None, mode: str = "dna") -> list:
+    """[{pred, probs, completed}] for every item of ``checks`` (``kegg_trace_checks`` over all of ``examples``): the
+    name its trace answered where that is one of ``names``; else (``completed``) the name whose own tokens (as the
+    data writes them, ``meta['label_texts']``) are most likely, per token, after the trace closed with ``Answer:``,
+    with the softmax over the names. The paper's metric stays the parsed answer; this is what a user of the trace
+    gets when the model stops without a name of the set."""
+    import torch
+
+    from bioreason.rl import PrefixCache, score_candidates
+
+    texts = examples[0].meta.get("label_texts") or {} if examples else {}
+    candidates = [texts.get(n, n) for n in names]
+    out, shared = [], PrefixCache()
+    for it in sorted(checks["items"], key=lambda it: it["index"]):
+        if it["answer"] in names:
+            out.append({"pred": it["answer"], "probs": None, "completed": False})
+            continue
+        prompt = [examples[it["index"]].to_messages(system, mode, with_answer=False)]
+        scores = score_candidates(model, processor, prompt, candidates, answer_prefix=answer_prefix_after(it["trace"]),
+                                  normalise=True, prefix_cache=shared, own_tokens=True)[0]
+        out.append({"pred": names[int(scores.argmax())], "probs": dict(zip(names, torch.softmax(scores, 0).tolist())),
+                    "completed": True})
     return out

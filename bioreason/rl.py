@@ -362,7 +362,7 @@ def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_
 
 def score_candidates(model, processor, prompts: list[list[dict]], candidates: list[str],
                      answer_prefix: str = SCORE_PREFIX, normalise: bool = False, prefix_cache=None,
-                     keep_prompts: bool = False):
+                     keep_prompts: bool = False, own_tokens: bool = False):
     """Log-likelihood of each candidate answer after each prompt: returns a (B, K) tensor of summed log-probs
     (``normalise``: per token, so multi-token names such as KEGG's diseases are not penalised by length).
 
@@ -370,6 +370,9 @@ def score_candidates(model, processor, prompts: list[list[dict]], candidates: li
     ``prefix_cache``), then the K candidates (``answer_prefix + candidate`` and the end-of-turn token) run in turn
     on the prompts' KV cache (``candidate_logprobs``). ``keep_prompts``: returns (scores, ``PromptState``), so
     ``sampling.sample_groups(prompt_state=...)`` decodes from the same prefill (``predict --traces``).
+    ``own_tokens``: count only the tokens after those all candidates share (the answer prefix's tokens add the same
+    log-probability to every candidate, but under ``normalise`` a long prefix, such as a generated trace, would
+    swamp the per-token means and favour long names).
     """
     import torch
 
@@ -392,6 +395,9 @@ def score_candidates(model, processor, prompts: list[list[dict]], candidates: li
                                   prefix_cache, keep_prompts)  # kept only when asked: it holds the prompts' cache
         logp, state = logp if keep_prompts else (logp, None)
         logp = logp.reshape(B * K, C)
+    if own_tokens:
+        cmask = cmask.clone()
+        cmask[:, :_shared_lead(comp, cmask)] = 0
     total = (logp.cpu() * cmask.repeat(B, 1)).sum(1).view(B, K)
     total = total / cmask.sum(1).view(1, K) if normalise else total
     return (total, state) if keep_prompts else total

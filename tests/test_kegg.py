@@ -178,6 +178,25 @@ def test_kegg_eval_scores_generated_answers_and_the_llm_only_baseline(tiny_model
     assert checks["n"] == 6 and gen["accuracy"] == pytest.approx(checks["answer_accuracy"])
     assert "top1_likelihood" not in gen  # generated answers have no likelihoods
     assert (out / "confusion_dna-llm-generated.png").is_file()
+    # every item answered from the closed set: the traces' own names where valid, completed where the 8-token
+    # trace named none (the tiny model's do)
+    assert {"dna-llm-answered", "llm-only-answered"} <= set(report["systems"])
+    items = report["items"]
+    assert all(it["dna-llm-answered"]["pred"] in report["labels"] for it in items)
+    for it in items:
+        if it["dna-llm-generated"]["pred"] in report["labels"]:
+            assert it["dna-llm-answered"]["pred"] == it["dna-llm-generated"]["pred"]
+    assert checks["completed"] == sum(it["dna-llm-generated"]["pred"] not in report["labels"] for it in items) >= 1
+
+
+def test_the_answer_after_a_trace_is_scored_without_the_traces_own_answer():
+    from bioreason.kegg_evaluation import answer_prefix_after
+
+    done = "<think>\nThe variant is C>T in KRAS.\n</think>\n\nAnswer: melanoma"
+    assert answer_prefix_after(done) == "<think>\nThe variant is C>T in KRAS.\n</think>\n\nAnswer: "
+    assert answer_prefix_after("<think>\nStep 1: Answer: x\n</think>\n\nAnswer: y").endswith("</think>\n\nAnswer: ")
+    assert answer_prefix_after("<think>\nGCTGCTGCT") == "<think>\nGCTGCTGCT\n</think>\n\nAnswer: "  # cut at the cap
+    assert answer_prefix_after("<think>\nshort\n</think>\n") == "<think>\nshort\n</think>\n\nAnswer: "
 
 
 def test_ask_a_kegg_model_with_two_fasta_files(tmp_path, capsys):

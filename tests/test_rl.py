@@ -212,3 +212,29 @@ def test_prefix_caching_keeps_grpo_gradients(tiny_session):
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-4)
     assert len(grads[0][1]) == len(grads[1][1]) > 0
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads[0][1], grads[1][1]))
+
+
+def test_own_token_scores_leave_out_a_long_shared_prefix(tiny_session):
+    """After a long answer prefix (a generated trace), ``own_tokens`` means each candidate's mean log-probability
+    over its own tokens only, as a full forward gives them; the plain normalised score averages in the prefix."""
+    from bioreason.processing import user_message
+
+    model, proc = tiny_session
+    prompts = [[user_message("q", ["ACGT" * 10])]]
+    lead = "<think>\nThe variant is C>T in KRAS.\nStep 1: a long trace of many words.\n</think>\n\nAnswer: "
+    names = ["melanoma", "thyroid cancer", "prion disease"]
+    own = score_candidates(model, proc, prompts, names, answer_prefix=lead, normalise=True, own_tokens=True)[0]
+    mixed = score_candidates(model, proc, prompts, names, answer_prefix=lead, normalise=True)[0]
+    ids = [proc.tokenizer(lead + n, add_special_tokens=False)["input_ids"] for n in names]
+    shared = next(i for i in range(min(map(len, ids))) if len({tuple(x[:i + 1]) for x in ids}) > 1)
+    assert shared >= len(proc.tokenizer(lead, add_special_tokens=False)["input_ids"]) - 1
+    for k, name in enumerate(names):
+        enc = proc([prompts[0] + [{"role": "assistant", "content": lead + name}]])
+        with torch.no_grad():
+            logits = model(**enc).logits[0, :-1]
+        lp = torch.log_softmax(logits, -1).gather(-1, enc["input_ids"][0, 1:, None]).squeeze(-1)
+        answer = lp[enc["labels"][0, 1:] != -100]  # the assistant's tokens, then the end of the turn
+        n_own = len(ids[k]) - shared + 1
+        assert n_own >= 2 and own[k].item() == pytest.approx(answer[-n_own:].mean().item(), abs=1e-5)
+        assert mixed[k].item() == pytest.approx(answer.mean().item(), abs=1e-5)
+        assert abs(own[k].item() - mixed[k].item()) > 1e-3
