@@ -303,13 +303,16 @@ def plot_confusion(path, golds, preds, labels, title):
     cols = list(labels) + (["<none>"] if any(p is None for p in preds) else [])
     mat = [[sum(g == a and (p if p is not None else "<none>") == b for g, p in zip(golds, preds)) for b in cols]
            for a in labels]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(cols), 1.0 + 0.8 * len(labels)))
+    big = len(cols) > 10  # KEGG's 37 diseases: smaller cells and type, empty cells left blank (a ~150 KB file)
+    cell, fs = (0.3, 6) if big else (0.9, 10)
+    fig, ax = plt.subplots(figsize=((3.5 if big else 1.2) + cell * len(cols), (3.0 if big else 1.0) + cell * len(labels)))
     ax.imshow(mat, cmap="Blues")
     for i, row in enumerate(mat):
         for j, v in enumerate(row):
-            ax.text(j, i, str(v), ha="center", va="center")
-    ax.set_xticks(range(len(cols)), cols, rotation=30)
-    ax.set_yticks(range(len(labels)), labels)
+            if v or not big:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=fs)
+    ax.set_xticks(range(len(cols)), cols, rotation=90 if big else 30, fontsize=fs)
+    ax.set_yticks(range(len(labels)), labels, fontsize=fs)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
