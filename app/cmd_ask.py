@@ -63,9 +63,23 @@ def run(args) -> int:
     messages = model_messages(args.question, dna, config, args.system, config.window or 1024)
     model, processor = load_model(args.model, quantize=args.quantize)
     processor([messages])  # validate the sequences before any output
+    pieces = []
     for piece in stream_answer(model, processor, messages, max_new_tokens=args.max_new_tokens,
                                temperature=args.temperature):
+        pieces.append(piece)
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    if config.prompt == "kegg" and config.labels:  # a closed set of diseases: always end on one of them
+        from bioreason.answers import extract_answer, match_label
+
+        said = extract_answer("".join(pieces))
+        if not (said and match_label(said, list(config.labels))):
+            from bioreason.kegg_evaluation import complete_answer
+
+            name, probs = complete_answer(model, processor, messages, "".join(pieces), config.labels,
+                                          config.label_texts)
+            sys.stdout.write(f"Answer (completed: the trace named none of the model's {len(config.labels)} diseases; "
+                             f"the most likely after it, p={probs[name]:.2f}): "
+                             f"{(config.label_texts or {}).get(name, name)}\n")
     return 0

@@ -94,7 +94,15 @@ class PathwayBackend:
         named = match_label(extract_answer(trace), list(cfg.labels)) if extract_answer(trace) else None
         checks = check_kegg_trace(trace, facts, cfg.labels)
         marks = ", ".join(f"{k.replace('_', ' ')} {'yes' if v else 'no'}" for k, v in checks.items() if v is not None)
-        final = (f"{named}" if named else "no answer among the model's disease names") + f" (trace checks: {marks})"
+        if named:
+            final = named
+        else:  # a closed set: end on the most likely of its names after the trace, and say so
+            from bioreason.kegg_evaluation import complete_answer
+
+            name, probs = complete_answer(model, proc, msgs, trace, cfg.labels, cfg.label_texts)
+            final = (f"{(cfg.label_texts or {}).get(name, name)} (completed: the trace named none of the model's "
+                     f"{len(cfg.labels)} diseases; the most likely after it, p={probs[name]:.2f})")
+        final += f" (trace checks: {marks})"
         yield shown, trace, final
 
 

@@ -305,7 +305,8 @@ def plot_confusion(path, golds, preds, labels, title):
            for a in labels]
     big = len(cols) > 10  # KEGG's 37 diseases: smaller cells and type, empty cells left blank (a ~150 KB file)
     cell, fs = (0.3, 6) if big else (0.9, 10)
-    fig, ax = plt.subplots(figsize=((3.5 if big else 1.2) + cell * len(cols), (3.0 if big else 1.0) + cell * len(labels)))
+    margin = (3.5, 3.0) if big else (1.2, 1.0)  # room for the names
+    fig, ax = plt.subplots(figsize=(margin[0] + cell * len(cols), margin[1] + cell * len(labels)))
     ax.imshow(mat, cmap="Blues")
     for i, row in enumerate(mat):
         for j, v in enumerate(row):

@@ -48,26 +48,33 @@ def answer_prefix_after(trace: str) -> str:
     return trace.rstrip() + "\n</think>\n\nAnswer: "
 
 
-def answered_after_traces(model, processor, examples, checks: dict, names, system=None, mode: str = "dna") -> list:
-    """[{pred, probs, completed}] for every item of ``checks`` (``kegg_trace_checks`` over all of ``examples``): the
-    name its trace answered where that is one of ``names``; else (``completed``) the name whose own tokens (as the
-    data writes them, ``meta['label_texts']``) are most likely, per token, after the trace closed with ``Answer:``,
-    with the softmax over the names. The paper's metric stays the parsed answer; this is what a user of the trace
-    gets when the model stops without a name of the set."""
+def complete_answer(model, processor, messages: list[dict], trace: str, names, texts: dict | None = None):
+    """(name, {name: probability}) for a trace that named no disease of ``names``: the name whose own tokens (as
+    the data writes them: ``texts``, label -> text) are most likely, per token, after the trace closed with
+    ``Answer:``, and the softmax over the names. ``messages``: the prompt the trace answered."""
     import torch
 
-    from bioreason.rl import PrefixCache, score_candidates
+    from bioreason.rl import score_candidates
 
-    texts = examples[0].meta.get("label_texts") or {} if examples else {}
-    candidates = [texts.get(n, n) for n in names]
-    out, shared = [], PrefixCache()
+    names = list(names)
+    scores = score_candidates(model, processor, [messages], [(texts or {}).get(n, n) for n in names],
+                              answer_prefix=answer_prefix_after(trace), normalise=True, own_tokens=True)[0]
+    return names[int(scores.argmax())], dict(zip(names, torch.softmax(scores, 0).tolist()))
+
+
+def answered_after_traces(model, processor, examples, checks: dict, names, system=None, mode: str = "dna") -> list:
+    """[{pred, probs, completed}] for every item of ``checks`` (``kegg_trace_checks`` over all of ``examples``): the
+    name its trace answered where that is one of ``names``; else (``completed``) :func:`complete_answer` with the
+    names as the data writes them (``meta['label_texts']``). The paper's metric stays the parsed answer; this is
+    what a user of the trace gets when the model stops without a name of the set (``ask`` prints the same)."""
+    texts = (examples[0].meta.get("label_texts") or {}) if examples else {}
+    out = []
     for it in sorted(checks["items"], key=lambda it: it["index"]):
         if it["answer"] in names:
             out.append({"pred": it["answer"], "probs": None, "completed": False})
             continue
-        prompt = [examples[it["index"]].to_messages(system, mode, with_answer=False)]
-        scores = score_candidates(model, processor, prompt, candidates, answer_prefix=answer_prefix_after(it["trace"]),
-                                  normalise=True, prefix_cache=shared, own_tokens=True)[0]
-        out.append({"pred": names[int(scores.argmax())], "probs": dict(zip(names, torch.softmax(scores, 0).tolist())),
-                    "completed": True})
+        e = examples[it["index"]]
+        pred, probs = complete_answer(model, processor, e.to_messages(system, mode, with_answer=False), it["trace"],
+                                      names, texts)
+        out.append({"pred": pred, "probs": probs, "completed": True})
     return out

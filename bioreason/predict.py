@@ -51,6 +51,7 @@ class PredictConfig:
     domain: dict | None = None
     # a KEGG model's prompt options (kegg_data.tasks.KEGGTask: compact_genes, state_variant, trace_steps)
     kegg: dict | None = None
+    label_texts: dict | None = None  # KEGG: each label as the data writes it ("alzheimer's disease"), for scoring
     window: int | None = None
     extra: dict = field(default_factory=dict)
 

@@ -309,11 +309,13 @@ class Trainer:
             fmt = self.recipe["train"].get("save_format", "auto")
             if fmt == "auto":
                 fmt = "adapter" if self.base and hasattr(self.unwrapped, "peft_config") else "full"
+            texts = self.examples[0].meta.get("label_texts") if self.examples else None
             save_trained(self.unwrapped, self.proc, folder, base=self.base, fmt=fmt,
                          meta={"kind": self.kind, "steps": self.step, "recipe": _portable(self.recipe.get("_path"))},
                          task=task_spec(self.recipe["data"], [e.meta.get("label") for e in self.examples],
                                         [self.examples[i].meta.get("label") for i in self.order.pool],
-                                        label_set=getattr(self, "label_set", None)))
+                                        label_set=getattr(self, "label_set", None),
+                                        label_texts=texts))
             if fmt == "adapter" and self.base != "default" and is_adapter_folder(self.base):
                 stack_adapters(self.base, folder, folder)  # GRPO on an SFT adapter -> one adapter on the base
         self.acc.wait_for_everyone()

@@ -116,18 +116,20 @@ def kegg_prompt_options(opts: dict) -> dict:
 
 
 def task_spec(data: dict, labels: list | None = None, seen: list | None = None,
-              label_set: list | None = None) -> dict | None:
+              label_set: list | None = None, label_texts: dict | None = None) -> dict | None:
     """What a trained folder records in ``bioreason_task.json`` so ``predict``/``ask``/``demo`` prompt it the way it
     was trained (read by ``bioreason.predict.PredictConfig.for_model``); None for tasks with no fixed prompt.
     ``labels``/``seen``: the training labels, and as often as training saw them; when they differ (``data.balance``)
     the spec carries the log prior correction ``log(natural rate / seen rate)`` per label. ``label_set``: the task's
-    closed answer set (KEGG: every disease name of the split, also those a holdout left out of training)."""
+    closed answer set (KEGG: every disease name of the split, also those a holdout left out of training);
+    ``label_texts``: each label as the data writes it (KEGG's ``alzheimer's disease``), how answers are scored."""
     if data.get("task") == "kegg":
         from bioreason.kegg_data.tasks import SYSTEM_PROMPT
 
         return {"labels": sorted(label_set or set(labels or [])), "prompt": "kegg", "system": SYSTEM_PROMPT,
                 "window": data.get("window") or 1024, "kegg": kegg_prompt_options(data.get("options") or {}),
-                "mode": data.get("mode") or "dna"}  # none: an LLM-only model, trained on the question alone
+                "mode": data.get("mode") or "dna",  # none: an LLM-only model, trained on the question alone
+                **({"label_texts": dict(sorted(label_texts.items()))} if label_texts else {})}
     if data.get("task") != "annotated_vcf":
         return None
     import math

@@ -58,7 +58,7 @@ def save_tiny_kegg(folder, seed: int = 3, labels=("parkinson s disease", "colore
 
     save_tiny(folder, seed=seed)
     spec = task_spec({"task": "kegg", "options": {"compact_genes": True, "state_variant": True}},
-                     label_set=list(labels))
+                     label_set=list(labels), label_texts={lab: lab.replace(" s ", "'s ") for lab in labels})
     (Path(folder) / "bioreason_task.json").write_text(json.dumps(spec))
     return folder
 

@@ -131,7 +131,9 @@ def test_a_kegg_folder_records_its_prompt_and_ask_rebuilds_it():
     spec = task_spec({"task": "kegg", "window": 512, "options": {**opts, "holdout": {"part": "train"}}},
                      ["b", "a", "b"], label_set=["c", "a", "b"])
     assert spec["prompt"] == "kegg" and spec["labels"] == ["a", "b", "c"] and spec["kegg"] == opts
-    assert spec["mode"] == "dna"
+    assert spec["mode"] == "dna" and "label_texts" not in spec
+    written = task_spec({"task": "kegg"}, label_set=["a s b"], label_texts={"a s b": "a's b"})
+    assert PredictConfig(label_texts=written["label_texts"]).label_texts == {"a s b": "a's b"}
     cfg = PredictConfig(**{k: v for k, v in spec.items() if k in PredictConfig.__dataclass_fields__})
     row = json.loads((DATA / "kegg_sample.jsonl").read_text().splitlines()[0])
     msgs = model_messages(row["question"], [row["reference_sequence"], row["variant_sequence"]], cfg, None, 512)
@@ -210,6 +212,10 @@ def test_ask_a_kegg_model_with_two_fasta_files(tmp_path, capsys):
     question = (ex / "ask_question.txt").read_text()
     assert main(["ask", "--model", str(folder), "--dna", str(ex / "ref.fa"), "--dna", str(ex / "alt.fa"), question,
                  "--max-new-tokens", "4"]) == 0
+    # 4 tokens name no disease: ask completes the answer with the most likely of the model's names, as written
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("Answer (completed: the trace named none of the model's 3 diseases")
+    assert last.rsplit(": ", 1)[1] in ("parkinson's disease", "colorectal cancer", "melanoma")
     assert main(["ask", "--model", str(folder), "--dna", str(ex / "ref.fa"), question]) == 2
     assert "pass --dna REF --dna ALT" in capsys.readouterr().err
 

@@ -24,6 +24,8 @@ def test_kegg_checkpoint_is_small_and_named():
     task = json.loads((folder / "bioreason_task.json").read_text())
     assert task["prompt"] == "kegg" and task["mode"] == "dna" and len(task["labels"]) == 37
     assert task["kegg"] == {"compact_genes": True, "state_variant": True, "trace_steps": 1}
+    assert set(task["label_texts"]) == set(task["labels"]) and task["label_texts"]["alzheimer s disease"] == \
+        "alzheimer's disease"  # the names as the model writes them: how ask scores a completed answer
     assert model_arg("kegg-v1") == str(folder)
 
 
