@@ -38,6 +38,9 @@ DEFAULTS: dict = {
     "grpo": {
         "num_generations": 4, "max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "beta": 0.0,
         "epsilon": 0.2, "loss_type": "dapo", "sampler": "hf", "vllm_gpu_memory_utilization": 0.3,
+        # which training records GRPO prompts with: all, or (kegg) "ambiguous": those whose question has more than
+        # one answer among the training records, where only the sequences decide and samples disagree most
+        "prompts": "all",
         # the GRPO stage's own settings; None = the model/train sections' value
         "init": None, "output_dir": None, "max_steps": None, "lr": None, "batch_size": None, "grad_accum": None,
         "warmup_steps": None, "save_every": None,

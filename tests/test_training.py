@@ -310,3 +310,24 @@ def test_resume_unpickles_nothing_and_refuses_another_recipe(tmp_path):
     with pytest.raises(RecipeError, match=r"another recipe \(lr differ"):
         run(_recipe(tmp_path, "c", "train.max_steps=2", "train.save_every=2", "train.lr=0.01",
                     "train.resume=latest"), progress=False)
+
+
+def test_grpo_prompts_ambiguous_keeps_the_questions_with_several_answers():
+    """``grpo.prompts=ambiguous``: only records whose question has more than one answer among the training records
+    (counted there, not across a holdout); ``all`` keeps every record; anything else, or no such question, is a
+    RecipeError naming the fix."""
+    from bioreason.errors import RecipeError
+    from bioreason.kegg_data.examples import Example
+    from bioreason.training.grpo import prompt_records
+
+    def ex(group, label):
+        return Example(question=f"{group}?", dna=[], answer=label, meta={"group": group, "label": label})
+
+    records = [ex("PRNP", "prion disease"), ex("PRNP", "creutzfeldt-jakob disease"), ex("PRNP", "prion disease"),
+               ex("KRAS", "colorectal cancer"), ex("KRAS", "colorectal cancer"), ex("PINK1", "parkinson s disease")]
+    assert prompt_records(records, "all") == records
+    assert prompt_records(records, "ambiguous") == records[:3]
+    with pytest.raises(RecipeError, match="choose all or ambiguous"):
+        prompt_records(records, "hard")
+    with pytest.raises(RecipeError, match="use grpo.prompts=all"):
+        prompt_records(records[3:], "ambiguous")

@@ -125,6 +125,29 @@ def stage_recipe(recipe: dict) -> dict:
     return r
 
 
+def prompt_records(examples: list, which: str) -> list:
+    """The records GRPO prompts with (``grpo.prompts``): ``all``, or ``ambiguous``: those whose question (KEGG's
+    pathway question, ``meta['group']``) has more than one answer among these records, so the sequences decide; a
+    group of samples there is likelier to disagree and give GRPO an advantage to learn from. Counted on the training
+    records alone, so a holdout's answers do not choose them."""
+    from bioreason.errors import RecipeError
+
+    if which == "all":
+        return examples
+    if which != "ambiguous":
+        raise RecipeError(f"grpo.prompts={which!r}: choose all or ambiguous")
+    from bioreason.kegg_data.tasks import question_group
+
+    answers: dict = {}
+    for e in examples:
+        answers.setdefault(question_group(e), set()).add(e.meta.get("label"))
+    chosen = [e for e in examples if len(answers[question_group(e)]) > 1]
+    if not chosen:
+        raise RecipeError("grpo.prompts=ambiguous: no training question has more than one answer in these records "
+                          "(it needs a task with question groups, such as kegg); use grpo.prompts=all")
+    return chosen
+
+
 def run(recipe: dict, progress: bool = True):
     from bioreason.kegg_data.build import build_examples
     from bioreason.kegg_data.tasks import SYSTEM_PROMPT
@@ -132,6 +155,7 @@ def run(recipe: dict, progress: bool = True):
 
     recipe = stage_recipe(recipe)
     examples, labels = build_examples(recipe["data"], dna_length=recipe["data"].get("window") or 1024)
+    examples = prompt_records(examples, recipe["grpo"].get("prompts") or "all")
     step = GRPOStep(None, recipe["grpo"], labels, SYSTEM_PROMPT, recipe["data"].get("mode", "dna"))
     trainer = Trainer(recipe, step, examples, "grpo")
     step.proc = trainer.proc
