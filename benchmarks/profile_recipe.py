@@ -33,32 +33,19 @@ def main() -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from bioreason.kegg_data.build import build_examples
-    from bioreason.kegg_data.tasks import SYSTEM_PROMPT
     from bioreason.recipes import load_recipe
-    from bioreason.trainer import Trainer
 
     out = tempfile.mkdtemp(prefix="bioreason-profile-")
     key = "train" if a.stage == "sft" else "grpo"
     recipe = load_recipe(a.recipe, [f"{key}.output_dir={out}", f"{key}.save_every=0", *a.overrides])
-    if a.stage == "sft":
-        from bioreason.training.sft import SFTStep
+    if a.stage == "sft":  # the trainers `bioreason train` builds, so the profile is of the same step
+        from bioreason.training.sft import build_trainer
 
-        d = recipe["data"]
-        examples, labels = build_examples(d, dna_length=d.get("window") or 1024)
-        step = SFTStep(None, SYSTEM_PROMPT, d.get("mode", "dna"), d.get("max_length"), d.get("empty_think_fraction"),
-                       d.get("answer_weight"))
-        trainer = Trainer(recipe, step, examples, "sft")
-        step.proc = trainer.proc
+        trainer = build_trainer(recipe)
     else:
-        from bioreason.training.grpo import GRPOStep, stage_recipe
+        from bioreason.training.grpo import build_trainer
 
-        recipe = stage_recipe(recipe)
-        examples, labels = build_examples(recipe["data"], dna_length=recipe["data"].get("window") or 1024)
-        step = GRPOStep(None, recipe["grpo"], labels, SYSTEM_PROMPT, recipe["data"].get("mode", "dna"))
-        trainer = Trainer(recipe, step, examples, "grpo")
-        step.proc, step.get_model = trainer.proc, (lambda: trainer.unwrapped)
-        step.get_step, step.autocast = (lambda: trainer.step), trainer.acc.autocast
+        trainer, _ = build_trainer(recipe)
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     for _ in range(a.warmup):

@@ -33,9 +33,9 @@ def build_examples(data: dict, dna_length: int = 1024):
                 texts.setdefault(e.meta["label"], e.answer)
             for e in examples:
                 e.meta["label_texts"] = texts  # one dict shared by every example
-            answers: dict[str, set] = {}
-            for e in examples:
-                answers.setdefault(e.meta["group"], set()).add(e.meta["label"])
+            from bioreason.kegg_data.tasks import question_answers
+
+            answers = question_answers(examples)
             for e in examples:  # does the pathway question alone decide the answer, across the whole split?
                 e.meta["question_decides"] = len(answers[e.meta["group"]]) == 1
         if holdout:

@@ -174,6 +174,15 @@ def question_group(e: Example) -> str:
     return e.meta.get("group", e.question)
 
 
+def question_answers(examples: list[Example]) -> dict[str, set]:
+    """Each question's answers (``meta['label']``) among ``examples``, by :func:`question_group`: a question with
+    more than one answer is one the sequences must decide."""
+    answers: dict[str, set] = {}
+    for e in examples:
+        answers.setdefault(question_group(e), set()).add(e.meta.get("label"))
+    return answers
+
+
 def grouped_split(examples: list[Example], fraction: float = 0.15, seed: int = 0) -> tuple[list, list]:
     """(train, validation) with whole question-text groups on one side: the same KEGG pathway question recurs
     across variants, so a random split would put near-duplicates on both sides. The text is the dataset's own

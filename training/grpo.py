@@ -136,11 +136,9 @@ def prompt_records(examples: list, which: str) -> list:
         return examples
     if which != "ambiguous":
         raise RecipeError(f"grpo.prompts={which!r}: choose all or ambiguous")
-    from bioreason.kegg_data.tasks import question_group
+    from bioreason.kegg_data.tasks import question_answers, question_group
 
-    answers: dict = {}
-    for e in examples:
-        answers.setdefault(question_group(e), set()).add(e.meta.get("label"))
+    answers = question_answers(examples)
     chosen = [e for e in examples if len(answers[question_group(e)]) > 1]
     if not chosen:
         raise RecipeError("grpo.prompts=ambiguous: no training question has more than one answer in these records "
@@ -148,7 +146,9 @@ def prompt_records(examples: list, which: str) -> list:
     return chosen
 
 
-def run(recipe: dict, progress: bool = True):
+def build_trainer(recipe: dict):
+    """(trainer, step): the GRPO stage a recipe describes (``stage_recipe``, ``grpo.prompts``), its step wired to
+    the trainer's model, processor, step count and mixed precision (``run``, and ``benchmarks/profile_recipe.py``)."""
     from bioreason.kegg_data.build import build_examples
     from bioreason.kegg_data.tasks import SYSTEM_PROMPT
     from bioreason.trainer import Trainer
@@ -163,6 +163,11 @@ def run(recipe: dict, progress: bool = True):
     step.get_model = lambda: trainer.unwrapped
     step.get_step = lambda: trainer.step
     step.autocast = trainer.acc.autocast
+    return trainer, step
+
+
+def run(recipe: dict, progress: bool = True):
+    trainer, step = build_trainer(recipe)
     try:
         history = trainer.run(progress=progress)
     finally:

@@ -77,7 +77,9 @@ class SFTStep:
         return (per_token * weights).sum(), {}
 
 
-def run(recipe: dict, progress: bool = True):
+def build_trainer(recipe: dict):
+    """The SFT trainer a recipe describes, its step wired to the trainer's processor (``run``, and
+    ``benchmarks/profile_recipe.py``, which profiles its steps)."""
     from bioreason.kegg_data.build import build_examples
     from bioreason.kegg_data.tasks import SYSTEM_PROMPT
     from bioreason.trainer import Trainer
@@ -89,6 +91,11 @@ def run(recipe: dict, progress: bool = True):
     trainer = Trainer(recipe, step, examples, "sft")
     step.proc = trainer.proc
     trainer.label_set = labels
+    return trainer
+
+
+def run(recipe: dict, progress: bool = True):
+    trainer = build_trainer(recipe)
     history = trainer.run(progress=progress)
     folder = trainer.save_final()
     return trainer, history, folder
