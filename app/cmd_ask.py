@@ -71,15 +71,9 @@ def run(args) -> int:
         sys.stdout.flush()
     sys.stdout.write("\n")
     if config.prompt == "kegg" and config.labels:  # a closed set of diseases: always end on one of them
-        from bioreason.answers import extract_answer, match_label
+        from bioreason.kegg_evaluation import final_answer
 
-        said = extract_answer("".join(pieces))
-        if not (said and match_label(said, list(config.labels))):
-            from bioreason.kegg_evaluation import complete_answer
-
-            name, probs = complete_answer(model, processor, messages, "".join(pieces), config.labels,
-                                          config.label_texts)
-            sys.stdout.write(f"Answer (completed: the trace named none of the model's {len(config.labels)} diseases; "
-                             f"the most likely after it, p={probs[name]:.2f}): "
-                             f"{(config.label_texts or {}).get(name, name)}\n")
+        name, note = final_answer(model, processor, messages, "".join(pieces), config.labels, config.label_texts)
+        if note:
+            sys.stdout.write(f"Answer ({note}): {(config.label_texts or {}).get(name, name)}\n")
     return 0

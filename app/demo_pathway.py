@@ -65,9 +65,9 @@ class PathwayBackend:
 
     def stream(self, question, ref, alt):
         """Yields (facts, trace so far, final answer)."""
-        from bioreason.answers import extract_answer, match_label
         from bioreason.inference import model_messages, stream_answer
         from bioreason.kegg_data.tasks import check_kegg_trace, kegg_facts
+        from bioreason.kegg_evaluation import final_answer
 
         question, ref, alt = (question or "").strip(), "".join((ref or "").split()), "".join((alt or "").split())
         if not question:
@@ -91,18 +91,11 @@ class PathwayBackend:
         for piece in stream_answer(model, proc, msgs, max_new_tokens=self.max_new_tokens):
             trace += piece
             yield shown, trace, ""
-        named = match_label(extract_answer(trace), list(cfg.labels)) if extract_answer(trace) else None
         checks = check_kegg_trace(trace, facts, cfg.labels)
         marks = ", ".join(f"{k.replace('_', ' ')} {'yes' if v else 'no'}" for k, v in checks.items() if v is not None)
-        if named:
-            final = named
-        else:  # a closed set: end on the most likely of its names after the trace, and say so
-            from bioreason.kegg_evaluation import complete_answer
-
-            name, probs = complete_answer(model, proc, msgs, trace, cfg.labels, cfg.label_texts)
-            final = (f"{(cfg.label_texts or {}).get(name, name)} (completed: the trace named none of the model's "
-                     f"{len(cfg.labels)} diseases; the most likely after it, p={probs[name]:.2f})")
-        final += f" (trace checks: {marks})"
+        name, note = final_answer(model, proc, msgs, trace, cfg.labels, cfg.label_texts)  # one of the model's names
+        final = (name if note is None else f"{(cfg.label_texts or {}).get(name, name)} ({note})") + \
+            f" (trace checks: {marks})"
         yield shown, trace, final
 
 

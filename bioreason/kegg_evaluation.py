@@ -62,6 +62,20 @@ def complete_answer(model, processor, messages: list[dict], trace: str, names, t
     return names[int(scores.argmax())], dict(zip(names, torch.softmax(scores, 0).tolist()))
 
 
+def final_answer(model, processor, messages: list[dict], trace: str, names, texts: dict | None = None):
+    """(label, note) a KEGG trace ends on, as ``ask`` and the demo show it: the name its ``Answer:`` line gives when
+    that is one of ``names`` (note None), else :func:`complete_answer`'s, with a note saying it was completed."""
+    from bioreason.answers import extract_answer, match_label
+
+    said = extract_answer(trace)
+    named = match_label(said, list(names)) if said else None
+    if named:
+        return named, None
+    name, probs = complete_answer(model, processor, messages, trace, names, texts)
+    return name, (f"completed: the trace named none of the model's {len(list(names))} diseases; the most likely "
+                  f"after it, p={probs[name]:.2f}")
+
+
 def answered_after_traces(model, processor, examples, checks: dict, names, system=None, mode: str = "dna") -> list:
     """[{pred, probs, completed}] for every item of ``checks`` (``kegg_trace_checks`` over all of ``examples``): the
     name its trace answered where that is one of ``names``; else (``completed``) :func:`complete_answer` with the

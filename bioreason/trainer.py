@@ -231,7 +231,7 @@ class Trainer:
         """What must not change between a checkpoint and its resume: seed, batch shape, schedule and data."""
         t = self.recipe["train"]
         keys = ("seed", "batch_size", "grad_accum", "lr", "scheduler", "warmup_steps", "max_steps")
-        prompts = (self.recipe.get("grpo") or {}).get("prompts") or "all" if self.kind == "grpo" else "all"
+        prompts = ((self.recipe.get("grpo") or {}).get("prompts") or "all") if self.kind == "grpo" else "all"
         return {"kind": self.kind, "processes": self.acc.num_processes, **{k: t.get(k) for k in keys},
                 "data": self.recipe.get("data"), **({"grpo_prompts": prompts} if prompts != "all" else {})}
 
