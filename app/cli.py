@@ -15,6 +15,7 @@ import sys
 
 from bioreason.errors import BioreasonError
 
+MODEL_COMMANDS = ("ask", "predict", "eval", "train", "demo")  # run a model: fp32 CPU matmuls per BIOREASON_CPU_MATMUL
 SUBCOMMANDS = ("bioreason.app.cmd_models", "bioreason.app.cmd_ask", "bioreason.app.cmd_windows",
                "bioreason.app.cmd_train", "bioreason.app.cmd_eval",
                "bioreason.app.cmd_predict", "bioreason.app.cmd_demo")
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     _quiet_libraries()
     try:
+        if args.command in MODEL_COMMANDS:
+            from bioreason.cpu_math import configure_from_env
+
+            configure_from_env()
         return int(args.handler(args) or 0)
     except BioreasonError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,12 +2,13 @@
 
 Prints, with this machine's fp32/bf16 matmul peaks and memory bandwidth measured in the same run:
 ``--score-only`` variants/s on ``--n`` (default 200) real SGE variants, median of ``--reps``: prefix caching off and
-on (``rl.PREFIX_CACHING``), then ``--quantize`` int8 and int8-weight (torchao) with caching on, each with the labels
+on (``rl.PREFIX_CACHING``) with fp32 matmuls on torch's BLAS, then on oneDNN (``bioreason.cpu_math``: what the CLI
+uses on CPUs where oneDNN keeps fp32), then ``--quantize`` int8 and int8-weight (torchao) with caching on, each with the labels
 equal to the fp32 model's and the largest probability change; prefill model-FLOPs utilisation; ``--traces``
 (greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a per-variant loop, batches of
 ``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every row runs until the batch's
 longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots (continuous batching);
-the traces must be identical across all four; the bandwidth roofline of batch-1 decoding (weights read once per
+the traces must be identical across all four (and the continuous run again on BLAS); the bandwidth roofline of batch-1 decoding (weights read once per
 token); peak RSS. Goals on 2 CPU cores: score-only >= 7 variants/s; batched traces >= 4x the loop; peak RSS of
 predict <= 1.5 GiB (``benchmarks/predict_memory.py`` measures it per process).
 """
@@ -84,6 +85,9 @@ def main() -> None:
                     help="batch sizes at which to time greedy decoding of exactly --decode-tokens new tokens per "
                          "row, generate vs the slot decoder (e.g. 1,8,64; '' to skip)")
     ap.add_argument("--decode-tokens", type=int, default=64)
+    ap.add_argument("--cpu-matmul", default="auto", choices=("auto", "onednn", "blas"),
+                    help="fp32 matmul backend for everything after the BLAS-vs-oneDNN score-only comparison (as "
+                         "BIOREASON_CPU_MATMUL; auto = oneDNN where it keeps fp32, as the CLI)")
     args = ap.parse_args()
     import dataclasses
     import statistics
@@ -100,7 +104,7 @@ def main() -> None:
     from bioreason.kegg_data.bundled import bundled_fasta
     from bioreason.kegg_data.variants import VariantReader
 
-    from bioreason import decoding, rl
+    from bioreason import cpu_math, decoding, rl
     from bioreason.checkpoints import load_model
     from bioreason.predict import PredictConfig, VariantPredictor
 
@@ -119,10 +123,14 @@ def main() -> None:
     where = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {where}, model {args.model} in {str(dtype).split('.')[-1]}, "
           f"{len(variants)} real variants, batch {args.batch}, medians of {args.reps}")
-    peak32, peak16, bw = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device), bandwidth_gbs(device)
+    on_cpu = device == "cpu"
+    with cpu_math.matmuls("blas"):
+        peak32, peak16, bw = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device), bandwidth_gbs(device)
+    with cpu_math.matmuls("onednn"):
+        peak_dnn = matmul_peak(torch.float32, device) if on_cpu else peak32
     peak = peak16 if dtype == torch.bfloat16 else peak32
-    print(f"measured now: matmul peak fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; memory bandwidth "
-          f"{bw:.1f} GB/s")
+    print(f"measured now: matmul peak fp32 {peak32:.0f} GFLOP/s on BLAS, {peak_dnn:.0f} on oneDNN (full fp32 there: "
+          f"{cpu_math.onednn_keeps_fp32()}), bf16 {peak16:.0f} GFLOP/s; memory bandwidth {bw:.1f} GB/s")
 
     def score_only(p, caching: bool = True):
         rl.PREFIX_CACHING = caching
@@ -135,8 +143,9 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         return statistics.median(times), results
 
-    dt_off, off = score_only(pred, False)
-    dt, on = score_only(pred, True)
+    with cpu_math.matmuls("blas"):
+        dt_off, off = score_only(pred, False)
+        dt, on = score_only(pred, True)
     prompts = [pred.messages(v) for v in variants[:args.batch]]
     enc = proc(prompts)
     shared = proc.prefix_len(prompts, enc)
@@ -148,7 +157,15 @@ def main() -> None:
     achieved = 2 * non_embed * tokens_per_variant * len(variants) / dt / 1e9
     print(f"score-only {str(dtype).split('.')[-1]}: {len(variants) / dt:.2f} variants/s (goal >= 7 on 2 CPU cores); "
           f"{tokens_per_variant:.0f} LLM tokens per variant; {achieved:.0f} GFLOP/s = MFU {achieved / peak:.1%} of "
-          f"this dtype's peak")
+          f"this dtype's peak (on BLAS)")
+    if on_cpu and dtype == torch.float32:
+        with cpu_math.matmuls("onednn"):
+            d_dnn, dnn = score_only(pred, True)
+        print(f"score-only fp32, matmuls on oneDNN: {len(variants) / d_dnn:.2f} variants/s ({dt / d_dnn:.2f}x BLAS); "
+              f"{compare(on, dnn)}; {achieved * dt / d_dnn:.0f} GFLOP/s = MFU {achieved * dt / d_dnn / peak_dnn:.1%} "
+              f"of oneDNN's fp32 peak")
+    using = cpu_math.use_onednn_matmuls(args.cpu_matmul) if on_cpu else False
+    print(f"from here on fp32 matmuls run on {'oneDNN' if using else 'BLAS'} (--cpu-matmul {args.cpu_matmul})")
     for mode in [m for m in quantize.split(",") if m]:
         qmodel, qproc = load_model(folder, dtype="float32", quantize=mode)
         dq, res = score_only(VariantPredictor(qmodel, qproc, config), True)
@@ -179,13 +196,16 @@ def main() -> None:
     whole, t_whole = traces(args.trace_batch, args.trace_batch, compaction=False)
     comp, t_comp = traces(args.trace_batch, args.trace_batch)
     cont, t_cont = traces(len(sub), args.trace_batch)
+    with cpu_math.matmuls("blas"):
+        cont_blas, t_blas = traces(len(sub), args.trace_batch)
     lengths = [len(proc.tokenizer(t[len(config.trace_prefix):], add_special_tokens=False)["input_ids"]) for t in t_loop]
     same = sum(a == b == c == d for a, b, c, d in zip(t_loop, t_whole, t_comp, t_cont))
     print(f"--traces, greedy, {len(sub)} variants, trace tokens median {statistics.median(lengths):.0f} "
           f"(min {min(lengths)}, max {max(lengths)}, cap {args.new_tokens}); identical traces {same}/{len(sub)}")
     print(f"  per-variant loop {loop:.2f} variants/s; batches of {args.trace_batch}: compaction off {whole:.2f} "
           f"({whole / loop:.1f}x), on {comp:.2f} ({comp / loop:.1f}x); all {len(sub)} queued into "
-          f"{args.trace_batch} slots {cont:.2f} ({cont / loop:.1f}x the loop; goal >= 4x)")
+          f"{args.trace_batch} slots {cont:.2f} ({cont / loop:.1f}x the loop; goal >= 4x); the same on BLAS "
+          f"matmuls {cont_blas:.2f} (traces identical {sum(a == b for a, b in zip(t_cont, t_blas))}/{len(sub)})")
     weight_bytes = sum(p.numel() * p.element_size() for n, p in model.language_model.named_parameters()
                        if "embed_tokens" not in n)
     print(f"batch-1 decoding roofline: {bw * 1e9 / 2 / weight_bytes:.0f} tokens/s ({weight_bytes / 2**20:.0f} "

@@ -88,6 +88,9 @@ def main() -> None:
     ap.add_argument("--autocast", choices=("no", "bf16"), default="bf16",
                     help="CPU autocast for training forward/backward (bf16 matmuls; weights stay fp32); sampling and "
                          "generation run outside it, as in the trainer and predict")
+    ap.add_argument("--cpu-matmul", choices=("auto", "onednn", "blas"), default="auto",
+                    help="fp32 matmul backend (bioreason.cpu_math, as BIOREASON_CPU_MATMUL in the CLI); the slot "
+                         "decoder and an fp32 LoRA step are also timed on the other one")
     args = ap.parse_args()
     from peer import RECORDED, peer_figures
 
@@ -103,6 +106,10 @@ def main() -> None:
     quiet_torchao_logs()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    from bioreason import cpu_math
+
+    on_dnn = cpu_math.use_onednn_matmuls(args.cpu_matmul)
+    other = "blas" if on_dnn else "onednn"
     from bioreason.kegg_data.tasks import SYSTEM_PROMPT
     from bioreason.training.grpo import GRPOStep
     from bioreason.training.sft import SFTStep
@@ -111,7 +118,8 @@ def main() -> None:
 
     ac = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.autocast == "bf16" else contextlib.nullcontext
     examples = workload(8)
-    print(f"torch {torch.__version__}, {args.threads} threads, encoder {args.encoder}, autocast {args.autocast}")
+    print(f"torch {torch.__version__}, {args.threads} threads, encoder {args.encoder}, autocast {args.autocast}, "
+          f"fp32 matmuls on {'oneDNN' if on_dnn else 'BLAS'} (full fp32 on oneDNN here: {cpu_math.onednn_keeps_fp32()})")
 
     def sft_timer(model, proc):
         step = SFTStep(proc, None, "dna")
@@ -138,6 +146,14 @@ def main() -> None:
           f"original: {PEER['positions_per_kb']} per kb)")
     print(f"LoRA SFT step, batch 2: {t_lora:.3f} s ({same}: {PEER['lora_step']} s: {PEER['lora_step'] / t_lora:.2f}x "
           f"faster); peak RSS so far {rss_lora:.2f} GiB (original {PEER['lora_rss']:.2f} GiB)")
+    ac_was, ac = ac, contextlib.nullcontext
+    fp32 = {}
+    for mode in ("blas", "onednn"):
+        with cpu_math.matmuls(mode):
+            fp32[mode] = timed(one, args.steps)
+    ac = ac_was
+    print(f"LoRA SFT step without autocast (fp32): {fp32['blas']:.3f} s on BLAS, {fp32['onednn']:.3f} s on oneDNN "
+          f"({fp32['blas'] / fp32['onednn']:.2f}x; autocast {args.autocast} above: {t_lora:.3f} s)")
 
     # GRPO step vs SFT step on the same 2 prompts
     cfg = {"num_generations": 4, "max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "beta": 0.0,
@@ -188,7 +204,7 @@ def main() -> None:
 
     from bioreason.quantize import quantize_model
 
-    variants = [("generate", model), ("slot decoder", model)]
+    variants = [("generate", model), ("slot decoder", model), (f"slot decoder, fp32 matmuls on {other}", model)]
     variants += [(f"slot decoder --quantize {m}", "lazy:" + m) for m in args.quantize.split(",") if m]
     for name, m in variants:
         if isinstance(m, str):
@@ -205,7 +221,8 @@ def main() -> None:
                 else:
                     def run(m=m, prompts=prompts):
                         return sample_groups(m, proc, prompts, 1, 64, do_sample=False, min_new_tokens=64)
-                t = timed(run, args.steps, warmup=1)
+                with cpu_math.matmuls(other) if other in name else contextlib.nullcontext():
+                    t = timed(run, args.steps, warmup=1)
             peer = PEER["gen_b1"] if bsz == 1 else PEER["gen_b8"]
             print(f"greedy decoding, {name}, batch {bsz}: {64 * bsz / t:.1f} new tokens/s ({same}: {peer}: "
                   f"{64 * bsz / t / peer:.2f}x; goal >= 4x)")

@@ -14,6 +14,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # as the CLI sets it: bit-reproducible math before torch loads
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_matmuls_as_the_cli():
+    """fp32 CPU matmuls on the backend the CLI picks (``bioreason.cpu_math``) from the first test on, so a test's
+    figures do not depend on whether an earlier test ran the CLI in-process."""
+    from bioreason.cpu_math import configure_from_env
+
+    configure_from_env()
+
+
 @pytest.fixture(scope="session")
 def chr17_slice() -> str:
     text = (DATA / "GRCh38_chr17_43044294-43125363.fa").read_text()

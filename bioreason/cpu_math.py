@@ -1,0 +1,99 @@
+"""How fp32 matrix products run on the CPU: MKL's sgemm (torch's default) or oneDNN's fp32 matmul kernels.
+
+On AMD CPUs MKL's sgemm takes a generic code path: on this project's 2-core AMD EPYC (AVX-512) it reaches about
+190 GFLOP/s where oneDNN's ``brg_matmul:avx512_core`` fp32 kernel reaches about 450 on the LLM's shapes. torch
+sends fp32 ``linear``/``matmul`` to oneDNN only when ``torch.backends.mkldnn.matmul.fp32_precision`` is ``"bf16"``,
+which *allows* oneDNN to round the inputs to bfloat16: CPUs with AMX (and oneDNN versions that use it there) do,
+this one does not (its kernel stays fp32; results differ from MKL's by summation order only, ~3e-7 relative).
+So ``use_onednn_matmuls("auto")`` switches only after a probe shows that the switch keeps full fp32 precision
+(a product whose exact value needs more than bfloat16's 8 mantissa bits comes back exact, at a decode-sized and a
+prefill-sized shape), and otherwise leaves torch as it was. ``configure_from_env()`` reads
+``BIOREASON_CPU_MATMUL`` (``auto``, the default; ``onednn``; ``blas`` = torch's default) and is called by the CLI,
+the demo and the benchmarks; library users call ``use_onednn_matmuls`` themselves. What it changes is measured
+side by side by ``benchmarks/predict.py`` and ``benchmarks/train_step.py`` (``--cpu-matmul``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+
+ENV = "BIOREASON_CPU_MATMUL"
+MODES = ("auto", "onednn", "blas")
+
+
+def _backend():
+    import torch
+
+    return torch.backends.mkldnn.matmul
+
+
+@functools.lru_cache(maxsize=1)
+def onednn_keeps_fp32() -> bool:
+    """True when fp32 products sent to oneDNN come back at fp32 precision on this CPU (see the module docstring).
+
+    Probes ``linear`` at a decode-sized (1 row) and a prefill-sized (64 rows) product of 576 terms whose inputs
+    need 13 mantissa bits (1 + 2**-12; bfloat16 keeps 8): rounded to bfloat16 each term loses its 2**-12 part and
+    the sum comes back 576.0 instead of 576.14 (fp32 accumulation keeps it to within a few 1e-4)."""
+    import torch
+
+    if not torch.backends.mkldnn.is_available():
+        return False
+    backend = _backend()
+    before = backend.fp32_precision
+    try:
+        backend.fp32_precision = "bf16"
+        for rows in (1, 64):
+            x = torch.full((rows, 576), 1 + 2 ** -12)
+            got = torch.nn.functional.linear(x, torch.ones(64, 576))
+            if (got - 576 * (1 + 2 ** -12)).abs().max().item() > 0.01:
+                return False
+        return True
+    except RuntimeError:  # a build without the setting, or oneDNN refusing the product
+        return False
+    finally:
+        backend.fp32_precision = before
+
+
+def use_onednn_matmuls(mode: str = "auto") -> bool:
+    """Route fp32 CPU matmuls through oneDNN (``onednn``), or leave them on torch's BLAS (``blas``); ``auto`` routes
+    them only when :func:`onednn_keeps_fp32`. Returns whether oneDNN is now used. Process-wide, like torch's own
+    precision settings; CUDA is not affected."""
+    from bioreason.errors import BioreasonError
+
+    if mode not in MODES:
+        raise BioreasonError(f"{ENV} must be one of {', '.join(MODES)}, not {mode!r}")
+    backend = _backend()
+    if mode == "blas":
+        backend.fp32_precision = "none"
+        return False
+    if mode == "auto" and not onednn_keeps_fp32():
+        return False
+    backend.fp32_precision = "bf16"
+    return True
+
+
+def onednn_in_use() -> bool:
+    """Whether fp32 CPU matmuls currently go to oneDNN (as set by :func:`use_onednn_matmuls`)."""
+    return _backend().fp32_precision == "bf16"
+
+
+@contextlib.contextmanager
+def matmuls(mode: str):
+    """``use_onednn_matmuls(mode)`` for the duration of a block (benchmarks compare both ways in one process)."""
+    backend = _backend()
+    before = backend.fp32_precision
+    try:
+        yield use_onednn_matmuls(mode)
+    finally:
+        backend.fp32_precision = before
+
+
+def configure_from_env() -> bool:
+    """``use_onednn_matmuls`` with the mode ``BIOREASON_CPU_MATMUL`` names (default ``auto``)."""
+    return use_onednn_matmuls(os.environ.get(ENV, "auto").strip().lower() or "auto")
+
+
+__all__ = ["ENV", "MODES", "configure_from_env", "matmuls", "onednn_in_use", "onednn_keeps_fp32",
+           "use_onednn_matmuls"]
