@@ -84,7 +84,7 @@ class PathwayBackend:
         model, proc, cfg = self.model()
         msgs = model_messages(question, [ref, alt], cfg, None, proc.max_nucleotides)
         proc([msgs])  # invalid letters or lengths: an error before streaming
-        facts = kegg_facts(question, ref, alt)
+        facts = kegg_facts(question, ref, alt, max_variant_nt=(cfg.kegg or {}).get("max_variant_nt"))
         shown = facts_markdown(facts)
         trace = ""
         yield shown, trace, ""

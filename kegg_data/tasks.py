@@ -96,7 +96,10 @@ class KEGGTask(Task):
     ``eval`` and the demo phrase questions the way it was trained): ``compact_genes`` drops the gene descriptions
     of the 'Genes in the pathway' line (about 40% of the question's tokens); ``state_variant`` adds a line with the
     variant computed from the two sequences (``Variant: C>T``); ``trace_steps`` keeps the first N 'Step' lines of
-    the dataset's reasoning, after a first line that restates the variant and the gene (None: the whole text)."""
+    the dataset's reasoning, after a first line that restates the variant and the gene (None: the whole text);
+    ``max_variant_nt`` states a variant whose trimmed alleles are longer than this (REF + ALT nt) by its size
+    (``a 66-nt insertion``) instead of spelling out both alleles (None: always spelt out; a repeat expansion's
+    alleles can run to 200 nt, which a prompt line and the trace's first line would each copy)."""
 
     name = "kegg"
     hub_name = "wanglab/kegg"
@@ -104,28 +107,31 @@ class KEGGTask(Task):
     variant_index = 2000  # ref = chrom[start-2000 : start+len(REF)+2000]
 
     def __init__(self, dna_length: int = 1024, system: str | None = SYSTEM_PROMPT, compact_genes: bool = False,
-                 state_variant: bool = False, trace_steps: int | None = None):
+                 state_variant: bool = False, trace_steps: int | None = None, max_variant_nt: int | None = None):
         super().__init__(dna_length, system)
         self.compact_genes, self.state_variant = bool(compact_genes), bool(state_variant)
         self.trace_steps = int(trace_steps) if trace_steps else None
+        self.max_variant_nt = int(max_variant_nt) if max_variant_nt else None
 
     def to_example(self, row, index):
         answer = str(row["answer"]).strip().lower()
         return kegg_example(str(row["question"]), row["reference_sequence"], row["variant_sequence"], answer,
                             str(row.get("reasoning") or ""), self.dna_length, self.compact_genes, self.state_variant,
-                            self.trace_steps, meta={"task": self.name, "label": normalise_text(answer), "row": index})
+                            self.trace_steps, meta={"task": self.name, "label": normalise_text(answer), "row": index},
+                            max_variant_nt=self.max_variant_nt)
 
 
 def kegg_example(question: str, ref: str, alt: str, answer: str | None = None, reasoning: str | None = None,
                  dna_length: int = 1024, compact_genes: bool = False, state_variant: bool = False,
-                 trace_steps: int | None = None, meta: dict | None = None) -> Example:
+                 trace_steps: int | None = None, meta: dict | None = None,
+                 max_variant_nt: int | None = None) -> Example:
     """One KEGG prompt from a question and two sequences, as training built it: both sequences cropped to
     ``dna_length`` nt around the variant (found by :func:`kegg_variant`), the question rewritten as the options say
     (:func:`kegg_question`), the trace cut (:func:`kegg_trace`). Used by the task loader, ``ask`` and the demo."""
     question = question.strip()
     ref, alt = (ref or "").strip().upper(), (alt or "").strip().upper()
     variant = kegg_variant(ref, alt)
-    facts = kegg_facts(question, ref, alt)
+    facts = kegg_facts(question, ref, alt, max_variant_nt=max_variant_nt)
     centre = variant[2] if variant else None
     crop = (lambda s: center_crop(s, dna_length, centre)) if max(len(ref), len(alt)) > dna_length else (lambda s: s)
     return Example(question=kegg_question(question, facts, compact_genes, state_variant), dna=[crop(ref), crop(alt)],
@@ -253,10 +259,33 @@ def kegg_variant(ref: str, alt: str, index: int = 2000) -> tuple[str, str, int] 
     return r, a, i
 
 
-def kegg_facts(question: str, ref: str, alt: str, index: int = 2000) -> dict:
+def variant_text(ref: str, alt: str, max_nt: int | None = None) -> str:
+    """``REF>ALT``, or with ``max_nt`` and longer alleles, the variant by its size: the alleles are trimmed of the
+    bases they share at either end (one anchor base kept for an insertion or deletion, as VCF does), then stated as
+    ``a 66-nt insertion``, ``a 10-nt deletion`` or ``a 30-nt to 12-nt replacement`` when REF + ALT exceed ``max_nt``."""
+    if not max_nt or len(ref) + len(alt) <= max_nt:
+        return f"{ref}>{alt}"
+    i = 0
+    while i < min(len(ref), len(alt)) - 1 and ref[i] == alt[i]:
+        i += 1
+    r, a = ref[i:], alt[i:]
+    j = 0
+    while j < min(len(r), len(a)) - 1 and r[-1 - j] == a[-1 - j]:
+        j += 1
+    r, a = r[:len(r) - j], a[:len(a) - j]
+    if len(r) + len(a) <= max_nt:
+        return f"{r}>{a}"
+    if len(r) == 1:
+        return f"a {len(a) - 1}-nt insertion"
+    if len(a) == 1:
+        return f"a {len(r) - 1}-nt deletion"
+    return f"a {len(r)}-nt to {len(a)}-nt replacement"
+
+
+def kegg_facts(question: str, ref: str, alt: str, index: int = 2000, max_variant_nt: int | None = None) -> dict:
     """What a KEGG trace can be checked against, computed from the inputs: the network's starred genes, the gene
     the question asks about ('this PDE11A allele'), and the variant (``C>T``, ``AGTTAG>AGTTAGTTAG``; from
-    :func:`kegg_variant`)."""
+    :func:`kegg_variant`; by its size past ``max_variant_nt``, see :func:`variant_text`)."""
     import re
 
     network = next((line for line in question.splitlines() if line.startswith("Network Definition")), "")
@@ -264,7 +293,7 @@ def kegg_facts(question: str, ref: str, alt: str, index: int = 2000) -> dict:
     asked = re.search(r"this (\S+) allele", question)
     variant = kegg_variant(ref, alt, index)
     return {"starred": ",".join(starred), "gene": asked.group(1) if asked else None,
-            "change": f"{variant[0]}>{variant[1]}" if variant else None}
+            "change": variant_text(variant[0], variant[1], max_variant_nt) if variant else None}
 
 
 def kegg_question(question: str, facts: dict, compact_genes: bool = False, state_variant: bool = False) -> str:

@@ -26,6 +26,26 @@ def test_kegg_variant_reads_snvs_and_indels_from_the_records_layout():
     assert kegg_variant("ACGT", "ACGT") is None
 
 
+def test_long_variants_are_stated_by_their_size_past_max_variant_nt():
+    from bioreason.kegg_data.tasks import variant_text
+
+    assert variant_text("C", "T", 12) == "C>T" and variant_text("AG", "AGTTAG", 12) == "AG>AGTTAG"
+    assert variant_text("CTG" * 8, "CTG" * 30, None) == f"{'CTG' * 8}>{'CTG' * 30}"  # no option: spelt out
+    assert variant_text("CTG" * 8, "CTG" * 30, 12) == "a 66-nt insertion"  # shared bases trimmed, anchor kept
+    assert variant_text("G" + "CAG" * 10, "G", 12) == "a 30-nt deletion"
+    assert variant_text("ACGTACGTAC", "TTTTTTTTTTTT", 12) == "a 10-nt to 12-nt replacement"
+    assert variant_text("AAAAAAAAAC", "AAAAAAAAAT", 12) == "C>T"  # long only before trimming
+    facts = kegg_facts("Network Definition of the pathway: ATXN3*", FLANK + "CTG" * 8 + FLANK,
+                       FLANK + "CTG" * 30 + FLANK, max_variant_nt=12)
+    assert facts["change"] == "a 66-nt insertion"
+    ex = kegg_example("Network Definition of the pathway: ATXN3*\nGiven this context, what disease does this "
+                      "ATXN3 allele contribute to?", FLANK + "CTG" * 8 + FLANK, FLANK + "CTG" * 30 + FLANK,
+                      "spinocerebellar ataxia", "Step 1: An expansion.", state_variant=True, trace_steps=1,
+                      max_variant_nt=12)
+    assert ex.question.startswith("Variant: a 66-nt insertion\n")
+    assert ex.reasoning.startswith("The variant is a 66-nt insertion in ATXN3.")
+
+
 def test_the_datasets_reasoning_states_the_variant_read_from_its_sequences():
     """On the 50 real records, the computed variant is what the Claude-written reasoning names in >= 80%."""
     rows = [json.loads(x) for x in (DATA / "kegg_sample.jsonl").read_text().splitlines()]
@@ -127,7 +147,7 @@ def test_a_kegg_folder_records_its_prompt_and_ask_rebuilds_it():
     from bioreason.kegg_data.build import task_spec
     from bioreason.predict import PredictConfig
 
-    opts = {"compact_genes": True, "state_variant": True, "trace_steps": 3}
+    opts = {"compact_genes": True, "state_variant": True, "trace_steps": 3, "max_variant_nt": 12}
     spec = task_spec({"task": "kegg", "window": 512, "options": {**opts, "holdout": {"part": "train"}}},
                      ["b", "a", "b"], label_set=["c", "a", "b"])
     assert spec["prompt"] == "kegg" and spec["labels"] == ["a", "b", "c"] and spec["kegg"] == opts
