@@ -8,9 +8,11 @@ this one does not (its kernel stays fp32; results differ from MKL's by summation
 So ``use_onednn_matmuls("auto")`` switches only after a probe shows that the switch keeps full fp32 precision
 (a product whose exact value needs more than bfloat16's 8 mantissa bits comes back exact, at a decode-sized and a
 prefill-sized shape), and otherwise leaves torch as it was. ``configure_from_env()`` reads
-``BIOREASON_CPU_MATMUL`` (``auto``, the default; ``onednn``; ``blas`` = torch's default) and is called by the CLI,
-the demo and the benchmarks; library users call ``use_onednn_matmuls`` themselves. What it changes is measured
-side by side by ``benchmarks/predict.py`` and ``benchmarks/train_step.py`` (``--cpu-matmul``).
+``BIOREASON_CPU_MATMUL`` (``auto``, the default; ``onednn``, which forces the switch, bf16 rounding included where
+oneDNN does it; ``blas`` = torch's default) and is called by the CLI's model commands (ask, predict, eval, train,
+demo); library users call ``use_onednn_matmuls`` themselves. torch before 2.9 lacks the setting: there ``auto`` and
+``blas`` leave torch as it is and ``onednn`` is an error. What it changes is measured side by side by
+``benchmarks/predict.py`` and ``benchmarks/train_step.py`` (``--cpu-matmul``).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ MODES = ("auto", "onednn", "blas")
 
 
 def _backend():
+    """torch's oneDNN matmul settings, or None in a torch without ``fp32_precision`` (before 2.9)."""
     import torch
 
-    return torch.backends.mkldnn.matmul
+    backend = getattr(torch.backends.mkldnn, "matmul", None)
+    return backend if backend is not None and hasattr(backend, "fp32_precision") else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,9 +42,9 @@ def onednn_keeps_fp32() -> bool:
     the sum comes back 576.0 instead of 576.14 (fp32 accumulation keeps it to within a few 1e-4)."""
     import torch
 
-    if not torch.backends.mkldnn.is_available():
-        return False
     backend = _backend()
+    if backend is None or not torch.backends.mkldnn.is_available():
+        return False
     before = backend.fp32_precision
     try:
         backend.fp32_precision = "bf16"
@@ -65,6 +69,12 @@ def use_onednn_matmuls(mode: str = "auto") -> bool:
     if mode not in MODES:
         raise BioreasonError(f"{ENV} must be one of {', '.join(MODES)}, not {mode!r}")
     backend = _backend()
+    if backend is None:
+        if mode == "onednn":
+            import torch
+
+            raise BioreasonError(f"{ENV}=onednn needs torch >= 2.9 (this is {torch.__version__}); use auto or blas")
+        return False
     if mode == "blas":
         backend.fp32_precision = "none"
         return False
@@ -76,18 +86,20 @@ def use_onednn_matmuls(mode: str = "auto") -> bool:
 
 def onednn_in_use() -> bool:
     """Whether fp32 CPU matmuls currently go to oneDNN (as set by :func:`use_onednn_matmuls`)."""
-    return _backend().fp32_precision == "bf16"
+    backend = _backend()
+    return backend is not None and backend.fp32_precision == "bf16"
 
 
 @contextlib.contextmanager
 def matmuls(mode: str):
     """``use_onednn_matmuls(mode)`` for the duration of a block (benchmarks compare both ways in one process)."""
     backend = _backend()
-    before = backend.fp32_precision
+    before = backend.fp32_precision if backend is not None else None
     try:
         yield use_onednn_matmuls(mode)
     finally:
-        backend.fp32_precision = before
+        if backend is not None:
+            backend.fp32_precision = before
 
 
 def configure_from_env() -> bool:

@@ -68,3 +68,15 @@ def test_cli_names_a_bad_setting(monkeypatch, capsys, tmp_path):
     assert main(["predict", str(tmp_path / "none.vcf"), "--fasta", "bundled", "-o", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "BIOREASON_CPU_MATMUL" in err and "'gpu'" in err and "Traceback" not in err
+
+
+def test_a_torch_without_the_setting_is_left_alone(monkeypatch):
+    from bioreason.errors import BioreasonError
+
+    monkeypatch.setattr(cpu_math, "_backend", lambda: None)  # torch < 2.9
+    assert cpu_math.use_onednn_matmuls("auto") is False and cpu_math.use_onednn_matmuls("blas") is False
+    assert not cpu_math.onednn_in_use()
+    with cpu_math.matmuls("auto") as used:
+        assert used is False
+    with pytest.raises(BioreasonError, match="torch >= 2.9"):
+        cpu_math.use_onednn_matmuls("onednn")
