@@ -3,14 +3,15 @@
 Prints, with this machine's fp32/bf16 matmul peaks and memory bandwidth measured in the same run:
 ``--score-only`` variants/s on ``--n`` (default 200) real SGE variants, median of ``--reps``: prefix caching off and
 on (``rl.PREFIX_CACHING``) with fp32 matmuls on torch's BLAS, then on oneDNN (``bioreason.cpu_math``: what the CLI
-uses on CPUs where oneDNN keeps fp32), then ``--quantize`` int8 and int8-weight (torchao) with caching on, each with the labels
-equal to the fp32 model's and the largest probability change; prefill model-FLOPs utilisation; ``--traces``
-(greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a per-variant loop, batches of
-``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every row runs until the batch's
-longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots (continuous batching);
-the traces must be identical across all four (and the continuous run again on BLAS); the bandwidth roofline of batch-1 decoding (weights read once per
-token); peak RSS. Goals on 2 CPU cores: score-only >= 7 variants/s; batched traces >= 4x the loop; peak RSS of
-predict <= 1.5 GiB (``benchmarks/predict_memory.py`` measures it per process).
+uses on CPUs where oneDNN keeps fp32), then ``--quantize`` int8 and int8-weight (torchao) with caching on, each
+with the labels equal to the fp32 model's and the largest probability change; prefill model-FLOPs utilisation;
+``--traces`` (greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a per-variant
+loop, batches of ``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every row runs
+until the batch's longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots
+(continuous batching), then the last again on BLAS; the traces must be identical across all of them; the bandwidth
+roofline of batch-1 decoding (weights read once per token); peak RSS. Goals on 2 CPU cores: score-only >= 7
+variants/s; batched traces >= 4x the loop; peak RSS of predict <= 1.5 GiB (``benchmarks/predict_memory.py``
+measures it per process).
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ def main() -> None:
           f"{len(variants)} real variants, batch {args.batch}, medians of {args.reps}")
     on_cpu = device == "cpu"
     with cpu_math.matmuls("blas"):
-        peak32, peak16, bw = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device), bandwidth_gbs(device)
+        peak32, peak16 = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device)
+        bw = bandwidth_gbs(device)
     with cpu_math.matmuls("onednn"):
         peak_dnn = matmul_peak(torch.float32, device) if on_cpu else peak32
     peak = peak16 if dtype == torch.bfloat16 else peak32

@@ -119,7 +119,8 @@ def main() -> None:
     ac = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.autocast == "bf16" else contextlib.nullcontext
     examples = workload(8)
     print(f"torch {torch.__version__}, {args.threads} threads, encoder {args.encoder}, autocast {args.autocast}, "
-          f"fp32 matmuls on {'oneDNN' if on_dnn else 'BLAS'} (full fp32 on oneDNN here: {cpu_math.onednn_keeps_fp32()})")
+          f"fp32 matmuls on {'oneDNN' if on_dnn else 'BLAS'} (full fp32 on oneDNN here: "
+          f"{cpu_math.onednn_keeps_fp32()})")
 
     def sft_timer(model, proc):
         step = SFTStep(proc, None, "dna")
