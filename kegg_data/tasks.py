@@ -238,14 +238,19 @@ def seen_split(examples: list[Example], fraction: float, seed: int = 0) -> tuple
 
 def kegg_variant(ref: str, alt: str, index: int = 2000) -> tuple[str, str, int] | None:
     """(REF, ALT, 0-based start) from two sequences built as BioReason's KEGG records are (``index`` nt of flank on
-    each side of the VCF alleles, so ``ref = flank5 + REF + flank3``); otherwise the one differing segment left
-    after trimming the common prefix and suffix (the first base kept as anchor for an insertion or deletion).
-    None when the sequences are equal."""
+    each side of the VCF alleles, so ``ref = flank5 + REF + flank3``); otherwise :func:`trim_alleles`. None when
+    the sequences are equal."""
     ref, alt = (ref or "").upper(), (alt or "").upper()
     if ref == alt:
         return None
     if min(len(ref), len(alt)) > 2 * index and ref[:index] == alt[:index] and ref[-index:] == alt[-index:]:
         return ref[index:len(ref) - index], alt[index:len(alt) - index], index
+    return trim_alleles(ref, alt)
+
+
+def trim_alleles(ref: str, alt: str) -> tuple[str, str, int]:
+    """(REF, ALT, 0-based start): the one segment where two different sequences differ, left after trimming their
+    common prefix and suffix (the base before it kept as anchor for an insertion or deletion, as VCF does)."""
     i = 0
     while i < min(len(ref), len(alt)) and ref[i] == alt[i]:
         i += 1
@@ -261,18 +266,11 @@ def kegg_variant(ref: str, alt: str, index: int = 2000) -> tuple[str, str, int] 
 
 def variant_text(ref: str, alt: str, max_nt: int | None = None) -> str:
     """``REF>ALT``, or with ``max_nt`` and longer alleles, the variant by its size: the alleles are trimmed of the
-    bases they share at either end (one anchor base kept for an insertion or deletion, as VCF does), then stated as
-    ``a 66-nt insertion``, ``a 10-nt deletion`` or ``a 30-nt to 12-nt replacement`` when REF + ALT exceed ``max_nt``."""
+    bases they share at either end (:func:`trim_alleles`), then stated as ``a 66-nt insertion``, ``a 10-nt
+    deletion`` or ``a 30-nt to 12-nt replacement`` when REF + ALT still exceed ``max_nt``."""
     if not max_nt or len(ref) + len(alt) <= max_nt:
         return f"{ref}>{alt}"
-    i = 0
-    while i < min(len(ref), len(alt)) - 1 and ref[i] == alt[i]:
-        i += 1
-    r, a = ref[i:], alt[i:]
-    j = 0
-    while j < min(len(r), len(a)) - 1 and r[-1 - j] == a[-1 - j]:
-        j += 1
-    r, a = r[:len(r) - j], a[:len(a) - j]
+    r, a, _ = trim_alleles(ref, alt)
     if len(r) + len(a) <= max_nt:
         return f"{r}>{a}"
     if len(r) == 1:
