@@ -2,9 +2,9 @@
 
 Front end only. The model is a KEGG checkpoint: the one named with ``--model`` when it is one (its
 ``bioreason_task.json`` says ``prompt: kegg``), else the shipped ``kegg-v1``, loaded on the tab's first use. Prompts
-come from ``bioreason.inference.model_messages`` (the same as ``bioreason ask``): both sequences cropped around the
-variant, the question rewritten as the model was trained. The page shows the facts computed from the inputs (the
-variant, the gene asked about, the network's starred genes), the streamed trace, the disease parsed from its final
+come from ``bioreason.inference.kegg_prompt`` (as ``bioreason ask``'s): both sequences cropped around the variant,
+the question rewritten as the model was trained. The page shows the facts computed from the inputs with the same
+prompt options (the variant as the prompt states it, the gene asked about, the network's starred genes), the streamed trace, the disease parsed from its final
 answer, and whether the trace passed the three fact checks of ``bioreason eval --task kegg --traces``. The
 examples are real records of the KEGG train split that lie in kegg-v1's validation part (never trained on).
 """
@@ -65,8 +65,8 @@ class PathwayBackend:
 
     def stream(self, question, ref, alt):
         """Yields (facts, trace so far, final answer)."""
-        from bioreason.inference import model_messages, stream_answer
-        from bioreason.kegg_data.tasks import check_kegg_trace, kegg_facts
+        from bioreason.inference import kegg_prompt, stream_answer
+        from bioreason.kegg_data.tasks import check_kegg_trace
         from bioreason.kegg_evaluation import final_answer
 
         question, ref, alt = (question or "").strip(), "".join((ref or "").split()), "".join((alt or "").split())
@@ -82,9 +82,8 @@ class PathwayBackend:
                 raise DemoInputError(f"the {name} sequence has {len(seq):,} characters; the tab takes at most "
                                      f"{MAX_SEQUENCE_CHARS:,} (KEGG records are about 4,001 nt)")
         model, proc, cfg = self.model()
-        msgs = model_messages(question, [ref, alt], cfg, None, proc.max_nucleotides)
+        msgs, facts = kegg_prompt(question, [ref, alt], cfg, None, proc.max_nucleotides)  # facts as the prompt states
         proc([msgs])  # invalid letters or lengths: an error before streaming
-        facts = kegg_facts(question, ref, alt, max_variant_nt=(cfg.kegg or {}).get("max_variant_nt"))
         shown = facts_markdown(facts)
         trace = ""
         yield shown, trace, ""

@@ -28,10 +28,17 @@ def build_messages(question: str, dna: list[str] | tuple[str, ...] = (), system:
 
 def model_messages(question: str, dna: list[str], config, system: str | None = None, max_nucleotides: int = 1024):
     """The chat a trained model expects, from its ``PredictConfig`` (``bioreason_task.json``): a KEGG model
-    (``prompt: kegg``) gets its training prompt (two sequences cropped around the variant, the question rewritten
-    as it was trained: gene list without descriptions, the variant stated); any other model the plain chat."""
+    (``prompt: kegg``) gets its training prompt (:func:`kegg_prompt`); any other model the plain chat."""
     if getattr(config, "prompt", None) != "kegg":
         return build_messages(question, dna, system or DEFAULT_SYSTEM)
+    return kegg_prompt(question, dna, config, system, max_nucleotides)[0]
+
+
+def kegg_prompt(question: str, dna: list[str], config, system: str | None = None, max_nucleotides: int = 1024):
+    """(messages, facts) for a KEGG model: its training prompt (two sequences cropped around the variant, the
+    question rewritten as it was trained: gene list without descriptions, the variant stated, as its
+    ``bioreason_task.json`` options say) and the facts its trace is checked against (``kegg_facts``: starred
+    genes, the gene asked about, the variant as the prompt states it)."""
     from bioreason.errors import InputFormatError
     from bioreason.kegg_data.tasks import kegg_example
 
@@ -43,7 +50,7 @@ def model_messages(question: str, dna: list[str], config, system: str | None = N
     opts = {k: v for k, v in (config.kegg or {}).items() if k != "trace_steps"}
     example = kegg_example(question, dna[0], dna[1], dna_length=max_nucleotides, **opts)
     mode = "none" if config.mode == "none" else "dna"  # an LLM-only KEGG model reads the question alone
-    return example.to_messages(system or config.system, mode, with_answer=False)
+    return example.to_messages(system or config.system, mode, with_answer=False), example.meta
 
 
 def generation_kwargs(processor, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 0.95) -> dict:
