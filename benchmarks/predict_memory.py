@@ -5,12 +5,15 @@ Generates VCFs of ``--sizes`` records (default 1,000 and 1,000,000): the 24 real
 where the bundled reference has no sequence, so they go through the reader, the skip accounting and every output
 file without costing model time. Each size runs in a fresh process; its peak RSS comes from ``wait4``. Prints the
 RSS per size and the ratio largest / smallest (goal: at most 1.1: flat), and the largest against 1.5 GiB.
+``--traces`` adds reasoning traces; ``--reps N`` runs each size N times (peak RSS differs by up to 0.07 GiB from
+run to run with traces): the largest peak RSS and the median wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,9 +37,9 @@ def make_vcf(n: int, folder: Path) -> Path:
     return out
 
 
-def run_one(vcf: Path, prefix: Path) -> tuple[float, float]:
+def run_one(vcf: Path, prefix: Path, traces: bool = False) -> tuple[float, float]:
     cmd = [sys.executable, "-m", "bioreason.app.cli", "predict", str(vcf), "--fasta", "bundled", "-o", str(prefix),
-           "--force"]
+           "--force"] + (["--traces"] if traces else [])
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -49,17 +52,25 @@ def run_one(vcf: Path, prefix: Path) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="1000,1000000")
+    ap.add_argument("--traces", action="store_true", help="predict --traces (greedy reasoning traces)")
+    ap.add_argument("--reps", type=int, default=1, help="runs of each size")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
             vcf = make_vcf(n, Path(tmp))
-            rss, secs = run_one(vcf, Path(tmp) / f"out{n}")
-            lines = sum(1 for _ in open(Path(tmp) / f"out{n}.jsonl"))
-            assert lines == n, (lines, n)  # every record accounted for
+            got = []
+            for _ in range(args.reps):
+                got.append(run_one(vcf, Path(tmp) / f"out{n}", args.traces))
+                with open(Path(tmp) / f"out{n}.jsonl") as fh:
+                    lines = sum(1 for _ in fh)
+                assert lines == n, (lines, n)  # every record accounted for
+            rss, secs = max(r for r, _ in got), statistics.median(s for _, s in got)
             rows.append((n, rss, secs))
-            print(f"{n:>9,} records: peak RSS {rss:.2f} GiB, {secs:.0f} s (24 predicted, {n - 24:,} skipped)")
+            print(f"{n:>9,} records{' --traces' if args.traces else ''}: peak RSS {rss:.2f} GiB (largest of "
+                  f"{args.reps}: {', '.join(f'{r:.2f}' for r, _ in got)}), {secs:.0f} s median (24 predicted, "
+                  f"{n - 24:,} skipped)")
             (Path(tmp) / f"n{n}.vcf").unlink()
     small, large = rows[0][1], rows[-1][1]
     print(f"peak RSS {rows[-1][0]:,} / {rows[0][0]:,} records: {large / small:.3f}x; flat (goal <= 1.1x): "

@@ -1,16 +1,16 @@
-"""The decode loop: a fixed-size KV cache whose rows are slots, finished rows leave, queued prompts take their place.
+"""The decode loop: a KV cache whose rows are slots, finished rows leave, queued prompts take their place.
 
 ``decode_slots`` replaces ``model.generate`` for every batched decode (``sampling.sample_groups``: GRPO sampling,
 ``predict --traces``, ``eval --traces``). ``model.generate`` runs a batch until its longest completion ends, doing
-full-width work for rows that already finished; here each row is a *slot* of one preallocated cache of
-``slots`` rows x L columns. When a row ends, a queued prompt is prefilled (its DNA encoded, its template prefix from
-``rl.prefill``) and its keys and values are copied into the free row (continuous batching, as vLLM and TGI do);
-when the queue is empty, finished rows are dropped from the cache (row compaction), so the step shrinks with the
-work left. All rows write the same column at each step: a joining prompt's keys sit in the columns just before it
-(the keys are stored after rotary embedding, so only the attention mask and each row's position ids say where a
-row's tokens are), and the columns are shifted left when the cache's end is reached. Each decoding step calls the
-model as the caller holds it (peft, DDP, FSDP wrappers see it). ``COMPACTION`` switches both refill and
-compaction off for benchmarks.
+full-width work for rows that already finished; here each row is a *slot* of one cache of ``slots`` rows x L
+columns, L growing ``GROW`` columns at a time (most traces end long before ``max_new_tokens``). When a row ends,
+a queued prompt is prefilled (its DNA encoded, its template prefix from ``rl.prefill``) and its keys and values
+are copied into the free row (continuous batching, as vLLM and TGI do); when the queue is empty, finished rows are
+dropped from the cache (row compaction), so the step shrinks with the work left. All rows write the same column at
+each step: a joining prompt's keys sit in the columns just before it (the keys are stored after rotary embedding,
+so only the attention mask and each row's position ids say where a row's tokens are), and when the cache's end is
+reached the columns are shifted left, then the cache grows. Each decoding step calls the model as the caller holds
+it (peft, DDP, FSDP wrappers see it). ``COMPACTION`` switches both refill and compaction off for benchmarks.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from collections import deque
 import torch
 
 COMPACTION = True  # benchmarks switch it off (every slot then runs until the longest row of its batch ends)
+GROW = 64  # columns the cache gains at a time: most traces end long before max_new_tokens, so room for all of it
+# up front (8 rows x 256 tokens: about 190 MB of keys and values for the embedded default) is mostly never written
 
 
 def _cast_to_cache(layer):
@@ -155,6 +157,7 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
     suppress = [i for i in (getattr(dna_llm.config, f"dna_{k}_token_id", None) for k in ("start", "pad", "end"))
                 if i is not None]  # as DNALLMForCausalLM.generate: the DNA placeholders carry no text
     total = n_prompts * group
+    room = min(max_new_tokens, GROW)  # columns after t a placement leaves; the cache grows by as many when full
     slots = total if slots is None or not COMPACTION else max(min(int(slots), total), group)
     queue = deque(range(n_prompts))
     out: list[list[int]] = [[] for _ in range(total)]
@@ -170,8 +173,8 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
         W = mask.shape[1]
         kv = [(k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)) for k, v in kv]
         mask, logits = mask.repeat_interleave(group, 0), logits.repeat_interleave(group, 0)
-        if sc is None:  # room for the steps; twice that if prompts will join later (shifts then stay rare)
-            sc = SlotCache(lm.config, slots, W + (2 if queue else 1) * max_new_tokens, kv)
+        if sc is None:  # room for some steps; twice that if prompts will join later (shifts then stay rare)
+            sc = SlotCache(lm.config, slots, W + (2 if queue else 1) * room, kv)
             row_of.extend([-1] * slots)
             tokens = torch.zeros(slots, dtype=torch.long, device=device)
             positions, n_gen = torch.zeros_like(tokens), torch.zeros_like(tokens)
@@ -179,12 +182,12 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
         if not busy.numel():  # nothing in flight: start again from the first columns
             sc.mask.zero_()
             sc.t = W
-        elif sc.t + max_new_tokens > sc.cols:  # room after t for the rows being decoded
+        elif sc.t + room > sc.cols:  # room after t for the rows being decoded
             sc.shift(-sc.starts(busy))
         if sc.t < W:  # room before t for the new prompts' keys (the columns at the end must be free to shift)
-            sc.grow(W + max_new_tokens)
+            sc.grow(W + room)
             sc.shift(W - sc.t)
-        sc.grow(sc.t + max_new_tokens)
+        sc.grow(sc.t + room)
         rows = torch.tensor(free[:len(take) * group], dtype=torch.long, device=device)
         sc.place(rows, kv, mask)
         n_gen[rows] = 0
@@ -217,9 +220,9 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
             tokens, positions, n_gen = tokens[keep], positions[keep], n_gen[keep]
             row_of[:] = [row_of[r] for r in busy]
             busy = list(range(len(busy)))
-        if sc.t >= sc.cols:  # the cache's end: shift every row left by the columns no busy row uses
+        if sc.t >= sc.cols:  # the cache's end: shift every row left by the columns no busy row uses, then grow
             sc.shift(-sc.starts(torch.tensor(busy, device=device)))
-            sc.grow(sc.t + 1)
+            sc.grow(sc.t + room)
         logits = sc.step(model, tokens, positions)
         positions += 1
         idx = torch.tensor(busy, dtype=torch.long, device=device)
@@ -227,4 +230,4 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
     return out
 
 
-__all__ = ["COMPACTION", "SlotCache", "decode_slots"]
+__all__ = ["COMPACTION", "GROW", "SlotCache", "decode_slots"]

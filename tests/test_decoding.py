@@ -74,6 +74,31 @@ def test_slots_equal_generate_alone_with_rows_ending_unevenly(noisy, monkeypatch
         assert moves["shift"] > 0  # a wider prompt joined mid-flight, or the cache's end came: the columns moved
 
 
+@pytest.mark.parametrize("slots", [2, None])
+def test_a_cache_that_grows_a_few_columns_at_a_time_gives_the_same_tokens(noisy, monkeypatch, slots):
+    """The cache starts with room for ``GROW`` steps, not ``max_new_tokens``, and grows when its end comes: with
+    room for 3 at a time, 16 steps grow it several times, with rows joining and leaving, and change no token."""
+    from bioreason import decoding
+    from bioreason.sampling import prompt_prefiller
+
+    model, proc = noisy
+    n = 16
+    eos = _stop_token(model, proc, n)
+    want = [_alone(model, proc, p, n, eos) for p in PROMPTS]
+    monkeypatch.setattr(decoding, "GROW", 3)
+    widths = []
+    orig = decoding.SlotCache.grow
+
+    def grow(self, cols):
+        orig(self, cols)
+        widths.append(self.cols)
+    monkeypatch.setattr(decoding.SlotCache, "grow", grow)
+    fn = prompt_prefiller(model, proc, PROMPTS, proc(PROMPTS, padding_side="left"))
+    got = decoding.decode_slots(model, fn, len(PROMPTS), 1, n, eos, slots=slots)
+    assert got == want
+    assert len(set(widths)) >= 3  # it really grew, more than once
+
+
 def test_one_new_token_and_more_slots_than_rows(noisy):
     from bioreason.sampling import sample_groups
 
