@@ -4,9 +4,10 @@ Front end only. The model is a KEGG checkpoint: the one named with ``--model`` w
 ``bioreason_task.json`` says ``prompt: kegg``), else the shipped ``kegg-v1``, loaded on the tab's first use. Prompts
 come from ``bioreason.inference.kegg_prompt`` (as ``bioreason ask``'s): both sequences cropped around the variant,
 the question rewritten as the model was trained. The page shows the facts computed from the inputs with the same
-prompt options (the variant as the prompt states it, the gene asked about, the network's starred genes), the streamed trace, the disease parsed from its final
-answer, and whether the trace passed the three fact checks of ``bioreason eval --task kegg --traces``. The
-examples are real records of the KEGG train split that lie in kegg-v1's validation part (never trained on).
+prompt options (the variant as the prompt states it, the gene asked about, the network's starred genes), the
+streamed trace, the disease parsed from its final answer, and whether the trace passed the three fact checks of
+``bioreason eval --task kegg --traces``. The examples are real records of the KEGG train split that lie in kegg-v1's
+validation part (never trained on).
 """
 
 from __future__ import annotations
