@@ -131,8 +131,9 @@ class SlotCache:
 
 
 def _choose(logits, sampler, n_gen: torch.Tensor, min_new: int, eos_id: int, suppress: list[int]) -> torch.Tensor:
-    """The next token of each row: never a suppressed id (the DNA placeholders), no eos before ``min_new``."""
-    logits = logits.float()
+    """The next token of each row: never a suppressed id (the DNA placeholders), no eos before ``min_new``. The
+    caller's ``logits`` are not written (a prefill's may be the prompts' kept state)."""
+    logits = logits.to(torch.float32, copy=True)
     if suppress:
         logits[:, suppress] = float("-inf")
     if min_new:
@@ -171,8 +172,9 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
         take = [queue.popleft() for _ in range(min(len(free) // group, len(queue)))]
         logits, kv, mask = prefill_chunk(take)
         W = mask.shape[1]
-        kv = [(k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)) for k, v in kv]
-        mask, logits = mask.repeat_interleave(group, 0), logits.repeat_interleave(group, 0)
+        if group > 1:  # (at 1 a copy of every layer's keys and values for nothing: ~100 MB for 8 BRCA1 prompts)
+            kv = [(k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)) for k, v in kv]
+            mask, logits = mask.repeat_interleave(group, 0), logits.repeat_interleave(group, 0)
         if sc is None:  # room for some steps; twice that if prompts will join later (shifts then stay rare)
             sc = SlotCache(lm.config, slots, W + (2 if queue else 1) * room, kv)
             row_of.extend([-1] * slots)

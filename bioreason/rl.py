@@ -312,16 +312,29 @@ def _shared_lead(cand_ids, cand_mask) -> int:
     return min(int(same.cumprod(0).sum()), int(cand_mask.sum(1).min()) - 1)
 
 
+def _peek(keys, values):
+    """A cache layer's ``update`` that returns its keys and values with the new ones appended but keeps neither.
+    A candidate's pass needs them for its attention alone, so each layer's concatenation is freed as soon as that
+    layer is done: stored, as ``DynamicLayer.update`` does, all 30 layers' were held at once, a third copy of the
+    prompts' keys and values next to the prompts' and the answer prefix's (~100 MB for 8 BRCA1 prompts)."""
+    import torch
+
+    def update(new_keys, new_values, *args, **kwargs):
+        return torch.cat([keys, new_keys], -2), torch.cat([values, new_values], -2)
+
+    return update
+
+
 def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_features=None, prefix_len: int = 0,
                        prefix_cache=None, keep_prompts: bool = False):
     """Log-probs (B, K, C) of the same K continuations (K, C; right-padded) after each of B prompts, for inference.
 
     One ``prefill`` of the prompts; the tokens all continuations start with (the answer prefix: ``Answer:``) run
     once on top; then each continuation's own tokens in turn on that KV cache (on a GPU a few continuations per
-    model call, ``_candidates_per_pass``), whose layers get their keys and values back after each. On a CPU the
+    model call, ``_candidates_per_pass``), which reads that cache without adding to it (``_peek``). On a CPU the
     cache is never repeated K times, so a batch's peak memory holds about two copies of the prompts' keys and values
-    instead of 2K + 1 (``shared_prefix_logprobs`` repeats them, as GRPO's gradients need), and the shared tokens run
-    once, not K times. ``keep_prompts``: also return the prompts' ``PromptState``.
+    (the prompts' and the answer prefix's) instead of 2K + 1 (``shared_prefix_logprobs`` repeats them, as GRPO's
+    gradients need), and the shared tokens run once, not K times. ``keep_prompts``: also return the prompts' ``PromptState``.
     """
     import torch
 
@@ -349,6 +362,7 @@ def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_
         for layer, (keys, values) in zip(cache.layers, kv):
             layer.keys, layer.values = (keys, values) if n == 1 else (keys.repeat(n, 1, 1, 1),
                                                                        values.repeat(n, 1, 1, 1))
+            layer.update = _peek(layer.keys, layer.values)
         ids = cand_ids[k0:k0 + n].repeat_interleave(B, 0)
         mask = torch.cat([cached_mask.repeat(n, 1), cand_mask[k0:k0 + n, S:].repeat_interleave(B, 0)], 1)
         rest = model(input_ids=ids[:, S:], attention_mask=mask, position_ids=pos.repeat(n, 1), past_key_values=cache,
