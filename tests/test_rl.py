@@ -135,6 +135,29 @@ def test_candidates_sharing_a_lead_score_as_a_full_forward(tiny_session, candida
             assert scores[b, k].item() == pytest.approx(want.mean().item(), abs=1e-5)
 
 
+def test_candidate_passes_leave_the_prompts_cache_as_it_was(tiny_session, monkeypatch):
+    """Each candidate's pass attends to the prompts' (and answer prefix's) keys without storing the concatenation
+    (``rl._peek``): otherwise all layers' copies are held at once, a third copy of the cache at predict's peak."""
+    from bioreason.processing import user_message
+
+    model, proc = tiny_session
+    calls, forward = [], model.forward
+
+    def spy(*args, past_key_values=None, **kwargs):
+        before = past_key_values.get_seq_length() if past_key_values is not None else None
+        out = forward(*args, past_key_values=past_key_values, **kwargs)
+        if before is not None:
+            calls.append((before, past_key_values.get_seq_length()))
+        return out
+
+    monkeypatch.setattr(model, "forward", spy)
+    prompts = [[user_message("q", ["ACGT" * 10])], [user_message("a longer question", ["ACGT" * 30, "AC"])]]
+    score_candidates(model, proc, prompts, ["LOF", "FUNC", "LOF gain"])
+    lead, *candidates = calls[-4:]
+    assert lead[1] > lead[0]  # the answer prefix is kept: the candidates run on it
+    assert len(candidates) == 3 and all(after == before for before, after in candidates), calls
+
+
 # --- prefix caching -------------------------------------------------------------------------------------------------
 SYSTEM = "You are BioReason, an assistant that reasons step by step about DNA variants."
 
