@@ -8,6 +8,7 @@ keyword arguments of :class:`bioreason.kegg_data.variants.VariantReader`.
 from __future__ import annotations
 
 from bioreason.kegg_data.variants import REF_CHECK_POLICIES
+from bioreason.quantize import MODES as QUANTIZE_MODES
 
 
 def add_variant_options(p, window_default: int = 1024) -> None:
@@ -107,8 +108,10 @@ def add_model_option(p, what: str = "model") -> None:
                    help=f"{what} folder written by `bioreason train`; 'default' (the default) = the shipped BRCA1 "
                         "LOF checkpoint, 'kegg-v1' = the shipped KEGG disease-reasoning checkpoint (both in "
                         "MODEL_CARD.md), 'base' = the untrained embedded SmolLM2 + HyenaDNA")
-    p.add_argument("--quantize", choices=("none", "int8", "int8-weight", "bf16"), default="none",
-                   help="CPU inference paths (torchao): int8 = int8 activations and weights (fastest scoring), "
-                        "int8-weight = int8 weights only (faster decoding, scores move least), bf16 = the LLM in "
-                        "bfloat16 (only for CPUs with native bf16); default none. What each changes on the shipped "
-                        "model (speed, labels, AUROC) is in the README")
+    p.add_argument("--quantize", choices=QUANTIZE_MODES, default="none",
+                   help="CPU inference paths: int8 = int8 activations and weights (fastest scoring; torchao), "
+                        "int8-weight = int8 weights only (scores move least; torchao), bf16 = the LLM in bfloat16 "
+                        "(only for CPUs with native bf16), int8-decode = int8 weight copies for generated tokens "
+                        "only (about 2x faster generation at batch 1; scores and probabilities exactly fp32's, "
+                        "traces can differ; about 134 MB more memory); default none. What each changes on the "
+                        "shipped model (speed, labels, AUROC, traces) is in the README")

@@ -1,16 +1,17 @@
 """``predict`` throughput on real BRCA1 variants with the shipped checkpoint, every switch off and on in one run.
 
-Prints, with this machine's fp32/bf16 matmul peaks and memory bandwidth measured in the same run:
-``--score-only`` variants/s on ``--n`` (default 200) real SGE variants, median of ``--reps``: prefix caching off and
-on (``rl.PREFIX_CACHING``) with fp32 matmuls on torch's BLAS, then on oneDNN (``bioreason.cpu_math``: what the CLI
-uses on CPUs where oneDNN keeps fp32), then ``--quantize`` int8 and int8-weight (torchao) with caching on, each
-with the labels equal to the fp32 model's and the largest probability change; prefill model-FLOPs utilisation;
-``--traces`` (greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a per-variant
-loop, batches of ``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every row runs
-until the batch's longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots
-(continuous batching), then the last again on BLAS; the traces must be identical across all of them; the bandwidth
-roofline of batch-1 decoding (weights read once per token); peak RSS. Goals on 2 CPU cores: score-only >= 7
-variants/s; batched traces >= 4x the loop; peak RSS of predict <= 1.5 GiB (``benchmarks/predict_memory.py``
+Prints, with this machine's fp32/bf16 matmul peaks and memory bandwidth measured in the same run: ``--score-only``
+variants/s on ``--n`` (default 200) real SGE variants, median of ``--reps``: prefix caching off and on
+(``rl.PREFIX_CACHING``) with fp32 matmuls on torch's BLAS, then on oneDNN (``bioreason.cpu_math``: what the CLI uses
+on CPUs where oneDNN keeps fp32), then ``--quantize`` int8 and int8-weight (torchao) with caching on, each with the
+labels equal to the fp32 model's and the largest probability change; prefill model-FLOPs utilisation; ``--traces``
+(greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a per-variant loop, batches of
+``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every row runs until the batch's
+longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots (continuous batching), then
+the last again on BLAS, and with ``--trace-quantize`` (default ``int8-decode``: int8 weights for decode steps only)
+queued and looped, with how many traces stay identical; the traces must be identical across the fp32 arrangements;
+the bandwidth roofline of batch-1 decoding (weights read once per token); peak RSS. Goals on 2 CPU cores: score-only
+>= 7 variants/s; batched traces >= 4x the loop; peak RSS of predict <= 1.5 GiB (``benchmarks/predict_memory.py``
 measures it per process).
 """
 
@@ -80,6 +81,8 @@ def main() -> None:
     ap.add_argument("--quantize", default=None,
                     help="CPU modes to compare with the unquantised model ('' for none; default int8,int8-weight "
                          "on CPU, none on a GPU)")
+    ap.add_argument("--trace-quantize", default="int8-decode",
+                    help="CPU modes whose --traces speed (slots and loop) to compare with fp32's ('' for none)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when there), cpu or cuda")
     ap.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on a GPU), float32 or bfloat16")
     ap.add_argument("--decode-batches", default="",
@@ -181,9 +184,9 @@ def main() -> None:
     # traces: the model's own lengths (greedy, up to --new-tokens), the same variants in every arrangement
     sub = variants[:args.n_traces]
 
-    def traces(batch: int, slots: int, compaction: bool = True):
+    def traces(batch: int, slots: int, compaction: bool = True, m=model):
         decoding.COMPACTION = compaction
-        tr = VariantPredictor(model, proc, dataclasses.replace(config, traces=True, max_new_tokens=args.new_tokens,
+        tr = VariantPredictor(m, proc, dataclasses.replace(config, traces=True, max_new_tokens=args.new_tokens,
                                                                trace_slots=slots))
         tr.predict(sub[:2])
         times, out = [], []
@@ -200,6 +203,12 @@ def main() -> None:
     cont, t_cont = traces(len(sub), args.trace_batch)
     with cpu_math.matmuls("blas"):
         cont_blas, t_blas = traces(len(sub), args.trace_batch)
+    decode_modes = [m for m in (args.trace_quantize if on_cpu else "").split(",") if m]
+    quantized = {}
+    for mode in decode_modes:
+        qmodel, _ = load_model(folder, dtype="float32", quantize=mode)
+        quantized[mode] = traces(len(sub), args.trace_batch, m=qmodel), traces(1, 1, m=qmodel)[0]
+        del qmodel
     lengths = [len(proc.tokenizer(t[len(config.trace_prefix):], add_special_tokens=False)["input_ids"]) for t in t_loop]
     same = sum(a == b == c == d for a, b, c, d in zip(t_loop, t_whole, t_comp, t_cont))
     print(f"--traces, greedy, {len(sub)} variants, trace tokens median {statistics.median(lengths):.0f} "
@@ -208,6 +217,10 @@ def main() -> None:
           f"({whole / loop:.1f}x), on {comp:.2f} ({comp / loop:.1f}x); all {len(sub)} queued into "
           f"{args.trace_batch} slots {cont:.2f} ({cont / loop:.1f}x the loop; goal >= 4x); the same on BLAS "
           f"matmuls {cont_blas:.2f} (traces identical {sum(a == b for a, b in zip(t_cont, t_blas))}/{len(sub)})")
+    for mode, ((q_cont, t_q), q_loop) in quantized.items():
+        print(f"  --quantize {mode}: queued into {args.trace_batch} slots {q_cont:.2f} variants/s ({q_cont / cont:.2f}x "
+              f"fp32's), per-variant loop {q_loop:.2f} ({q_loop / loop:.2f}x fp32's); traces identical to fp32's "
+              f"{sum(a == b for a, b in zip(t_cont, t_q))}/{len(sub)}")
     weight_bytes = sum(p.numel() * p.element_size() for n, p in model.language_model.named_parameters()
                        if "embed_tokens" not in n)
     print(f"batch-1 decoding roofline: {bw * 1e9 / 2 / weight_bytes:.0f} tokens/s ({weight_bytes / 2**20:.0f} "

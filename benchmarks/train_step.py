@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-peer", action="store_true", help="do not run the original (ratios then use PEER-NOTES.md)")
-    ap.add_argument("--quantize", default="int8-weight,bf16",
+    ap.add_argument("--quantize", default="int8-decode,bf16",
                     help="CPU inference paths (bioreason.quantize) whose decoding speed to add ('' for none)")
     ap.add_argument("--autocast", choices=("no", "bf16"), default="bf16",
                     help="CPU autocast for training forward/backward (bf16 matmuls; weights stay fp32); sampling and "

@@ -143,8 +143,9 @@ def load_model(path=None, dtype: str = "auto", device: str = "auto", quantize: s
 
     ``dtype``: ``auto`` (float32 on CPU: the shipped models' labels and thresholds were measured in fp32, and CPUs
     without native bf16 run it slower; bfloat16 on GPU), ``bfloat16`` or ``float32``. ``device``: ``auto`` (CUDA
-    when available, else CPU) or a torch device string. ``quantize``: ``none``, ``int8``, ``int8-weight`` or
-    ``bf16``, the CPU inference paths of ``bioreason.quantize`` (a LoRA adapter is then merged for good).
+    when available, else CPU) or a torch device string. ``quantize``: ``none``, ``int8``, ``int8-weight``,
+    ``bf16`` or ``int8-decode``, the CPU inference paths of ``bioreason.quantize`` (a LoRA adapter is then merged for
+    good).
     """
     import torch
     from safetensors import SafetensorError

@@ -20,6 +20,8 @@ from collections import deque
 
 import torch
 
+from bioreason.int8_decode import decoding_steps
+
 COMPACTION = True  # benchmarks switch it off (every slot then runs until the longest row of its batch ends)
 GROW = 64  # columns the cache gains at a time: most traces end long before max_new_tokens, so room for all of it
 # up front (8 rows x 256 tokens: about 190 MB of keys and values for the embedded default) is mostly never written
@@ -123,9 +125,10 @@ class SlotCache:
         for layer in self.layers:
             layer.cumulative_length.fill_(self.t)
         self.mask[:, self.t] = 1
-        out = model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=positions[:, None],
-                    cache_position=torch.tensor([self.t], device=tokens.device), use_cache=True, logits_to_keep=1,
-                    cache=self.cache)
+        with decoding_steps():  # int8-decode models read their int8 weights here (bioreason.int8_decode)
+            out = model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=positions[:, None],
+                        cache_position=torch.tensor([self.t], device=tokens.device), use_cache=True,
+                        logits_to_keep=1, cache=self.cache)
         self.t += 1
         return out.logits[:, -1]
 

@@ -70,6 +70,8 @@ def stream_answer(model, processor, messages, prefix: str = "", **gen) -> Iterat
     import torch
     from transformers import TextIteratorStreamer
 
+    from bioreason.int8_decode import decoding_steps
+
     inputs = processor([messages]).to(model.device)
     if prefix:
         from bioreason.sampling import append_text
@@ -82,7 +84,7 @@ def stream_answer(model, processor, messages, prefix: str = "", **gen) -> Iterat
 
     def work():
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), decoding_steps():  # int8-decode models: decode steps in int8
                 model.generate(**inputs, streamer=streamer, **generation_kwargs(processor, **gen))
         except BaseException as exc:  # surfaced in the caller's thread below
             errors.append(exc)

@@ -1,15 +1,20 @@
 """Quantised CPU inference for the LLM's linear layers (``--quantize``), through torchao (PyTorch's maintained
-quantisation library): no hand-written kernels.
+quantisation library) or torch's own int8 kernel: no hand-written kernels.
 
 ``quantize_model(model, mode)`` merges a LoRA adapter into its base weights for good (``merge_and_unload``: the
-model is for inference only from then on), then converts every ``nn.Linear`` of the LLM's decoder layers:
-``int8`` = torchao's int8 dynamic-activation (per token) + int8 weight (per output channel) scheme, whose matmuls run
-in int8 (the fastest for scoring, which is compute-bound); ``int8-weight`` = int8 weights, fp32 activations
-(decoding one token at a time is bound by reading the weights, which this reads at a quarter of the bytes; scores
-move least). ``bf16`` casts the LLM to bfloat16 instead (faster only on CPUs with native bf16 matmuls). The
-embeddings, the norms, the tied output head, the DNA encoder and the projector stay fp32. The default stays
-``none``: what each mode changes on the shipped model (speed, labels of the 24-variant example, validation AUROC)
-is measured by ``benchmarks/predict.py`` and ``bioreason eval --quantize`` and stated in the README.
+model is for inference only from then on), then converts every ``nn.Linear`` of the LLM's decoder layers: ``int8`` =
+torchao's int8 dynamic-activation (per token) + int8 weight (per output channel) scheme, whose matmuls run in int8
+(the fastest for scoring, which is compute-bound); ``int8-weight`` = int8 weights, fp32 activations (scores move
+least, but torch's int8 kernel is slow on fp32 inputs). ``bf16`` casts the LLM to bfloat16 instead (faster only on
+CPUs with native bf16 matmuls). The embeddings, the norms, the tied output head, the DNA encoder and the projector
+stay fp32. ``int8-decode`` changes nothing that scores: it gives every decoder linear and the output head an int8
+copy of its weight (per output channel, the scale in bfloat16) used only by decode steps, which run one new token
+per row and are bound by reading the weights (a quarter of fp32's bytes, through torch's own ``_weight_int8pack_mm``
+kernel on bfloat16 activations); prefills, and with them every label, probability and AUROC, keep the fp32 weights,
+at the cost of the copies' memory (about 134 MB for the embedded default). Decode steps are marked by
+``bioreason.int8_decode.decoding_steps`` (the slot decoder's steps, ``generate`` in ``inference``). What each mode
+changes on the shipped model (speed, labels of the 24-variant example, validation AUROC, traces) is measured by
+``benchmarks/predict.py`` and ``bioreason eval --quantize`` and stated in the README.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import logging
 
-MODES = ("none", "int8", "int8-weight", "bf16")
+
+MODES = ("none", "int8", "int8-weight", "bf16", "int8-decode")
 
 
 NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
@@ -69,6 +75,13 @@ def quantize_model(model, mode: str = "int8"):
     lm = unwrap_dna_llm(model).language_model
     if mode == "bf16":
         lm.to(torch.bfloat16)
+    elif mode == "int8-decode":
+        from bioreason.int8_decode import add_int8_decode_copies
+
+        if not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
+            raise BioreasonError(f"--quantize int8-decode needs torch's _weight_int8pack_mm (torch >= 2.4; this is "
+                                 f"{torch.__version__}); leave --quantize at none")
+        add_int8_decode_copies(lm)
     else:
         try:
             with _quiet_import():

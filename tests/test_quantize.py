@@ -1,6 +1,7 @@
 """``--quantize``: the LLM's decoder linears really become torchao int8 layers, a LoRA adapter is merged first (its
 update is kept), scores stay close to the fp32 model's, predict runs end to end with it, and a bad mode, a GPU
-model or a missing torchao is a one-line error."""
+model or a missing torchao is a one-line error; ``int8-decode`` scores bit for bit as fp32 and uses its int8
+copies in decode steps only (and only in the thread that is decoding)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,62 @@ def test_predict_with_quantize_writes_labels(tiny_model_dir, tmp_path):
                  "--quantize", "int8", "--traces", "--max-new-tokens", "6"]) == 0
     rows = [json.loads(x) for x in Path(f"{prefix}.jsonl").read_text().splitlines()]
     assert len(rows) == 24 and all(r["label"] and "trace" in r for r in rows)
+
+
+def test_int8_decode_linear_is_fp32_outside_decode_steps_and_int8_inside():
+    import threading
+
+    from bioreason.int8_decode import Int8DecodeLinear, decoding_steps
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(96, 40)
+    q = Int8DecodeLinear(lin)
+    assert q.weight is lin.weight and q.qweight.dtype == torch.int8 and q.qscale.dtype == torch.bfloat16
+    x = torch.randn(3, 1, 96)
+    want = torch.nn.functional.linear(x, lin.weight, lin.bias)
+    with torch.no_grad():
+        assert torch.equal(q(x), want)  # no decode step: the fp32 weight, bit for bit
+        with decoding_steps():
+            got = q(x)
+            long = torch.randn(Int8DecodeLinear.MAX_ROWS + 1, 96)
+            assert torch.equal(q(long), torch.nn.functional.linear(long, lin.weight, lin.bias))  # a prefill's rows
+            seen = []
+            worker = threading.Thread(target=lambda: seen.append(q(x)))  # another thread is not in a decode step
+            worker.start()
+            worker.join()
+    assert got.shape == want.shape and got.dtype == want.dtype and not torch.equal(got, want)
+    assert (got - want).abs().max() < 0.02 * want.abs().max(), (got - want).abs().max()
+    assert torch.equal(seen[0], want)
+
+
+def test_int8_decode_scores_exactly_as_fp32_and_decodes_with_the_int8_copies():
+    import copy
+
+    from bioreason.inference import stream_answer
+    from bioreason.int8_decode import Int8DecodeLinear
+    from bioreason.modeling import unwrap_dna_llm
+    from bioreason.quantize import merge_adapter_for_good, quantize_model
+    from bioreason.rl import score_candidates
+    from bioreason.sampling import sample_groups
+
+    model, proc = _lora_tiny()
+    fp32 = merge_adapter_for_good(copy.deepcopy(model)).eval()
+    q = quantize_model(model, "int8-decode")
+    lm = unwrap_dna_llm(q).language_model
+    linears = [m for m in lm.modules() if isinstance(m, Int8DecodeLinear)]
+    assert len(linears) == 7 * lm.config.num_hidden_layers + 1  # q k v o gate up down per layer, and the head
+    assert lm.lm_head.weight is lm.get_input_embeddings().weight  # still tied, not copied
+    with torch.inference_mode():
+        assert torch.equal(score_candidates(q, proc, PROMPTS, ["pathogenic", "benign"]),
+                           score_candidates(fp32, proc, PROMPTS, ["pathogenic", "benign"]))
+        greedy = sample_groups(q, proc, PROMPTS, 1, 12, do_sample=False, min_new_tokens=12).completion_ids
+    streamed = "".join(stream_answer(q, proc, PROMPTS[0], max_new_tokens=12))  # ask and the demo: generate
+    with torch.inference_mode():
+        for m in linears:  # decode steps read these copies and nothing else does
+            m.qweight.zero_()
+        zeroed = sample_groups(q, proc, PROMPTS, 1, 12, do_sample=False, min_new_tokens=12).completion_ids
+        assert torch.equal(score_candidates(q, proc, PROMPTS, ["pathogenic", "benign"]),
+                           score_candidates(fp32, proc, PROMPTS, ["pathogenic", "benign"]))
+    assert torch.equal(greedy[:, 0], zeroed[:, 0])  # the first token comes from the fp32 prefill
+    assert not torch.equal(greedy, zeroed)
+    assert "".join(stream_answer(q, proc, PROMPTS[0], max_new_tokens=12)) != streamed

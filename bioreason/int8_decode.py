@@ -1,0 +1,81 @@
+"""The ``int8-decode`` inference path: int8 copies of the LLM's linear weights, used by decode steps only.
+
+Decoding one new token per row is bound by reading the weights (the embedded default's decoder linears and output
+head: about 540 MB in fp32 per step), so an int8 copy read through torch's own ``_weight_int8pack_mm`` kernel
+(bfloat16 activations, fp32 accumulation) makes each step several times cheaper, while prefills, which are
+compute-bound and produce every score, label and probability, keep the fp32 weights untouched. A decode step is
+whatever runs inside :func:`decoding_steps`: ``decoding.SlotCache.step`` (predict and eval traces) and the
+``generate`` of ``inference.stream_answer`` (ask, the demo) enter it; GRPO sampling never gets the copies
+(``quantize.quantize_model`` is for inference models only, and training changes the weights). Numbers: the README's
+``--quantize`` table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+
+import torch
+
+_DECODING = contextvars.ContextVar("bioreason_decoding_steps", default=False)
+
+
+@contextlib.contextmanager
+def decoding_steps():
+    """Model calls inside are decode steps (one new token per row): ``int8-decode`` linears use their int8 weights
+    there and nowhere else. Per thread (a context variable), so a demo request scoring in another thread is not
+    affected."""
+    token = _DECODING.set(True)
+    try:
+        yield
+    finally:
+        _DECODING.reset(token)
+
+
+class Int8DecodeLinear(torch.nn.Module):
+    """An ``nn.Linear`` that keeps its fp32 weight (the same Parameter, so tied weights stay tied) and adds an int8
+    copy for decode steps: inside :func:`decoding_steps`, for at most ``MAX_ROWS`` rows (a decode step's; a
+    prefill's lengths fall back to fp32), ``y = _weight_int8pack_mm(x in bf16, q, s)`` with per-output-channel
+    symmetric int8 ``q`` and bf16 scales ``s`` (the values are quantised against the rounded scale, so the
+    kernel's scale is the one they were made with); elsewhere exactly ``F.linear(x, weight, bias)``."""
+
+    MAX_ROWS = 64
+    CHUNK = 2048  # output rows quantised at a time
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        w = linear.weight.detach()
+        scale = (w.abs().amax(1) / 127).clamp(min=torch.finfo(torch.bfloat16).tiny).to(torch.bfloat16)
+        q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+        for i in range(0, w.shape[0], self.CHUNK):  # a few MB of temporaries at a time (the head is 113 MB in fp32)
+            rows = slice(i, i + self.CHUNK)
+            q[rows] = torch.round(w[rows].float() / scale[rows].float()[:, None]).clamp(-127, 127).to(torch.int8)
+        self.register_buffer("qweight", q, persistent=False)
+        self.register_buffer("qscale", scale, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features
+        if not _DECODING.get() or rows > self.MAX_ROWS:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        flat = x.reshape(rows, self.in_features).to(torch.bfloat16).contiguous()
+        y = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.qscale).to(x.dtype)
+        y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 copy for decode steps"
+
+
+def add_int8_decode_copies(lm) -> int:
+    """Replace every ``nn.Linear`` of the LLM's decoder layers and its output head by an :class:`Int8DecodeLinear`;
+    returns how many."""
+    targets = [(parent, name, child) for parent in lm.modules() for name, child in parent.named_children()
+               if type(child) is torch.nn.Linear]
+    for parent, name, child in targets:
+        setattr(parent, name, Int8DecodeLinear(child))
+    return len(targets)
+
+
+__all__ = ["Int8DecodeLinear", "add_int8_decode_copies", "decoding_steps"]
