@@ -113,5 +113,6 @@ def add_model_option(p, what: str = "model") -> None:
                         "int8-weight = int8 weights only (scores move least; torchao), bf16 = the LLM in bfloat16 "
                         "(only for CPUs with native bf16), int8-decode = int8 weight copies for generated tokens "
                         "only (about 2x faster generation at batch 1; scores and probabilities exactly fp32's, "
-                        "traces can differ; about 134 MB more memory); default none. What each changes on the "
-                        "shipped model (speed, labels, AUROC, traces) is in the README")
+                        "traces, and the labels --traces takes from them, can differ; about 134 MB more memory); "
+                        "default none. What each changes on the shipped model (speed, labels, AUROC, traces) "
+                        "is in the README")
