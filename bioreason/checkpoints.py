@@ -162,11 +162,16 @@ def load_model(path=None, dtype: str = "auto", device: str = "auto", quantize: s
         model, proc = load_model(path, dtype="float32", device=device)
         return quantize_model(model, quantize), proc
     if is_adapter_folder(folder):
-        return load_adapter_folder(folder, dtype=dtype, device=device)
-    torch_dtype = resolve_dtype(dtype, device)
-    try:
-        model = DNALLMForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device).eval()
-        proc = DNALLMProcessor.from_pretrained(folder)
-    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # unreadable safetensors, truncated file, bad json
-        raise CorruptModelError(f"cannot load the model in {folder}: {exc}") from exc
+        model, proc = load_adapter_folder(folder, dtype=dtype, device=device)
+    else:
+        torch_dtype = resolve_dtype(dtype, device)
+        try:
+            model = DNALLMForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device).eval()
+            proc = DNALLMProcessor.from_pretrained(folder)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # unreadable safetensors, bad json
+            raise CorruptModelError(f"cannot load the model in {folder}: {exc}") from exc
+    if torch.device(device).type == "cpu":  # scoring's and decoding's few-query attention (bioreason.attention)
+        from bioreason.attention import use_few_query_attention
+
+        use_few_query_attention(model)
     return model, proc

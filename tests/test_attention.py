@@ -1,0 +1,94 @@
+"""``bioreason.attention``: the few-query path gives sdpa's attention (grouped-query heads, bool and additive masks,
+padded rows, a row with no key), hands prefills, training and bf16 to sdpa untouched, and a model switched to it
+scores and decodes as with sdpa."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from bioreason.attention import MAX_QUERIES, NAME, few_query_attention, use_few_query_attention
+
+
+def _reference(query, key, value, mask):
+    """sdpa on keys and values repeated per query head, as transformers' eager layout has them."""
+    g = query.shape[1] // key.shape[1]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(g, 1), value.repeat_interleave(g, 1), attn_mask=mask)
+    return out.transpose(1, 2)
+
+
+@pytest.mark.parametrize("queries,kind", [(1, "bool"), (3, "bool"), (12, "bool"), (1, "additive"),
+                                          (12, "additive"), (1, "none")])  # no mask: a decode step attends to all
+def test_few_query_attention_equals_sdpa(queries, kind):
+    torch.manual_seed(queries)
+    B, H, Hk, L, D = 3, 6, 2, 20, 8
+    query, key, value = torch.randn(B, H, queries, D), torch.randn(B, Hk, L, D), torch.randn(B, Hk, L, D)
+    keep = torch.ones(B, 1, queries, L, dtype=torch.bool)
+    keep[0, :, :, :5] = False  # a left-padded row
+    keep[1, :, :, -2:] = False  # columns not written yet
+    mask = {"bool": keep, "additive": torch.zeros(keep.shape).masked_fill(~keep, float("-inf")), "none": None}[kind]
+    module = SimpleNamespace(training=False, num_key_value_groups=H // Hk)
+    got, _ = few_query_attention(module, query, key, value, mask)
+    assert got.shape == (B, queries, H, D)
+    torch.testing.assert_close(got, _reference(query, key, value, mask), atol=2e-6, rtol=1e-5)
+
+
+def test_a_row_with_no_key_is_finite_and_others_are_unaffected():
+    torch.manual_seed(0)
+    query, key, value = torch.randn(2, 4, 1, 8), torch.randn(2, 2, 10, 8), torch.randn(2, 2, 10, 8)
+    keep = torch.ones(2, 1, 1, 10, dtype=torch.bool)
+    keep[0] = False  # a finished slot's row
+    got, _ = few_query_attention(SimpleNamespace(training=False), query, key, value, keep)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got[1:], _reference(query[1:], key[1:], value[1:], keep[1:]), atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["prefill", "training", "bf16"])
+def test_everything_else_goes_to_sdpa_unchanged(case, monkeypatch):
+    import transformers.integrations.sdpa_attention as sdpa
+
+    calls = []
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward", lambda *a, **k: calls.append(a) or ("sdpa", None))
+    q = MAX_QUERIES + 1 if case == "prefill" else 2
+    dtype = torch.bfloat16 if case == "bf16" else torch.float32
+    module = SimpleNamespace(training=case == "training", num_key_value_groups=2)
+    out = few_query_attention(module, torch.randn(1, 4, q, 8, dtype=dtype), torch.randn(1, 2, 30, 8, dtype=dtype),
+                              torch.randn(1, 2, 30, 8, dtype=dtype), torch.ones(1, 1, q, 30, dtype=torch.bool))
+    assert out[0] == "sdpa" and len(calls) == 1
+
+
+def test_a_model_switched_to_it_scores_and_decodes_as_with_sdpa(tiny_session, monkeypatch):
+    from bioreason.modeling import unwrap_dna_llm
+    from bioreason.processing import user_message
+    from bioreason.rl import score_candidates
+    from bioreason.sampling import sample_groups
+
+    from bioreason import attention
+
+    model, proc = tiny_session
+    seen = []
+
+    def spy(module, query, *args, **kwargs):
+        seen.append(query.shape[2])
+        return few_query_attention(module, query, *args, **kwargs)
+
+    monkeypatch.setattr(attention, "few_query_attention", spy)  # what register() hands transformers
+    fast = copy.deepcopy(model).eval()
+    assert use_few_query_attention(fast)
+    assert unwrap_dna_llm(fast).language_model.config._attn_implementation == NAME
+    assert unwrap_dna_llm(model).language_model.config._attn_implementation == "sdpa"
+    prompts = [[user_message("q", ["ACGT" * 10])], [user_message("a longer question", ["ACGT" * 30, "AC"])]]
+    with torch.inference_mode():
+        want = score_candidates(model.eval(), proc, prompts, ["LOF", "LOF gain", "FUNC"])
+        got = score_candidates(fast, proc, prompts, ["LOF", "LOF gain", "FUNC"])
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        a = sample_groups(model, proc, prompts, 1, 10, do_sample=False, slots=1).completion_ids
+        b = sample_groups(fast, proc, prompts, 1, 10, do_sample=False, slots=1).completion_ids
+    assert torch.equal(a, b)
+    assert 1 in seen and any(1 < q <= MAX_QUERIES for q in seen) and any(q > MAX_QUERIES for q in seen)
+    monkeypatch.undo()
+    attention.register()  # the real function again, for the rest of the session
