@@ -3,16 +3,17 @@
 Prints, with this machine's fp32/bf16 matmul peaks and memory bandwidth measured in the same run: ``--score-only``
 variants/s on ``--n`` (default 200) real SGE variants, median of ``--reps``: prefix caching off and on
 (``rl.PREFIX_CACHING``) with fp32 matmuls on torch's BLAS, then on oneDNN (``bioreason.cpu_math``: what the CLI uses
-on CPUs where oneDNN keeps fp32), then ``--quantize`` int8 and int8-weight (torchao) with caching on, each with the
-labels equal to the fp32 model's and the largest probability change; prefill model-FLOPs utilisation; ``--traces``
-(greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a per-variant loop, batches of
-``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every row runs until the batch's
-longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots (continuous batching), then
-the last again on BLAS, and with ``--trace-quantize`` (default ``int8-decode``: int8 weights for decode steps only)
-queued and looped, with how many traces stay identical; the traces must be identical across the fp32 arrangements;
-the bandwidth roofline of batch-1 decoding (weights read once per token); peak RSS. Goals on 2 CPU cores: score-only
->= 7 variants/s; batched traces >= 4x the loop; peak RSS of predict <= 1.5 GiB (``benchmarks/predict_memory.py``
-measures it per process).
+on CPUs where oneDNN keeps fp32) with the few-query attention ``load_model`` gives CPU models
+(``bioreason.attention``) and again with transformers' sdpa, then ``--quantize`` int8 and int8-weight (torchao) with
+caching on, each with the labels equal to the fp32 model's and the largest probability change; prefill model-FLOPs
+utilisation; ``--traces`` (greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a
+per-variant loop, batches of ``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every
+row runs until the batch's longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots
+(continuous batching), then the last again on BLAS, and with ``--trace-quantize`` (default ``int8-decode``: int8
+weights for decode steps only) queued and looped, with how many traces stay identical; the traces must be identical
+across the fp32 arrangements; the bandwidth roofline of batch-1 decoding (weights read once per token); peak RSS.
+Goals on 2 CPU cores: score-only >= 7 variants/s; batched traces >= 4x the loop; peak RSS of predict <= 1.5 GiB
+(``benchmarks/predict_memory.py`` measures it per process).
 """
 
 from __future__ import annotations
@@ -166,9 +167,16 @@ def main() -> None:
     if on_cpu and dtype == torch.float32:
         with cpu_math.matmuls("onednn"):
             d_dnn, dnn = score_only(pred, True)
+            lm = model.language_model
+            attn = lm.config._attn_implementation
+            lm.set_attn_implementation("sdpa")
+            d_sdpa, sdpa = score_only(pred, True)
+            lm.set_attn_implementation(attn)
         print(f"score-only fp32, matmuls on oneDNN: {len(variants) / d_dnn:.2f} variants/s ({dt / d_dnn:.2f}x BLAS); "
               f"{compare(on, dnn)}; {achieved * dt / d_dnn:.0f} GFLOP/s = MFU {achieved * dt / d_dnn / peak_dnn:.1%} "
               f"of oneDNN's fp32 peak")
+        print(f"  attention {attn} (as the CLI loads the model) vs transformers' sdpa: {len(variants) / d_sdpa:.2f} "
+              f"-> {len(variants) / d_dnn:.2f} variants/s ({d_sdpa / d_dnn:.2f}x); {compare(sdpa, dnn)}")
     using = cpu_math.use_onednn_matmuls(args.cpu_matmul) if on_cpu else False
     print(f"from here on fp32 matmuls run on {'oneDNN' if using else 'BLAS'} (--cpu-matmul {args.cpu_matmul})")
     for mode in [m for m in quantize.split(",") if m]:
@@ -218,9 +226,9 @@ def main() -> None:
           f"{args.trace_batch} slots {cont:.2f} ({cont / loop:.1f}x the loop; goal >= 4x); the same on BLAS "
           f"matmuls {cont_blas:.2f} (traces identical {sum(a == b for a, b in zip(t_cont, t_blas))}/{len(sub)})")
     for mode, ((q_cont, t_q), q_loop) in quantized.items():
-        print(f"  --quantize {mode}: queued into {args.trace_batch} slots {q_cont:.2f} variants/s ({q_cont / cont:.2f}x "
-              f"fp32's), per-variant loop {q_loop:.2f} ({q_loop / loop:.2f}x fp32's); traces identical to fp32's "
-              f"{sum(a == b for a, b in zip(t_cont, t_q))}/{len(sub)}")
+        print(f"  --quantize {mode}: queued into {args.trace_batch} slots {q_cont:.2f} variants/s "
+              f"({q_cont / cont:.2f}x fp32's), per-variant loop {q_loop:.2f} ({q_loop / loop:.2f}x fp32's); traces "
+              f"identical to fp32's {sum(a == b for a, b in zip(t_cont, t_q))}/{len(sub)}")
     weight_bytes = sum(p.numel() * p.element_size() for n, p in model.language_model.named_parameters()
                        if "embed_tokens" not in n)
     print(f"batch-1 decoding roofline: {bw * 1e9 / 2 / weight_bytes:.0f} tokens/s ({weight_bytes / 2**20:.0f} "

@@ -7,13 +7,13 @@ assistant answer of about 60 tokens; torch with 2 threads; median of ``--steps``
 hidden 128, 2 layers, 4 heads, 6-mer tokens: the peer notes' encoder; pool stride 3 keeps it at <= 64 positions).
 
 Prints: LoRA SFT step (batch 2), full fine-tune step, peak RSS after LoRA SFT, greedy decoding tokens/s at batch 1
-and 8 (transformers' ``generate``, our slot decoder, and the slot decoder with each ``--quantize`` path), GRPO step
-(G=4, 64 new tokens) / SFT step on the same prompts (goal <= 8x; peers ~53x), batched
-sampling vs a per-completion generate loop at batch 8 (goal >= 4x; equal 64-token completions and sampled lengths,
-median of several runs), and the ratios to the original BioReason run in the same session from ``../shared/peer/``
-(``benchmarks/peer.py``: LoRA step, generation at batch 1 and 8, positions/kb; said plainly when it is not there,
-and the full fine-tune step is always PEER-NOTES.md's figure from another day). ``--no-peer`` skips it.
-"""
+and 8 (transformers' ``generate``, our slot decoder with sdpa attention, then with the few-query attention the CLI
+uses on CPU, alone and with each ``--quantize`` path), GRPO step (G=4, 64 new tokens) / SFT step on the same prompts
+(goal <= 8x; peers ~53x), batched sampling vs a per-completion generate loop at batch 8 (goal >= 4x; equal 64-token
+completions and sampled lengths, median of several runs), and the ratios to the original BioReason run in the same
+session from ``../shared/peer/`` (``benchmarks/peer.py``: LoRA step, generation at batch 1 and 8, positions/kb; said
+plainly when it is not there, and the full fine-tune step is always PEER-NOTES.md's figure from another day).
+``--no-peer`` skips it."""
 
 from __future__ import annotations
 
@@ -199,17 +199,23 @@ def main() -> None:
               f"(each {', '.join(f'{x:.1f}' for x in ratios)}; goal >= 4x)")
 
     # greedy generation throughput, exactly 64 new tokens (prefill included, as the original's figure), batch 1
-    # and 8: transformers' generate, then our decode loop (the slot decoder predict and GRPO use), in fp32 and
-    # with each CPU inference path of --quantize (a copy of the model: quantising merges the adapter for good)
+    # and 8: transformers' generate, then our decode loop (the slot decoder predict and GRPO use), in fp32 with
+    # sdpa attention, then as the CLI loads a model on CPU (few-query attention, bioreason.attention), alone and
+    # with each inference path of --quantize (copies of the model: quantising merges the adapter for good)
     import copy
 
+    from bioreason.attention import use_few_query_attention
     from bioreason.quantize import quantize_model
 
-    variants = [("generate", model), ("slot decoder", model), (f"slot decoder, fp32 matmuls on {other}", model)]
-    variants += [(f"slot decoder --quantize {m}", "lazy:" + m) for m in args.quantize.split(",") if m]
+    variants = [("generate", model), ("slot decoder", model), (f"slot decoder, fp32 matmuls on {other}", model),
+                ("slot decoder, few-query attention", "lazy:none")]
+    variants += [(f"slot decoder, few-query attention, --quantize {m}", "lazy:" + m)
+                 for m in args.quantize.split(",") if m]
     for name, m in variants:
         if isinstance(m, str):
-            m = quantize_model(copy.deepcopy(model), m.split(":", 1)[1])
+            m = copy.deepcopy(model)
+            use_few_query_attention(m)
+            m = quantize_model(m, name.rsplit(" ", 1)[-1]) if "--quantize" in name else m.eval()
         for bsz in (1, 8):
             prompts = [e.to_messages(SYSTEM_PROMPT, with_answer=False) for e in examples[:bsz]]
             enc = proc(prompts)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 
-
 MODES = ("none", "int8", "int8-weight", "bf16", "int8-decode")
 
 

@@ -334,7 +334,8 @@ def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_
     model call, ``_candidates_per_pass``), which reads that cache without adding to it (``_peek``). On a CPU the
     cache is never repeated K times, so a batch's peak memory holds about two copies of the prompts' keys and values
     (the prompts' and the answer prefix's) instead of 2K + 1 (``shared_prefix_logprobs`` repeats them, as GRPO's
-    gradients need), and the shared tokens run once, not K times. ``keep_prompts``: also return the prompts' ``PromptState``.
+    gradients need), and the shared tokens run once, not K times. ``keep_prompts``: also return the prompts'
+    ``PromptState``.
     """
     import torch
 
