@@ -48,20 +48,27 @@ class SlotCache:
     the column ``t`` the next step writes. Row and column moves (``keep``, ``shift``, ``grow``) rebuild the cache's
     tensors; each step writes in place."""
 
-    def __init__(self, config, rows: int, cols: int, kv):
+    def __init__(self, config, rows: int, cols: int, kv, allocate: bool = True):
         """``kv``: a prefill's [(keys, values)] per layer, which sets each tensor's heads, head size and dtype (under
         autocast with LoRA on some projections, keys and values can come out in different dtypes; a decode step
-        writes what its prefill wrote)."""
+        writes what its prefill wrote). ``allocate=False``: each layer is allocated by the first ``place`` instead,
+        just before that layer's prefill is copied in (see ``place``)."""
         from transformers import StaticCache
 
         self.cache = StaticCache(config=config, max_cache_len=cols)
         self.layers = self.cache.layers
-        for layer, (k, v) in zip(self.layers, kv):  # allocate now (lazily, rows would come from the first update)
-            layer.lazy_initialization(k.new_zeros((rows, k.shape[1], cols, k.shape[3])),
-                                      v.new_zeros((rows, v.shape[1], cols, v.shape[3])))
-            layer.update = _cast_to_cache(layer)
         self.mask = torch.zeros((rows, cols), dtype=torch.long, device=kv[0][0].device)
         self.t = 0
+        if allocate:
+            for layer, (k, v) in zip(self.layers, kv):
+                self._allocate(layer, k, v)
+
+    def _allocate(self, layer, k, v):
+        """The layer's rows x cols keys and values (transformers' own lazy set-up takes rows, heads, head size and
+        dtype from these empty tensors), written in the prefill's dtypes at each step."""
+        layer.lazy_initialization(k.new_empty((self.rows, k.shape[1], 0, k.shape[3])),
+                                  v.new_empty((self.rows, v.shape[1], 0, v.shape[3])))
+        layer.update = _cast_to_cache(layer)
 
     @property
     def rows(self) -> int:
@@ -104,13 +111,20 @@ class SlotCache:
             extra = cols - self.cols
             self._each(lambda x: torch.cat([x, x.new_zeros(x.shape[:2] + (extra,) + x.shape[3:])], 2))
 
-    def place(self, rows: torch.Tensor, kv, mask: torch.Tensor):
+    def place(self, rows: torch.Tensor, kv: list, mask: torch.Tensor):
         """Prefilled prompts (``kv``: [(keys, values)] per layer, (n, H, W, D); ``mask`` (n, W)) into ``rows``, in
-        the W columns before ``t``."""
+        the W columns before ``t``. ``kv`` is emptied as it is copied, and a layer not allocated yet is allocated
+        just before: a new cache and the prefill that fills it are never both held whole (for 8 BRCA1 prompts about
+        125 and 100 MB, the decoding's share of predict's peak)."""
         W = mask.shape[1]
-        for layer, (k, v) in zip(self.layers, kv):
+        for i, layer in enumerate(self.layers):
+            k, v = kv[i]
+            kv[i] = None  # the caller's list: its tensors go with k and v below, unless held elsewhere
+            if not layer.is_initialized:
+                self._allocate(layer, k, v)
             layer.keys[rows, :, self.t - W:self.t] = k.to(layer.keys.dtype)
             layer.values[rows, :, self.t - W:self.t] = v.to(layer.values.dtype)
+            del k, v
         self.mask[rows] = 0
         self.mask[rows, self.t - W:self.t] = mask.to(self.mask.dtype)
 
@@ -175,11 +189,12 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
         take = [queue.popleft() for _ in range(min(len(free) // group, len(queue)))]
         logits, kv, mask = prefill_chunk(take)
         W = mask.shape[1]
+        kv = list(kv)  # ours: place() empties it layer by layer
         if group > 1:  # (at 1 a copy of every layer's keys and values for nothing: ~100 MB for 8 BRCA1 prompts)
             kv = [(k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)) for k, v in kv]
             mask, logits = mask.repeat_interleave(group, 0), logits.repeat_interleave(group, 0)
         if sc is None:  # room for some steps; twice that if prompts will join later (shifts then stay rare)
-            sc = SlotCache(lm.config, slots, W + (2 if queue else 1) * room, kv)
+            sc = SlotCache(lm.config, slots, W + (2 if queue else 1) * room, kv, allocate=False)
             row_of.extend([-1] * slots)
             tokens = torch.zeros(slots, dtype=torch.long, device=device)
             positions, n_gen = torch.zeros_like(tokens), torch.zeros_like(tokens)

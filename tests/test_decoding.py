@@ -192,6 +192,28 @@ def test_a_finished_cache_is_freed_at_once(noisy):
         gc.enable()
 
 
+def test_a_new_cache_takes_each_layer_from_the_prefill_as_it_allocates_it(noisy):
+    """``place`` into a cache made with ``allocate=False`` allocates a layer just before copying its prefill in and
+    drops that prefill layer: the prefill's keys and values are gone once placed (the cache and the prefill are
+    never both held whole, predict's decoding peak), and the cache holds them at the W columns before ``t``."""
+    import weakref
+
+    from bioreason.decoding import SlotCache
+
+    cfg = noisy[0].config.text_config
+    heads, dim = cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
+    kv = [(torch.randn(2, heads, 3, dim), torch.randn(2, heads, 3, dim)) for _ in range(cfg.num_hidden_layers)]
+    first = kv[0][0].clone()
+    alive = [weakref.ref(t) for pair in kv for t in pair]
+    cache = SlotCache(cfg, rows=2, cols=5, kv=kv, allocate=False)
+    assert not any(layer.is_initialized for layer in cache.layers)
+    cache.t = 3
+    cache.place(torch.tensor([0, 1]), kv, torch.ones(2, 3, dtype=torch.long))
+    assert kv == [None] * cfg.num_hidden_layers and all(ref() is None for ref in alive)
+    assert all(layer.keys.shape == (2, heads, 5, dim) for layer in cache.layers)
+    assert torch.equal(cache.layers[0].keys[:, :, :3], first) and cache.mask[:, :3].all()
+
+
 def test_greedy_traces_of_the_shipped_model_equal_generate():
     """The shipped checkpoint (SmolLM2's 30 layers with grouped-query attention, a LoRA adapter merged for the
     call, HyenaDNA) through the slot decoder with refill: the tokens ``generate`` gives each prompt alone."""
