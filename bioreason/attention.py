@@ -15,6 +15,7 @@ CPU inference. Results match ``sdpa`` to ~1e-6 (summation order); measured effec
 from __future__ import annotations
 
 import torch
+from transformers.integrations import sdpa_attention
 
 NAME = "bioreason_sdpa"
 MAX_QUERIES = 16
@@ -23,8 +24,6 @@ MAX_QUERIES = 16
 def few_query_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     """transformers' attention signature: query (B, H, Q, D), key/value (B, Hk, L, D), mask (B, 1, Q, L) bool or
     additive, or None; returns ((B, Q, H, D), None)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     B, H, Q, D = query.shape
     Hk, L = key.shape[1], key.shape[2]
     plain = (query.device.type == "cpu" and query.dtype == torch.float32 and Q <= MAX_QUERIES and not dropout
@@ -32,8 +31,8 @@ def few_query_attention(module, query, key, value, attention_mask, dropout: floa
              and kwargs.get("softcap") is None and (attention_mask is not None or Q == 1)
              and (attention_mask is None or (attention_mask.dim() == 4 and attention_mask.shape[1] == 1)))
     if not plain:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention.sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                                     scaling=scaling, **kwargs)
     g = H // Hk  # query heads per key/value head: head h reads key/value head h // g (as repeat_kv lays them out)
     scores = torch.matmul(query.reshape(B, Hk, g * Q, D), key.transpose(-1, -2))
     scores = scores.mul_(D ** -0.5 if scaling is None else scaling).view(B, Hk, g, Q, L)
