@@ -72,6 +72,19 @@ def test_bad_mode_gpu_and_missing_torchao_are_one_line_errors(monkeypatch):
     assert quantize_model(model, "none") is model
 
 
+def test_int8_decode_on_a_torch_without_the_int8_kernel_is_a_one_line_error(monkeypatch):
+    from types import SimpleNamespace
+
+    from bioreason.errors import BioreasonError
+    from bioreason.quantize import quantize_model
+    from bioreason.tiny import build_tiny
+
+    model, _ = build_tiny(seed=0)
+    monkeypatch.setattr(torch, "ops", SimpleNamespace(aten=SimpleNamespace()))  # as torch before 2.4
+    with pytest.raises(BioreasonError, match="_weight_int8pack_mm.*leave --quantize at none"):
+        quantize_model(model, "int8-decode")
+
+
 def test_predict_with_quantize_writes_labels(tiny_model_dir, tmp_path):
     pytest.importorskip("torchao")
     from bioreason.app.cli import main
