@@ -5,9 +5,10 @@ head: about 540 MB in fp32 per step), so an int8 copy read through torch's own `
 (bfloat16 activations, fp32 accumulation) makes each step several times cheaper, while prefills, which are
 compute-bound and produce every score, label and probability, keep the fp32 weights untouched. A decode step is
 whatever runs inside :func:`decoding_steps`: ``decoding.SlotCache.step`` (predict and eval traces) and the
-``generate`` of ``inference.stream_answer`` (ask, the demo) enter it; GRPO sampling never gets the copies
-(``quantize.quantize_model`` is for inference models only, and training changes the weights). Numbers: the README's
-``--quantize`` table.
+``generate`` of ``inference.stream_answer`` (ask, the demo) enter it. Linears that read the same input (q/k/v,
+gate/up) share one stacked int8 weight and one kernel call per step (``fuse_siblings``). GRPO sampling never gets
+the copies (``quantize.quantize_model`` is for inference models only, and training changes the weights). Numbers:
+the README's ``--quantize`` table.
 """
 
 from __future__ import annotations
@@ -54,18 +55,59 @@ class Int8DecodeLinear(torch.nn.Module):
             q[rows] = torch.round(w[rows].float() / scale[rows].float()[:, None]).clamp(-127, 127).to(torch.int8)
         self.register_buffer("qweight", q, persistent=False)
         self.register_buffer("qscale", scale, persistent=False)
+        self.group = None  # a _FusedGroup once fused with its siblings (fuse_siblings)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
         if not _DECODING.get() or rows > self.MAX_ROWS:
             return torch.nn.functional.linear(x, self.weight, self.bias)
-        flat = x.reshape(rows, self.in_features).to(torch.bfloat16).contiguous()
-        y = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.qscale).to(x.dtype)
-        y = y.reshape(*x.shape[:-1], self.out_features)
+        y = self.group.output(self, x) if self.group is not None else _int8_mm(x, self.qweight, self.qscale)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 copy for decode steps"
+
+
+def _int8_mm(x: torch.Tensor, qweight: torch.Tensor, qscale: torch.Tensor) -> torch.Tensor:
+    """``x @ (qweight * qscale).T`` by torch's int8 kernel on bf16 activations, in ``x``'s shape and dtype."""
+    rows = x.numel() // x.shape[-1]
+    flat = x.reshape(rows, x.shape[-1]).to(torch.bfloat16).contiguous()
+    y = torch.ops.aten._weight_int8pack_mm(flat, qweight, qscale).to(x.dtype)
+    return y.reshape(*x.shape[:-1], qweight.shape[0])
+
+
+class _FusedGroup:
+    """Sibling linears that read the same input (an attention's q, k and v projections; an MLP's gate and up) as
+    one int8 product per decode step: the first member called computes every member's output from one matmul over
+    their stacked int8 weights, each member then takes its own slice for that same input tensor (checked by
+    identity; a different input is computed afresh). One kernel call and one bf16 cast instead of three (or two):
+    a batch-1 decode step is mostly such fixed costs. The stacked kernel gives each output column exactly what the
+    member's own call gives (per-column sums in the same order; tested)."""
+
+    def __init__(self, members: list):
+        self.members = members
+        self.sizes = [m.out_features for m in members]
+        self._stack()
+
+    def _stack(self):
+        """Stack the members' int8 weights and scales; each member's buffers become views of its rows (the int8
+        memory stays what it was)."""
+        self.qweight = torch.cat([m.qweight for m in self.members])
+        self.qscale = torch.cat([m.qscale for m in self.members])
+        self.x, self.outs = None, {}
+        for m, w, s in zip(self.members, self.qweight.split(self.sizes), self.qscale.split(self.sizes)):
+            m.qweight, m.qscale, m.group = w, s, self
+
+    def output(self, member, x: torch.Tensor) -> torch.Tensor:
+        if self.qweight.device != x.device:  # the model was moved: the members' buffers went, the stack did not
+            self._stack()
+        if self.x is not x or member not in self.outs:
+            parts = _int8_mm(x, self.qweight, self.qscale).split(self.sizes, -1)
+            self.x, self.outs = x, dict(zip(self.members, parts))
+        out = self.outs.pop(member)
+        if not self.outs:
+            self.x = None  # nothing held between steps
+        return out
 
 
 def add_int8_decode_copies(lm) -> int:
@@ -75,7 +117,25 @@ def add_int8_decode_copies(lm) -> int:
                if type(child) is torch.nn.Linear]
     for parent, name, child in targets:
         setattr(parent, name, Int8DecodeLinear(child))
+    fuse_siblings(lm)
     return len(targets)
 
 
-__all__ = ["Int8DecodeLinear", "add_int8_decode_copies", "decoding_steps"]
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # Llama, Qwen, Mistral and kin
+
+
+def fuse_siblings(lm) -> int:
+    """Make each module's q/k/v and gate/up :class:`Int8DecodeLinear` children one :class:`_FusedGroup`; returns
+    how many groups."""
+    n = 0
+    for parent in lm.modules():
+        for names in SIBLINGS:
+            members = [getattr(parent, k, None) for k in names]
+            if all(isinstance(m, Int8DecodeLinear) and m.group is None for m in members) and \
+                    len({m.in_features for m in members}) == 1:
+                _FusedGroup(members)
+                n += 1
+    return n
+
+
+__all__ = ["Int8DecodeLinear", "SIBLINGS", "add_int8_decode_copies", "decoding_steps", "fuse_siblings"]

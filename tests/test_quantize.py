@@ -154,3 +154,44 @@ def test_int8_decode_scores_exactly_as_fp32_and_decodes_with_the_int8_copies():
     assert torch.equal(greedy[:, 0], zeroed[:, 0])  # the first token comes from the fp32 prefill
     assert not torch.equal(greedy, zeroed)
     assert "".join(stream_answer(q, proc, PROMPTS[0], max_new_tokens=12)) != streamed
+
+
+def test_int8_decode_fuses_siblings_into_one_kernel_call_with_the_same_tokens(monkeypatch):
+    from bioreason import int8_decode
+    from bioreason.modeling import unwrap_dna_llm
+    from bioreason.quantize import quantize_model
+    from bioreason.sampling import sample_groups
+
+    model, proc = _lora_tiny()
+    q = quantize_model(model, "int8-decode")
+    lm = unwrap_dna_llm(q).language_model
+    attn, mlp = lm.model.layers[0].self_attn, lm.model.layers[0].mlp
+    assert attn.q_proj.group is attn.k_proj.group is attn.v_proj.group is not None
+    assert mlp.gate_proj.group is mlp.up_proj.group is not None and mlp.down_proj.group is None
+    assert attn.k_proj.qweight.data_ptr() != attn.q_proj.qweight.data_ptr()  # views of the stack, not copies
+    assert attn.k_proj.qweight.untyped_storage().data_ptr() == attn.q_proj.group.qweight.untyped_storage().data_ptr()
+    calls = []
+    real = int8_decode._int8_mm
+    monkeypatch.setattr(int8_decode, "_int8_mm", lambda *a: calls.append(1) or real(*a))
+
+    def greedy():
+        calls.clear()
+        with torch.inference_mode():
+            return sample_groups(q, proc, PROMPTS, 1, 6, do_sample=False, min_new_tokens=6).completion_ids
+
+    fused = greedy()
+    per_step = 4 * lm.config.num_hidden_layers + 1  # qkv, o, gate+up, down per layer, and the head
+    assert len(calls) == 5 * per_step  # 6 tokens: the first from the prefill, 5 decode steps
+    groups = {m: m.group for m in lm.modules() if isinstance(m, int8_decode.Int8DecodeLinear)}
+    for m in groups:
+        m.group = None  # each linear on its own view: the kernel once per linear
+    alone = greedy()
+    assert len(calls) == 5 * (7 * lm.config.num_hidden_layers + 1)
+    assert torch.equal(fused, alone)
+    for m, g in groups.items():
+        m.group = g
+    x = torch.randn(2, 1, attn.q_proj.in_features)
+    with torch.no_grad(), int8_decode.decoding_steps():
+        k_first = attn.k_proj(x)  # any call order, and a member called twice, gets its own slice
+        assert torch.equal(attn.q_proj(x), real(x, attn.q_proj.qweight, attn.q_proj.qscale))
+        assert torch.equal(attn.k_proj(x), k_first)
