@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bioreason.app.options import add_model_option
+from bioreason.app.options import add_answer_tokens_option, add_model_option
 
 
 def add_parser(sub) -> None:
@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
                    help="a DNA sequence or FASTA path; repeat for several (e.g. reference then alternate)")
     add_model_option(p)
     p.add_argument("--max-new-tokens", type=int, default=256, help="cap on generated tokens (default 256)")
+    add_answer_tokens_option(p)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
     p.add_argument("--system", default=None, help="replace the system prompt")
     p.set_defaults(handler=run)
@@ -65,6 +66,7 @@ def run(args) -> int:
     processor([messages])  # validate the sequences before any output
     pieces = []
     for piece in stream_answer(model, processor, messages, max_new_tokens=args.max_new_tokens,
+                               answer_tokens=args.answer_tokens,
                                temperature=args.temperature):
         pieces.append(piece)
         sys.stdout.write(piece)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from bioreason.app.options import add_model_option, model_arg, positive_int
+from bioreason.app.options import add_answer_tokens_option, add_model_option, model_arg, positive_int
 
 BASELINES = ("text-only", "dna-only", "annotation-only", "facts-only", "tfidf")
 
@@ -59,6 +59,7 @@ def add_parser(sub) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=256, help="cap on each generated trace (default 256)")
+    add_answer_tokens_option(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder")
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
     p.set_defaults(handler=run)
@@ -89,11 +90,12 @@ def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "", mod
     from bioreason.kegg_evaluation import answered_after_traces, kegg_trace_checks
 
     checks = kegg_trace_checks(model, proc, exs, labels, system, trace_indices(len(exs), args.traces),
-                               batch_size=args.batch_size, prefix=prefix, max_new_tokens=args.max_new_tokens, mode=mode)
+                               batch_size=args.batch_size, prefix=prefix, max_new_tokens=args.max_new_tokens, mode=mode,
+                               answer_tokens=args.answer_tokens)
     print(f"of {checks['n']} traces, {checks['gene']:.3f} name the gene, "
           f"{checks['change'] if checks['change'] is None else round(checks['change'], 3)} state the variant, "
-          f"{checks['answer_in_set']:.3f} answer one of the {len(labels)} names; all three {checks['all_three']:.3f}",
-          file=sys.stderr)
+          f"{checks['answer_in_set']:.3f} answer one of the {len(labels)} names; all three {checks['all_three']:.3f} "
+          f"({checks['forced']} closed at --max-new-tokens and answered after it: budget forcing)", file=sys.stderr)
     if checks["n"] < len(exs):
         return checks, {}
     by_index = {it["index"]: it["answer"] for it in checks["items"]}
@@ -163,7 +165,7 @@ def run(args) -> int:
         if args.traces and args.task == "annotated_vcf":
             agreement[name] = ev.consequence_agreement(model, proc, exs, system, trace_indices(len(exs), args.traces),
                                                        batch_size=args.batch_size, n_boot=args.bootstrap,
-                                                       prefix=pcfg.trace_prefix)
+                                                       prefix=pcfg.trace_prefix, answer_tokens=args.answer_tokens)
             print(f"{name}: consequence stated correctly in {agreement[name]['share']:.3f} "
                   f"{agreement[name]['ci95']} of {agreement[name]['n']} traces", file=sys.stderr)
     if "text-only" in baselines:  # the sequence-only prompt with its DNA written as text, no DNA features

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bioreason.app.options import (
+    add_answer_tokens_option,
     add_model_option,
     add_prompt_options,
     add_variant_options,
@@ -34,6 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8, help="variants per forward pass (default 8)")
     p.add_argument("--max-new-tokens", type=positive_int, default=256,
                    help="trace length cap with --traces (default 256)")
+    add_answer_tokens_option(p)
     p.add_argument("--trace-slots", type=positive_int, default=8, metavar="N",
                    help="with --traces: traces decoded at once (default 8); the other variants of a batch wait and "
                         "take the row of each finished trace, so a --batch-size above N keeps all N rows busy "

@@ -17,6 +17,7 @@ import os
 import re
 import tempfile
 
+from bioreason.answers import ANSWER_TOKENS
 from bioreason.app.demo_limits import (BATCH, MAX_QUESTION_CHARS, MAX_VCF_RECORDS, DemoInputError,  # noqa: F401
                                        check_fasta_upload, discard_upload, vcf_bytes)
 
@@ -250,7 +251,7 @@ class DemoBackend:
         trace = ""
         yield trace, None, shown, annotation
         for piece in stream_answer(pred.model, pred.proc, pred.messages(variant, prompt), prefix=pred.cfg.trace_prefix,
-                                   max_new_tokens=self.max_new_tokens):
+                                   max_new_tokens=self.max_new_tokens, answer_tokens=ANSWER_TOKENS):
             trace += piece
             yield trace, None, shown, annotation
         (res,) = pred.predict([variant])
@@ -326,7 +327,8 @@ class DemoBackend:
         note = "Not located in a gene of the bundled reference: the model answers from the sequences alone."
         trace = ""
         yield trace, note
-        for piece in stream_answer(pred.model, pred.proc, msgs, max_new_tokens=self.max_new_tokens):
+        for piece in stream_answer(pred.model, pred.proc, msgs, max_new_tokens=self.max_new_tokens,
+                                   answer_tokens=ANSWER_TOKENS):
             trace += piece
             yield trace, note
 

@@ -16,6 +16,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from bioreason.answers import ANSWER_TOKENS
 from bioreason.app.demo_limits import MAX_QUESTION_CHARS, DemoInputError
 
 MAX_SEQUENCE_CHARS = 20_000  # KEGG records are 4,001 nt (up to ~4,300 for indels); pasted text beyond is refused
@@ -88,7 +89,8 @@ class PathwayBackend:
         shown = facts_markdown(facts)
         trace = ""
         yield shown, trace, ""
-        for piece in stream_answer(model, proc, msgs, max_new_tokens=self.max_new_tokens):
+        for piece in stream_answer(model, proc, msgs, max_new_tokens=self.max_new_tokens,
+                                   answer_tokens=ANSWER_TOKENS):
             trace += piece
             yield shown, trace, ""
         checks = check_kegg_trace(trace, facts, cfg.labels)

@@ -103,6 +103,29 @@ def positive_int(value: str) -> int:
     return n
 
 
+def non_negative_int(value: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    import argparse
+
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {value!r}")
+    return n
+
+
+def add_answer_tokens_option(p) -> None:
+    """``--answer-tokens``: budget forcing for traces cut at ``--max-new-tokens`` (predict, eval, ask)."""
+    from bioreason.answers import ANSWER_TOKENS
+
+    p.add_argument("--answer-tokens", type=non_negative_int, default=ANSWER_TOKENS, metavar="N",
+                   help="budget forcing: a trace still reasoning at --max-new-tokens (a loop, say) is closed there "
+                        "('</think>', then 'Answer:') and the model gets up to N more tokens to write its answer "
+                        f"(default {ANSWER_TOKENS}; 0: a trace cut at the cap stays unanswered)")
+
+
 def add_model_option(p, what: str = "model") -> None:
     p.add_argument("--model", type=model_arg, default="default",
                    help=f"{what} folder written by `bioreason train`; 'default' (the default) = the shipped BRCA1 "

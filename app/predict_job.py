@@ -78,6 +78,7 @@ def _run(args, vcf, state) -> int:
     labels = tuple(x.strip() for x in args.labels.split(",")) if args.labels else None
     cfg = PredictConfig.for_model(args.model, labels=labels, traces=args.traces,
                                   max_new_tokens=args.max_new_tokens, trace_slots=args.trace_slots,
+                                  answer_tokens=args.answer_tokens,
                                   **prompt_overrides(args))
     if cfg.prompt == "kegg":
         from bioreason.errors import BioreasonError
@@ -87,8 +88,8 @@ def _run(args, vcf, state) -> int:
                           "pathway tab), not variant effects from a VCF; leave --model out for the BRCA1 model")
     transcripts = transcript_model(args)
     settings = {"labels": list(cfg.labels), "traces": cfg.traces, "batch_size": args.batch_size, "processes": world,
-                "quantize": args.quantize, "trace_slots": cfg.trace_slots,
-                "max_new_tokens": cfg.max_new_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],
+                "quantize": args.quantize, "trace_slots": cfg.trace_slots, "max_new_tokens": cfg.max_new_tokens,
+                "answer_tokens": cfg.answer_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],
                 **reader_options(args)}
     folder = resolve_model_dir(args.model)
     fingerprint = content_fingerprint(vcf, fasta_path(args), folder, args.gtf, settings)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+ANSWER_TOKENS = 32  # budget forcing's default: tokens a trace closed at its cap gets to write its answer (the
+# longest of the KEGG model's 37 names is 12 tokens)
 _ANSWER_LINE = re.compile(r"^[ \t>*#-]*answer\s*[:：]\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE)
 _PUNCT = re.compile(r"[.,!?;:\"'`()\[\]{}*]+")
 
@@ -41,6 +43,20 @@ def extract_answer(text: str) -> str | None:
         return None
     ans = found[-1].strip()
     return ans or None
+
+
+def closing_for(text: str) -> str:
+    """The text that closes a completion cut before its answer so that what comes next is its answer: the
+    reasoning closed and an ``Answer:`` line opened, as a trained model writes them (``"\\n</think>\\n\\nAnswer:"``;
+    ``"\\n\\nAnswer:"`` after a closed ``<think>``, ``"\\nAnswer:"`` without one); ``""`` when it already has an
+    ``Answer:`` line. Budget forcing (``decoding.decode_slots``) appends it to traces cut at the token cap, and the
+    names' likelihoods after a cut trace are scored after it (``kegg_evaluation.answer_prefix_after``)."""
+    text = text or ""
+    if "</think>" in text:
+        return "" if _ANSWER_LINE.search(split_think(text)[1]) else "\n\nAnswer:"
+    if "<think>" in text:
+        return "\n</think>\n\nAnswer:"
+    return "" if _ANSWER_LINE.search(text) else "\nAnswer:"
 
 
 def normalise_text(text: str) -> str:

@@ -160,7 +160,8 @@ def _choose(logits, sampler, n_gen: torch.Tensor, min_new: int, eos_id: int, sup
 
 @torch.no_grad()
 def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_tokens: int, eos_id: int,
-                 slots: int | None = None, sampler=None, min_new_tokens: int = 0) -> list[list[int]]:
+                 slots: int | None = None, sampler=None, min_new_tokens: int = 0, force=None,
+                 answer_tokens: int = 0) -> list[list[int]]:
     """Completions (token ids, ending with ``eos_id`` unless cut at ``max_new_tokens``) for ``n_prompts`` x
     ``group`` rows, in prompt order then group order.
 
@@ -180,6 +181,8 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
     queue = deque(range(n_prompts))
     out: list[list[int]] = [[] for _ in range(total)]
     row_of: list[int] = []  # output row of each cache row (-1: free)
+    forced: dict[int, deque] = {}  # output row -> forced token ids not yet fed (budget forcing)
+    cap: dict[int, int] = {}  # output row -> its token cap once forced (max_new_tokens for the others)
     sc = None
     device = next(lm.parameters()).device
     tokens = positions = n_gen = None
@@ -218,13 +221,28 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
         accept(rows, first)
 
     def accept(rows: torch.Tensor, picked: torch.Tensor):
-        tokens[rows] = picked
-        n_gen[rows] += 1
-        for r, tok in zip(rows.tolist(), picked.tolist()):
+        picked = picked.tolist()
+        for j, r in enumerate(rows.tolist()):
             o = row_of[r]
+            if o in forced:  # budget forcing: the forced token, not the model's
+                picked[j] = forced[o].popleft()
+                if not forced[o]:
+                    del forced[o]
+            tok = picked[j]
             out[o].append(tok)
-            if tok == eos_id or len(out[o]) >= max_new_tokens:
+            if o in forced:
+                continue
+            if tok == eos_id:
                 row_of[r] = -1
+            elif len(out[o]) >= cap.get(o, max_new_tokens):
+                extra = list(force(out[o])) if force is not None and o not in cap else []
+                if extra:
+                    forced[o] = deque(extra)
+                    cap[o] = len(out[o]) + len(extra) + answer_tokens
+                else:
+                    row_of[r] = -1
+        tokens[rows] = torch.tensor(picked, dtype=tokens.dtype, device=tokens.device)
+        n_gen[rows] += 1
 
     while True:
         free = [r for r, o in enumerate(row_of) if o < 0] if sc is not None else list(range(slots))

@@ -120,9 +120,10 @@ def normalise_consequence(name: str | None) -> str | None:
 
 
 def greedy_traces(model, processor, examples, system=None, indices=None, max_new_tokens: int = 160,
-                  batch_size: int = 8, prefix: str = "", mode: str = "dna"):
-    """(index, example, trace) for ``examples[indices]``: greedy traces generated in batches, started with
-    ``prefix`` as ``predict --traces`` starts them; ``mode`` as ``Example.to_messages`` takes it."""
+                  batch_size: int = 8, prefix: str = "", mode: str = "dna", answer_tokens: int = 0):
+    """(index, example, trace, forced) for ``examples[indices]``: greedy traces generated in batches, started with
+    ``prefix`` as ``predict --traces`` starts them; ``mode`` as ``Example.to_messages`` takes it;
+    ``answer_tokens``: budget forcing at ``max_new_tokens`` (``sampling.sample_groups``)."""
     import torch
 
     from bioreason.rl import PrefixCache
@@ -135,19 +136,21 @@ def greedy_traces(model, processor, examples, system=None, indices=None, max_new
         chunk = [examples[i] for i in indices[k:k + queued]]
         prompts = [e.to_messages(system, mode, with_answer=False) for e in chunk]
         with torch.inference_mode():
-            texts = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False, prefix=prefix,
-                                  prefix_cache=shared, slots=batch_size).texts
-        yield from zip(indices[k:k + queued], chunk, texts)
+            s = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False, prefix=prefix,
+                              prefix_cache=shared, slots=batch_size, answer_tokens=answer_tokens)
+        yield from zip(indices[k:k + queued], chunk, s.texts, s.forced)
 
 
 def consequence_agreement(model, processor, examples, system=None, indices=None, max_new_tokens: int = 160,
-                          batch_size: int = 8, n_boot: int = 1000, prefix: str = "") -> dict:
+                          batch_size: int = 8, n_boot: int = 1000, prefix: str = "", answer_tokens: int = 0) -> dict:
     """Greedy traces for ``examples[indices]`` (``greedy_traces``); the share whose stated consequence equals the
     true one (``meta['annotation']``), with a bootstrap 95% interval, and every trace."""
     items = []
-    for i, e, text in greedy_traces(model, processor, examples, system, indices, max_new_tokens, batch_size, prefix):
+    for i, e, text, forced in greedy_traces(model, processor, examples, system, indices, max_new_tokens, batch_size,
+                                            prefix, answer_tokens=answer_tokens):
         true, stated = normalise_consequence(e.meta.get("annotation")), stated_consequence(text)
-        items.append({"index": i, "true": true, "stated": stated, "agree": stated == true, "trace": text})
+        items.append({"index": i, "true": true, "stated": stated, "agree": stated == true, "trace": text,
+                      "forced": forced})
     trues = [it["true"] or "<none>" for it in items]
     m = metrics_with_ci(trues, [it["stated"] or "<none>" for it in items], None, sorted(set(trues)), None, n_boot)
     return {"share": m["accuracy"], "ci95": m.get("accuracy_ci95"), "n": len(items), "items": items}

@@ -63,29 +63,51 @@ def generation_kwargs(processor, max_new_tokens: int = 256, temperature: float =
     return kw
 
 
-def stream_answer(model, processor, messages, prefix: str = "", **gen) -> Iterator[str]:
+def stream_answer(model, processor, messages, prefix: str = "", answer_tokens: int = 0, **gen) -> Iterator[str]:
     """Yield the answer's text piece by piece as the model generates it. ``prefix``: text the answer starts with
     (fed to the model and yielded first), e.g. a trained model's trace opening so it reasons rather than
-    answering with an empty think."""
+    answering with an empty think. ``answer_tokens``: budget forcing, as ``decoding.decode_slots`` does it: an
+    answer still reasoning at ``max_new_tokens`` is closed (``answers.closing_for``, yielded too) and generation
+    goes on for up to this many tokens."""
+    import torch
+
+    from bioreason.answers import closing_for
+    from bioreason.sampling import append_text
+
+    tok = processor.tokenizer
+    inputs = processor([messages]).to(model.device)
+    if prefix:
+        inputs["input_ids"], inputs["attention_mask"] = append_text(tok, inputs["input_ids"],
+                                                                    inputs["attention_mask"], prefix)
+        yield prefix
+    width = inputs["input_ids"].shape[1]
+    out = yield from _streamed(model, processor, inputs, gen)
+    new = out[0, width:].tolist()
+    cap = gen.get("max_new_tokens", 256)
+    closing = closing_for(prefix + tok.decode(new, skip_special_tokens=True)) if answer_tokens > 0 and \
+        len(new) >= cap and tok.eos_token_id not in new else ""
+    if closing:
+        yield closing
+        ids, mask = append_text(tok, out, torch.ones_like(out), closing)
+        inputs.update(input_ids=ids, attention_mask=mask)
+        yield from _streamed(model, processor, inputs, {**gen, "max_new_tokens": answer_tokens})
+
+
+def _streamed(model, processor, inputs, gen: dict):
+    """``model.generate`` in a worker thread, its text yielded as it comes; returns the output ids."""
     import torch
     from transformers import TextIteratorStreamer
 
     from bioreason.int8_decode import decoding_steps
 
-    inputs = processor([messages]).to(model.device)
-    if prefix:
-        from bioreason.sampling import append_text
-
-        inputs["input_ids"], inputs["attention_mask"] = append_text(processor.tokenizer, inputs["input_ids"],
-                                                                    inputs["attention_mask"], prefix)
-        yield prefix
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     errors: list[BaseException] = []
+    result = []
 
     def work():
         try:
             with torch.inference_mode(), decoding_steps():  # int8-decode models: decode steps in int8
-                model.generate(**inputs, streamer=streamer, **generation_kwargs(processor, **gen))
+                result.append(model.generate(**inputs, streamer=streamer, **generation_kwargs(processor, **gen)))
         except BaseException as exc:  # surfaced in the caller's thread below
             errors.append(exc)
             streamer.end()
@@ -96,3 +118,4 @@ def stream_answer(model, processor, messages, prefix: str = "", **gen) -> Iterat
     thread.join()
     if errors:
         raise errors[0]
+    return result[0]

@@ -14,24 +14,27 @@ from bioreason.evaluation import greedy_traces
 
 
 def kegg_trace_checks(model, processor, examples, names, system=None, indices=None, max_new_tokens: int = 256,
-                      batch_size: int = 8, prefix: str = "", mode: str = "dna") -> dict:
+                      batch_size: int = 8, prefix: str = "", mode: str = "dna", answer_tokens: int = 0) -> dict:
     """Greedy traces for ``examples[indices]``, each checked against facts computed from its inputs
     (``kegg_data.tasks.check_kegg_trace``): the share passing each check and all three (an indel's base-change
-    check does not apply), the accuracy of the answer parsed from the trace, and every trace."""
+    check does not apply), the accuracy of the answer parsed from the trace, and every trace. ``answer_tokens``:
+    budget forcing for traces still reasoning at ``max_new_tokens`` (``sampling.sample_groups``); each item says
+    whether its trace was forced (``forced``)."""
     from bioreason.answers import extract_answer, match_label
     from bioreason.kegg_data.tasks import check_kegg_trace
 
     items = []
-    for i, e, text in greedy_traces(model, processor, examples, system, indices, max_new_tokens, batch_size, prefix,
-                                    mode):
+    for i, e, text, forced in greedy_traces(model, processor, examples, system, indices, max_new_tokens, batch_size,
+                                            prefix, mode, answer_tokens):
         named = match_label(extract_answer(text), list(names)) if extract_answer(text) else None
         items.append({"index": i, "trace": text, "answer": named, "correct": named == e.meta["label"],
-                      **check_kegg_trace(text, e.meta, names)})
+                      "forced": forced, **check_kegg_trace(text, e.meta, names)})
     out = {"n": len(items), "items": items,  # the paper's metric: the answer parsed from the generated text
            "answer_accuracy": sum(it["correct"] for it in items) / max(1, len(items))}
     for key in ("gene", "change", "answer_in_set"):
         judged = [it[key] for it in items if it[key] is not None]
         out[key] = sum(judged) / len(judged) if judged else None
+    out["forced"] = sum(it["forced"] for it in items)
     out["all_three"] = sum(1 for it in items if it["gene"] and it["change"] is not False and it["answer_in_set"]) / max(
         1, len(items))
     return out
@@ -39,13 +42,14 @@ def kegg_trace_checks(model, processor, examples, names, system=None, indices=No
 
 def answer_prefix_after(trace: str) -> str:
     """The assistant's text up to where the disease name goes: the trace up to its last ``Answer:``, or, for a
-    trace that never answered (cut at the token cap), the trace closed as the model closes one."""
+    trace that never answered (cut at the token cap), the trace closed as the model closes one
+    (``answers.closing_for``)."""
+    from bioreason.answers import closing_for
+
     cut = trace.rfind("Answer:")
     if cut >= 0:
         return trace[:cut] + "Answer: "
-    if "</think>" in trace:
-        return trace.rstrip() + "\n\nAnswer: "
-    return trace.rstrip() + "\n</think>\n\nAnswer: "
+    return trace.rstrip() + closing_for(trace.rstrip()) + " "
 
 
 def complete_answer(model, processor, messages: list[dict], trace: str, names, texts: dict | None = None):

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bioreason.answers import extract_answer, match_label, split_think
+from bioreason.answers import ANSWER_TOKENS, extract_answer, match_label, split_think
 from bioreason.kegg_data.examples import Example
 from bioreason.kegg_data.tasks import SYSTEM_PROMPT
 from bioreason.kegg_data.user_data import DEFAULT_QUESTION, variant_question
@@ -33,6 +33,7 @@ class PredictConfig:
     traces: bool = False
     max_new_tokens: int = 256
     trace_slots: int = 8  # traces decoded at once; the rest of a batch queues for the rows of finished ones
+    answer_tokens: int = ANSWER_TOKENS  # budget forcing: a trace cut at max_new_tokens is closed and answers in these
     annotation_fields: tuple[str, ...] = ()
     prompt: str = "question"  # or "annotated_variant": the prompts of kegg_data.annotated_variants
     # annotated_variant prompts: use the VCF's CSQ/ANN when a record has it, or "sequence"; kegg prompts: what the
@@ -186,7 +187,8 @@ class VariantPredictor:
             with torch.inference_mode():
                 samples = sample_groups(self.model, self.proc, prompts, 1, self.cfg.max_new_tokens, do_sample=False,
                                         prefix=self.cfg.trace_prefix, prefix_cache=self.prefix_cache,
-                                        slots=self.cfg.trace_slots, prompt_state=kept.pop())  # not held here
+                                        slots=self.cfg.trace_slots, prompt_state=kept.pop(),  # not held here
+                                        answer_tokens=self.cfg.answer_tokens)
             for res, text in zip(out, samples.texts):
                 think, _ = split_think(text)
                 res["trace"] = text

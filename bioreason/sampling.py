@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bioreason.answers import closing_for
+
 
 @dataclass
 class Samples:
@@ -23,6 +25,7 @@ class Samples:
     texts: list[str]
     enc: dict  # the processor's output for the B prompts (ids, mask, DNA ids), each prompt once
     prefix_len: int = 0  # chat-template tokens every prompt starts with (``DNALLMProcessor.prefix_len``)
+    forced: list[bool] | None = None  # per row: closed at the token cap by budget forcing (``answer_tokens``)
 
 
 class InverseCDFSampler:
@@ -128,7 +131,7 @@ def prompt_prefiller(model, processor, prompts: list[list[dict]], enc: dict, pre
 def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_new_tokens: int = 64,
                   temperature: float = 1.0, top_p: float = 1.0, do_sample: bool = True, prefix: str = "",
                   min_new_tokens: int = 0, prefix_cache=None, slots: int | None = None,
-                  prompt_state=None) -> Samples:
+                  prompt_state=None, answer_tokens: int = 0) -> Samples:
     """``prefix``: text the assistant's turn starts with (e.g. the opening of a reasoning trace, so a model that
     also learned empty think blocks writes its reasoning); it is part of ``texts``, not of ``completion_ids``.
     ``min_new_tokens``: no end-of-turn before this many tokens (benchmarks use it to compare equal work).
@@ -136,7 +139,10 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     prompts' shared template prefix is then computed once across calls, not once per call). ``slots``: rows decoded
     at once (``decoding.decode_slots``; default all B x G): with fewer, prompts wait in a queue and take the rows
     of finished completions. ``prompt_state``: the prompts as ``rl.score_candidates(keep_prompts=True)`` prefilled
-    them (same weights), so they are not run again."""
+    them (same weights), so they are not run again. ``answer_tokens``: budget forcing (``decoding.decode_slots``) for
+    traces: a completion still without an answer at ``max_new_tokens`` gets its reasoning closed and an ``Answer:``
+    line opened (``answers.closing_for``) and up to this many tokens more to answer; 0 (GRPO: rewards see what the
+    policy wrote): cut as it is."""
     from bioreason.decoding import decode_slots
     from bioreason.modeling import merged_lora
 
@@ -146,9 +152,14 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     prefill_chunk = prompt_prefiller(model, processor, prompts, enc, prefix, prefix_cache, prompt_state)
     del prompt_state  # held by the prefiller alone, which lets it go once every prompt has started
     sampler = InverseCDFSampler(temperature, top_p) if do_sample else None
+
+    def force(ids: list[int]) -> list[int]:
+        closing = closing_for(prefix + tok.decode(ids, skip_special_tokens=True))
+        return tok.encode(closing, add_special_tokens=False) if closing else []
+
     with merged_lora(model):
         rows = decode_slots(model, prefill_chunk, len(prompts), group, max_new_tokens, tok.eos_token_id, slots,
-                            sampler, min_new_tokens)
+                            sampler, min_new_tokens, force if answer_tokens > 0 else None, answer_tokens)
     width = max(1, max((len(r) for r in rows), default=0))
     comp = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long, device=device)
     for i, r in enumerate(rows):
@@ -157,4 +168,5 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
         comp[:, 0] = tok.eos_token_id
     cmask = completion_mask(comp, tok.eos_token_id)  # a row shorter than the widest one ended with its eos
     texts = [prefix + t for t in tok.batch_decode(comp, skip_special_tokens=True)]
-    return Samples(comp, cmask, texts, enc, processor.prefix_len(prompts, enc))
+    forced = [len(r) > max_new_tokens for r in rows]  # only a forced row runs past the cap
+    return Samples(comp, cmask, texts, enc, processor.prefix_len(prompts, enc), forced)

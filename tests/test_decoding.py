@@ -239,3 +239,41 @@ def test_greedy_traces_of_the_shipped_model_equal_generate():
                                  pad_token_id=proc.tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()
         n = int(s.completion_mask[i].sum())
         assert s.completion_ids[i, :n].tolist() == out[:n] and n > 0
+
+
+@pytest.mark.parametrize("slots", [2, None])
+def test_budget_forcing_feeds_the_closing_to_the_model_then_lets_it_answer(noisy, slots):
+    """A row that reaches the cap without ending gets the forced ids as its next tokens, fed to the model (its
+    continuation is ``generate``'s on the prompt + the cut row + the forced ids), then up to ``answer_tokens``
+    more; a row that ended before the cap is untouched, and ``force`` is asked once per row."""
+    from bioreason import decoding
+    from bioreason.sampling import prompt_prefiller
+
+    model, proc = noisy
+    n, extra, answer = 5, [7, 11], 4
+    eos = _stop_token(model, proc, 16)
+    plain = [_alone(model, proc, p, n, eos) for p in PROMPTS]
+    cut = [i for i, row in enumerate(plain) if len(row) == n and row[-1] != eos]
+    assert cut and len(cut) < len(PROMPTS)  # some rows reach the cap, some end before it
+    asked = []
+
+    def force(ids):
+        asked.append(list(ids))
+        return extra
+
+    fn = prompt_prefiller(model, proc, PROMPTS, proc(PROMPTS, padding_side="left"))
+    got = decoding.decode_slots(model, fn, len(PROMPTS), 1, n, eos, slots=slots, force=force, answer_tokens=answer)
+    assert sorted(asked) == sorted(plain[i] for i in cut)
+    for i, row in enumerate(got):
+        if i not in cut:
+            assert row == plain[i]
+            continue
+        assert row[:n] == plain[i] and row[n:n + 2] == extra
+        enc = dict(proc([PROMPTS[i]]))
+        ids = torch.cat([enc["input_ids"], torch.tensor([plain[i] + extra])], 1)
+        enc.update(input_ids=ids, attention_mask=torch.ones_like(ids))  # the DNA inputs stay
+        with torch.no_grad():
+            cont = model.generate(**enc, max_new_tokens=answer, do_sample=False, eos_token_id=eos,
+                                  pad_token_id=proc.tokenizer.pad_token_id)
+        cont = cont[0, ids.shape[1]:].tolist()
+        assert row[n + 2:] == (cont[:cont.index(eos) + 1] if eos in cont else cont)

@@ -244,6 +244,16 @@ def test_group_sampling_with_an_answer_prefix_continues_it(tiny):
 
     pieces = list(stream_answer(model, proc, prompts[0], prefix=prefix, max_new_tokens=8))
     assert pieces[0] == prefix and "".join(pieces).replace(" ", "") == s.texts[0].replace(" ", "")
+    # budget forcing: a trace cut at the cap is closed and answered, the same way by both decoders
+    cut = sample_groups(model, proc, prompts, 1, 3, do_sample=False, prefix=prefix)
+    forced = sample_groups(model, proc, prompts, 1, 3, do_sample=False, prefix=prefix, answer_tokens=4)
+    assert cut.forced == [False] and forced.forced == [True] and "Answer:" not in cut.texts[0]
+    head, tail = forced.texts[0].split("\n</think>\n\nAnswer:")
+    closing = len(proc.tokenizer("\n</think>\n\nAnswer:", add_special_tokens=False)["input_ids"])
+    assert head == cut.texts[0] and 3 + closing < int(forced.completion_mask[0].sum()) <= 3 + closing + 4
+    streamed = list(stream_answer(model, proc, prompts[0], prefix=prefix, max_new_tokens=3, answer_tokens=4))
+    assert "\n</think>\n\nAnswer:" in streamed and "".join(streamed).replace(" ", "") == forced.texts[0].replace(" ", "")
+    assert "Answer:" not in "".join(stream_answer(model, proc, prompts[0], prefix=prefix, max_new_tokens=3))
 
 
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.5, 1.0), (1.0, 0.7)])
