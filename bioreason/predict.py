@@ -189,9 +189,9 @@ class VariantPredictor:
                                         prefix=self.cfg.trace_prefix, prefix_cache=self.prefix_cache,
                                         slots=self.cfg.trace_slots, prompt_state=kept.pop(),  # not held here
                                         answer_tokens=self.cfg.answer_tokens)
-            for res, text in zip(out, samples.texts):
+            for res, text, forced in zip(out, samples.texts, samples.forced):
                 think, _ = split_think(text)
-                res["trace"] = text
+                res["trace"], res["trace_forced"] = text, forced  # closed at the cap by budget forcing
                 res["reasoning"] = think
                 answer = extract_answer(text)
                 res["answer"] = answer

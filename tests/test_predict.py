@@ -93,6 +93,12 @@ def test_predict_with_traces(tiny_dir, sge_small, tmp_path):
                  "--traces", "--max-new-tokens", "8", "--batch-size", "20"]) == 0
     rows = [json.loads(x) for x in Path(f"{prefix}.jsonl").read_text().splitlines()]
     assert all("trace" in r and "reasoning" in r for r in rows)
+    forced = [r for r in rows if r.get("trace_forced")]  # the tiny model never ends within 8 tokens
+    assert forced and all("\nAnswer:" in r["trace"] for r in forced)  # closed (no <think> opened: an Answer: line)
+    assert main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(tiny_dir), "-o", str(prefix),
+                 "--traces", "--max-new-tokens", "8", "--batch-size", "20", "--answer-tokens", "0", "--force"]) == 0
+    rows = [json.loads(x) for x in Path(f"{prefix}.jsonl").read_text().splitlines()]
+    assert not any(r.get("trace_forced") for r in rows) and not any("Answer:" in r.get("trace", "") for r in rows)
 
 
 def test_progress_without_resume_is_refused(tiny_dir, sge_small, tmp_path, capsys):
