@@ -208,7 +208,10 @@ def run(args) -> int:
         systems["facts-only"] = ev.facts_only_predictions(examples, labels, train_examples=train)
     report = ev.write_report(args.output, examples, systems, labels, positive,
                              meta={"task": args.task, "source": args.source, "model": args.model or "base",
-                                   "split": args.split, "options": options}, n_boot=args.bootstrap,
+                                   "split": args.split, "options": options, "quantize": args.quantize,
+                                   "traces": {"n": args.traces, "max_new_tokens": args.max_new_tokens,
+                                              "answer_tokens": args.answer_tokens} if args.traces else None},
+                             n_boot=args.bootstrap,
                              agreement=agreement or None,
                              agreement_key="trace_checks" if args.task == "kegg" else "consequence_agreement")
     def ci(m, key):  # " [low, high]" of the 95% bootstrap interval, when there is one

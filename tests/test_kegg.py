@@ -209,6 +209,9 @@ def test_kegg_eval_scores_generated_answers_and_the_llm_only_baseline(tiny_model
         if it["dna-llm-generated"]["pred"] in report["labels"]:
             assert it["dna-llm-answered"]["pred"] == it["dna-llm-generated"]["pred"]
     assert checks["completed"] == sum(it["dna-llm-generated"]["pred"] not in report["labels"] for it in items) >= 1
+    # the 8-token traces were closed at the cap by budget forcing (the default), and the report says so
+    assert report["meta"]["traces"] == {"n": -1, "max_new_tokens": 8, "answer_tokens": 32}
+    assert checks["forced"] == sum(it["forced"] for it in checks["items"]) >= 1
 
 
 def test_the_answer_after_a_trace_is_scored_without_the_traces_own_answer():
