@@ -61,7 +61,7 @@ def test_truncated_weights_are_a_clear_error(tiny_dir):
 
 def test_ask_streams_an_answer(tiny_dir, capsys):
     rc = main(["ask", "--model", str(tiny_dir), "--dna", "acgtacgt", "--dna", "ACGTACGA",
-               "--max-new-tokens", "5", "What changed?"])
+               "--max-new-tokens", "5", "--answer-tokens", "0", "What changed?"])
     out = capsys.readouterr().out
     # the streamed text is exactly the greedy continuation of the same prompt
     import torch
@@ -74,6 +74,11 @@ def test_ask_streams_an_answer(tiny_dir, capsys):
         ids = model.generate(**inputs, **generation_kwargs(proc, max_new_tokens=5))
     expected = proc.decode(ids[0, inputs["input_ids"].shape[1]:])
     assert rc == 0 and out == expected + "\n" and len(out) > 1
+    # by default an answer cut at the cap is closed there and answered after (budget forcing)
+    assert main(["ask", "--model", str(tiny_dir), "--dna", "acgtacgt", "--dna", "ACGTACGA",
+                 "--max-new-tokens", "5", "What changed?"]) == 0
+    forced = capsys.readouterr().out
+    assert forced.startswith(expected + "\nAnswer:") and len(forced) > len(expected + "\nAnswer:\n")
 
 
 def test_ask_reads_dna_from_fasta(tiny_dir, tmp_path, capsys):
