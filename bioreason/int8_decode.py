@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 
 import torch
 
@@ -82,7 +83,8 @@ class _FusedGroup:
     their stacked int8 weights, each member then takes its own slice for that same input tensor (checked by
     identity; a different input is computed afresh). One kernel call and one bf16 cast instead of three (or two):
     a batch-1 decode step is mostly such fixed costs. The stacked kernel gives each output column exactly what the
-    member's own call gives (per-column sums in the same order; tested)."""
+    member's own call gives (per-column sums in the same order; tested). What a step has computed but not yet
+    handed out is kept per thread (the demo can decode two requests at once on one model)."""
 
     def __init__(self, members: list):
         self.members = members
@@ -94,19 +96,21 @@ class _FusedGroup:
         memory stays what it was)."""
         self.qweight = torch.cat([m.qweight for m in self.members])
         self.qscale = torch.cat([m.qscale for m in self.members])
-        self.x, self.outs = None, {}
+        self.pending = {}  # thread id -> (input, {member: output not yet taken})
         for m, w, s in zip(self.members, self.qweight.split(self.sizes), self.qscale.split(self.sizes)):
             m.qweight, m.qscale, m.group = w, s, self
 
     def output(self, member, x: torch.Tensor) -> torch.Tensor:
         if self.qweight.device != x.device:  # the model was moved: the members' buffers went, the stack did not
             self._stack()
-        if self.x is not x or member not in self.outs:
-            parts = _int8_mm(x, self.qweight, self.qscale).split(self.sizes, -1)
-            self.x, self.outs = x, dict(zip(self.members, parts))
-        out = self.outs.pop(member)
-        if not self.outs:
-            self.x = None  # nothing held between steps
+        thread = threading.get_ident()
+        held, outs = self.pending.get(thread, (None, {}))
+        if held is not x or member not in outs:
+            outs = dict(zip(self.members, _int8_mm(x, self.qweight, self.qscale).split(self.sizes, -1)))
+            self.pending[thread] = (x, outs)
+        out = outs.pop(member)
+        if not outs:
+            del self.pending[thread]  # nothing held between steps
         return out
 
 

@@ -157,6 +157,8 @@ def test_int8_decode_scores_exactly_as_fp32_and_decodes_with_the_int8_copies():
 
 
 def test_int8_decode_fuses_siblings_into_one_kernel_call_with_the_same_tokens(monkeypatch):
+    import threading
+
     from bioreason import int8_decode
     from bioreason.modeling import unwrap_dna_llm
     from bioreason.quantize import quantize_model
@@ -195,3 +197,19 @@ def test_int8_decode_fuses_siblings_into_one_kernel_call_with_the_same_tokens(mo
         k_first = attn.k_proj(x)  # any call order, and a member called twice, gets its own slice
         assert torch.equal(attn.q_proj(x), real(x, attn.q_proj.qweight, attn.q_proj.qscale))
         assert torch.equal(attn.k_proj(x), k_first)
+        x, other, seen = torch.randn_like(x), torch.randn_like(x), []
+        calls.clear()
+        attn.q_proj(x)  # k and v pending for this thread; another thread's decode step in between leaves them alone
+
+        def step():
+            with int8_decode.decoding_steps():
+                seen.extend(m(other) for m in (attn.q_proj, attn.k_proj, attn.v_proj))
+
+        worker = threading.Thread(target=step)
+        worker.start()
+        worker.join()
+        for m in (attn.k_proj, attn.v_proj):
+            assert torch.equal(m(x), real(x, m.qweight, m.qscale))
+        assert len(calls) == 2  # one stacked product per thread's step: none computed twice
+        assert torch.equal(seen[1], real(other, attn.k_proj.qweight, attn.k_proj.qscale))
+        assert not attn.q_proj.group.pending  # every output taken: nothing held
