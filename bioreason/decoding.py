@@ -11,7 +11,7 @@ each step: a joining prompt's keys sit in the columns just before it (the keys a
 so only the attention mask and each row's position ids say where a row's tokens are), and when the cache's end is
 reached the columns are shifted left, then the cache grows. Each decoding step calls the model as the caller holds
 it (peft, DDP, FSDP wrappers see it). ``COMPACTION`` switches both refill and compaction off for benchmarks. A row
-that reaches ``max_new_tokens`` still reasoning can be closed and let answer (budget forcing, ``force``).
+that reaches ``max_new_tokens`` still reasoning can be closed and given room to answer (budget forcing, ``force``).
 """
 
 from __future__ import annotations
