@@ -13,6 +13,7 @@ L' = ceil(L / stride) pooled positions, Hd encoder width, H LLM width.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import torch.nn as nn
@@ -87,6 +88,16 @@ class DNALLMPreTrainedModel(PreTrainedModel):
                     nn.init.zeros_(sub.bias)
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg_of(lm_class) -> str:
+    """The name a language model class's forward takes its KV cache by (transformers 5.2x renamed
+    ``past_key_values`` to ``cache``); looked up once per class, not on every decode step."""
+    import inspect
+
+    params = inspect.signature(lm_class.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 class DNALLMForCausalLM(DNALLMPreTrainedModel, GenerationMixin):
     """A causal LLM that reads DNA. See the module docstring for the data flow."""
 
@@ -117,10 +128,7 @@ class DNALLMForCausalLM(DNALLMPreTrainedModel, GenerationMixin):
         return self.language_model.get_decoder()
 
     def _cache_kwarg(self) -> str:
-        import inspect
-
-        params = inspect.signature(self.language_model.forward).parameters
-        return "cache" if "cache" in params else "past_key_values"
+        return _cache_kwarg_of(type(self.language_model))
 
     # --- training switches ---------------------------------------------------------------------------
     def set_trainable(self, *, encoder: bool = False, llm: bool = False, projector: bool = True) -> None:
