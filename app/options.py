@@ -90,30 +90,27 @@ def model_arg(value: str) -> str | None:
     return named_model(value)
 
 
-def positive_int(value: str) -> int:
-    """An argparse type: a whole number >= 1 (batch sizes, token caps, slots)."""
+def _whole_number(value: str, least: int) -> int:
+    """``value`` as a whole number >= ``least``, or argparse's error naming the bound and the value."""
     import argparse
 
     try:
         n = int(value)
     except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {value!r}")
+        n = least - 1
+    if n < least:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {least}, not {value!r}")
     return n
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number >= 1 (batch sizes, token caps, slots)."""
+    return _whole_number(value, 1)
 
 
 def non_negative_int(value: str) -> int:
-    """An argparse type: a whole number >= 0."""
-    import argparse
-
-    try:
-        n = int(value)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {value!r}")
-    return n
+    """An argparse type: a whole number >= 0 (``--answer-tokens``)."""
+    return _whole_number(value, 0)
 
 
 def add_answer_tokens_option(p) -> None:
