@@ -14,6 +14,7 @@ from typing import Iterator
 from bioreason.errors import EmptyInputError
 from bioreason.processing import user_message
 
+MAX_NEW_TOKENS = 256  # generation_kwargs' cap when the caller gives none
 DEFAULT_SYSTEM = ("You are BioReason, an assistant that reasons step by step about DNA. "
                   "Think inside <think>...</think>, then give the final answer on a line starting with 'Answer:'.")
 
@@ -53,7 +54,8 @@ def kegg_prompt(question: str, dna: list[str], config, system: str | None = None
     return example.to_messages(system or config.system, mode, with_answer=False), example.meta
 
 
-def generation_kwargs(processor, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 0.95) -> dict:
+def generation_kwargs(processor, max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = 0.0,
+                      top_p: float = 0.95) -> dict:
     tok = processor.tokenizer
     kw = dict(max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     if temperature and temperature > 0:
@@ -83,7 +85,7 @@ def stream_answer(model, processor, messages, prefix: str = "", answer_tokens: i
     width = inputs["input_ids"].shape[1]
     out = yield from _streamed(model, processor, inputs, gen)
     new = out[0, width:].tolist()
-    cap = gen.get("max_new_tokens", 256)
+    cap = gen.get("max_new_tokens", MAX_NEW_TOKENS)
     closing = closing_for(prefix + tok.decode(new, skip_special_tokens=True)) if answer_tokens > 0 and \
         len(new) >= cap and tok.eos_token_id not in new else ""
     if closing:
