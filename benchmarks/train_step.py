@@ -212,10 +212,10 @@ def main() -> None:
     variants += [(f"slot decoder, few-query attention, --quantize {m}", "lazy:" + m)
                  for m in args.quantize.split(",") if m]
     for name, m in variants:
-        if isinstance(m, str):
-            m = copy.deepcopy(model)
+        if isinstance(m, str):  # "lazy:MODE": a copy with the few-query attention, quantised unless MODE is none
+            mode, m = m.split(":", 1)[1], copy.deepcopy(model)
             use_few_query_attention(m)
-            m = quantize_model(m, name.rsplit(" ", 1)[-1]) if "--quantize" in name else m.eval()
+            m = quantize_model(m, mode) if mode != "none" else m.eval()
         for bsz in (1, 8):
             prompts = [e.to_messages(SYSTEM_PROMPT, with_answer=False) for e in examples[:bsz]]
             enc = proc(prompts)
