@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bioreason.app.options import add_answer_tokens_option, add_model_option
+from bioreason.app.options import add_answer_tokens_option, add_model_option, quantize_mode
 
 
 def add_parser(sub) -> None:
@@ -62,7 +62,7 @@ def run(args) -> int:
     dna = [read_dna_argument(d) for d in args.dna]
     # built before the model loads, so a bad question or sequence count fails at once
     messages = model_messages(args.question, dna, config, args.system, config.window or 1024)
-    model, processor = load_model(args.model, quantize=args.quantize)
+    model, processor = load_model(args.model, quantize=quantize_mode(args, generates=True))
     processor([messages])  # validate the sequences before any output
     pieces = []
     for piece in stream_answer(model, processor, messages, max_new_tokens=args.max_new_tokens,

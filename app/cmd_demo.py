@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bioreason.app.options import add_model_option
+from bioreason.app.options import add_model_option, quantize_mode
 
 
 def add_parser(sub) -> None:
@@ -33,5 +33,5 @@ def run(args) -> int:
     from bioreason.app.demo import launch
 
     print(f"bioreason demo on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    launch(args.model, args.host, args.port, block=True, gtf=args.gtf, quantize=args.quantize)
+    launch(args.model, args.host, args.port, block=True, gtf=args.gtf, quantize=quantize_mode(args, generates=True))
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from bioreason.app.options import add_answer_tokens_option, add_model_option, model_arg, positive_int
+from bioreason.app.options import add_answer_tokens_option, add_model_option, model_arg, positive_int, quantize_mode
 
 BASELINES = ("text-only", "dna-only", "annotation-only", "facts-only", "tfidf")
 
@@ -139,6 +139,7 @@ def run(args) -> int:
         options = {**(pcfg.kegg or {}), **options}
     data = {"task": args.task, "source": args.source, "split": args.split, "fasta": args.fasta,
             "label_field": args.label_field, "labels_tsv": args.labels_tsv, "limit": args.limit, "options": options}
+    args.quantize = quantize_mode(args, generates=bool(args.traces))  # resolved once: the report names it
     model, proc = load_model(args.model, quantize=args.quantize)
     modes = ["annotated", "sequence"] if args.task == "annotated_vcf" and options.get("mode") == "both" else [None]
     sets = {m: build_examples({**data, "options": {**options, "mode": m}} if m else data, proc.max_nucleotides)

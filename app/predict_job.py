@@ -65,7 +65,7 @@ def _run(args, vcf, state) -> int:
     import contextlib
 
     from bioreason.app.inputs import count_alleles, progress
-    from bioreason.app.options import fasta_path, prompt_overrides, reader_options, transcript_model
+    from bioreason.app.options import fasta_path, prompt_overrides, quantize_mode, reader_options, transcript_model
     from bioreason.checkpoints import load_model
     from bioreason.hub import resolve_model_dir
     from bioreason.kegg_data.annotated_variants import annotation_layouts
@@ -87,8 +87,9 @@ def _run(args, vcf, state) -> int:
                           "contributes to, from a pathway question (bioreason ask / eval --task kegg / the demo's "
                           "pathway tab), not variant effects from a VCF; leave --model out for the BRCA1 model")
     transcripts = transcript_model(args)
+    quantize = quantize_mode(args, generates=bool(cfg.traces))  # resolved here: the fingerprint names what ran
     settings = {"labels": list(cfg.labels), "traces": cfg.traces, "batch_size": args.batch_size, "processes": world,
-                "quantize": args.quantize, "trace_slots": cfg.trace_slots, "max_new_tokens": cfg.max_new_tokens,
+                "quantize": quantize, "trace_slots": cfg.trace_slots, "max_new_tokens": cfg.max_new_tokens,
                 "answer_tokens": cfg.answer_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],
                 **reader_options(args)}
     folder = resolve_model_dir(args.model)
@@ -127,7 +128,7 @@ def _run(args, vcf, state) -> int:
                     reported = read
                     continue
                 if predictor is None:  # the model loads only when there is work
-                    model, proc = load_model(args.model, quantize=args.quantize)
+                    model, proc = load_model(args.model, quantize=quantize)
                     model_id = model.config.model_id or Path(str(args.model)).name
                     annotator = Annotator(transcripts, reader.reference) if transcripts is not None else None
                     predictor = VariantPredictor(model, proc, cfg, layouts=annotation_layouts(reader),

@@ -4,9 +4,9 @@ Prints, with this machine's fp32/bf16 matmul peaks and memory bandwidth measured
 variants/s on ``--n`` (default 200) real SGE variants, median of ``--reps``: prefix caching off and on
 (``rl.PREFIX_CACHING``) with fp32 matmuls on torch's BLAS, then on oneDNN (``bioreason.cpu_math``: what the CLI uses
 on CPUs where oneDNN keeps fp32) with the few-query attention ``load_model`` gives CPU models
-(``bioreason.attention``) and again with transformers' sdpa, then ``--quantize`` int8 and int8-weight (torchao) with
-caching on, each with the labels equal to the fp32 model's and the largest probability change; prefill model-FLOPs
-utilisation; ``--traces`` (greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a
+(``bioreason.attention``) and again with transformers' sdpa, then ``--quantize`` bf16-matmul (bfloat16 products,
+the rest fp32: the CLI's default for scoring where it pays), int8 and int8-weight (torchao) with caching on, each
+with the labels equal to the fp32 model's (as the CLI runs it) and the largest probability change; prefill MFU; ``--traces`` (greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a
 per-variant loop, batches of ``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every
 row runs until the batch's longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots
 (continuous batching), then the last again on BLAS, and with ``--trace-quantize`` (default ``int8-decode``: int8
@@ -80,8 +80,8 @@ def main() -> None:
                     help="default (the shipped checkpoint), base (the untrained embedded model) or a folder")
     ap.add_argument("--reps", type=int, default=3, help="repetitions of each timing (the median is printed)")
     ap.add_argument("--quantize", default=None,
-                    help="CPU modes to compare with the unquantised model ('' for none; default int8,int8-weight "
-                         "on CPU, none on a GPU)")
+                    help="CPU modes to compare with the unquantised model ('' for none; default "
+                         "bf16-matmul,int8,int8-weight on CPU, none on a GPU)")
     ap.add_argument("--trace-quantize", default="int8-decode",
                     help="CPU modes whose --traces speed (slots and loop) to compare with fp32's ('' for none)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when there), cpu or cuda")
@@ -112,6 +112,7 @@ def main() -> None:
     from bioreason import cpu_math, decoding, rl
     from bioreason.checkpoints import load_model
     from bioreason.predict import PredictConfig, VariantPredictor
+    from bioreason.quantize import resolve_mode
 
     variants = []
     for v in VariantReader(ROOT / "examples" / "brca1_sge_part1.vcf", bundled_fasta()):
@@ -121,7 +122,8 @@ def main() -> None:
     folder = model_arg(args.model)
     config = PredictConfig.for_model(folder) if folder else PredictConfig(labels=("LOF", "FUNC"))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    quantize = args.quantize if args.quantize is not None else ("int8,int8-weight" if device == "cpu" else "")
+    quantize = args.quantize if args.quantize is not None else ("bf16-matmul,int8,int8-weight" if device == "cpu"
+                                                                else "")
     model, proc = load_model(folder, dtype=args.dtype, device=device)
     dtype = next(model.language_model.parameters()).dtype
     pred = VariantPredictor(model, proc, config)
@@ -179,11 +181,15 @@ def main() -> None:
               f"-> {len(variants) / d_dnn:.2f} variants/s ({d_sdpa / d_dnn:.2f}x); {compare(sdpa, dnn)}")
     using = cpu_math.use_onednn_matmuls(args.cpu_matmul) if on_cpu else False
     print(f"from here on fp32 matmuls run on {'oneDNN' if using else 'BLAS'} (--cpu-matmul {args.cpu_matmul})")
+    d_base, base = (d_dnn, dnn) if using and on_cpu and dtype == torch.float32 else (dt, on)
+    auto = resolve_mode("auto", device)
+    print(f"--quantize auto (the CLI's default for scoring) is {auto} here")
     for mode in [m for m in quantize.split(",") if m]:
         qmodel, qproc = load_model(folder, dtype="float32", quantize=mode)
         dq, res = score_only(VariantPredictor(qmodel, qproc, config), True)
-        print(f"score-only --quantize {mode}: {len(variants) / dq:.2f} variants/s ({dt / dq:.2f}x fp32); "
-              f"{compare(on, res)}")
+        mfu = f"; MFU {achieved * dt / dq / peak16:.1%} of the bf16 peak" if mode.startswith("bf16") else ""
+        print(f"score-only --quantize {mode}: {len(variants) / dq:.2f} variants/s ({d_base / dq:.2f}x fp32 as the "
+              f"CLI runs it; goal >= 7){mfu}; {compare(base, res)}")
         del qmodel
     rss_score = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     if args.decode_batches:

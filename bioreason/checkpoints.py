@@ -144,8 +144,9 @@ def load_model(path=None, dtype: str = "auto", device: str = "auto", quantize: s
     ``dtype``: ``auto`` (float32 on CPU: the shipped models' labels and thresholds were measured in fp32, and CPUs
     without native bf16 run it slower; bfloat16 on GPU), ``bfloat16`` or ``float32``. ``device``: ``auto`` (CUDA
     when available, else CPU) or a torch device string. ``quantize``: ``none``, ``int8``, ``int8-weight``,
-    ``bf16`` or ``int8-decode``, the CPU inference paths of ``bioreason.quantize`` (a LoRA adapter is then merged for
-    good).
+    ``bf16``, ``bf16-matmul`` or ``int8-decode``, the CPU inference paths of ``bioreason.quantize`` (a LoRA adapter
+    is then merged for good), or ``auto`` (``quantize.resolve_mode`` for scoring: ``bf16-matmul`` on a CPU where it
+    pays, else ``none``).
     """
     import torch
     from safetensors import SafetensorError
@@ -156,6 +157,10 @@ def load_model(path=None, dtype: str = "auto", device: str = "auto", quantize: s
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = resolve_model_dir(path)
+    if quantize == "auto":
+        from bioreason.quantize import resolve_mode
+
+        quantize = resolve_mode(quantize, device)
     if quantize != "none":
         from bioreason.quantize import quantize_model
 

@@ -23,6 +23,7 @@ import os
 
 ENV = "BIOREASON_CPU_MATMUL"
 MODES = ("auto", "onednn", "blas")
+BF16_MIN_SPEEDUP = 1.3  # bf16_products_pay: what bfloat16 products must gain to be the CLI's default
 
 
 def _backend():
@@ -84,6 +85,35 @@ def use_onednn_matmuls(mode: str = "auto") -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1)
+def bf16_products_pay(min_speedup: float = BF16_MIN_SPEEDUP) -> bool:
+    """True when a prefill-sized linear product (256 x 576 by 576 x 1536, the embedded LLM's MLP) runs at least
+    ``min_speedup`` times faster with its input and weight in bfloat16 (the input's rounding and the output's
+    conversion back to fp32 included, as ``bf16_products.BF16Products`` runs it) than in fp32 with the matmul
+    backend in use now: CPUs with native bfloat16 arithmetic (AVX512-BF16, AMX) give about 2x, CPUs that emulate
+    it 1x or less. Best of 5 interleaved timings each (about 0.1 s in all), once per process."""
+    import time
+
+    import torch
+
+    x, w = torch.randn(256, 576), torch.randn(1536, 576)
+    wb = w.to(torch.bfloat16)
+    runs = {"fp32": lambda: torch.nn.functional.linear(x, w),
+            "bf16": lambda: torch.nn.functional.linear(x.to(torch.bfloat16), wb).float()}
+    best = dict.fromkeys(runs, float("inf"))
+    with torch.inference_mode():
+        for fn in runs.values():
+            fn()
+        for _ in range(5):  # interleaved, so a load that comes and goes slows both alike
+            for name, fn in runs.items():
+                t0 = time.perf_counter()
+                for _ in range(3):
+                    fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+    fp32, bf16 = best["fp32"], best["bf16"]
+    return fp32 / bf16 >= min_speedup
+
+
 def onednn_in_use() -> bool:
     """Whether fp32 CPU matmuls currently go to oneDNN (as set by :func:`use_onednn_matmuls`)."""
     backend = _backend()
@@ -107,5 +137,5 @@ def configure_from_env() -> bool:
     return use_onednn_matmuls(os.environ.get(ENV, "auto").strip().lower() or "auto")
 
 
-__all__ = ["ENV", "MODES", "configure_from_env", "matmuls", "onednn_in_use", "onednn_keeps_fp32",
+__all__ = ["BF16_MIN_SPEEDUP", "ENV", "MODES", "bf16_products_pay", "configure_from_env", "matmuls", "onednn_in_use", "onednn_keeps_fp32",
            "use_onednn_matmuls"]

@@ -56,7 +56,7 @@ class Int8DecodeLinear(torch.nn.Module):
             q[rows] = torch.round(w[rows].float() / scale[rows].float()[:, None]).clamp(-127, 127).to(torch.int8)
         self.register_buffer("qweight", q, persistent=False)
         self.register_buffer("qscale", scale, persistent=False)
-        self.group = None  # a _FusedGroup once fused with its siblings (fuse_siblings)
+        self.group = None  # a FusedGroup once fused with its siblings (fuse_siblings)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
@@ -77,36 +77,37 @@ def _int8_mm(x: torch.Tensor, qweight: torch.Tensor, qscale: torch.Tensor) -> to
     return y.reshape(*x.shape[:-1], qweight.shape[0])
 
 
-class _FusedGroup:
+class FusedGroup:
     """Sibling linears that read the same input (an attention's q, k and v projections; an MLP's gate and up) as
-    one int8 product per decode step: the first member called computes every member's output from one matmul over
-    their stacked int8 weights, each member then takes its own slice for that same input tensor (checked by
-    identity; a different input is computed afresh). One kernel call and one bf16 cast instead of three (or two):
-    a batch-1 decode step is mostly such fixed costs. The stacked kernel gives each output column exactly what the
-    member's own call gives (per-column sums in the same order; tested). What a step has computed but not yet
-    handed out is kept per thread (the demo can decode two requests at once on one model)."""
+    one product: the first member called computes every member's output from one ``kernel`` call over their
+    stacked weights (the ``buffers`` each member holds, e.g. int8 weight and scale), each member then takes its own
+    slice for that same input tensor (checked by identity; a different input is computed afresh). One kernel call
+    and one cast of the input instead of three (or two): a batch-1 decode step is mostly such fixed costs. Used by
+    ``int8-decode`` (the int8 kernel; each output column is exactly what the member's own call gives: tested) and
+    ``bf16-matmul`` (``bf16_products``). What has been computed but not yet handed out is kept per thread (the demo
+    can run two requests at once on one model)."""
 
-    def __init__(self, members: list):
-        self.members = members
+    def __init__(self, members: list, buffers: tuple = ("qweight", "qscale"), kernel=None):
+        self.members, self.buffers, self.kernel = members, tuple(buffers), kernel  # None: _int8_mm
         self.sizes = [m.out_features for m in members]
         self._stack()
 
     def _stack(self):
-        """Stack the members' int8 weights and scales; each member's buffers become views of its rows (the int8
-        memory stays what it was)."""
-        self.qweight = torch.cat([m.qweight for m in self.members])
-        self.qscale = torch.cat([m.qscale for m in self.members])
+        """Stack the members' buffers; each member's become views of its rows (the memory stays what it was)."""
+        self.stacked = [torch.cat([getattr(m, b) for m in self.members]) for b in self.buffers]
         self.pending = {}  # thread id -> (input, {member: output not yet taken})
-        for m, w, s in zip(self.members, self.qweight.split(self.sizes), self.qscale.split(self.sizes)):
-            m.qweight, m.qscale, m.group = w, s, self
+        for i, m in enumerate(self.members):
+            for b, whole in zip(self.buffers, self.stacked):
+                setattr(m, b, whole.split(self.sizes)[i])
+            m.group = self
 
     def output(self, member, x: torch.Tensor) -> torch.Tensor:
-        if self.qweight.device != x.device:  # the model was moved: the members' buffers went, the stack did not
+        if self.stacked[0].device != x.device:  # the model was moved: the members' buffers went, the stack did not
             self._stack()
         thread = threading.get_ident()
         held, outs = self.pending.get(thread, (None, {}))
         if held is not x or member not in outs:
-            outs = dict(zip(self.members, _int8_mm(x, self.qweight, self.qscale).split(self.sizes, -1)))
+            outs = dict(zip(self.members, (self.kernel or _int8_mm)(x, *self.stacked).split(self.sizes, -1)))
             self.pending[thread] = (x, outs)
         out = outs.pop(member)
         if not outs:
@@ -128,18 +129,18 @@ def add_int8_decode_copies(lm) -> int:
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # Llama, Qwen, Mistral and kin
 
 
-def fuse_siblings(lm) -> int:
-    """Make each module's q/k/v and gate/up :class:`Int8DecodeLinear` children one :class:`_FusedGroup`; returns
-    how many groups."""
-    n = 0
+def fuse_siblings(lm, kind=None, buffers: tuple = ("qweight", "qscale"), kernel=None) -> int:
+    """Make each module's q/k/v and gate/up children of type ``kind`` (default :class:`Int8DecodeLinear`) one
+    :class:`FusedGroup` over their ``buffers`` and ``kernel``; returns how many groups."""
+    kind, n = kind or Int8DecodeLinear, 0
     for parent in lm.modules():
         for names in SIBLINGS:
             members = [getattr(parent, k, None) for k in names]
-            if all(isinstance(m, Int8DecodeLinear) and m.group is None for m in members) and \
+            if all(isinstance(m, kind) and m.group is None for m in members) and \
                     len({m.in_features for m in members}) == 1:
-                _FusedGroup(members)
+                FusedGroup(members, buffers, kernel)
                 n += 1
     return n
 
 
-__all__ = ["Int8DecodeLinear", "SIBLINGS", "add_int8_decode_copies", "decoding_steps", "fuse_siblings"]
+__all__ = ["FusedGroup", "Int8DecodeLinear", "SIBLINGS", "add_int8_decode_copies", "decoding_steps", "fuse_siblings"]

@@ -1,20 +1,24 @@
-"""Quantised CPU inference for the LLM's linear layers (``--quantize``), through torchao (PyTorch's maintained
-quantisation library) or torch's own int8 kernel: no hand-written kernels.
+"""Quantised and reduced-precision CPU inference for the LLM's linear layers (``--quantize``), through torchao
+(PyTorch's maintained quantisation library) or torch's own kernels: no hand-written kernels.
 
 ``quantize_model(model, mode)`` merges a LoRA adapter into its base weights for good (``merge_and_unload``: the
 model is for inference only from then on), then converts every ``nn.Linear`` of the LLM's decoder layers: ``int8`` =
-torchao's int8 dynamic-activation (per token) + int8 weight (per output channel) scheme, whose matmuls run in int8
-(the fastest for scoring, which is compute-bound); ``int8-weight`` = int8 weights, fp32 activations (scores move
-least, but torch's int8 kernel is slow on fp32 inputs). ``bf16`` casts the LLM to bfloat16 instead (faster only on
-CPUs with native bf16 matmuls). The embeddings, the norms, the tied output head, the DNA encoder and the projector
-stay fp32. ``int8-decode`` changes nothing that scores: it gives every decoder linear and the output head an int8
-copy of its weight (per output channel, the scale in bfloat16) used only by decode steps, which run one new token
-per row and are bound by reading the weights (a quarter of fp32's bytes, through torch's own ``_weight_int8pack_mm``
-kernel on bfloat16 activations); prefills, and with them every label, probability and AUROC, keep the fp32 weights,
-at the cost of the copies' memory (about 134 MB for the embedded default). Decode steps are marked by
-``bioreason.int8_decode.decoding_steps`` (the slot decoder's steps, ``generate`` in ``inference``). What each mode
-changes on the shipped model (speed, labels of the 24-variant example, validation AUROC, traces) is measured by
-``benchmarks/predict.py`` and ``bioreason eval --quantize`` and stated in the README.
+torchao's int8 dynamic-activation (per token) + int8 weight (per output channel) scheme, whose matmuls run in int8;
+``int8-weight`` = int8 weights, fp32 activations (scores move least, but torch's int8 kernel is slow on fp32
+inputs). ``bf16`` casts the LLM to bfloat16 instead (faster only on CPUs with native bf16 matmuls). ``bf16-matmul``
+runs only the decoder linears' products in bfloat16 (weights kept in bf16, inputs rounded for the product, outputs
+back in fp32; ``bf16_products``): on the shipped BRCA1 model it keeps the validation AUROC within 0.001 and every
+label of the 24-variant example, so ``auto``, the CLI's default, picks it for work that only scores, on CPUs where
+bf16 products measure faster (``resolve_mode``). The embeddings, the norms, the tied output head, the DNA encoder
+and the projector stay fp32 in every mode. ``int8-decode`` changes nothing that scores: it gives every decoder
+linear and the output head an int8 copy of its weight (per output channel, the scale in bfloat16) used only by
+decode steps, which run one new token per row and are bound by reading the weights (a quarter of fp32's bytes,
+through torch's own ``_weight_int8pack_mm`` kernel on bfloat16 activations); prefills, and with them every label,
+probability and AUROC, keep the fp32 weights, at the cost of the copies' memory (about 134 MB for the embedded
+default). Decode steps are marked by ``bioreason.int8_decode.decoding_steps`` (the slot decoder's steps,
+``generate`` in ``inference``). What each mode changes on the shipped model (speed, labels of the 24-variant
+example, validation AUROC, traces) is measured by ``benchmarks/predict.py`` and ``bioreason eval --quantize`` and
+stated in the README.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-MODES = ("none", "int8", "int8-weight", "bf16", "int8-decode")
+MODES = ("auto", "none", "int8", "int8-weight", "bf16", "bf16-matmul", "int8-decode")
 
 
 NOISY_LOGGERS = ("torchao", "torch.utils._pytree")
@@ -56,6 +60,21 @@ def merge_adapter_for_good(model):
     return model
 
 
+def resolve_mode(mode: str, device, generates: bool = False) -> str:
+    """``auto`` (the CLI's default) -> ``bf16-matmul`` for work that only scores (``generates`` False: ``predict``
+    without ``--traces``, ``eval`` without ``--traces``) on a CPU where bfloat16 products pay
+    (``cpu_math.bf16_products_pay``), else ``none``: on the shipped models it keeps scores within the issue's bar
+    (validation AUROC +0.0009, every label of the 24-variant example), but it changes 28 of 79 kegg-v1 traces,
+    2 answers for the worse, so generation stays fp32 unless asked for. Any other mode as it is."""
+    if mode != "auto":
+        return mode
+    if generates or not str(device).startswith("cpu"):
+        return "none"
+    from bioreason import cpu_math
+
+    return "bf16-matmul" if cpu_math.bf16_products_pay() else "none"
+
+
 def quantize_model(model, mode: str = "int8"):
     """The model for CPU inference in ``mode`` (see the module docstring); ``none`` returns it unchanged."""
     import torch
@@ -65,6 +84,7 @@ def quantize_model(model, mode: str = "int8"):
 
     if mode not in MODES:
         raise BioreasonError(f"--quantize must be one of {', '.join(MODES)}, not {mode!r}")
+    mode = resolve_mode(mode, next(model.parameters()).device)
     if mode == "none":
         return model
     if next(model.parameters()).device.type != "cpu":
@@ -74,6 +94,10 @@ def quantize_model(model, mode: str = "int8"):
     lm = unwrap_dna_llm(model).language_model
     if mode == "bf16":
         lm.to(torch.bfloat16)
+    elif mode == "bf16-matmul":
+        from bioreason.bf16_products import add_bf16_products
+
+        add_bf16_products(lm.get_decoder())
     elif mode == "int8-decode":
         from bioreason.int8_decode import add_int8_decode_copies
 
@@ -99,4 +123,4 @@ def quantize_model(model, mode: str = "int8"):
     return model.eval()
 
 
-__all__ = ["MODES", "merge_adapter_for_good", "quantize_model", "quiet_torchao_logs"]
+__all__ = ["MODES", "merge_adapter_for_good", "quantize_model", "quiet_torchao_logs", "resolve_mode"]

@@ -171,7 +171,7 @@ def test_int8_decode_fuses_siblings_into_one_kernel_call_with_the_same_tokens(mo
     assert attn.q_proj.group is attn.k_proj.group is attn.v_proj.group is not None
     assert mlp.gate_proj.group is mlp.up_proj.group is not None and mlp.down_proj.group is None
     assert attn.k_proj.qweight.data_ptr() != attn.q_proj.qweight.data_ptr()  # views of the stack, not copies
-    assert attn.k_proj.qweight.untyped_storage().data_ptr() == attn.q_proj.group.qweight.untyped_storage().data_ptr()
+    assert attn.k_proj.qweight.untyped_storage().data_ptr() == attn.q_proj.group.stacked[0].untyped_storage().data_ptr()
     calls = []
     real = int8_decode._int8_mm
     monkeypatch.setattr(int8_decode, "_int8_mm", lambda *a: calls.append(1) or real(*a))
@@ -213,3 +213,83 @@ def test_int8_decode_fuses_siblings_into_one_kernel_call_with_the_same_tokens(mo
         assert len(calls) == 2  # one stacked product per thread's step: none computed twice
         assert torch.equal(seen[1], real(other, attn.k_proj.qweight, attn.k_proj.qscale))
         assert not attn.q_proj.group.pending  # every output taken: nothing held
+
+
+def test_bf16_matmul_rounds_only_the_products_and_siblings_share_one_rounding(monkeypatch):
+    from bioreason import int8_decode
+    from bioreason.bf16_products import BF16Products, bf16_linear
+    from bioreason.modeling import unwrap_dna_llm
+    from bioreason.quantize import quantize_model
+    from bioreason.rl import score_candidates
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(96, 40)
+    x = torch.randn(3, 5, 96)
+    with torch.no_grad():
+        got = BF16Products(lin)(x)
+    want = torch.nn.functional.linear(x.bfloat16(), lin.weight.bfloat16()).float() + lin.bias
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+
+    model, proc = _lora_tiny()
+    with torch.inference_mode():
+        want = score_candidates(model, proc, PROMPTS, ["pathogenic", "benign"])
+        with model.disable_adapter():
+            no_adapter = score_candidates(model, proc, PROMPTS, ["pathogenic", "benign"])
+    q = quantize_model(model, "bf16-matmul")
+    lm = unwrap_dna_llm(q).language_model
+    products = [m for m in lm.modules() if isinstance(m, BF16Products)]
+    assert len(products) == 7 * lm.config.num_hidden_layers  # q k v o gate up down per layer; the head stays fp32
+    assert all(m.bweight.dtype == torch.bfloat16 for m in products)
+    assert {p.dtype for p in q.parameters()} == {torch.float32}  # norms, embeddings, head, encoder, projector
+    attn = lm.model.layers[0].self_attn
+    assert attn.q_proj.group is attn.v_proj.group is not None and attn.o_proj.group is None
+    calls = []
+    monkeypatch.setattr(int8_decode.FusedGroup, "output",
+                        lambda self, m, x, real=int8_decode.FusedGroup.output: calls.append(1) or real(self, m, x))
+    with torch.inference_mode():
+        got = score_candidates(q, proc, PROMPTS, ["pathogenic", "benign"])
+        stacked = attn.q_proj(torch.randn(2, 3, attn.q_proj.in_features))
+    assert calls and stacked.dtype == torch.float32
+    err, adapter = (got - want).abs().max(), (no_adapter - want).abs().max()
+    assert got.dtype == want.dtype and 0 < err < 0.2 * adapter, (err, adapter)
+    x = torch.randn(2, 3, attn.q_proj.in_features)
+    with torch.inference_mode():  # the stacked product gives each member what its own product gives
+        for m in (attn.q_proj, attn.k_proj, attn.v_proj):
+            assert torch.allclose(m(x), bf16_linear(x, m.bweight), atol=1e-6)
+
+
+def test_auto_quantize_is_bf16_matmul_only_on_a_cpu_where_it_pays(monkeypatch):
+    from bioreason import cpu_math
+    from bioreason.quantize import quantize_model, resolve_mode
+    from bioreason.tiny import build_tiny
+
+    monkeypatch.setattr(cpu_math, "bf16_products_pay", lambda: True)
+    assert resolve_mode("auto", torch.device("cpu")) == "bf16-matmul"
+    assert resolve_mode("auto", "cuda:0") == "none" and resolve_mode("int8", "cpu") == "int8"
+    model, _ = build_tiny(seed=0)
+    assert quantize_model(model, "auto")._bioreason_quantized == "bf16-matmul"
+    monkeypatch.setattr(cpu_math, "bf16_products_pay", lambda: False)
+    model, _ = build_tiny(seed=0)
+    assert quantize_model(model, "auto") is model
+
+
+def test_cli_default_quantize_is_bf16_matmul_for_scoring_only(tiny_model_dir, tmp_path, monkeypatch):
+    """``--quantize auto`` (the default) resolves before the model loads: bf16-matmul for predict and eval that
+    only score, none when they write traces; the eval report names the mode that ran."""
+    from bioreason import checkpoints, cpu_math
+    from bioreason.app.cli import main
+
+    monkeypatch.setattr(cpu_math, "bf16_products_pay", lambda: True)
+    loaded, real = [], checkpoints.load_model
+    monkeypatch.setattr(checkpoints, "load_model", lambda *a, **k: loaded.append(k.get("quantize")) or real(*a, **k))
+    vcf = Path(__file__).resolve().parents[1] / "examples" / "brca1_sge_24.vcf"
+    common = ["--fasta", "bundled", "--model", str(tiny_model_dir)]
+    assert main(["predict", str(vcf), *common, "-o", str(tmp_path / "s")]) == 0
+    assert main(["predict", str(vcf), *common, "-o", str(tmp_path / "t"), "--traces", "--max-new-tokens", "4"]) == 0
+    assert main(["predict", str(vcf), *common, "-o", str(tmp_path / "n"), "--quantize", "none"]) == 0
+    assert [q for q in loaded if q] == ["bf16-matmul", "none", "none"]  # (None: its inner fp32 load)
+    assert main(["eval", "--task", "toy", "--model", str(tiny_model_dir), "-o", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "report.json").read_text())["meta"]["quantize"] == "bf16-matmul"
+    assert main(["eval", "--task", "toy", "--model", str(tiny_model_dir), "--traces", "2", "--max-new-tokens", "4",
+                 "-o", str(tmp_path / "f")]) == 0
+    assert json.loads((tmp_path / "f" / "report.json").read_text())["meta"]["quantize"] == "none"
