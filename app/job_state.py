@@ -70,6 +70,15 @@ def describe_change(old: dict, new: dict) -> str:
     return ", ".join(keys) or "nothing"
 
 
+def recorded_setting(path: Path, key: str):
+    """``key`` of the fingerprint a progress file starts with, or None (no file, no such key, unreadable line)."""
+    try:
+        with open(path, "rb") as fh:
+            return (json.loads(fh.readline() or b"{}").get("fingerprint") or {}).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def done_batches(path: Path, fingerprint: dict) -> set[int]:
     """Batch numbers already finished in a progress file; checks its fingerprint and cuts a torn last line (a
     kill mid-write) off the file."""

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from bioreason.app.job_state import ResumeMismatchError  # noqa: F401 (raised here for callers)
-from bioreason.app.job_state import done_batches, iter_results, output_lock, progress_path
+from bioreason.app.job_state import done_batches, iter_results, output_lock, progress_path, recorded_setting
 from bioreason.app.job_state import fingerprint as content_fingerprint
 from bioreason.app.predict_outputs import output_paths, write_outputs
 from bioreason.app.writers import check_outputs, dumps
@@ -88,6 +88,8 @@ def _run(args, vcf, state) -> int:
                           "pathway tab), not variant effects from a VCF; leave --model out for the BRCA1 model")
     transcripts = transcript_model(args)
     quantize = quantize_mode(args, generates=bool(cfg.traces))  # resolved here: the fingerprint names what ran
+    if args.quantize == "auto" and args.resume:  # a resumed job keeps what auto chose when it started
+        quantize = recorded_setting(progress_path(args.output, rank), "quantize") or quantize
     settings = {"labels": list(cfg.labels), "traces": cfg.traces, "batch_size": args.batch_size, "processes": world,
                 "quantize": quantize, "trace_slots": cfg.trace_slots, "max_new_tokens": cfg.max_new_tokens,
                 "answer_tokens": cfg.answer_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],
@@ -146,7 +148,7 @@ def _run(args, vcf, state) -> int:
             again = VariantReader(vcf, fasta_path(args), info_fields=cfg.info_fields(), **reader_options(args))
             counts = write_outputs(vcf, again, iter_results(progress_files), list(cfg.labels),
                                    model_id or "bioreason", paths, list(chroms), transcripts is not None,
-                                   bool(cfg.domain), reader.undeclared)
+                                   bool(cfg.domain), reader.undeclared, quantize)
             for p in progress_files:
                 p.unlink(missing_ok=True)
             _summary(again.stats, counts, paths, cfg)

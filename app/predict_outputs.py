@@ -6,7 +6,8 @@ Nothing is held per variant: the VCF is read again record by record, the reader 
 Every file goes to a temporary sibling, fsynced, and is renamed into place at the end (then the folder is synced).
 The VCF gains ``BR_LABEL``/``BR_P_<label>``/``BR_MODEL`` per ALT, ``BR_CSQ`` (computed consequences, declared
 when a transcript model is in use), ``BR_OOD`` (declared when the model states a domain), ``##bioreasonVersion``,
-``##bioreasonCommand`` and the FASTA's ``##contig`` lines the input lacks.
+``##bioreasonCommand``, ``##bioreasonQuantize`` (the ``--quantize`` mode that ran, ``auto`` resolved) and the
+FASTA's ``##contig`` lines the input lacks.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def tsv_columns(item, res: dict | None, labels) -> list[str]:
         ",".join(item.flags) or "."]
 
 
-def add_headers(vcf, labels, chroms, reference, with_csq: bool, with_domain: bool, undeclared=()) -> None:
+def add_headers(vcf, labels, chroms, reference, with_csq: bool, with_domain: bool, undeclared=(),
+                quantize: str = "none") -> None:
     import shlex
 
     from bioreason import __version__
@@ -79,6 +81,7 @@ def add_headers(vcf, labels, chroms, reference, with_csq: bool, with_domain: boo
     declared = set(vcf.seqnames or [])
     vcf.add_to_header(f"##bioreasonVersion={__version__}")
     vcf.add_to_header("##bioreasonCommand=bioreason " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    vcf.add_to_header(f"##bioreasonQuantize={quantize}")  # what --quantize (auto included) ran as
     added = set()
     for chrom in [c for c in chroms if c not in declared]:  # contigs the input header lacks: the FASTA's
         contig = reference.resolve(chrom)
@@ -109,7 +112,7 @@ def add_headers(vcf, labels, chroms, reference, with_csq: bool, with_domain: boo
 
 
 def write_outputs(vcf_path, reader, results, labels, model_id: str, paths: dict, chroms, with_csq: bool,
-                  with_domain: bool, undeclared=()) -> dict:
+                  with_domain: bool, undeclared=(), quantize: str = "none") -> dict:
     """One pass over the VCF (cyvcf2), its reader (windows/skips) and the merged results; returns counts."""
     from cyvcf2 import VCF, Writer
 
@@ -124,7 +127,7 @@ def write_outputs(vcf_path, reader, results, labels, model_id: str, paths: dict,
             f"p_{lab}" for lab in labels] + ["consequence", "hgvsc", "hgvsp", "annotation_source", "in_domain",
                                              "flags_or_reason"]) + "\n")
         vcf = VCF(str(vcf_path), lazy=True)
-        add_headers(vcf, labels, chroms, reader.reference, with_csq, with_domain, undeclared)
+        add_headers(vcf, labels, chroms, reader.reference, with_csq, with_domain, undeclared, quantize)
         w = Writer(str(vcf_tmp), vcf, mode="wz" if paths["vcf"].suffix == ".gz" else "w")
         index = 0
         for rec in vcf:

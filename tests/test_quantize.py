@@ -288,8 +288,34 @@ def test_cli_default_quantize_is_bf16_matmul_for_scoring_only(tiny_model_dir, tm
     assert main(["predict", str(vcf), *common, "-o", str(tmp_path / "t"), "--traces", "--max-new-tokens", "4"]) == 0
     assert main(["predict", str(vcf), *common, "-o", str(tmp_path / "n"), "--quantize", "none"]) == 0
     assert [q for q in loaded if q] == ["bf16-matmul", "none", "none"]  # (None: its inner fp32 load)
+    assert "##bioreasonQuantize=bf16-matmul" in (tmp_path / "s.vcf").read_text()
+    assert "##bioreasonQuantize=none" in (tmp_path / "t.vcf").read_text()
     assert main(["eval", "--task", "toy", "--model", str(tiny_model_dir), "-o", str(tmp_path / "e")]) == 0
     assert json.loads((tmp_path / "e" / "report.json").read_text())["meta"]["quantize"] == "bf16-matmul"
     assert main(["eval", "--task", "toy", "--model", str(tiny_model_dir), "--traces", "2", "--max-new-tokens", "4",
                  "-o", str(tmp_path / "f")]) == 0
     assert json.loads((tmp_path / "f" / "report.json").read_text())["meta"]["quantize"] == "none"
+
+
+def test_resumed_predict_keeps_the_mode_auto_chose_when_it_started(tiny_model_dir, tmp_path, monkeypatch):
+    """A probe that answers differently on resume (a busy machine) does not refuse the resume or mix modes."""
+    from bioreason import cpu_math
+    from bioreason.app import predict_job
+    from bioreason.app.cli import main
+
+    vcf = Path(__file__).resolve().parents[1] / "examples" / "brca1_sge_24.vcf"
+    args = ["predict", str(vcf), "--fasta", "bundled", "--model", str(tiny_model_dir), "-o", str(tmp_path / "r"),
+            "--batch-size", "8"]
+    monkeypatch.setattr(cpu_math, "bf16_products_pay", lambda: True)
+    real = predict_job.write_outputs
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt  # killed after every batch reached the progress file
+
+    monkeypatch.setattr(predict_job, "write_outputs", crash)
+    assert main(args) != 0  # the CLI reports the interruption
+    assert list(tmp_path.glob("r.progress.rank*.jsonl"))
+    monkeypatch.setattr(predict_job, "write_outputs", real)
+    monkeypatch.setattr(cpu_math, "bf16_products_pay", lambda: False)
+    assert main(args + ["--resume"]) == 0
+    assert "##bioreasonQuantize=bf16-matmul" in (tmp_path / "r.vcf").read_text()
