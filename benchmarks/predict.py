@@ -4,14 +4,15 @@ Prints, with this machine's fp32/bf16 matmul peaks and memory bandwidth measured
 variants/s on ``--n`` (default 200) real SGE variants, median of ``--reps``: prefix caching off and on
 (``rl.PREFIX_CACHING``) with fp32 matmuls on torch's BLAS, then on oneDNN (``bioreason.cpu_math``: what the CLI uses
 on CPUs where oneDNN keeps fp32) with the few-query attention ``load_model`` gives CPU models
-(``bioreason.attention``) and again with transformers' sdpa, then ``--quantize`` bf16-matmul (bfloat16 products,
-the rest fp32: the CLI's default for scoring where it pays), int8 and int8-weight (torchao) with caching on, each
-with the labels equal to the fp32 model's (as the CLI runs it) and the largest probability change; prefill MFU; ``--traces`` (greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a
-per-variant loop, batches of ``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every
-row runs until the batch's longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots
-(continuous batching), then the last again on BLAS, and with ``--trace-quantize`` (default ``int8-decode``: int8
-weights for decode steps only) queued and looped, with how many traces stay identical; the traces must be identical
-across the fp32 arrangements; the bandwidth roofline of batch-1 decoding (weights read once per token); peak RSS.
+(``bioreason.attention``) and again with transformers' sdpa, then ``--quantize`` bf16-matmul (bfloat16 products, the
+rest fp32: the CLI's default for scoring where it pays), int8 and int8-weight (torchao) with caching on, each with
+the labels equal to the fp32 model's (as the CLI runs it) and the largest probability change; prefill MFU;
+``--traces`` (greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a per-variant
+loop, batches of ``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every row runs until
+the batch's longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots (continuous
+batching), then the last again on BLAS, and with ``--trace-quantize`` (default ``int8-decode``: int8 weights for
+decode steps only) queued and looped, with how many traces stay identical; the traces must be identical across the
+fp32 arrangements; the bandwidth roofline of batch-1 decoding (weights read once per token); peak RSS.
 Goals on 2 CPU cores: score-only >= 7 variants/s; batched traces >= 4x the loop; peak RSS of predict <= 1.5 GiB
 (``benchmarks/predict_memory.py`` measures it per process).
 """

@@ -12,7 +12,9 @@ prefill-sized shape), and otherwise leaves torch as it was. ``configure_from_env
 oneDNN does it; ``blas`` = torch's default) and is called by the CLI's model commands (ask, predict, eval, train,
 demo); library users call ``use_onednn_matmuls`` themselves. torch before 2.9 lacks the setting: there ``auto`` and
 ``blas`` leave torch as it is and ``onednn`` is an error. What it changes is measured side by side by
-``benchmarks/predict.py`` and ``benchmarks/train_step.py`` (``--cpu-matmul``).
+``benchmarks/predict.py`` and ``benchmarks/train_step.py`` (``--cpu-matmul``). ``bf16_products_pay()`` times
+whether bfloat16 products beat fp32 ones here by ``BF16_MIN_SPEEDUP``: ``--quantize auto`` (``quantize.resolve_mode``)
+runs scoring with them where they do.
 """
 
 from __future__ import annotations
@@ -137,5 +139,5 @@ def configure_from_env() -> bool:
     return use_onednn_matmuls(os.environ.get(ENV, "auto").strip().lower() or "auto")
 
 
-__all__ = ["BF16_MIN_SPEEDUP", "ENV", "MODES", "bf16_products_pay", "configure_from_env", "matmuls", "onednn_in_use", "onednn_keeps_fp32",
-           "use_onednn_matmuls"]
+__all__ = ["BF16_MIN_SPEEDUP", "ENV", "MODES", "bf16_products_pay", "configure_from_env", "matmuls", "onednn_in_use",
+           "onednn_keeps_fp32", "use_onednn_matmuls"]
