@@ -90,6 +90,10 @@ def _run(args, vcf, state) -> int:
     quantize = quantize_mode(args, generates=bool(cfg.traces))  # resolved here: the fingerprint names what ran
     if args.quantize == "auto" and args.resume:  # a resumed job keeps what auto chose when it started
         quantize = recorded_setting(progress_path(args.output, rank), "quantize") or quantize
+    if args.quantize == "auto" and world > 1:  # every process runs what rank 0 chose (one mode per output)
+        from accelerate.utils import broadcast_object_list
+
+        quantize = broadcast_object_list([quantize])[0]
     settings = {"labels": list(cfg.labels), "traces": cfg.traces, "batch_size": args.batch_size, "processes": world,
                 "quantize": quantize, "trace_slots": cfg.trace_slots, "max_new_tokens": cfg.max_new_tokens,
                 "answer_tokens": cfg.answer_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],

