@@ -80,3 +80,28 @@ def test_a_torch_without_the_setting_is_left_alone(monkeypatch):
         assert used is False
     with pytest.raises(BioreasonError, match="torch >= 2.9"):
         cpu_math.use_onednn_matmuls("onednn")
+
+
+def test_bf16_probe_says_no_where_bf16_products_fail_or_do_not_pay(monkeypatch):
+    real = torch.nn.functional.linear
+    cpu_math.bf16_products_pay.cache_clear()
+    try:
+        def no_bf16(x, w, b=None):
+            if x.dtype == torch.bfloat16:
+                raise RuntimeError("no bf16 matmul on this CPU")
+            return real(x, w, b)
+
+        monkeypatch.setattr(torch.nn.functional, "linear", no_bf16)
+        assert cpu_math.bf16_products_pay() is False
+        cpu_math.bf16_products_pay.cache_clear()
+
+        def slow_bf16(x, w, b=None):  # emulated bfloat16: no faster than fp32
+            out = real(x, w, b)
+            if x.dtype == torch.bfloat16:
+                real(x.float(), w.float(), b)
+            return out
+
+        monkeypatch.setattr(torch.nn.functional, "linear", slow_bf16)
+        assert cpu_math.bf16_products_pay() is False
+    finally:
+        cpu_math.bf16_products_pay.cache_clear()
