@@ -87,13 +87,15 @@ def _run(args, vcf, state) -> int:
                           "contributes to, from a pathway question (bioreason ask / eval --task kegg / the demo's "
                           "pathway tab), not variant effects from a VCF; leave --model out for the BRCA1 model")
     transcripts = transcript_model(args)
-    quantize = quantize_mode(args, generates=bool(cfg.traces))  # resolved here: the fingerprint names what ran
-    if args.quantize == "auto" and args.resume:  # a resumed job keeps what auto chose when it started
-        quantize = recorded_setting(progress_path(args.output, rank), "quantize") or quantize
-    if args.quantize == "auto" and world > 1:  # every process runs what rank 0 chose (one mode per output)
-        from accelerate.utils import broadcast_object_list
+    quantize = args.quantize  # auto is resolved here, by rank 0 alone: the fingerprint names what ran
+    if quantize == "auto":
+        if rank == 0:  # a resumed job keeps what auto chose when it started; else this CPU is probed
+            recorded = recorded_setting(progress_path(args.output, 0), "quantize") if args.resume else None
+            quantize = recorded or quantize_mode(args, generates=bool(cfg.traces))
+        if world > 1:  # every process runs rank 0's choice (one mode per output)
+            from accelerate.utils import broadcast_object_list
 
-        quantize = broadcast_object_list([quantize])[0]
+            quantize = broadcast_object_list([quantize])[0]
     settings = {"labels": list(cfg.labels), "traces": cfg.traces, "batch_size": args.batch_size, "processes": world,
                 "quantize": quantize, "trace_slots": cfg.trace_slots, "max_new_tokens": cfg.max_new_tokens,
                 "answer_tokens": cfg.answer_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],
