@@ -20,6 +20,7 @@ from pathlib import Path
 from bioreason.app.job_state import ResumeMismatchError
 from bioreason.app.writers import SKIP_HEADER, AtomicWriter, dumps, fsync_dir, skip_line
 from bioreason.errors import BioreasonError
+from bioreason.kegg_data.htslib_messages import htslib_log_level, quiet_records
 from bioreason.kegg_data.variants import Skip
 
 CSQ_FIELDS = ("Allele", "Consequence", "SYMBOL", "Feature", "BIOTYPE", "STRAND", "EXON", "INTRON", "HGVSc", "HGVSp",
@@ -78,7 +79,8 @@ def add_headers(vcf, labels, chroms, reference, with_csq: bool, with_domain: boo
 
     from bioreason import __version__
 
-    declared = set(vcf.seqnames or [])
+    with htslib_log_level(0):  # no ##contig lines: cyvcf2 then looks for an index, and htslib says it found none
+        declared = set(vcf.seqnames or [])
     vcf.add_to_header(f"##bioreasonVersion={__version__}")
     vcf.add_to_header("##bioreasonCommand=bioreason " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     vcf.add_to_header(f"##bioreasonQuantize={quantize}")  # what --quantize (auto included) ran as
@@ -130,7 +132,7 @@ def write_outputs(vcf_path, reader, results, labels, model_id: str, paths: dict,
         add_headers(vcf, labels, chroms, reader.reference, with_csq, with_domain, undeclared, quantize)
         w = Writer(str(vcf_tmp), vcf, mode="wz" if paths["vcf"].suffix == ".gz" else "w")
         index = 0
-        for rec in vcf:
+        for rec in quiet_records(vcf):
             got = []
             for _ in range(max(1, len(rec.ALT))):
                 item = next(items)

@@ -31,13 +31,13 @@ import gzip
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
 from bioreason.errors import InputFormatError, MissingDependencyError, ReferenceMismatchError
+from bioreason.kegg_data.htslib_messages import captured_stderr, quiet_records
 from bioreason.kegg_data.reference import Reference
 
 log = logging.getLogger(__name__)
@@ -110,22 +110,6 @@ class ReaderStats:
     windows: int = 0
     skips: int = 0
     reasons: dict = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def _captured_stderr():
-    """Capture what C code (htslib) writes to file descriptor 2; yields a function returning the text."""
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        box: list[str] = []
-        try:
-            yield lambda: box[0] if box else ""
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            box.append(tmp.read().decode(errors="replace").strip())
 
 
 def left_normalise(ref_fetch, pos0: int, ref: str, alt: str) -> tuple[int, str, str]:
@@ -314,7 +298,7 @@ class VariantReader:
             from cyvcf2 import VCF
         except ImportError as exc:
             raise MissingDependencyError("reading VCF needs cyvcf2: `pip install bioreason[genomics]`") from exc
-        with _captured_stderr() as htslib_said:
+        with captured_stderr() as htslib_said:
             try:
                 vcf = VCF(str(self.path), lazy=True, strict_gt=False)
                 exc_text = None
@@ -359,7 +343,7 @@ class VariantReader:
     def __iter__(self) -> Iterator[Variant | Skip]:
         rec_i = -1
         declared = set(self._vcf.raw_header.splitlines())
-        it = iter(self._vcf)
+        it = quiet_records(self._vcf)
         fields = self.info_fields
         build = self.builder.build
         while True:

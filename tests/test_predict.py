@@ -87,6 +87,17 @@ def test_predict_skips_and_multiallelic_alleles(tiny_dir, tmp_path):
     assert [(r.CHROM, r.POS) for r in labelled] == [("2", 264985), ("2", 265015)]
 
 
+def test_input_without_contig_lines_gets_no_htslib_noise(tiny_dir, tmp_path, capfd):
+    """htslib's 'Contig 1 is not defined (index it with tabix)' and 'Could not retrieve index file' are handled
+    here (skips, declared contigs), so they are not printed, in the reading pass or the writing one."""
+    rc = main(["predict", str(DATA / "vcf_edge_cases" / "cyvcf2_no-seq-names.vcf"), "--fasta",
+               str(DATA / "fixtures" / "tiny_ref.fa"), "--model", str(tiny_dir), "-o", str(tmp_path / "n")])
+    got = capfd.readouterr()
+    err = got.err
+    assert rc == 0 and "skipped 1: contig not in the FASTA" in err + got.out
+    assert "[W::" not in err and "[E::" not in err
+
+
 def test_predict_with_traces(tiny_dir, sge_small, tmp_path):
     prefix = tmp_path / "tr"
     assert main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(tiny_dir), "-o", str(prefix),

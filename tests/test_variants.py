@@ -215,19 +215,38 @@ def test_malformed_headers_name_the_file(name):
         VariantReader(EDGE / name, FIX / "tiny_ref.fa")
 
 
-def test_malformed_line_names_file_and_line():
+def test_malformed_line_names_file_and_line(capfd):
     with pytest.raises(InputFormatError, match=r"malformed_line.vcf:5: htslib could not parse.*'chrT\\tten"):
         outcomes(FIX / "malformed_line.vcf", FIX / "tiny_ref.fa")
+    assert "[E::" in capfd.readouterr().err  # the message ours says is 'printed above'
     with pytest.raises(InputFormatError, match=r"htslib_vcf44_1.vcf:\d+: htslib could not parse.*61480"):
         outcomes(EDGE / "htslib_vcf44_1.vcf", FIX / "tiny_ref.fa", ref_check="skip")
 
 
-def test_empty_vcf_and_missing_contig_lines(tmp_path):
+def test_empty_vcf_and_missing_contig_lines(tmp_path, capfd):
     items, stats = outcomes(EDGE / "bcftools_empty.vcf", FIX / "tiny_ref.fa")
     assert items == [] and stats.records == 0
     noseq = EDGE / "cyvcf2_no-seq-names.vcf"
-    items, _ = outcomes(noseq, fasta_for(noseq, tmp_path / "n.fa"))
+    fasta = fasta_for(noseq, tmp_path / "n.fa")
+    capfd.readouterr()  # fasta_for reads it with cyvcf2 as it comes
+    items, _ = outcomes(noseq, fasta)
     assert len(items) == 1 and isinstance(items[0], Variant)
+    # htslib's 'Contig 1 is not defined in the header (index it with tabix)' is not printed: handled here
+    assert "[W::" not in capfd.readouterr().err
+
+
+def test_htslib_log_level_is_restored(capfd):
+    from cyvcf2 import VCF
+
+    from bioreason.kegg_data.htslib_messages import htslib_log_level, quiet_records
+
+    noseq = str(EDGE / "cyvcf2_no-seq-names.vcf")
+    with htslib_log_level(0):
+        assert not VCF(noseq).seqnames  # no ##contig lines: htslib looks for an index and would say so
+    assert len(list(quiet_records(VCF(noseq)))) == 1
+    assert capfd.readouterr().err == ""
+    list(VCF(noseq))  # outside: htslib's own level again
+    assert "[W::vcf_parse] Contig" in capfd.readouterr().err
 
 
 def test_region_like_contig_names(tmp_path):
