@@ -68,6 +68,6 @@ def _run(args, vcf) -> int:
     skips.commit()
     s = reader.stats
     print(f"{s.records} records, {s.alleles} alleles: {s.windows} windows -> {out_w}, {s.skips} skipped -> {out_s}")
-    for reason, n in sorted(s.reasons.items(), key=lambda kv: -kv[1]):
-        print(f"  skipped {n}: {reason}")
+    for line in s.skip_lines():
+        print(line)
     return 0

@@ -165,8 +165,8 @@ def _run(args, vcf, state) -> int:
 def _summary(s, counts: dict, paths: dict, cfg) -> None:
     print(f"{s.records} records, {s.alleles} alleles: {counts['predicted']} predicted, {s.skips} skipped; outputs: "
           + ", ".join(str(p) for p in paths.values()))
-    for reason, n in sorted(s.reasons.items(), key=lambda kv: -kv[1]):
-        print(f"  skipped {n}: {reason}")
+    for line in s.skip_lines():
+        print(line)
     if counts["outside"]:
         d = cfg.domain or {}
         log.warning("%d of %d predicted variants lie outside the model's domain (%s, %s); their labels are "

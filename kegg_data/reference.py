@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -102,6 +103,21 @@ class Reference:
 
     def tried(self, chrom: str) -> str:
         return ", ".join(contig_synonyms(chrom))
+
+    def absent(self, chrom: str) -> str:
+        """Why ``chrom`` has no sequence here, for a skip reason: the names tried and what the FASTA holds. A
+        region slice (``samtools faidx ref.fa chr17:100-200`` names its sequence 'chr17:100-200' and numbers it
+        from 1) is named as such: the VCF's positions are on the whole chromosome, so it needs that FASTA."""
+        names = list(self.lengths)
+        cands = set(contig_synonyms(chrom))
+        slices = [n for n in names if re.fullmatch(r"(.+):[\d,]+-[\d,]+", n) and n.rsplit(":", 1)[0] in cands]
+        if slices:
+            has = (f"it holds only the region {', '.join(slices[:3])}{' ...' if len(slices) > 3 else ''}, a slice "
+                   "numbered from 1 (as `samtools faidx` writes it); pass the whole chromosome's FASTA, whose "
+                   "coordinates the VCF uses")
+        else:
+            has = f"it has {', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}"
+        return f"contig {chrom} not in the FASTA (tried {self.tried(chrom)}; {has})"
 
     def _chunk(self, contig: str, idx: int) -> str:
         key = (contig, idx)

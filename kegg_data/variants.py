@@ -109,7 +109,14 @@ class ReaderStats:
     alleles: int = 0
     windows: int = 0
     skips: int = 0
-    reasons: dict = field(default_factory=dict)
+    reasons: dict = field(default_factory=dict)  # category -> count
+    first: dict = field(default_factory=dict)  # category -> its first full reason
+
+    def skip_lines(self) -> list[str]:
+        """The end-of-run summary of skips, most frequent first, each with its first full reason where that says
+        more than the category (e.g. which contigs the FASTA has)."""
+        return [f"  skipped {n}: {cat}" + (f" (first: {self.first[cat]})" if self.first.get(cat, cat) != cat else "")
+                for cat, n in sorted(self.reasons.items(), key=lambda kv: -kv[1])]
 
 
 def left_normalise(ref_fetch, pos0: int, ref: str, alt: str) -> tuple[int, str, str]:
@@ -153,6 +160,7 @@ class WindowBuilder:
         self.stats.skips += 1
         key = skip_category(reason)
         self.stats.reasons[key] = self.stats.reasons.get(key, 0) + 1
+        self.stats.first.setdefault(key, reason)
         return Skip(chrom, pos, ref, alt, reason, rec_i, allele)
 
     def build(self, chrom: str, pos: int, ref: str, alts: list[str], var_id: str | None = None, rec_i: int = 0,
@@ -166,7 +174,7 @@ class WindowBuilder:
         contig = self.reference.resolve(chrom)
         record_reason = None
         if contig is None:
-            record_reason = f"contig {chrom} not in the FASTA (tried {self.reference.tried(chrom)})"
+            record_reason = self.reference.absent(chrom)
         elif not vcf_ref or not set(vcf_ref) <= ACGTN:
             record_reason = f"REF {vcf_ref[:20] or '(empty)'} has characters other than A, C, G, T, N"
         elif pos < 1 or pos - 1 + len(vcf_ref) > self.reference.lengths[contig]:

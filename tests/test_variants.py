@@ -162,7 +162,21 @@ def test_contig_synonyms_and_absent_contigs(caplog):
     assert caplog.text.count("contig '2' is named 'chr2'") == 1  # warned once
     others = [i for i in items if isinstance(i, Skip)]
     assert len(others) == stats.alleles - 2 and all(s.reason.startswith("contig ") for s in others)
-    assert any("tried 1, chr1" in s.reason for s in others)
+    assert any("tried 1, chr1; it has chr2)" in s.reason for s in others)  # what the FASTA does have
+    assert stats.skip_lines() == [f"  skipped 48: contig not in the FASTA (first: {others[0].reason})"]
+
+
+def test_region_slice_fasta_is_named_in_the_skip(tmp_path):
+    """`samtools faidx ref.fa chr17:43044294-43125363` writes a sequence of that name numbered from 1: the skip
+    says so and asks for the whole chromosome, instead of only 'contig chr17 not in the FASTA'."""
+    seq = Reference(CHR17).fetch("chr17", 43044293, 43045293)
+    (tmp_path / "slice.fa").write_text(f">chr17:43044294-43045293\n{seq}\n")
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                   f"17\t43044300\t.\t{seq[6]}\tA\t.\t.\t.\n")
+    (skip,), stats = outcomes(vcf, tmp_path / "slice.fa")
+    assert "tried 17, chr17; it holds only the region chr17:43044294-43045293, a slice numbered from 1" in skip.reason
+    assert "pass the whole chromosome's FASTA" in stats.skip_lines()[0]
 
 
 def test_multiallelic_records_split(tmp_path):
