@@ -18,7 +18,7 @@ from bioreason.errors import BioreasonError
 MODEL_COMMANDS = ("ask", "predict", "eval", "train", "demo")  # run a model: fp32 CPU matmuls per BIOREASON_CPU_MATMUL
 SUBCOMMANDS = ("bioreason.app.cmd_models", "bioreason.app.cmd_ask", "bioreason.app.cmd_windows",
                "bioreason.app.cmd_train", "bioreason.app.cmd_eval",
-               "bioreason.app.cmd_predict", "bioreason.app.cmd_demo")
+               "bioreason.app.cmd_predict", "bioreason.app.cmd_demo", "bioreason.app.cmd_compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

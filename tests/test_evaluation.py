@@ -108,3 +108,42 @@ def test_facts_only_needs_the_annotated_task(tiny_model_dir, tmp_path, capsys):
                "--bootstrap", "10", "-o", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert rc == 2 and "facts-only needs --task annotated_vcf" in err and "Traceback" not in err
+
+
+def _report(path, golds, preds, probs=None, name="dna-llm", labels=("a", "b")):
+    from bioreason.evaluation import write_report
+    from bioreason.kegg_data.examples import Example
+
+    exs = [Example("q", [], None, None, {"label": g}) for g in golds]
+    sys_preds = [{"pred": p, "probs": {"a": s, "b": 1 - s} if probs else {}} for p, s in
+                 zip(preds, probs or [0.5] * len(preds))]
+    write_report(path, exs, {name: sys_preds, "other": sys_preds}, list(labels), "a" if probs else None, n_boot=10)
+    return path
+
+
+def test_compare_is_paired_and_checks_the_items(tmp_path, capsys):
+    from bioreason.errors import InputFormatError
+    from bioreason.report_compare import compare_reports
+
+    golds = ["a", "b"] * 30
+    better = list(golds)  # right on all 60
+    worse = list(golds[:50]) + [("b" if g == "a" else "a") for g in golds[50:]]  # wrong on the last 10
+    sa = [0.9 if g == "a" else 0.1 for g in golds]
+    a, b = _report(tmp_path / "a", golds, better, sa), _report(tmp_path / "b", golds, worse, sa[:50] + [0.5] * 10)
+    c = compare_reports(str(a), str(b))
+    d = c["accuracy_difference"]
+    assert d["value"] == pytest.approx(10 / 60) and 0 < d["ci95"][0] <= d["value"] <= d["ci95"][1]
+    assert d["ci95"][1] - d["ci95"][0] < 0.2 and c["auroc_difference"]["value"] > 0
+    assert c["right_only_a"] == list(range(50, 60)) and c["right_only_b"] == [] and c["same_label"] == 50
+    same = compare_reports(f"{a}:dna-llm", f"{a / 'report.json'}:other")
+    assert same["accuracy_difference"] == {"value": 0.0, "ci95": [0.0, 0.0]}
+    with pytest.raises(InputFormatError, match="items differ"):
+        compare_reports(str(a), str(_report(tmp_path / "c", golds[::-1], better)))
+    with pytest.raises(InputFormatError, match="60 and 4 items"):
+        compare_reports(str(a), str(_report(tmp_path / "d", golds[:4], better[:4])))
+    with pytest.raises(InputFormatError, match="no system 'x'; it has dna-llm, other"):
+        compare_reports(f"{a}:x", str(b))
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy  A 1.0000  B 0.8333  A - B +0.1667 [" in out and "right in A only: 10 (50, 51" in out
+    assert main(["compare", str(tmp_path / "nowhere"), str(b)]) == 2
