@@ -9,7 +9,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "compare", help="paired comparison of two eval reports (or two systems of one) on the same items",
         description="Is A better than B on the same items? Accuracy and macro-F1 (AUROC too for a binary task) of "
-                    "each, and the 95%% interval of A - B from a paired bootstrap (1,000 resamples of the items, "
+                    "each, and the 95% interval of A - B from a paired bootstrap (1,000 resamples of the items, "
                     "seed 0, as eval's own intervals), the items right in only one, and how many labels agree. A "
                     "and B are eval output folders or report.json files, each optionally followed by :SYSTEM "
                     "(e.g. dna-llm-generated, llm-only-generated, tfidf; default: the report's DNA-LLM). Example: "
