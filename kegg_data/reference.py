@@ -88,6 +88,8 @@ class Reference:
         self.lengths = {name: len(rec) for name, rec in self._fa.records.items()} if hasattr(
             self._fa, "records") else {k: len(self._fa[k]) for k in self._fa.keys()}
         self._resolved: dict[str, str | None] = {}
+        self._absent: dict[str, str] = {}
+        self._slices: list[str] | None = None  # names of samtools-style region slices ('chr17:100-200')
         self._cache: OrderedDict = OrderedDict()
         self._cache_chunks = cache_chunks
 
@@ -108,16 +110,21 @@ class Reference:
         """Why ``chrom`` has no sequence here, for a skip reason: the names tried and what the FASTA holds. A
         region slice (``samtools faidx ref.fa chr17:100-200`` names its sequence 'chr17:100-200' and numbers it
         from 1) is named as such: the VCF's positions are on the whole chromosome, so it needs that FASTA."""
+        if chrom in self._absent:  # once per contig: a FASTA can have 100,000 scaffolds, a VCF 10^6 records
+            return self._absent[chrom]
         names = list(self.lengths)
+        if self._slices is None:
+            self._slices = [n for n in names if re.fullmatch(r".+:[\d,]+-[\d,]+", n)]
         cands = set(contig_synonyms(chrom))
-        slices = [n for n in names if re.fullmatch(r"(.+):[\d,]+-[\d,]+", n) and n.rsplit(":", 1)[0] in cands]
+        slices = [n for n in self._slices if n.rsplit(":", 1)[0] in cands]
         if slices:
             has = (f"it holds only the region {', '.join(slices[:3])}{' ...' if len(slices) > 3 else ''}, a slice "
                    "numbered from 1 (as `samtools faidx` writes it); pass the whole chromosome's FASTA, whose "
                    "coordinates the VCF uses")
         else:
             has = f"it has {', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}"
-        return f"contig {chrom} not in the FASTA (tried {self.tried(chrom)}; {has})"
+        self._absent[chrom] = f"contig {chrom} not in the FASTA (tried {self.tried(chrom)}; {has})"
+        return self._absent[chrom]
 
     def _chunk(self, contig: str, idx: int) -> str:
         key = (contig, idx)
