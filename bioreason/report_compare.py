@@ -3,10 +3,10 @@
 ``eval`` gives each system's metrics with its own bootstrap interval; whether one system beats another on the same
 items needs the interval of their difference, resampled in pairs (an item drawn once counts for both systems), which
 is much narrower than two overlapping intervals suggest. :func:`compare_reports` takes two ``report.json`` files
-(or one, twice) and a system name in each, checks that both hold the same items (count, and the gold label of every
-item), and returns accuracy and macro-F1 (AUROC too for a binary task with probabilities) for each, their
-difference with a paired percentile-bootstrap 95% interval (1,000 resamples, seed 0, as ``eval``), the items right
-in one only, and how many predicted labels agree. ``bioreason compare`` prints it.
+(or one, twice) and a system name in each, checks that both hold the same items (count; gold label, variant and
+dataset row of every item), and returns accuracy and macro-F1 (AUROC too for a binary task with probabilities) for
+each, their difference with a paired percentile-bootstrap 95% interval (1,000 resamples, seed 0, as ``eval``), the
+items right in one only, and how many predicted labels agree. ``bioreason compare`` prints it.
 """
 
 from __future__ import annotations
@@ -67,10 +67,15 @@ def compare_reports(spec_a: str, spec_b: str, n_boot: int = 1000, seed: int = 0)
     if len(ga) != len(gb):
         raise InputFormatError(f"the reports hold {len(ga)} and {len(gb)} items: a paired comparison needs the same "
                                "items (the same eval command and options, on the same data)")
-    differ = [i for i, (x, y) in enumerate(zip(ga, gb)) if x != y]
+    def ident(it):  # the gold label, and the item's identity where the task records one (variant, dataset row)
+        meta = it.get("meta") or {}
+        return (it["gold"],) + tuple(meta.get(k) for k in ("variant", "row"))
+
+    ia, ib = [ident(it) for it in ra["items"]], [ident(it) for it in rb["items"]]
+    differ = [i for i, (x, y) in enumerate(zip(ia, ib)) if x != y]
     if differ:
-        raise InputFormatError(f"the reports' items differ (item {differ[0]}: gold {ga[differ[0]]!r} vs "
-                               f"{gb[differ[0]]!r}, {len(differ)} items in all): not the same items")
+        raise InputFormatError(f"the reports' items differ (item {differ[0]}: {ia[differ[0]]} vs {ib[differ[0]]}; "
+                               f"{len(differ)} of {len(ia)} differ): a paired comparison needs the same items")
     labels = list(ra.get("labels") or sorted(set(ga)))
     positive = ra.get("positive") if len(labels) == 2 else None
 

@@ -139,6 +139,12 @@ def test_compare_is_paired_and_checks_the_items(tmp_path, capsys):
     assert same["accuracy_difference"] == {"value": 0.0, "ci95": [0.0, 0.0]}
     with pytest.raises(InputFormatError, match="items differ"):
         compare_reports(str(a), str(_report(tmp_path / "c", golds[::-1], better)))
+    moved = json.loads((b / "report.json").read_text())
+    moved["items"][3]["meta"]["variant"] = "chr1:5:A:C"  # same golds, another variant: not the same items
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "report.json").write_text(json.dumps(moved))
+    with pytest.raises(InputFormatError, match=r"item 3: \('b', None, None\) vs \('b', 'chr1:5:A:C', None\); 1 of 60"):
+        compare_reports(str(a), str(tmp_path / "e"))
     with pytest.raises(InputFormatError, match="60 and 4 items"):
         compare_reports(str(a), str(_report(tmp_path / "d", golds[:4], better[:4])))
     with pytest.raises(InputFormatError, match="no system 'x'; it has dna-llm, other"):
