@@ -9,6 +9,22 @@ from __future__ import annotations
 from bioreason.errors import RecipeError
 
 
+def mapping_option(name: str, value, known: dict):
+    """``value`` of the option ``name`` checked: a mapping whose keys are all in ``known`` ({key: what it takes}),
+    or None. YAML reads ``{part:validation}`` (no space after the colon) as the key 'part:validation', which would
+    otherwise be ignored and the default part used without a word."""
+    if value is None:
+        return None
+    how = "{" + ", ".join(f"{k}: {v}" for k, v in known.items()) + "}"
+    if not isinstance(value, dict):
+        raise RecipeError(f"option {name}={value!r}: give a mapping {how}")
+    unknown = [k for k in value if k not in known]
+    if unknown:
+        hint = " (YAML needs a space after each colon: {key: value})" if any(":" in str(k) for k in unknown) else ""
+        raise RecipeError(f"option {name}: unknown key {unknown[0]!r}{hint}; it takes {how}")
+    return value
+
+
 def build_examples(data: dict, dna_length: int = 1024):
     from bioreason.kegg_data.bundled import resolve_fasta
 
@@ -23,7 +39,8 @@ def build_examples(data: dict, dna_length: int = 1024):
         from bioreason.kegg_data.tasks import get_task
 
         opts = dict(data.get("options") or {})
-        holdout = opts.pop("holdout", None)  # {part: train|validation|seen, fraction: 0.15, seen: 0.08, seed: 0}
+        holdout = mapping_option("holdout", opts.pop("holdout", None), {
+            "part": "train|validation|seen", "fraction": 0.15, "seen": 0.08, "seed": 0})
         t = get_task(task, dna_length=dna_length, **(kegg_prompt_options(opts) if task == "kegg" else {}))
         examples, labels = t.load(data.get("source"), data.get("split") or "train"), list(t.labels) or None
         if task == "kegg":  # a closed set: every disease name of the split (37 in train), before any holdout
@@ -65,7 +82,10 @@ def build_examples(data: dict, dna_length: int = 1024):
         from bioreason.kegg_data.transcripts import resolve_gtf
 
         opts = dict(data.get("options") or {})
-        split = opts.pop("split", None)  # {n_blocks: 5, val_blocks: [4], part: train|validation}
+        split = mapping_option("split", opts.pop("split", None), {
+            "n_blocks": 5, "val_blocks": [4], "part": "train|validation"})
+        if split and split.get("part", "train") not in ("train", "validation"):
+            raise RecipeError(f"option split: part {split['part']!r}: use train or validation")
         opts["transcripts"] = resolve_gtf(opts.pop("gtf", "auto"), data["fasta"])  # annotates bare records
         examples, _ = load_annotated(data["source"], data["fasta"], label_field=data.get("label_field") or "LABEL",
                                      window=data.get("window") or dna_length, **opts)

@@ -89,6 +89,11 @@ def test_holdout_groups_by_the_datasets_question_even_with_the_variant_stated(tm
 
     with pytest.raises(RecipeError, match=r"\['stated_variant'\] mean nothing to the kegg task"):
         build_examples({**data, "options": {"stated_variant": True}})
+    # YAML's {part:validation} (no space) is the key 'part:validation': an error, not the train part in silence
+    with pytest.raises(RecipeError, match=r"option holdout: unknown key 'part:validation' \(YAML needs a space"):
+        build_examples({**data, "options": {"holdout": {"part:validation": None}}})
+    with pytest.raises(RecipeError, match=r"option holdout='seen': give a mapping \{part: train\|validation\|seen"):
+        build_examples({**data, "options": {"holdout": "seen"}})
 
 
 def test_a_seen_holdout_keeps_its_questions_in_training_and_the_three_parts_do_not_overlap():
