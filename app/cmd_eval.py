@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from bioreason.app.eval_steps import EvalSteps
 from bioreason.app.options import add_answer_tokens_option, add_model_option, model_arg, positive_int, quantize_mode
 
 BASELINES = ("text-only", "dna-only", "annotation-only", "facts-only", "tfidf")
@@ -62,6 +63,9 @@ def add_parser(sub) -> None:
     add_answer_tokens_option(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder")
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
+    p.add_argument("--resume", action="store_true",
+                   help="go on with an interrupted eval into the same -o folder: steps it finished (a system's "
+                        "predictions, a model's traces) are reused when the settings and inputs are the same")
     p.set_defaults(handler=run)
 
 
@@ -139,7 +143,9 @@ def run(args) -> int:
         options = {**(pcfg.kegg or {}), **options}
     data = {"task": args.task, "source": args.source, "split": args.split, "fasta": args.fasta,
             "label_field": args.label_field, "labels_tsv": args.labels_tsv, "limit": args.limit, "options": options}
-    args.quantize = quantize_mode(args, generates=bool(args.traces))  # resolved once: the report names it
+    steps = EvalSteps(args.output, args)  # each finished step kept, so --resume redoes only the unfinished ones
+    # auto resolved once (the report names it); a resumed run keeps the interrupted run's choice
+    args.quantize = steps.run("quantize", lambda: quantize_mode(args, generates=bool(args.traces)))
     model, proc = load_model(args.model, quantize=args.quantize)
     modes = ["annotated", "sequence"] if args.task == "annotated_vcf" and options.get("mode") == "both" else [None]
     sets = {m: build_examples({**data, "options": {**options, "mode": m}} if m else data, proc.max_nucleotides)
@@ -157,29 +163,31 @@ def run(args) -> int:
     systems, agreement = {}, {}
     for m, (exs, _) in sets.items():
         name = f"dna-llm-{m}" if m and len(sets) > 1 else "dna-llm"
-        systems[name] = ev.llm_predictions(model, proc, exs, labels, system, "dna", args.batch_size, prior,
-                                           pcfg.decision,  # labels by the model's own decision rule, as predict
-                                           normalise=args.task == "kegg")  # multi-token disease names
+        systems[name] = steps.run(name, lambda exs=exs: ev.llm_predictions(
+            model, proc, exs, labels, system, "dna", args.batch_size, prior,
+            pcfg.decision,  # labels by the model's own decision rule, as predict
+            normalise=args.task == "kegg"))  # multi-token disease names
         if args.traces and args.task == "kegg":
-            agreement[name], generated = kegg_generated(model, proc, exs, labels, system, args, pcfg.trace_prefix)
+            agreement[name], generated = steps.run(f"{name}-traces", lambda exs=exs: kegg_generated(
+                model, proc, exs, labels, system, args, pcfg.trace_prefix))
             systems.update({f"{name}-{kind}": preds for kind, preds in generated.items()})
         if args.traces and args.task == "annotated_vcf":
-            agreement[name] = ev.consequence_agreement(model, proc, exs, system, trace_indices(len(exs), args.traces),
-                                                       batch_size=args.batch_size, n_boot=args.bootstrap,
-                                                       prefix=pcfg.trace_prefix, answer_tokens=args.answer_tokens)
+            agreement[name] = steps.run(f"{name}-traces", lambda exs=exs: ev.consequence_agreement(
+                model, proc, exs, system, trace_indices(len(exs), args.traces), batch_size=args.batch_size,
+                n_boot=args.bootstrap, prefix=pcfg.trace_prefix, answer_tokens=args.answer_tokens))
             print(f"{name}: consequence stated correctly in {agreement[name]['share']:.3f} "
                   f"{agreement[name]['ci95']} of {agreement[name]['n']} traces", file=sys.stderr)
     if "text-only" in baselines:  # the sequence-only prompt with its DNA written as text, no DNA features
         text_exs = sets["sequence"][0] if "sequence" in sets else examples
-        systems["text-only"] = ev.llm_predictions(model, proc, text_exs, labels, system, "text",
-                                                  max(1, args.batch_size // 4), prior)
+        systems["text-only"] = steps.run("text-only", lambda: ev.llm_predictions(
+            model, proc, text_exs, labels, system, "text", max(1, args.batch_size // 4), prior))
     if args.text_model:  # the LLM-only baseline fine-tuned on the question alone: same items, same scoring
         tmodel, tproc = load_model(args.text_model, quantize=args.quantize)
-        systems["llm-only"] = ev.llm_predictions(tmodel, tproc, examples, labels, system, "none", args.batch_size,
-                                                 normalise=args.task == "kegg")
+        systems["llm-only"] = steps.run("llm-only", lambda: ev.llm_predictions(
+            tmodel, tproc, examples, labels, system, "none", args.batch_size, normalise=args.task == "kegg"))
         if args.traces and args.task == "kegg":
-            agreement["llm-only"], generated = kegg_generated(tmodel, tproc, examples, labels, system, args,
-                                                              mode="none")
+            agreement["llm-only"], generated = steps.run("llm-only-traces", lambda: kegg_generated(
+                tmodel, tproc, examples, labels, system, args, mode="none"))
             systems.update({f"llm-only-{kind}": preds for kind, preds in generated.items()})
         del tmodel
     train = None
@@ -194,19 +202,22 @@ def run(args) -> int:
         train = build_examples({**data, "source": args.train_source or args.source, "limit": None,
                                 "options": train_opts}, proc.max_nucleotides)[0]
     if "dna-only" in baselines:
-        systems["dna-only"] = ev.dna_only_predictions(model, proc, examples, labels, train)
+        systems["dna-only"] = steps.run("dna-only", lambda: ev.dna_only_predictions(model, proc, examples, labels,
+                                                                                   train))
     if "annotation-only" in baselines:
         if not positive or not any(e.meta.get("annotation") for e in examples):
             raise RecipeError("annotation-only needs a binary task whose items carry an annotation class "
                               "(--task annotated_vcf)")
-        systems["annotation-only"] = ev.annotation_only_predictions(examples, labels, positive, train_examples=train)
+        systems["annotation-only"] = steps.run("annotation-only", lambda: ev.annotation_only_predictions(
+            examples, labels, positive, train_examples=train))
     if "tfidf" in baselines:
-        systems["tfidf"] = ev.tfidf_predictions(examples, labels, train)
+        systems["tfidf"] = steps.run("tfidf", lambda: ev.tfidf_predictions(examples, labels, train))
     if "facts-only" in baselines:
         if args.task != "annotated_vcf":
             raise RecipeError("facts-only needs --task annotated_vcf (items with consequence, BLOSUM62 and intron "
                               "facts)")
-        systems["facts-only"] = ev.facts_only_predictions(examples, labels, train_examples=train)
+        systems["facts-only"] = steps.run("facts-only", lambda: ev.facts_only_predictions(examples, labels,
+                                                                                          train_examples=train))
     report = ev.write_report(args.output, examples, systems, labels, positive,
                              meta={"task": args.task, "source": args.source, "model": args.model or "base",
                                    "split": args.split, "options": options, "quantize": args.quantize,
@@ -215,6 +226,8 @@ def run(args) -> int:
                              n_boot=args.bootstrap,
                              agreement=agreement or None,
                              agreement_key="trace_checks" if args.task == "kegg" else "consequence_agreement")
+    steps.finish()
+
     def ci(m, key):  # " [low, high]" of the 95% bootstrap interval, when there is one
         v = m.get(f"{key}_ci95")
         return f" [{v[0]:.3f}, {v[1]:.3f}]" if v and None not in v else ""

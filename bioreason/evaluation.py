@@ -395,5 +395,8 @@ def write_report(out_dir, examples, systems: dict, labels, positive=None, meta: 
         for i, (e, g) in enumerate(zip(examples, golds))]
     if agreement:
         report[agreement_key] = agreement
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    from bioreason.atomic import AtomicFile
+
+    with AtomicFile(out / "report.json") as fh:  # a reader (or a resumed run) never sees half a report
+        fh.write(json.dumps(report, indent=1, default=str))
     return report

@@ -51,8 +51,40 @@ def test_eval_command_report_recomputes_from_items(tiny_model_dir, tmp_path, cap
     assert main(["eval", "--task", "toy", "--model", str(folder), "--baselines", "magic", "-o", str(out / "x")]) == 2
 
 
+def test_interrupted_eval_resumes_without_redoing_finished_steps(tiny_model_dir, tmp_path, monkeypatch):
+    """Ctrl-C in the last step, then --resume: the finished steps are not run again, and the report is the one an
+    uninterrupted run writes."""
+    from bioreason import evaluation as ev
+    from bioreason.app import eval_steps
+
+    cmd = ["eval", "--task", "toy", "--model", str(tiny_model_dir), "--baselines", "text-only,dna-only",
+           "--traces", "2", "--bootstrap", "50"]
+    assert main(cmd + ["-o", str(tmp_path / "whole")]) == 0
+    real_dna_only = ev.dna_only_predictions
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ev, "dna_only_predictions", interrupted)
+    out = tmp_path / "r"
+    assert main(cmd + ["-o", str(out)]) == 130 and not (out / "report.json").exists()
+    assert {p.name for p in (out / ".eval-steps").iterdir()} >= {"dna-llm.json", "text-only.json", "quantize.json"}
+    assert main(cmd + ["-o", str(out)]) == 2  # neither --resume nor --force: says so, keeps the steps
+    assert main(cmd + ["--bootstrap", "60", "--resume", "-o", str(out)]) == 2  # other settings: not resumed
+    monkeypatch.setattr(ev, "dna_only_predictions", real_dna_only)
+    monkeypatch.setattr(ev, "llm_predictions", interrupted)  # finished before: must come from disk
+    assert main(cmd + ["--resume", "-o", str(out)]) == 0
+    assert (out / "report.json").read_text() == (tmp_path / "whole" / "report.json").read_text()
+    assert not (out / ".eval-steps").exists()
+    fp = eval_steps.fingerprint(type("A", (), {"__dict__": {"model": str(tiny_model_dir), "output": "x"}})())
+    assert fp["model"]["files"] and "output" not in fp  # the model by content, not by path
+
+
 def test_eval_annotated_vcf_with_annotation_only_baseline(tiny_model_dir, tmp_path):
     from pathlib import Path
+
+    from bioreason.errors import RecipeError
+    from bioreason.kegg_data.build import build_examples
 
     folder = tiny_model_dir
     vcf = Path(__file__).parents[1] / "examples" / "brca1_sge_24.vcf"
@@ -71,6 +103,12 @@ def test_eval_annotated_vcf_with_annotation_only_baseline(tiny_model_dir, tmp_pa
             assert it["stated"] == stated_consequence(it["trace"])
             assert it["true"] == report["items"][it["index"]]["meta"]["annotation"].lower()
         assert agree["share"] == pytest.approx(sum(it["agree"] for it in agree["items"]) / 4)
+    with pytest.raises(RecipeError, match=r"option split: unknown key 'n_blocks:5' \(YAML needs a space"):
+        build_examples({"task": "annotated_vcf", "source": str(vcf), "fasta": "bundled",
+                        "options": {"split": {"n_blocks:5": None}}})
+    with pytest.raises(RecipeError, match="option split: part 'val': use train or validation"):
+        build_examples({"task": "annotated_vcf", "source": str(vcf), "fasta": "bundled",
+                        "options": {"split": {"part": "val"}}})
     assert stated_consequence("<think>The consequence is Canonical_splice.</think>") == "canonical splice"
     assert stated_consequence("Answer: LOF") is None
     items = report["items"]

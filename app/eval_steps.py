@@ -1,0 +1,90 @@
+"""What makes ``eval`` resumable: each finished step (one system's predictions, one model's traces) kept on disk.
+
+A KEGG evaluation with traces and the LLM-only model runs for 15-30 minutes on a laptop CPU, in steps that each
+produce one system: the DNA-LLM's likelihoods, its traces, the LLM-only model's, the baselines. :class:`EvalSteps`
+keeps every finished step's result in ``DIR/.eval-steps/STEP.json`` (written atomically), next to a fingerprint of
+what the results depend on: the command's settings (every option but the output and the resume flags), the package
+version, and the *contents* (sha256 of every file) of the model folders and of a local ``--source``,
+``--train-source``, ``--fasta``, ``--labels-tsv`` or ``--gtf`` file or folder. ``eval --resume`` reuses the steps
+whose results are there when the fingerprint matches (an error names what changed otherwise), so an interrupted
+run redoes only the step it was in; a finished report removes the folder. Results are JSON (predictions,
+probabilities, trace checks), which floats survive exactly, so a resumed report is the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from bioreason.app.job_state import ResumeMismatchError, describe_change, sha256
+from bioreason.atomic import AtomicFile
+from bioreason.errors import OutputExistsError
+
+IGNORED = ("output", "force", "resume", "handler", "command", "verbose")
+
+
+def _content(value) -> object:
+    """What a path option *is*: a file's size and sha256, a folder's files' ones; anything else as given."""
+    if not isinstance(value, str) or not value:
+        return value
+    p = Path(value)
+    if p.is_file():
+        return {"name": p.name, "sha256": sha256(p)}
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not any(
+            x.startswith(".") for x in f.relative_to(p).parts))
+        return {"folder": p.name, "files": {str(f.relative_to(p)): sha256(f) for f in files}}
+    return value
+
+
+def fingerprint(args) -> dict:
+    from bioreason import __version__
+
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in IGNORED}
+    for key in ("model", "text_model", "source", "train_source", "fasta", "labels_tsv", "gtf"):
+        if key in settings:
+            settings[key] = _content(settings[key])  # a moved or renamed copy of the same files resumes
+    return {"version": __version__, **json.loads(json.dumps(settings, default=str))}
+
+
+class EvalSteps:
+    """``steps.run(name, fn)``: ``fn()``'s result, from ``DIR/.eval-steps/name.json`` when a resumed run has it."""
+
+    def __init__(self, out_dir, args):
+        self.dir = Path(out_dir) / ".eval-steps"
+        fp = fingerprint(args)
+        saved = self.dir / "fingerprint.json"
+        finished = [f for f in self.dir.glob("*.json") if f.name not in ("fingerprint.json", "quantize.json")]
+        if not finished:  # stopped before any step finished (a bad option, an early Ctrl-C): nothing to keep
+            shutil.rmtree(self.dir, ignore_errors=True)
+        elif not args.resume and not args.force:
+            raise OutputExistsError(f"{self.dir} holds the finished steps of an interrupted eval into {out_dir}; "
+                                    "pass --resume to go on from them, or --force to start over")
+        if args.resume and finished:
+            old = json.loads(saved.read_text()) if saved.is_file() else {}
+            if old != fp:
+                raise ResumeMismatchError(f"--resume: the interrupted eval into {out_dir} ran with other settings or "
+                                          f"inputs ({describe_change(old, fp)} changed); pass --force to start over")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir.mkdir(parents=True)
+            with AtomicFile(saved) as fh:
+                fh.write(json.dumps(fp, indent=1))
+        self.reused: list[str] = []
+
+    def run(self, name: str, fn):
+        path = self.dir / f"{name}.json"
+        if path.is_file():
+            self.reused.append(name)
+            print(f"eval: {name} reused from the interrupted run ({path})", file=sys.stderr)
+            return json.loads(path.read_text())
+        result = fn()
+        with AtomicFile(path) as fh:
+            fh.write(json.dumps(result))
+        return result
+
+    def finish(self) -> None:
+        """The report is written: the steps are no longer needed."""
+        shutil.rmtree(self.dir, ignore_errors=True)
