@@ -26,7 +26,8 @@ IGNORED = ("output", "force", "resume", "handler", "command", "verbose")
 
 
 def _content(value) -> object:
-    """What a path option *is*: a file's size and sha256, a folder's files' ones; anything else as given."""
+    """What a path option *is*: a file's sha256, a folder's files' ones (hidden files aside); anything else as
+    given (a hub name, 'bundled', 'auto')."""
     if not isinstance(value, str) or not value:
         return value
     p = Path(value)
@@ -72,12 +73,10 @@ class EvalSteps:
             self.dir.mkdir(parents=True)
             with AtomicFile(saved) as fh:
                 fh.write(json.dumps(fp, indent=1))
-        self.reused: list[str] = []
 
     def run(self, name: str, fn):
         path = self.dir / f"{name}.json"
         if path.is_file():
-            self.reused.append(name)
             print(f"eval: {name} reused from the interrupted run ({path})", file=sys.stderr)
             return json.loads(path.read_text())
         result = fn()
