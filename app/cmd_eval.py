@@ -110,6 +110,13 @@ def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "", mod
 
 
 def run(args) -> int:
+    from bioreason.app.job_state import output_lock
+
+    with output_lock(args.output):  # a second eval into this folder would mix its steps with this one's
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
     from bioreason.app.writers import check_outputs
     from bioreason.errors import RecipeError
 

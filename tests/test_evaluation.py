@@ -70,6 +70,11 @@ def test_interrupted_eval_resumes_without_redoing_finished_steps(tiny_model_dir,
     assert main(cmd + ["-o", str(out)]) == 130 and not (out / "report.json").exists()
     assert {p.name for p in (out / ".eval-steps").iterdir()} >= {"dna-llm.json", "text-only.json", "quantize.json"}
     assert main(cmd + ["-o", str(out)]) == 2  # neither --resume nor --force: says so, keeps the steps
+    from bioreason.app.job_state import output_lock
+
+    with output_lock(str(out)):  # another eval is writing there: refused, its steps untouched
+        assert main(cmd + ["--resume", "-o", str(out)]) == 2
+    assert (out / ".eval-steps" / "dna-llm.json").is_file()
     assert main(cmd + ["--bootstrap", "60", "--resume", "-o", str(out)]) == 2  # other settings: not resumed
     monkeypatch.setattr(ev, "dna_only_predictions", real_dna_only)
     monkeypatch.setattr(ev, "llm_predictions", interrupted)  # finished before: must come from disk
