@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from bioreason.app.job_state import ResumeMismatchError, describe_change, sha256
+from bioreason.app.job_state import ResumeMismatchError, describe_change, file_facts, sha256
 from bioreason.atomic import AtomicFile
 from bioreason.errors import OutputExistsError
 
@@ -26,13 +26,13 @@ IGNORED = ("output", "force", "resume", "handler", "command", "verbose")
 
 
 def _content(value) -> object:
-    """What a path option *is*: a file's sha256, a folder's files' ones (hidden files aside); anything else as
-    given (a hub name, 'bundled', 'auto')."""
+    """What a path option *is*: a file's name, size and sha256 (as predict's fingerprint), a folder's files' sha256
+    (hidden files aside); anything else as given (a hub name, 'bundled', 'auto')."""
     if not isinstance(value, str) or not value:
         return value
     p = Path(value)
     if p.is_file():
-        return {"name": p.name, "sha256": sha256(p)}
+        return file_facts(p)
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file() and not any(
             x.startswith(".") for x in f.relative_to(p).parts))

@@ -32,7 +32,7 @@ def sha256(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _file_facts(path, content: bool = True) -> dict:
+def file_facts(path, content: bool = True) -> dict:
     p = Path(path)
     st = p.stat()
     out = {"name": p.name, "size": st.st_size}
@@ -54,10 +54,10 @@ def fingerprint(vcf, fasta, model_dir: Path, gtf, settings: dict) -> dict:
     from bioreason import __version__
 
     fa = Path(fasta)
-    fasta_facts = {**_file_facts(fa, content=False), "mtime": int(fa.stat().st_mtime),
+    fasta_facts = {**file_facts(fa, content=False), "mtime": int(fa.stat().st_mtime),
                    "index": {s: sha256(f"{fa}{s}") for s in (".fai", ".gzi") if Path(f"{fa}{s}").is_file()}}
-    gtf_facts = _file_facts(gtf) if gtf not in (None, "auto", "bundled", "none") and Path(gtf).is_file() else gtf
-    return {"version": __version__, "vcf": _file_facts(vcf), "fasta": fasta_facts,
+    gtf_facts = file_facts(gtf) if gtf not in (None, "auto", "bundled", "none") and Path(gtf).is_file() else gtf
+    return {"version": __version__, "vcf": file_facts(vcf), "fasta": fasta_facts,
             "model": {"name": model_dir.name, "sha256": model_digest(model_dir)}, "gtf": gtf_facts, **settings}
 
 

@@ -52,17 +52,27 @@ def roc_points(y: list[int], s: list[float]):
     return pts
 
 
+def bootstrap_indices(n: int, n_boot: int, seed: int = 0):
+    """The item indices of each of ``n_boot`` seeded resamples (with replacement) of ``n`` items."""
+    rng = random.Random(seed)
+    for _ in range(n_boot):
+        yield [rng.randrange(n) for _ in range(n)]
+
+
+def ci95(values) -> list[float] | None:
+    """The percentile 95% interval of bootstrap values, or None when there are none."""
+    vals = sorted(values)
+    return [vals[int(0.025 * (len(vals) - 1))], vals[int(0.975 * (len(vals) - 1))]] if vals else None
+
+
 def metrics_with_ci(golds, preds, pos_scores, labels, positive=None, n_boot: int = 1000, seed: int = 0) -> dict:
     """Point metrics plus bootstrap 95% intervals (percentile) for accuracy, macro-F1 and AUROC."""
     base = classification_metrics(golds, preds, labels)
     y = [int(g == positive) for g in golds] if positive else None
     if y is not None and pos_scores is not None:
         base["auroc"] = auroc(y, pos_scores)
-    rng = random.Random(seed)
-    n = len(golds)
     boots: dict[str, list[float]] = {"accuracy": [], "macro_f1": [], "auroc": []}
-    for _ in range(n_boot):
-        idx = [rng.randrange(n) for _ in range(n)]
+    for idx in bootstrap_indices(len(golds), n_boot, seed):
         g, p = [golds[i] for i in idx], [preds[i] for i in idx]
         m = classification_metrics(g, p, labels)
         boots["accuracy"].append(m["accuracy"])
@@ -73,8 +83,7 @@ def metrics_with_ci(golds, preds, pos_scores, labels, positive=None, n_boot: int
                 boots["auroc"].append(a)
     for key, vals in boots.items():
         if vals:
-            vals.sort()
-            base[f"{key}_ci95"] = [vals[int(0.025 * (len(vals) - 1))], vals[int(0.975 * (len(vals) - 1))]]
+            base[f"{key}_ci95"] = ci95(vals)
     base["bootstrap"] = {"resamples": n_boot, "seed": seed}
     return base
 

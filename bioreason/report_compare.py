@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 from bioreason.errors import InputFormatError
+from bioreason.evaluation import auroc, bootstrap_indices, ci95
 
 
 def load_system(spec: str) -> tuple[dict, str, list[dict]]:
@@ -44,19 +44,13 @@ def load_system(spec: str) -> tuple[dict, str, list[dict]]:
     return report, system, [it[system] for it in items]
 
 
-def _auroc(golds, scores, positive):
-    from bioreason.evaluation import auroc
-
-    return auroc([int(g == positive) for g in golds], scores)
-
-
 def _metrics(golds, preds, labels, scores, positive) -> dict:
     from bioreason.kegg_data.metrics import classification_metrics
 
     m = classification_metrics(golds, preds, labels)
     out = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
     if scores is not None:
-        out["auroc"] = _auroc(golds, scores, positive)
+        out["auroc"] = auroc([int(g == positive) for g in golds], scores)
     return out
 
 
@@ -67,6 +61,7 @@ def compare_reports(spec_a: str, spec_b: str, n_boot: int = 1000, seed: int = 0)
     if len(ga) != len(gb):
         raise InputFormatError(f"the reports hold {len(ga)} and {len(gb)} items: a paired comparison needs the same "
                                "items (the same eval command and options, on the same data)")
+
     def ident(it):  # the gold label, and the item's identity where the task records one (variant, dataset row)
         meta = it.get("meta") or {}
         return (it["gold"],) + tuple(meta.get(k) for k in ("variant", "row"))
@@ -89,10 +84,9 @@ def compare_reports(spec_a: str, spec_b: str, n_boot: int = 1000, seed: int = 0)
     if sa_ is None or sb_ is None:
         sa_ = sb_ = None
     ma, mb = _metrics(ga, ya, labels, sa_, positive), _metrics(ga, yb, labels, sb_, positive)
-    rng, n = random.Random(seed), len(ga)
+    n = len(ga)
     diffs: dict[str, list[float]] = {k: [] for k in ma}
-    for _ in range(n_boot):
-        idx = [rng.randrange(n) for _ in range(n)]
+    for idx in bootstrap_indices(n, n_boot, seed):  # the same resamples as eval's own intervals
         g = [ga[i] for i in idx]
         a = _metrics(g, [ya[i] for i in idx], labels, sa_ and [sa_[i] for i in idx], positive)
         b = _metrics(g, [yb[i] for i in idx], labels, sb_ and [sb_[i] for i in idx], positive)
@@ -102,9 +96,7 @@ def compare_reports(spec_a: str, spec_b: str, n_boot: int = 1000, seed: int = 0)
     out = {"a": {"report": spec_a, "system": sa, **ma}, "b": {"report": spec_b, "system": sb, **mb}, "n": n,
            "bootstrap": {"resamples": n_boot, "seed": seed, "paired": True}}
     for k, vals in diffs.items():
-        vals.sort()
-        ci = [vals[int(0.025 * (len(vals) - 1))], vals[int(0.975 * (len(vals) - 1))]] if vals else None
-        out[f"{k}_difference"] = {"value": ma[k] - mb[k], "ci95": ci}
+        out[f"{k}_difference"] = {"value": ma[k] - mb[k], "ci95": ci95(vals)}
     right_a = [i for i in range(n) if ya[i] == ga[i] and yb[i] != ga[i]]
     right_b = [i for i in range(n) if yb[i] == ga[i] and ya[i] != ga[i]]
     out.update(right_only_a=right_a, right_only_b=right_b, same_label=sum(x == y for x, y in zip(ya, yb)))
