@@ -123,7 +123,7 @@ def holdout_part(examples: list, holdout: dict) -> list:
     return seen if part == "seen" else train
 
 
-KEGG_PROMPT_OPTIONS = ("compact_genes", "state_variant", "trace_steps", "max_variant_nt")
+KEGG_PROMPT_OPTIONS = ("compact_genes", "state_variant", "trace_steps", "max_variant_nt", "gene_description")
 
 
 def kegg_prompt_options(opts: dict) -> dict:

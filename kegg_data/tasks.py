@@ -99,7 +99,10 @@ class KEGGTask(Task):
     the dataset's reasoning, after a first line that restates the variant and the gene (None: the whole text);
     ``max_variant_nt`` states a variant whose trimmed alleles are longer than this (REF + ALT nt) by its size
     (``a 66-nt insertion``) instead of spelling out both alleles (None: always spelt out; a repeat expansion's
-    alleles can run to 200 nt, which a prompt line and the trace's first line would each copy)."""
+    alleles can run to 200 nt, which a prompt line and the trace's first line would each copy);
+    ``gene_description`` keeps the description of the gene asked about when ``compact_genes`` drops the others
+    (``SNCA (synuclein alpha)``, about 5 tokens) and names it in the trace's first line, so the reasoning step
+    that follows reads the gene's product from the prompt instead of inventing one."""
 
     name = "kegg"
     hub_name = "wanglab/kegg"
@@ -107,9 +110,11 @@ class KEGGTask(Task):
     variant_index = 2000  # ref = chrom[start-2000 : start+len(REF)+2000]
 
     def __init__(self, dna_length: int = 1024, system: str | None = SYSTEM_PROMPT, compact_genes: bool = False,
-                 state_variant: bool = False, trace_steps: int | None = None, max_variant_nt: int | None = None):
+                 state_variant: bool = False, trace_steps: int | None = None, max_variant_nt: int | None = None,
+                 gene_description: bool = False):
         super().__init__(dna_length, system)
         self.compact_genes, self.state_variant = bool(compact_genes), bool(state_variant)
+        self.gene_description = bool(gene_description)
         self.trace_steps = int(trace_steps) if trace_steps else None
         self.max_variant_nt = int(max_variant_nt) if max_variant_nt else None
 
@@ -118,13 +123,13 @@ class KEGGTask(Task):
         return kegg_example(str(row["question"]), row["reference_sequence"], row["variant_sequence"], answer,
                             str(row.get("reasoning") or ""), self.dna_length, self.compact_genes, self.state_variant,
                             self.trace_steps, meta={"task": self.name, "label": normalise_text(answer), "row": index},
-                            max_variant_nt=self.max_variant_nt)
+                            max_variant_nt=self.max_variant_nt, gene_description=self.gene_description)
 
 
 def kegg_example(question: str, ref: str, alt: str, answer: str | None = None, reasoning: str | None = None,
                  dna_length: int = 1024, compact_genes: bool = False, state_variant: bool = False,
                  trace_steps: int | None = None, meta: dict | None = None,
-                 max_variant_nt: int | None = None) -> Example:
+                 max_variant_nt: int | None = None, gene_description: bool = False) -> Example:
     """One KEGG prompt from a question and two sequences, as training built it: both sequences cropped to
     ``dna_length`` nt around the variant (found by :func:`kegg_variant`), the question rewritten as the options say
     (:func:`kegg_question`), the trace cut (:func:`kegg_trace`). Used by the task loader, ``ask`` and the demo."""
@@ -134,8 +139,10 @@ def kegg_example(question: str, ref: str, alt: str, answer: str | None = None, r
     facts = kegg_facts(question, ref, alt, max_variant_nt=max_variant_nt)
     centre = variant[2] if variant else None
     crop = (lambda s: center_crop(s, dna_length, centre)) if max(len(ref), len(alt)) > dna_length else (lambda s: s)
-    return Example(question=kegg_question(question, facts, compact_genes, state_variant), dna=[crop(ref), crop(alt)],
-                   answer=answer, reasoning=kegg_trace((reasoning or "").strip() or None, facts, trace_steps),
+    shown = {**facts, "product": gene_products(question).get(facts["gene"])} if gene_description else facts
+    return Example(question=kegg_question(question, shown, compact_genes, state_variant, gene_description),
+                   dna=[crop(ref), crop(alt)], answer=answer,
+                   reasoning=kegg_trace((reasoning or "").strip() or None, shown, trace_steps, gene_description),
                    meta={**(meta or {}), **facts, "group": question})
 
 
@@ -294,26 +301,46 @@ def kegg_facts(question: str, ref: str, alt: str, index: int = 2000, max_variant
             "change": variant_text(variant[0], variant[1], max_variant_nt) if variant else None}
 
 
-def kegg_question(question: str, facts: dict, compact_genes: bool = False, state_variant: bool = False) -> str:
-    """The question as the model sees it (see :class:`KEGGTask` for the two options)."""
+GENES_HEAD = "Genes in the pathway:"
+
+
+def gene_products(question: str) -> dict:
+    """{symbol: description} from the question's 'Genes in the pathway: SYMBOL; description | ...' line."""
+    line = next((line for line in question.splitlines() if line.startswith(GENES_HEAD)), "")
+    pairs = (entry.split(";", 1) for entry in line[len(GENES_HEAD):].split("|"))
+    return {p[0].strip(): p[1].strip() for p in pairs if len(p) == 2 and p[0].strip() and p[1].strip()}
+
+
+def kegg_question(question: str, facts: dict, compact_genes: bool = False, state_variant: bool = False,
+                  gene_description: bool = False) -> str:
+    """The question as the model sees it (see :class:`KEGGTask` for the options)."""
     lines = question.splitlines()
+    keep = facts.get("gene") if gene_description and facts.get("product") else None
+
+    def compact(entry: str) -> str:
+        symbol = entry.split(";")[0].strip()
+        return f"{symbol} ({facts['product']})" if symbol == keep else symbol
+
     if compact_genes:
-        head = "Genes in the pathway:"
-        lines = [head + " " + ", ".join(g.split(";")[0].strip() for g in line[len(head):].split("|"))
-                 if line.startswith(head) else line for line in lines]
+        lines = [GENES_HEAD + " " + ", ".join(compact(g) for g in line[len(GENES_HEAD):].split("|"))
+                 if line.startswith(GENES_HEAD) else line for line in lines]
     if state_variant and facts.get("change"):
         lines.insert(0, f"Variant: {facts['change']}")
     return "\n".join(lines)
 
 
-def kegg_trace(reasoning: str | None, facts: dict, steps: int | None = None) -> str | None:
+def kegg_trace(reasoning: str | None, facts: dict, steps: int | None = None,
+               gene_description: bool = False) -> str | None:
     """The training trace: the dataset's reasoning, or with ``steps`` a first line stating the variant and gene
-    (computed facts) then the first ``steps`` 'Step' lines of the reasoning."""
+    (computed facts; with ``gene_description`` the gene's description too) then the first ``steps`` 'Step' lines
+    of the reasoning."""
     if not reasoning or not steps:
         return reasoning
     kept = [line.strip() for line in reasoning.splitlines() if line.strip().startswith("Step")][:steps]
-    head = f"The variant is {facts['change']} in {facts.get('gene') or 'the gene asked about'}." if facts.get(
-        "change") else ""
+    gene = facts.get("gene") or "the gene asked about"
+    if gene_description and facts.get("gene") and facts.get("product"):
+        gene = f"{gene} ({facts['product']})"
+    head = f"The variant is {facts['change']} in {gene}." if facts.get("change") else ""
     return "\n".join([head, *kept] if head else kept) or reasoning
 
 

@@ -46,6 +46,25 @@ def test_long_variants_are_stated_by_their_size_past_max_variant_nt():
     assert ex.reasoning.startswith("The variant is a 66-nt insertion in ATXN3.")
 
 
+def test_gene_description_keeps_the_asked_genes_product_in_prompt_and_trace():
+    q = ("Network Definition of the pathway: SNCA* -> PRKN\nGenes in the pathway: SNCA; synuclein alpha | PRKN; "
+         "parkin RBR E3 ubiquitin protein ligase\n\nGiven this context, what is the biological effect of this SNCA "
+         "allele, specifically what disease does this contribute to?")
+    kw = dict(compact_genes=True, state_variant=True, trace_steps=1)
+    ex = kegg_example(q, FLANK + "C" + FLANK, FLANK + "T" + FLANK, "parkinson's disease",
+                      "Step 1: SNCA encodes alpha-synuclein.", gene_description=True, **kw)
+    assert "Genes in the pathway: SNCA (synuclein alpha), PRKN\n" in ex.question
+    assert ex.reasoning.startswith("The variant is C>T in SNCA (synuclein alpha).\nStep 1:")
+    assert "product" not in ex.meta  # the facts traces are checked against are unchanged
+    plain = kegg_example(q, FLANK + "C" + FLANK, FLANK + "T" + FLANK, "parkinson's disease",
+                         "Step 1: SNCA encodes alpha-synuclein.", **kw)
+    assert "Genes in the pathway: SNCA, PRKN\n" in plain.question and "(synuclein" not in plain.reasoning
+    other = kegg_example(q.replace("this SNCA", "this GBA1"), FLANK + "C" + FLANK, FLANK + "T" + FLANK, "x",
+                         "Step 1: x.", gene_description=True, **kw)  # a gene the list lacks: nothing added
+    assert "Genes in the pathway: SNCA, PRKN\n" in other.question and other.reasoning.startswith(
+        "The variant is C>T in GBA1.")
+
+
 def test_the_datasets_reasoning_states_the_variant_read_from_its_sequences():
     """On the 50 real records, the computed variant is what the Claude-written reasoning names in >= 80%."""
     rows = [json.loads(x) for x in (DATA / "kegg_sample.jsonl").read_text().splitlines()]
