@@ -109,7 +109,13 @@ def load_table(source: str, split: str | None = None):
                 f"{source}: cannot tell the file format from {sorted(exts)}; use .jsonl, .csv, .tsv or .parquet")
         kind = builder.pop()
         kw = {"delimiter": "\t"} if exts == {".tsv"} else {}
-        return datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train", **kw)
+        from bioreason.kegg_data.table_errors import quiet_datasets_errors, read_failure
+
+        try:
+            with quiet_datasets_errors():
+                return datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train", **kw)
+        except Exception as exc:  # a malformed file: say where and how to fix it, not datasets' traceback
+            raise read_failure(files, kind, exc, kw.get("delimiter", ",")) from exc
     if source.startswith((".", "/", "~")) or Path(source).suffix.lower() in (".jsonl", ".json", ".csv", ".tsv",
                                                                             ".parquet"):
         raise DatasetValidationError(f"dataset file {source} does not exist")

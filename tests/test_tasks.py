@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,41 @@ def test_user_dataset_bad_value_names_row_and_column(tmp_path):
     path.write_text(json.dumps({"question": "q", "answer": "a"}))
     with pytest.raises(DatasetValidationError, match="no DNA columns"):
         load_user_dataset(str(path))
+
+
+HEADER = "question,answer,reference_sequence,variant_sequence\n"
+
+
+@pytest.mark.parametrize("name, content, says", [
+    ("comma.csv", HEADER + "q,benign,ACGT,ACGA\nIs this, benign?,benign,ACGT,ACGA\n",
+     r"comma.csv:3: 5 fields where the header has 4 .*quote a value that contains a ','"),
+    ("empty.csv", "", r"empty.csv: the file is empty; a CSV file needs a header line"),
+    ("latin.csv", (HEADER + "Is th\xe9s benign?,benign,ACGT,ACGA\n").encode("latin-1"),
+     r"latin.csv:2: not UTF-8 text \(byte 0xe9 at column 6\); save the file as UTF-8, e.g. `iconv"),
+    ("quote.csv", HEADER + '"q?,benign,ACGT,ACGA\nq2,benign,ACGT,ACGA\n',
+     r"quote.csv:2: a quoted value opened on this line runs on to line 3; close the quote"),
+    ("broken.jsonl", '{"question": "q", "answer": "a", "sequences": ["ACGT"]}\n{"question": "q", broken\n',
+     r"broken.jsonl:2: not a JSON object \(Expecting property name.*column 19\); each line of a JSONL file"),
+    ("list.jsonl", '{"question": "q", "answer": "a", "sequences": ["ACGT"]}\n[1, 2]\n',
+     r"list.jsonl:2: a JSON list, not an object"),
+    ("array.json", '[\n{"question": "q", "answer": "a", "sequences": ["ACGT"]},\n{"question": "q"\n]\n',
+     r"array.json:4: not valid JSON \(Expecting ',' delimiter"),
+    ("text.parquet", "question,answer\n", r"text.parquet: not a readable parquet file"),
+])
+def test_malformed_user_files_name_the_line_and_the_fix(tmp_path, capsys, name, content, says):
+    """What datasets' builders raise with a traceback (pandas/pyarrow errors whose positions are relative to a
+    parser block) becomes one line naming the file, the line and the fix; exit code 2 from the CLI."""
+    from bioreason.app.cli import main
+
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(DatasetValidationError, match=says):
+        load_user_dataset(str(path))
+    rc = main(["train", "sft", "--recipe", "tiny", "data.task=user", f"data.source={path}", "train.max_steps=1",
+               f"train.output_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "Failed to read file" not in err
+    assert re.search(says, err.strip().splitlines()[-1])
 
 
 def test_user_dataset_coordinates_with_fasta(tmp_path):
