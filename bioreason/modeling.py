@@ -262,7 +262,16 @@ def apply_lora(model: DNALLMForCausalLM, r: int = 16, alpha: int = 32, dropout: 
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
                      target_modules=rf"language_model\..*\.({names})$")
     model.set_trainable(encoder=train_encoder, llm=False, projector=True)
-    peft_model = get_peft_model(model, cfg)
+    try:
+        peft_model = get_peft_model(model, cfg)
+    except ValueError as exc:  # peft's NoMatchingPeftModuleError: no LLM module has one of those names
+        from bioreason.errors import RecipeError
+
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.language_model.named_modules()
+                         if isinstance(m, torch.nn.Linear) and "." in n})
+        raise RecipeError(f"model.lora.target_modules={list(target_modules)}: no module of the LLM has "
+                          f"{'that name' if len(target_modules) == 1 else 'those names'}; its linear layers are "
+                          f"{', '.join(linear)}") from exc
     # peft froze everything outside the adapter; turn the projector (and the encoder if asked) back on.
     base = peft_model.get_base_model()
     for p in list(base.projector.parameters()) + list(base.pooler.parameters()):

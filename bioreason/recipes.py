@@ -3,7 +3,8 @@
 A recipe has four sections: ``model`` (what to start from, LoRA, what trains), ``data`` (which task or file),
 ``train`` (optimiser, steps, batch, checkpoints) and ``grpo`` (sampling and rewards). ``load_recipe(path,
 overrides)`` merges the file over ``DEFAULTS`` and the overrides over both; values in overrides are parsed as
-YAML (``train.lr=1e-4``, ``grpo.rewards={correctness: 2.0}``). Recipes ship under ``training/recipes/`` and can be
+YAML (``train.lr=1e-4``, ``grpo.rewards={correctness: 2.0}``); every value the trainer reads is then checked
+(``recipe_values.check_recipe``). Recipes ship under ``training/recipes/`` and can be
 named without the folder (``--recipe tiny``).
 """
 
@@ -79,13 +80,18 @@ def _coerce(value):
     return value
 
 
-def _merge(base: dict, extra: dict, where: str) -> dict:
+def _merge(base: dict, extra: dict, where: str, defaults: dict | None = None) -> dict:
     out = copy.deepcopy(base)
+    defaults = DEFAULTS if defaults is None else defaults
     for key, val in (extra or {}).items():
         if key not in out:
             raise RecipeError(f"unknown recipe key '{where}{key}'; valid keys here: {', '.join(sorted(out))}")
+        default = defaults.get(key) if isinstance(defaults, dict) else None
+        if out[key] is None and isinstance(val, dict) and isinstance(default, dict) and key not in (
+                "rewards", "options", "build"):  # a section the recipe set to null (tiny's lora) starts again
+            out[key] = copy.deepcopy(default)  # from the defaults, so model.lora.r=8 gives a whole LoRA config
         if isinstance(out[key], dict) and isinstance(val, dict) and key not in ("rewards", "options", "build"):
-            out[key] = _merge(out[key], val, f"{where}{key}.")
+            out[key] = _merge(out[key], val, f"{where}{key}.", default if isinstance(default, dict) else {})
         else:
             out[key] = val
     return out
@@ -125,4 +131,6 @@ def load_recipe(name: str | None, overrides: list[str] | tuple[str, ...] = ()) -
         recipe["_path"] = str(path)
     for item in overrides:
         recipe = apply_override(recipe, item)
-    return recipe
+    from bioreason.recipe_values import check_recipe
+
+    return check_recipe(recipe)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -25,6 +26,44 @@ def test_recipe_overrides_and_unknown_keys():
         load_recipe("tiny", ["train.lrr=1"])
     with pytest.raises(RecipeError, match="not found"):
         load_recipe("no-such-recipe")
+
+
+@pytest.mark.parametrize("override, says", [
+    ("train.max_steps=abc", r"train.max_steps='abc': it takes a whole number >= 1"),
+    ("train.max_steps=-3", r"train.max_steps=-3: it takes a whole number >= 1"),  # ran 0 steps and saved
+    ("train.lr=-1", r"train.lr=-1: it takes a number > 0"),
+    ("train.batch_size=0", r"train.batch_size=0"), ("train.grad_accum=0", r"train.grad_accum=0"),
+    ("train.scheduler=foo", r"train.scheduler='foo': it takes one of linear, cosine"),
+    ("train.mixed_precision=fp8", r"it takes one of no, bf16, fp16"),
+    ("data.empty_think_fraction=1.5", r"a number >= 0 and <= 1"),
+    ("model.lora.r=0", r"model.lora.r=0: it takes a whole number >= 1"),
+    ("model.lora=5", r"model.lora=5: give a mapping"),
+    ("model.lora.target_modules=[]", r"give a list of module names"),
+    ("grpo.num_generations=1", r"grpo.num_generations=1: it takes a whole number >= 2"),
+    ("grpo.top_p=0", r"grpo.top_p=0: it takes a number > 0 and <= 1"),
+])
+def test_bad_recipe_values_are_refused_by_name_before_any_work(override, says, tmp_path, capsys):
+    from bioreason.app.cli import main
+    from bioreason.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=says):
+        load_recipe("tiny", [override])
+    assert main(["train", "sft", "--recipe", "tiny", override, f"train.output_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and re.search(says, err) and not (tmp_path / "r").exists()
+
+
+def test_overriding_a_null_section_starts_from_its_defaults_and_bad_lora_targets_are_named():
+    from bioreason.errors import RecipeError
+    from bioreason.modeling import apply_lora
+    from bioreason.tiny import build_tiny
+
+    r = load_recipe("tiny", ["model.lora.r=4"])  # tiny has lora: null; this used to leave {r: 4} (KeyError alpha)
+    assert r["model"]["lora"] == {"r": 4, "alpha": 32, "dropout": 0.05,
+                                  "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+    with pytest.raises(RecipeError, match=r"target_modules=\['nothing'\]: no module of the LLM has that name; "
+                                          r"its linear layers are .*q_proj"):
+        apply_lora(build_tiny()[0], r=4, target_modules=["nothing"])
 
 
 def test_sft_lowers_loss_and_final_model_loads(tmp_path):

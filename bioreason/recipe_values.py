@@ -1,0 +1,101 @@
+"""What each recipe value may be, checked once when a recipe is loaded, before any model or data is touched.
+
+``recipes.load_recipe`` refuses unknown keys; this module refuses known keys with values that would otherwise fail
+deep inside torch, accelerate, peft or the data loader with a traceback (``train.lr=-1``: torch's "Invalid learning
+rate"; ``train.max_steps=abc``: ``int('abc')``; ``train.batch_size=0``: a KeyError in the collator;
+``train.mixed_precision=fp8``: a storage error while saving) or, worse, run and do nothing (``train.max_steps=-3``
+trained 0 steps and saved the untouched model). :func:`check_recipe` raises one ``RecipeError`` that names the key,
+the value given and what it accepts. Only what the trainer reads is checked; ``None`` is allowed where the
+defaults use it to mean "not set".
+"""
+
+from __future__ import annotations
+
+from bioreason.errors import RecipeError
+
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt")  # the others need arguments recipes cannot give
+
+
+def _int(lo: int, optional: bool = False):
+    def check(v):
+        if v is None and optional:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < lo:
+            return f"a whole number >= {lo}" + (" (or null)" if optional else "")
+        return None
+    return check
+
+
+def _num(lo: float, hi: float | None = None, lo_open: bool = False, optional: bool = False):
+    def check(v):
+        if v is None and optional:
+            return None
+        bad = isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo or (lo_open and v == lo) or (
+            hi is not None and v > hi)
+        if bad:
+            rng = f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
+            return f"a number {rng}" + (" (or null)" if optional else "")
+        return None
+    return check
+
+
+def _one_of(*choices):
+    def check(v):
+        return None if v in choices else "one of " + ", ".join(map(str, choices))
+    return check
+
+
+CHECKS = {
+    "train.seed": _int(0), "train.lr": _num(0, lo_open=True), "train.batch_size": _int(1),
+    "train.grad_accum": _int(1), "train.max_steps": _int(1), "train.scheduler": _one_of(*SCHEDULERS),
+    "train.warmup_steps": _int(0), "train.weight_decay": _num(0), "train.max_grad_norm": _num(0, optional=True),
+    "train.mixed_precision": _one_of("no", "bf16", "fp16"), "train.log_every": _int(1),
+    "train.save_every": _int(0), "train.save_total_limit": _int(0, optional=True),
+    "train.threads": _int(1, optional=True),
+    "data.max_length": _int(8), "data.n": _int(1), "data.limit": _int(1, optional=True), "data.window": _int(1),
+    "data.empty_think_fraction": _num(0, 1), "data.answer_weight": _num(0, lo_open=True),
+    "data.mode": _one_of("dna", "text", "none"),
+    "model.lora.r": _int(1), "model.lora.alpha": _num(0, lo_open=True), "model.lora.dropout": _num(0, 0.99),
+    "grpo.num_generations": _int(2), "grpo.max_new_tokens": _int(1), "grpo.temperature": _num(0, lo_open=True),
+    "grpo.top_p": _num(0, 1, lo_open=True), "grpo.beta": _num(0), "grpo.epsilon": _num(0, lo_open=True),
+    "grpo.loss_type": _one_of("dapo", "grpo"), "grpo.sampler": _one_of("hf", "vllm"),
+    "grpo.prompts": _one_of("all", "ambiguous"), "grpo.max_steps": _int(1, optional=True),
+    "grpo.lr": _num(0, lo_open=True, optional=True), "grpo.batch_size": _int(1, optional=True),
+    "grpo.grad_accum": _int(1, optional=True), "grpo.warmup_steps": _int(0, optional=True),
+    "grpo.save_every": _int(0, optional=True),
+}
+
+
+def _get(recipe: dict, dotted: str):
+    node = recipe
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return KeyError
+        node = node[part]
+    return node
+
+
+def check_recipe(recipe: dict) -> dict:
+    """``recipe`` unchanged if every checked value is allowed, else a ``RecipeError`` naming the first bad one."""
+    lora = recipe.get("model", {}).get("lora")
+    if lora is not None and not isinstance(lora, dict):
+        raise RecipeError(f"model.lora={lora!r}: give a mapping ({{r: 16, alpha: 32, ...}}) or null for full "
+                          "fine-tuning")
+    for key, check in CHECKS.items():
+        value = _get(recipe, key)
+        if value is KeyError:
+            continue
+        wanted = check(value)
+        if wanted:
+            raise RecipeError(f"{key}={value!r}: it takes {wanted}; set it in the recipe or override it "
+                              f"({key}=...)")
+    targets = (lora or {}).get("target_modules")
+    if lora is not None and (not isinstance(targets, list) or not targets
+                             or not all(isinstance(t, str) and t for t in targets)):
+        raise RecipeError(f"model.lora.target_modules={targets!r}: give a list of module names, e.g. "
+                          "[q_proj, k_proj, v_proj, o_proj]")
+    return recipe
+
+
+__all__ = ["CHECKS", "SCHEDULERS", "check_recipe"]
