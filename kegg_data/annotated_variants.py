@@ -252,7 +252,9 @@ def load_annotated(vcf, fasta, mode: str = "annotated", gene: str | None = None,
         raw = v.info.get(label_field)
         label = LABEL_MAP.get(str(raw).upper()) if raw is not None else None
         if label is None:
-            skips.append(Skip(v.chrom, v.pos, v.ref, v.alt, f"label {raw!r} is not LOF, FUNC or INT", v.record,
+            why = f"label {raw!r} is not LOF, FUNC or INT" if raw not in (None, "", ".") else \
+                f"no label (INFO/{label_field} missing)"
+            skips.append(Skip(v.chrom, v.pos, v.ref, v.alt, why, v.record,
                               v.allele))
             continue
         this_mode = mode if mode != "mixed" else (

@@ -30,7 +30,7 @@ def build_examples(data: dict, dna_length: int = 1024):
 
     data = {**data, "fasta": resolve_fasta(data.get("fasta"))}
     task = data.get("task", "toy")
-    limit = data.get("limit")
+    limit, skips = data.get("limit"), []
     if task == "toy":
         from bioreason.kegg_data.toy import TOY_LABELS, toy_examples
 
@@ -62,7 +62,7 @@ def build_examples(data: dict, dna_length: int = 1024):
 
         if not data.get("source"):
             raise RecipeError("data.task=user needs data.source (a JSONL/CSV/parquet file or a hub name)")
-        examples, _ = load_user_dataset(data["source"], fasta=data.get("fasta"), split=data.get("split"),
+        examples, skips = load_user_dataset(data["source"], fasta=data.get("fasta"), split=data.get("split"),
                                         max_nucleotides=dna_length, **(data.get("options") or {}))
         labels = sorted({e.meta["label"] for e in examples if e.meta.get("label")}) or None
     elif task == "vcf":
@@ -70,7 +70,7 @@ def build_examples(data: dict, dna_length: int = 1024):
 
         if not data.get("source") or not data.get("fasta"):
             raise RecipeError("data.task=vcf needs data.source (a labelled VCF) and data.fasta")
-        examples, _, _ = examples_from_vcf(data["source"], data["fasta"], label_field=data.get("label_field"),
+        examples, skips, _ = examples_from_vcf(data["source"], data["fasta"], label_field=data.get("label_field"),
                                            labels_tsv=data.get("labels_tsv"), window=data.get("window") or dna_length,
                                            **(data.get("options") or {}))
         labels = sorted({e.meta["label"] for e in examples})
@@ -87,7 +87,7 @@ def build_examples(data: dict, dna_length: int = 1024):
         if split and split.get("part", "train") not in ("train", "validation"):
             raise RecipeError(f"option split: part {split['part']!r}: use train or validation")
         opts["transcripts"] = resolve_gtf(opts.pop("gtf", "auto"), data["fasta"])  # annotates bare records
-        examples, _ = load_annotated(data["source"], data["fasta"], label_field=data.get("label_field") or "LABEL",
+        examples, skips = load_annotated(data["source"], data["fasta"], label_field=data.get("label_field") or "LABEL",
                                      window=data.get("window") or dna_length, **opts)
         if split:
             train, val = block_split(examples, int(split.get("n_blocks", 5)), tuple(split.get("val_blocks", [4])))
@@ -99,6 +99,13 @@ def build_examples(data: dict, dna_length: int = 1024):
     if limit:
         examples = examples[: int(limit)]
     if not examples:
+        first = next(iter(skips), None)
+        if first is not None:  # every record was skipped: say why, with the first one, instead of a bare "none"
+            raise RecipeError(f"data.task={task} gave no examples: all {len(skips)} records of {data.get('source')} "
+                              f"were skipped, e.g. {first.chrom}:{first.pos} {first.ref}>{first.alt}: {first.reason}"
+                              + ("; name the INFO field that holds the label (data.label_field, eval's "
+                                 "--label-field) or give a labels TSV (data.labels_tsv, --labels-tsv)"
+                                 if first.reason.startswith("no label") else ""))
         raise RecipeError(f"data.task={task} gave no examples; check data.source / data.split")
     return examples, labels
 

@@ -179,6 +179,18 @@ def test_user_dataset_coordinates_with_fasta(tmp_path):
     assert len(skips) == 1 and "does not match the FASTA" in skips[0].reason
 
 
+@pytest.mark.parametrize("task", ["vcf", "annotated_vcf"])
+def test_a_vcf_without_the_label_field_says_why_it_gave_no_examples(task):
+    from bioreason.errors import RecipeError
+    from bioreason.kegg_data.build import build_examples
+
+    data = {"task": task, "source": str(Path(__file__).parents[1] / "examples" / "brca1_sge_24.vcf"),
+            "fasta": "bundled", "label_field": "NOPE", "options": {}}
+    with pytest.raises(RecipeError, match=r"all 24 records of .*brca1_sge_24.vcf were skipped, e.g. chr17:43045705 "
+                                          r"T>A: no label \(INFO/NOPE missing\); name the INFO field"):
+        build_examples(data)
+
+
 def test_labelled_vcf_route_info_and_tsv(tmp_path):
     ex, skips, stats = examples_from_vcf(DATA / "brca1_sge_findlay2018_grch38_part1.vcf", CHR17,
                                          label_field="LABEL")
