@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bioreason.app.options import add_answer_tokens_option, add_model_option, quantize_mode
+from bioreason.app.options import (add_answer_tokens_option, add_model_option, non_negative_float, positive_int,
+                                   quantize_mode)
 
 
 def add_parser(sub) -> None:
@@ -25,9 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--dna", action="append", default=[], metavar="SEQ|FASTA",
                    help="a DNA sequence or FASTA path; repeat for several (e.g. reference then alternate)")
     add_model_option(p)
-    p.add_argument("--max-new-tokens", type=int, default=256, help="cap on generated tokens (default 256)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="cap on generated tokens (default 256)")
     add_answer_tokens_option(p)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); >0 samples")
+    p.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 = greedy (default); >0 samples")
     p.add_argument("--system", default=None, help="replace the system prompt")
     p.set_defaults(handler=run)
 

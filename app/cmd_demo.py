@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bioreason.app.options import add_model_option, quantize_mode
+from bioreason.app.options import add_model_option, port_number, quantize_mode
 
 
 def add_parser(sub) -> None:
@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
                                    "clinical decisions.")
     add_model_option(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--port", type=port_number, default=7860, help="port (default 7860)")
     p.add_argument("--gtf", default="auto", metavar="FILE|auto|none",
                    help="transcript model (GTF/GFF3) for the consequence shown and put in the prompt; auto "
                         "(default): BRCA1 NM_007294 for the bundled reference only; a file: used for the bundled "

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 
 from bioreason.app.eval_steps import EvalSteps
-from bioreason.app.options import add_answer_tokens_option, add_model_option, model_arg, positive_int, quantize_mode
+from bioreason.app.options import (add_answer_tokens_option, add_model_option, model_arg, non_negative_int,
+                                   positive_int, quantize_mode)
 
 BASELINES = ("text-only", "dna-only", "annotation-only", "facts-only", "tfidf")
 
@@ -32,7 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--fasta", default=None, help="reference FASTA for coordinate inputs ('bundled' for chr17)")
     p.add_argument("--label-field", default="LABEL", help="INFO field holding the label (task vcf)")
     p.add_argument("--labels-tsv", default=None, help="TSV chrom,pos,ref,alt,label instead of an INFO field")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N items")
     add_model_option(p)
     p.add_argument("--traces", type=traces_arg, default=0, metavar="N|all",
                    help="also generate greedy traces for N items (evenly spaced) or all of them. annotated_vcf: "
@@ -57,9 +58,10 @@ def add_parser(sub) -> None:
                         "prompt then uses the one computed from --gtf)")
     p.add_argument("--train-source", default=None, help="training items for the dna-only baseline (same format)")
     p.add_argument("--positive", default=None, help="positive label for AUROC (binary tasks; default the first)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--bootstrap", type=non_negative_int, default=1000,
+                   help="bootstrap resamples for the 95%% CIs (0: no intervals)")
     p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=256, help="cap on each generated trace (default 256)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="cap on each generated trace (default 256)")
     add_answer_tokens_option(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder")
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
@@ -76,9 +78,12 @@ def traces_arg(value: str) -> int:
     if value == "all":
         return -1
     try:
-        return int(value)
+        n = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is neither a number nor 'all'") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a count >= 0 or 'all'")
+    return n
 
 
 def trace_indices(n_items: int, traces: int) -> range:
@@ -162,6 +167,8 @@ def _evaluate(args) -> int:
            for exs, _ in sets.values()):
         raise RecipeError("the prompt modes gave different items; report this as a bug")
     labels = list(labels or sorted({e.meta["label"] for e in examples}))
+    if args.positive is not None and args.positive not in labels:
+        raise RecipeError(f"--positive {args.positive!r} is not one of the labels {labels}")
     positive = args.positive or (labels[0] if len(labels) == 2 else None)
     if args.task == "kegg" and pcfg.prompt == "kegg" and pcfg.labels:
         labels = list(pcfg.labels)  # the model's closed set of disease names (an item outside it is just wrong)

@@ -16,14 +16,14 @@ def add_variant_options(p, window_default: int = 1024) -> None:
     g.add_argument("--fasta", required=True,
                    help="reference FASTA (plain, or BGZF with .fai/.gzi); 'bundled' = the packaged GRCh38 chr17 "
                         "(real sequence over BRCA1 only)")
-    g.add_argument("--window", type=int, default=window_default,
+    g.add_argument("--window", type=positive_int, default=window_default,
                    help=f"window length in nt for both the reference and the alternate sequence "
                         f"(default {window_default}, the default encoder's maximum)")
     g.add_argument("--ref-check", choices=REF_CHECK_POLICIES, default="error",
                    help="when REF disagrees with the FASTA: error (default; stop and name the record), warn "
                         "(keep, flagged), skip (record it in the skip log), fix (use the FASTA's allele); "
                         "like bcftools norm -c e|w|x|s")
-    g.add_argument("--max-allele-len", type=int, default=64,
+    g.add_argument("--max-allele-len", type=positive_int, default=64,
                    help="skip alleles longer than this many nt (default 64)")
     g.add_argument("--left-normalise", action="store_true",
                    help="left-align and trim indels against the FASTA before building windows (off by default)")
@@ -111,6 +111,40 @@ def positive_int(value: str) -> int:
 def non_negative_int(value: str) -> int:
     """An argparse type: a whole number >= 0 (``--answer-tokens``)."""
     return _whole_number(value, 0)
+
+
+def non_negative_float(value: str) -> float:
+    """An argparse type: a number >= 0 (``--temperature``)."""
+    import argparse
+    import math
+
+    try:
+        x = float(value)
+    except ValueError:
+        x = -1.0
+    if not x >= 0 or math.isinf(x):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {value!r}")
+    return x
+
+
+def positive_float(value: str) -> float:
+    """An argparse type: a number > 0 (``--progress-interval``)."""
+    import argparse
+
+    x = non_negative_float(value)
+    if x == 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, not {value!r}")
+    return x
+
+
+def port_number(value: str) -> int:
+    """An argparse type: a TCP port, 1-65535."""
+    import argparse
+
+    n = _whole_number(value, 1)
+    if n > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, not {value!r}")
+    return n
 
 
 def add_answer_tokens_option(p) -> None:

@@ -17,7 +17,7 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
               "inverse_sqrt")  # the others need arguments recipes cannot give
 
 
-def _int(lo: int, optional: bool = False):
+def whole(lo: int, optional: bool = False):
     def check(v):
         if v is None and optional:
             return None
@@ -27,7 +27,7 @@ def _int(lo: int, optional: bool = False):
     return check
 
 
-def _num(lo: float, hi: float | None = None, lo_open: bool = False, optional: bool = False):
+def number(lo: float, hi: float | None = None, lo_open: bool = False, optional: bool = False):
     def check(v):
         if v is None and optional:
             return None
@@ -40,30 +40,31 @@ def _num(lo: float, hi: float | None = None, lo_open: bool = False, optional: bo
     return check
 
 
-def _one_of(*choices):
+def one_of(*choices):
     def check(v):
-        return None if v in choices else "one of " + ", ".join(map(str, choices))
+        ok = any(v == c and type(v) is type(c) for c in choices)  # True is not 1 here
+        return None if ok else "one of " + ", ".join(map(str, choices))
     return check
 
 
 CHECKS = {
-    "train.seed": _int(0), "train.lr": _num(0, lo_open=True), "train.batch_size": _int(1),
-    "train.grad_accum": _int(1), "train.max_steps": _int(1), "train.scheduler": _one_of(*SCHEDULERS),
-    "train.warmup_steps": _int(0), "train.weight_decay": _num(0), "train.max_grad_norm": _num(0, optional=True),
-    "train.mixed_precision": _one_of("no", "bf16", "fp16"), "train.log_every": _int(1),
-    "train.save_every": _int(0), "train.save_total_limit": _int(0, optional=True),
-    "train.threads": _int(1, optional=True),
-    "data.max_length": _int(8), "data.n": _int(1), "data.limit": _int(1, optional=True), "data.window": _int(1),
-    "data.empty_think_fraction": _num(0, 1), "data.answer_weight": _num(0, lo_open=True),
-    "data.mode": _one_of("dna", "text", "none"),
-    "model.lora.r": _int(1), "model.lora.alpha": _num(0, lo_open=True), "model.lora.dropout": _num(0, 0.99),
-    "grpo.num_generations": _int(2), "grpo.max_new_tokens": _int(1), "grpo.temperature": _num(0, lo_open=True),
-    "grpo.top_p": _num(0, 1, lo_open=True), "grpo.beta": _num(0), "grpo.epsilon": _num(0, lo_open=True),
-    "grpo.loss_type": _one_of("dapo", "grpo"), "grpo.sampler": _one_of("hf", "vllm"),
-    "grpo.prompts": _one_of("all", "ambiguous"), "grpo.max_steps": _int(1, optional=True),
-    "grpo.lr": _num(0, lo_open=True, optional=True), "grpo.batch_size": _int(1, optional=True),
-    "grpo.grad_accum": _int(1, optional=True), "grpo.warmup_steps": _int(0, optional=True),
-    "grpo.save_every": _int(0, optional=True),
+    "train.seed": whole(0), "train.lr": number(0, lo_open=True), "train.batch_size": whole(1),
+    "train.grad_accum": whole(1), "train.max_steps": whole(1), "train.scheduler": one_of(*SCHEDULERS),
+    "train.warmup_steps": whole(0), "train.weight_decay": number(0), "train.max_grad_norm": number(0, optional=True),
+    "train.mixed_precision": one_of("no", "bf16", "fp16"), "train.log_every": whole(1),
+    "train.save_every": whole(0), "train.save_total_limit": whole(0, optional=True),
+    "train.threads": whole(1, optional=True),
+    "data.max_length": whole(8), "data.n": whole(1), "data.limit": whole(1, optional=True), "data.window": whole(1),
+    "data.empty_think_fraction": number(0, 1), "data.answer_weight": number(0, lo_open=True),
+    "data.mode": one_of("dna", "text", "none"),
+    "model.lora.r": whole(1), "model.lora.alpha": number(0, lo_open=True), "model.lora.dropout": number(0, 0.99),
+    "grpo.num_generations": whole(2), "grpo.max_new_tokens": whole(1), "grpo.temperature": number(0, lo_open=True),
+    "grpo.top_p": number(0, 1, lo_open=True), "grpo.beta": number(0), "grpo.epsilon": number(0, lo_open=True),
+    "grpo.loss_type": one_of("dapo", "grpo"), "grpo.sampler": one_of("hf", "vllm"),
+    "grpo.prompts": one_of("all", "ambiguous"), "grpo.max_steps": whole(1, optional=True),
+    "grpo.lr": number(0, lo_open=True, optional=True), "grpo.batch_size": whole(1, optional=True),
+    "grpo.grad_accum": whole(1, optional=True), "grpo.warmup_steps": whole(0, optional=True),
+    "grpo.save_every": whole(0, optional=True),
 }
 
 
@@ -74,6 +75,13 @@ def _get(recipe: dict, dotted: str):
             return KeyError
         node = node[part]
     return node
+
+
+def check_value(name: str, value, check) -> None:
+    """A ``RecipeError`` naming ``name`` and ``value`` unless ``check`` (``whole``/``number``/``one_of``) accepts it."""
+    wanted = check(value)
+    if wanted:
+        raise RecipeError(f"{name}={value!r}: it takes {wanted}")
 
 
 def check_recipe(recipe: dict) -> dict:
@@ -98,4 +106,4 @@ def check_recipe(recipe: dict) -> dict:
     return recipe
 
 
-__all__ = ["CHECKS", "SCHEDULERS", "check_recipe"]
+__all__ = ["CHECKS", "SCHEDULERS", "check_recipe", "check_value", "number", "one_of", "whole"]

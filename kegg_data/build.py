@@ -9,6 +9,38 @@ from __future__ import annotations
 from bioreason.errors import RecipeError
 
 
+WINDOW_OPTIONS = ("window", "ref_check", "max_allele_len", "left_normalise")  # kegg_data.variants.WindowBuilder
+TASK_OPTIONS = {  # what data.options (eval's --option) each task reads; anything else is refused
+    "toy": (), "variant_effect_coding": ("holdout",), "variant_effect_non_snv": ("holdout",),
+    "user": WINDOW_OPTIONS, "vcf": ("question", "info_fields", *WINDOW_OPTIONS),
+    "annotated_vcf": ("split", "gtf", "mode", "gene", "strand", "annotated_share", "strip", *WINDOW_OPTIONS),
+}
+
+
+def _option_values() -> dict:
+    from bioreason.recipe_values import number, one_of, whole
+
+    return {"window": whole(16), "ref_check": one_of("error", "warn", "skip", "fix"), "max_allele_len": whole(1),
+            "left_normalise": one_of(True, False), "strand": one_of(1, -1),
+            "mode": one_of("annotated", "sequence", "mixed", "both"), "annotated_share": number(0, 1),
+            "strip": one_of(True, False)}
+
+
+def check_options(task: str, opts: dict, known) -> None:
+    """Refuse option keys ``task`` does not read (a typo would otherwise be ignored, or end in a TypeError) and
+    values the loaders would reject with a traceback (``mode=foo``, ``window=abc``) or ignore (``strand=2``)."""
+    from bioreason.recipe_values import check_value
+
+    unknown = sorted(set(opts) - set(known))
+    if unknown:
+        takes = ", ".join(known) if known else "no options"
+        raise RecipeError(f"data.options {unknown} mean nothing to the {task} task; it takes {takes} (eval: "
+                          "--option KEY=VALUE)")
+    values = _option_values()
+    for key in sorted(set(opts) & set(values)):
+        check_value(f"option {key}", opts[key], values[key])
+
+
 def mapping_option(name: str, value, known: dict):
     """``value`` of the option ``name`` checked: a mapping whose keys are all in ``known`` ({key: what it takes}),
     or None. YAML reads ``{part:validation}`` (no space after the colon) as the key 'part:validation', which would
@@ -31,6 +63,8 @@ def build_examples(data: dict, dna_length: int = 1024):
     data = {**data, "fasta": resolve_fasta(data.get("fasta"))}
     task = data.get("task", "toy")
     limit, skips = data.get("limit"), []
+    if task in TASK_OPTIONS:
+        check_options(task, data.get("options") or {}, TASK_OPTIONS[task])
     if task == "toy":
         from bioreason.kegg_data.toy import TOY_LABELS, toy_examples
 
@@ -70,9 +104,10 @@ def build_examples(data: dict, dna_length: int = 1024):
 
         if not data.get("source") or not data.get("fasta"):
             raise RecipeError("data.task=vcf needs data.source (a labelled VCF) and data.fasta")
+        opts = dict(data.get("options") or {})
+        window = opts.pop("window", None) or data.get("window") or dna_length
         examples, skips, _ = examples_from_vcf(data["source"], data["fasta"], label_field=data.get("label_field"),
-                                           labels_tsv=data.get("labels_tsv"), window=data.get("window") or dna_length,
-                                           **(data.get("options") or {}))
+                                               labels_tsv=data.get("labels_tsv"), window=window, **opts)
         labels = sorted({e.meta["label"] for e in examples})
     elif task == "annotated_vcf":  # labelled VCF with LOF/FUNC/INT labels, fact-only traces, two prompt modes
         from bioreason.kegg_data.annotated_variants import LABELS, block_split, load_annotated
@@ -87,8 +122,9 @@ def build_examples(data: dict, dna_length: int = 1024):
         if split and split.get("part", "train") not in ("train", "validation"):
             raise RecipeError(f"option split: part {split['part']!r}: use train or validation")
         opts["transcripts"] = resolve_gtf(opts.pop("gtf", "auto"), data["fasta"])  # annotates bare records
+        window = opts.pop("window", None) or data.get("window") or dna_length
         examples, skips = load_annotated(data["source"], data["fasta"], label_field=data.get("label_field") or "LABEL",
-                                     window=data.get("window") or dna_length, **opts)
+                                         window=window, **opts)
         if split:
             train, val = block_split(examples, int(split.get("n_blocks", 5)), tuple(split.get("val_blocks", [4])))
             examples = val if split.get("part") == "validation" else train
@@ -135,10 +171,7 @@ KEGG_PROMPT_OPTIONS = ("compact_genes", "state_variant", "trace_steps", "max_var
 
 def kegg_prompt_options(opts: dict) -> dict:
     """The KEGG task's prompt options out of a recipe's ``data.options`` (an unknown key is an error)."""
-    unknown = sorted(set(opts) - set(KEGG_PROMPT_OPTIONS) - {"holdout"})
-    if unknown:
-        raise RecipeError(f"data.options {unknown} mean nothing to the kegg task; it takes holdout and "
-                          f"{', '.join(KEGG_PROMPT_OPTIONS)}")
+    check_options("kegg", opts, ("holdout", *KEGG_PROMPT_OPTIONS))
     return {k: opts[k] for k in KEGG_PROMPT_OPTIONS if k in opts}
 
 

@@ -149,7 +149,9 @@ class WindowBuilder:
         if ref_check not in REF_CHECK_POLICIES:
             raise ValueError(f"ref_check must be one of {REF_CHECK_POLICIES}, not {ref_check!r}")
         if window < 2 or max_allele_len >= window - window // 2:
-            raise ValueError(f"window {window} must exceed twice max_allele_len {max_allele_len}")
+            raise InputFormatError(f"window {window} must exceed twice max_allele_len {max_allele_len} (the variant "
+                                   "sits mid-window with room for its longest allele); raise the window (--window) "
+                                   "or lower the longest allele (--max-allele-len)")
         self.reference = reference if isinstance(reference, Reference) else Reference(reference)
         self.window, self.offset = int(window), int(window) // 2
         self.ref_check, self.max_allele_len, self.normalise = ref_check, int(max_allele_len), left_normalise

@@ -134,3 +134,36 @@ def test_sizes_below_one_are_refused_before_any_work(flag, value, tmp_path, caps
     err = capsys.readouterr().err
     assert done.value.code == 2 and f"argument {flag}: must be a whole number >= 1, not '{value}'" in err
     assert "Traceback" not in err and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["predict", str(SGE24), "--threads", "0"], "argument --threads: must be a whole number >= 1, not '0'"),
+    (["predict", str(SGE24), "--progress-interval", "0"], "argument --progress-interval: must be a number > 0"),
+    (["predict", str(SGE24), "--max-allele-len", "0"], "argument --max-allele-len: must be a whole number >= 1"),
+    (["windows", str(SGE24), "--window", "-4"], "argument --window: must be a whole number >= 1, not '-4'"),
+    (["ask", "--dna", "ACGT", "--max-new-tokens", "-1", "q"], "argument --max-new-tokens: must be a whole number"),
+    (["ask", "--dna", "ACGT", "--temperature", "-1", "q"], "argument --temperature: must be a number >= 0"),
+    (["ask", "--dna", "ACGT", "--temperature", "nan", "q"], "argument --temperature: must be a number >= 0"),
+    (["demo", "--port", "70000"], "argument --port: must be a port number from 1 to 65535, not '70000'"),
+    (["eval", "--task", "toy", "--limit", "0"], "argument --limit: must be a whole number >= 1, not '0'"),
+    (["eval", "--task", "toy", "--bootstrap", "-5"], "argument --bootstrap: must be a whole number >= 0"),
+    (["eval", "--task", "toy", "--traces", "-1"], "argument --traces: '-1': give a count >= 0 or 'all'"),
+])
+def test_out_of_range_numbers_are_refused_by_argparse(argv, says, tmp_path, capsys):
+    """Each once reached torch or transformers (``max_new_tokens must be greater than 0`` with a traceback), ran
+    as if unset (``--limit 0``: no limit), or skipped every variant (``--max-allele-len 0``)."""
+    if argv[0] in ("predict", "windows"):
+        argv = [*argv, "--fasta", "bundled", "-o", str(tmp_path / "o")]
+    elif argv[0] == "eval":
+        argv = [*argv, "-o", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and says in err and "Traceback" not in err and not list(tmp_path.iterdir())
+
+
+def test_window_too_short_for_the_longest_allele_is_one_line(tmp_path, capsys):
+    assert main(["windows", str(SGE24), "--fasta", "bundled", "-o", str(tmp_path / "w.jsonl"), "--window", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "window 100 must exceed twice max_allele_len 64" in err and "--max-allele-len" in err
+    assert "Traceback" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +197,26 @@ def test_compare_is_paired_and_checks_the_items(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "accuracy  A 1.0000  B 0.8333  A - B +0.1667 [" in out and "right in A only: 10 (50, 51" in out
     assert main(["compare", str(tmp_path / "nowhere"), str(b)]) == 2
+
+
+@pytest.mark.parametrize("task, options, says", [
+    ("vcf", {"foo": "bar"}, r"data.options \['foo'\] mean nothing to the vcf task; it takes question, info_fields"),
+    ("user", {"foo": "bar"}, r"mean nothing to the user task; it takes window, ref_check"),
+    ("variant_effect_coding", {"compact_genes": True}, r"mean nothing to the variant_effect_coding task"),
+    ("annotated_vcf", {"mode": "foo"}, r"option mode='foo': it takes one of annotated, sequence, mixed, both"),
+    ("annotated_vcf", {"strand": 2}, r"option strand=2: it takes one of 1, -1"),
+    ("annotated_vcf", {"window": "abc"}, r"option window='abc': it takes a whole number >= 16"),
+    ("vcf", {"ref_check": "maybe"}, r"option ref_check='maybe': it takes one of error, warn, skip, fix"),
+    ("vcf", {"window": 100}, r"window 100 must exceed twice max_allele_len 64 .*--max-allele-len"),
+])
+def test_task_options_are_checked_by_name_and_value(task, options, says):
+    sge24 = Path(__file__).parents[1] / "examples" / "brca1_sge_24.vcf"
+    """Unknown --option keys were ignored (user) or ended in a TypeError (vcf, annotated_vcf: ``window`` twice);
+    bad values in a ValueError traceback (mode, ref_check) or silently unused (strand=2)."""
+    from bioreason.errors import BioreasonError
+    from bioreason.kegg_data.build import build_examples
+
+    source = str(sge24) if task in ("vcf", "annotated_vcf") else str(Path(__file__).parent / "data" / "x.jsonl")
+    with pytest.raises(BioreasonError, match=says):
+        build_examples({"task": task, "source": source, "fasta": "bundled", "label_field": "CONSEQ",
+                        "options": options})
