@@ -63,6 +63,9 @@ def run(args) -> int:
     dna = [read_dna_argument(d) for d in args.dna]
     # built before the model loads, so a bad question or sequence count fails at once
     messages = model_messages(args.question, dna, config, args.system, config.window or 1024)
+    if config.prompt == "kegg" and len(dna) == 2 and dna[0].strip().upper() == dna[1].strip().upper():
+        print("warning: the reference and variant sequences are the same, so there is no variant to reason about; "
+              "the answer will not be about one (pass the variant's sequence as the second --dna)", file=sys.stderr)
     model, processor = load_model(args.model, quantize=quantize_mode(args, generates=True))
     processor([messages])  # validate the sequences before any output
     pieces = []

@@ -7,7 +7,7 @@ from bioreason.app.options import (
     add_model_option,
     add_prompt_options,
     add_variant_options,
-    positive_float,
+    non_negative_float,
     positive_int,
 )
 
@@ -46,7 +46,7 @@ def add_parser(sub) -> None:
                    help="continue an interrupted run: same options and the same inputs (checked by content)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for the model (default: PyTorch's, all cores; OMP_NUM_THREADS also sets it)")
-    p.add_argument("--progress-interval", type=positive_float, default=30.0, metavar="S",
+    p.add_argument("--progress-interval", type=non_negative_float, default=30.0, metavar="S",
                    help="when stderr is not a terminal (a log file), print progress every S seconds (default 30)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs / discard old progress")
     add_variant_options(p)

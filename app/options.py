@@ -127,16 +127,6 @@ def non_negative_float(value: str) -> float:
     return x
 
 
-def positive_float(value: str) -> float:
-    """An argparse type: a number > 0 (``--progress-interval``)."""
-    import argparse
-
-    x = non_negative_float(value)
-    if x == 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, not {value!r}")
-    return x
-
-
 def port_number(value: str) -> int:
     """An argparse type: a TCP port, 1-65535."""
     import argparse

@@ -68,6 +68,10 @@ CHECKS = {
 }
 
 
+HINTS = {"grpo.temperature": " (GRPO samples its completions; 1.0 is usual)", "grpo.top_p": " (1.0 = no nucleus cut)",
+         "grpo.num_generations": " (advantages compare the samples of one prompt)"}
+
+
 def _get(recipe: dict, dotted: str):
     node = recipe
     for part in dotted.split("."):
@@ -96,8 +100,8 @@ def check_recipe(recipe: dict) -> dict:
             continue
         wanted = check(value)
         if wanted:
-            raise RecipeError(f"{key}={value!r}: it takes {wanted}; set it in the recipe or override it "
-                              f"({key}=...)")
+            raise RecipeError(f"{key}={value!r}: it takes {wanted}{HINTS.get(key, '')}; set it in the recipe or "
+                              f"override it ({key}=...)")
     targets = (lora or {}).get("target_modules")
     if lora is not None and (not isinstance(targets, list) or not targets
                              or not all(isinstance(t, str) and t for t in targets)):

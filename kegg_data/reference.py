@@ -2,7 +2,10 @@
 
 Opens plain FASTA or BGZF FASTA (with ``.fai``/``.gzi``); a plain-gzip file
 gets an error that says to use ``bgzip``; a missing ``.fai`` is built by
-pyfaidx, or, in a folder we cannot write, an error says how to build it.
+pyfaidx, or, in a folder we cannot write, an error says how to build it; an
+index older than its FASTA is rebuilt where we can write, and a plain FASTA's
+index is checked against the file per contig (a stale one is refused with the
+fix instead of reading wrong bases).
 Contig names are resolved like Ensembl VEP: the exact name, then with ``chr``
 added or stripped, then ``M`` <-> ``MT``; each mapping is logged once.
 Coordinates: :meth:`Reference.fetch` takes 0-based half-open ``[start, end)``
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -75,9 +79,14 @@ class Reference:
             from bioreason.errors import MissingDependencyError
 
             raise MissingDependencyError("reading FASTA needs pyfaidx: `pip install bioreason[genomics]`") from exc
+        # an index older than the FASTA may describe another version of it (pyfaidx only warns, then reads at the
+        # old offsets: wrong bases, or no end at a contig's tail); rebuilt where we can write, checked per contig
+        stale = fai.is_file() and fai.stat().st_mtime < self.path.stat().st_mtime
         try:
-            self._fa = pyfaidx.Fasta(str(self.path), sequence_always_upper=True, rebuild=False, as_raw=True,
-                                     build_index=True)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Index file .* is older than FASTA file")
+                self._fa = pyfaidx.Fasta(str(self.path), sequence_always_upper=True, as_raw=True, build_index=True,
+                                         rebuild=stale and os.access(self.path.parent, os.W_OK))
         except pyfaidx.UnsupportedCompressionFormat as exc:
             raise ReferenceFastaError(f"{self.path}: {exc}") from exc
         except (pyfaidx.FastaIndexingError, ValueError) as exc:
@@ -92,6 +101,42 @@ class Reference:
         self._slices: list[str] | None = None  # names of samtools-style region slices ('chr17:100-200')
         self._cache: OrderedDict = OrderedDict()
         self._cache_chunks = cache_chunks
+        self._plain, self._checked = kind == "plain", set()
+
+    def _check_index(self, contig: str) -> None:
+        """Refuse a ``.fai`` that does not describe this plain FASTA at ``contig``: its header line must end just
+        before the sequence offset, its first line must be as long as the index says, and the record must end where
+        the index puts its end (a new record or the end of the file must follow). Three small reads per contig."""
+        if not self._plain or contig in self._checked:
+            return
+        rec = self._fa.faidx.index[contig]
+        eol = rec.lenb - rec.lenc  # 1 for \n, 2 for \r\n
+        with open(self.path, "rb") as fh:
+            fh.seek(max(0, rec.offset - 1024))
+            before = fh.read(min(rec.offset, 1024))
+            fh.seek(rec.offset)
+            first = fh.read(rec.lenb)
+            fh.seek(max(0, rec.bend - 1))
+            tail = fh.read(2)
+        newline = {0: b"", 1: b"\n", 2: b"\r\n"}.get(eol)  # 0: one line with no newline at the end of the file
+        header = before[:-1].rstrip(b"\r").rsplit(b"\n", 1)
+        long_header = len(header) == 1 and len(before) == 1024  # a header over 1 KB: its name is not checked
+        named = long_header or header[-1][:1] == b">" and header[-1][1:].split()[:1] == [contig.encode()]
+        full_line = rec.rlen < rec.lenc or (first[rec.lenc:] == newline and not any(
+            c in first[:rec.lenc] for c in (b"\n", b"\r")))
+        if eol == 0:  # one line, with no newline, at the end of the file
+            ends = self.path.stat().st_size == rec.bend
+        elif not tail:  # the last line has no newline
+            ends = self.path.stat().st_size == rec.bend - eol
+        else:  # the record's last newline, then the next header, a blank line or the end of the file
+            ends = tail[:1] == b"\n" and tail[1:] in (b"", b">", b"\n", b"\r")
+        ok = before.endswith(b"\n") and named and full_line and ends
+        if not ok:
+            fai = f"{self.path}.fai"
+            raise ReferenceFastaError(
+                f"{fai} does not match {self.path} at contig {contig} (the index was made for another version of "
+                f"the file); rebuild it with `samtools faidx {self.path}`, or delete {fai} to have it rebuilt")
+        self._checked.add(contig)
 
     def resolve(self, chrom: str) -> str | None:
         """The FASTA contig for a VCF contig name, or None if no synonym exists. Warns once per renaming."""
@@ -130,6 +175,7 @@ class Reference:
         key = (contig, idx)
         seq = self._cache.get(key)
         if seq is None:
+            self._check_index(contig)
             start = idx * CHUNK
             end = min(start + CHUNK, self.lengths[contig])
             seq = self._fa.faidx.fetch(contig, start + 1, end) if end > start else ""  # 1-based inclusive
@@ -153,6 +199,9 @@ class Reference:
             chunk = self._chunk(contig, idx)
             off = s - idx * CHUNK
             take = min(e - s, len(chunk) - off)
+            if take <= 0:  # the index promises bases the file does not hold
+                raise ReferenceFastaError(f"{self.path}: contig {contig} ends before position {s + 1} that its index "
+                                          f"gives it (length {length}); rebuild the index: `samtools faidx {self.path}`")
             parts.append(chunk[off:off + take])
             s += take
         return "N" * left + "".join(parts) + "N" * right

@@ -138,7 +138,7 @@ def test_sizes_below_one_are_refused_before_any_work(flag, value, tmp_path, caps
 
 @pytest.mark.parametrize("argv, says", [
     (["predict", str(SGE24), "--threads", "0"], "argument --threads: must be a whole number >= 1, not '0'"),
-    (["predict", str(SGE24), "--progress-interval", "0"], "argument --progress-interval: must be a number > 0"),
+    (["predict", str(SGE24), "--progress-interval", "-1"], "argument --progress-interval: must be a number >= 0"),
     (["predict", str(SGE24), "--max-allele-len", "0"], "argument --max-allele-len: must be a whole number >= 1"),
     (["windows", str(SGE24), "--window", "-4"], "argument --window: must be a whole number >= 1, not '-4'"),
     (["ask", "--dna", "ACGT", "--max-new-tokens", "-1", "q"], "argument --max-new-tokens: must be a whole number"),

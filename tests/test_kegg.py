@@ -265,6 +265,9 @@ def test_ask_a_kegg_model_with_two_fasta_files(tmp_path, capsys):
     assert last.rsplit(": ", 1)[1] in ("parkinson's disease", "colorectal cancer", "melanoma")
     assert main(["ask", "--model", str(folder), "--dna", str(ex / "ref.fa"), question]) == 2
     assert "pass --dna REF --dna ALT" in capsys.readouterr().err
+    assert main(["ask", "--model", str(folder), "--dna", str(ex / "ref.fa"), "--dna", str(ex / "ref.fa"), question,
+                 "--max-new-tokens", "2"]) == 0  # the same sequence twice: answered, with a warning
+    assert "warning: the reference and variant sequences are the same" in capsys.readouterr().err
 
 
 def test_predict_refuses_a_kegg_model_with_a_clear_error(tmp_path, capsys):

@@ -87,6 +87,40 @@ def test_plain_gzip_fasta_is_refused_with_bgzip_hint(tmp_path):
         Reference(gz)
 
 
+def _fasta(path, seq, width, eol="\n", final=True):
+    body = eol.join(seq[i:i + width] for i in range(0, len(seq), width))
+    path.write_bytes(f">chrA long description{eol}{body}{eol}>chrB{eol}ACGT{eol if final else ''}".encode())
+
+
+def test_an_index_made_for_another_version_of_the_fasta_is_rebuilt_or_refused(tmp_path):
+    """pyfaidx only warns about an index older than its FASTA and reads at the old offsets: with the lines
+    re-wrapped from 60 to 50 nt, a contig's tail read came back short and ``fetch`` looped for ever. Now a stale
+    index is rebuilt where the folder is writable, and any index is checked against the file per contig."""
+    import os
+    import random
+
+    import pyfaidx
+
+    rng = random.Random(0)
+    seq = "".join(rng.choice("ACGT") for _ in range(200_000))
+    fa = tmp_path / "ref.fa"
+    _fasta(fa, seq, 60)
+    pyfaidx.Faidx(str(fa)).close()
+    old_index = (tmp_path / "ref.fa.fai").read_bytes()
+    _fasta(fa, seq, 50)
+    os.utime(tmp_path / "ref.fa.fai", (1, 1))  # older than the FASTA: rebuilt
+    assert Reference(fa).fetch("chrA", 199_900, 200_000) == seq[199_900:]
+    (tmp_path / "ref.fa.fai").write_bytes(old_index)  # newer but for the 60-nt layout: refused, with the fix
+    with pytest.raises(ReferenceFastaError, match=r"ref.fa.fai does not match .*ref.fa at contig chrA .*samtools "
+                                                  r"faidx"):
+        Reference(fa).fetch("chrA", 199_900, 200_000)
+    for eol, final in (("\r\n", True), ("\n", False)):  # CRLF, and no newline at the end: valid indexes pass
+        other = tmp_path / f"crlf{final}.fa"
+        _fasta(other, seq, 70, eol, final)
+        ref = Reference(other)
+        assert ref.fetch("chrA", 199_900, 200_000) == seq[199_900:] and ref.fetch("chrB", 0, 4) == "ACGT"
+
+
 def test_missing_fai_is_built(tmp_path):
     fa = tmp_path / "ref.fa"
     shutil.copy(FIX / "tiny_ref.fa", fa)

@@ -104,6 +104,9 @@ def test_grpo_refuses_a_temperature_that_does_not_sample(tmp_path):
     from bioreason.recipes import load_recipe
     from bioreason.training.grpo import run as grpo
 
-    recipe = load_recipe("tiny", [f"train.output_dir={tmp_path}", "grpo.temperature=0", "train.max_steps=1"])
+    with pytest.raises(RecipeError, match=r"grpo.temperature=0: it takes a number > 0 \(GRPO samples"):
+        load_recipe("tiny", [f"train.output_dir={tmp_path}", "grpo.temperature=0", "train.max_steps=1"])
+    recipe = load_recipe("tiny", [f"train.output_dir={tmp_path}", "train.max_steps=1"])
+    recipe["grpo"]["temperature"] = 0  # a recipe built in code, past load_recipe's checks: GRPO itself refuses
     with pytest.raises(RecipeError, match="temperature > 0"):
         grpo(recipe, progress=False)
