@@ -52,6 +52,10 @@ def load_for_training(recipe: dict):
         from bioreason.checkpoints import load_model
 
         init = hub.named_model(init)  # a shipped checkpoint by name (kegg-v1), as --model reads it
+        if init != "default" and not Path(init).exists():
+            raise RecipeError(f"model.init={init!r} (grpo.init for the GRPO stage) does not exist: give default, "
+                              "tiny, build, a shipped model's name or a folder written by `bioreason train` (the "
+                              "SFT stage's OUTPUT/final)")
         model, proc = load_model(None if init == "default" else init, dtype="float32")
         base = "default" if init == "default" else str(Path(init).resolve())
     if m.get("gradient_checkpointing"):

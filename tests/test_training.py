@@ -53,6 +53,14 @@ def test_bad_recipe_values_are_refused_by_name_before_any_work(override, says, t
     assert "Traceback" not in err and re.search(says, err) and not (tmp_path / "r").exists()
 
 
+def test_a_missing_init_folder_is_named_as_the_recipe_key(tmp_path):
+    from bioreason.errors import RecipeError
+    from bioreason.trainer import load_for_training
+
+    with pytest.raises(RecipeError, match=r"model.init='.*nowhere' \(grpo.init for the GRPO stage\) does not exist"):
+        load_for_training(load_recipe("tiny", [f"model.init={tmp_path / 'nowhere'}"]))
+
+
 def test_overriding_a_null_section_starts_from_its_defaults_and_bad_lora_targets_are_named():
     from bioreason.errors import RecipeError
     from bioreason.modeling import apply_lora
