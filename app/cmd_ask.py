@@ -34,24 +34,22 @@ def add_parser(sub) -> None:
 
 
 def read_dna_argument(value: str) -> str:
-    """A literal sequence, or the first record of a FASTA file when ``value`` is an existing path."""
+    """A literal sequence, or the first record of a FASTA file when ``value`` is an existing path (a warning when
+    the file holds more: pass each sequence with its own --dna)."""
+    from bioreason.dna_encoders import pasted_sequence
+
     path = Path(value)
     try:
         is_file = path.is_file()
     except OSError:  # e.g. a long sequence is not a valid file name
         is_file = False
-    if is_file:
-        lines = path.read_text(errors="replace").splitlines()
-        body, seen = [], False
-        for line in lines:
-            if line.startswith(">"):
-                if seen:
-                    break
-                seen = True
-                continue
-            body.append(line.strip())
-        return "".join(body)
-    return value
+    if not is_file:
+        return value
+    seq, records = pasted_sequence(path.read_text(errors="replace"))
+    if records > 1:
+        print(f"warning: {value} holds {records} FASTA records; using the first (give each sequence its own "
+              "--dna)", file=sys.stderr)
+    return seq
 
 
 def run(args) -> int:

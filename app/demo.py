@@ -19,7 +19,7 @@ import tempfile
 
 from bioreason.answers import ANSWER_TOKENS
 from bioreason.app.demo_limits import (BATCH, MAX_QUESTION_CHARS, MAX_VCF_RECORDS, DemoInputError,  # noqa: F401
-                                       check_fasta_upload, discard_upload, vcf_bytes)
+                                       check_fasta_upload, discard_upload, pasted_box, vcf_bytes)
 
 NOTICE = ("**Research use only, not for clinical decisions.** Predictions come from a small language model "
           "reading DNA; they can be wrong and have not been validated for patient care.")
@@ -303,7 +303,8 @@ class DemoBackend:
         from bioreason.inference import build_messages, stream_answer
         from bioreason.kegg_data.variants import Skip, WindowBuilder
 
-        seqs = [s for s in (ref, alt) if s and s.strip()]
+        ref, alt = pasted_box(ref, "first"), pasted_box(alt, "second")
+        seqs = [s for s in (ref, alt) if s]
         if not seqs:
             raise DemoInputError("paste at least one DNA sequence")
         if len(question or "") > MAX_QUESTION_CHARS:

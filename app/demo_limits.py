@@ -6,6 +6,7 @@ parse; its records and ALT alleles are counted before htslib sees it. An uploade
 when compressed) for its decompressed size and its longest line before pyfaidx indexes it: one 256 MiB line kept
 the indexer busy for minutes. Uploads (possibly patient data) and the index files built beside them are deleted
 when the request ends. Every limit is an error that says what was found, the limit, and to use the CLI instead.
+A pasted sequence may be FASTA with wrapped lines (``pasted_box``): one record per box.
 """
 
 from __future__ import annotations
@@ -97,3 +98,14 @@ def discard_upload(path: str | None) -> None:
         os.rmdir(p.parent)
     except OSError:
         pass
+
+
+def pasted_box(text: str | None, which: str) -> str:
+    """A sequence box's bases (FASTA header and line breaks removed, ``dna_encoders.pasted_sequence``); one
+    record per box."""
+    from bioreason.dna_encoders import pasted_sequence
+
+    seq, records = pasted_sequence(text or "")
+    if records > 1:
+        raise DemoInputError(f"the {which} sequence box holds {records} FASTA records; paste one sequence per box")
+    return seq

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from bioreason.answers import ANSWER_TOKENS
-from bioreason.app.demo_limits import MAX_QUESTION_CHARS, DemoInputError
+from bioreason.app.demo_limits import MAX_QUESTION_CHARS, DemoInputError, pasted_box
 
 MAX_SEQUENCE_CHARS = 20_000  # KEGG records are 4,001 nt (up to ~4,300 for indels); pasted text beyond is refused
 
@@ -71,7 +71,7 @@ class PathwayBackend:
         from bioreason.kegg_data.tasks import check_kegg_trace
         from bioreason.kegg_evaluation import final_answer
 
-        question, ref, alt = (question or "").strip(), "".join((ref or "").split()), "".join((alt or "").split())
+        question, ref, alt = (question or "").strip(), pasted_box(ref, "reference"), pasted_box(alt, "variant")
         if not question:
             raise DemoInputError("write the pathway question (or pick an example below)")
         if len(question) > MAX_QUESTION_CHARS:

@@ -15,5 +15,6 @@ from bioreason.dna_encoders.base import (  # noqa: F401
     build_tokenizer,
     clean_sequence,
     get_spec,
+    pasted_sequence,
     register,
 )

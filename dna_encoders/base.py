@@ -48,6 +48,25 @@ def clean_sequence(seq: str, *, name: str = "sequence") -> str:
     return up.translate(str.maketrans({c: "N" for c in IUPAC_AMBIGUOUS}))
 
 
+def pasted_sequence(text: str) -> tuple[str, int]:
+    """A sequence as people paste or save it -> (its bases, how many FASTA records the text holds). FASTA (a
+    ``>`` header, then lines of 60-80 nt, ``;`` comments) or bare lines: line breaks and spaces are removed and
+    only the first record is kept; :func:`clean_sequence` then checks the letters. Copying from a genome browser
+    gives wrapped lines with a header, which the processor would refuse ("the character U+000A")."""
+    lines = str(text or "").splitlines()
+    records = sum(1 for line in lines if line.lstrip().startswith(">"))
+    body, seen = [], False
+    for line in lines:
+        line = line.strip()
+        if line.startswith(">"):
+            if seen:
+                break
+            seen = True
+        elif not line.startswith(";"):
+            body.append("".join(line.split()))
+    return "".join(body), records
+
+
 @dataclass
 class DNATokenizerOutput:
     """Token ids per sequence (ragged, Python lists); padding happens in :meth:`DNATokenizer.pad`."""

@@ -40,6 +40,19 @@ def test_parse_variant_forms():
         parse_variant("BRCA1 c.5559C>G")
 
 
+def test_pasted_sequences_may_be_wrapped_fasta_one_record_per_box():
+    """Copying from a genome browser gives a header and 60-nt lines; the boxes took them as letters ('U+000A')."""
+    from bioreason.app.demo_limits import DemoInputError, pasted_box
+    from bioreason.dna_encoders import pasted_sequence
+
+    assert pasted_sequence(">chr17:100-219 hg38\nACGT ACGT\r\nacgt\n;comment\n") == ("ACGTACGTacgt", 1)
+    assert pasted_sequence("ACGT\nAC GT") == ("ACGTACGT", 0)
+    assert pasted_sequence(">a\nAC\n>b\nGT\n") == ("AC", 2)
+    assert pasted_box(">x\nAC\nGT\n", "first") == "ACGT" and pasted_box(None, "first") == ""
+    with pytest.raises(DemoInputError, match="the variant sequence box holds 2 FASTA records; paste one"):
+        pasted_box(">a\nAC\n>b\nGT\n", "variant")
+
+
 def test_locate_difference_on_either_strand_and_indels():
     from bioreason.app.demo import DemoBackend, annotation_text, locate_difference
     from bioreason.kegg_data.consequence import revcomp
@@ -110,6 +123,11 @@ def test_pathway_tab_streams_a_trace_with_the_facts_and_checks(demo_url):
     assert isinstance(trace, str) and "trace checks: gene" in answer
     # always one of the model's names: the trace's own, or the most likely after it (the tiny model's traces name none)
     assert answer.split(" (")[0] in ("parkinson s disease", "parkinson's disease", "colorectal cancer", "melanoma")
+    wrap = (lambda name, seq: f">{name} pasted from a browser\n" + "\n".join(seq[i:i + 60]
+                                                                          for i in range(0, len(seq), 60)))
+    facts, _, _ = client.predict(ex["question"], wrap("ref", ex["reference_sequence"]),
+                                 wrap("alt", ex["variant_sequence"]), api_name="/pathway")
+    assert "variant `T>C`" in facts  # FASTA with wrapped lines reads as the bare sequences do
     with pytest.raises(AppError, match="paste both sequences"):
         client.predict(ex["question"], ex["reference_sequence"], "", api_name="/pathway")
     with pytest.raises(AppError, match="character 'X'"):

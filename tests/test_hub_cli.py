@@ -87,6 +87,7 @@ def test_ask_reads_dna_from_fasta(tiny_dir, tmp_path, capsys):
     from bioreason.app.cmd_ask import read_dna_argument
 
     assert read_dna_argument(str(fa)) == "ACGTACGT"
+    assert "x.fa holds 2 FASTA records; using the first" in capsys.readouterr().err
     assert main(["ask", "--model", str(tiny_dir), "--dna", str(fa), "--max-new-tokens", "2", "q"]) == 0
 
 
