@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -286,22 +287,38 @@ class Trainer:
         bar = tqdm(total=max_steps, initial=self.step, desc=self.kind, unit="step",
                    disable=not (progress and self.acc.is_main_process))
         log_path = self.out / "log.jsonl"
-        while self.step < max_steps:
-            t0 = time.perf_counter()
-            row = self.train_step()
-            row["seconds"] = round(time.perf_counter() - t0, 3)
-            self.history.append(row)
-            if self.acc.is_main_process:
-                with open(log_path, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                if self.step % log_every == 0:
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("loss", "reward", "lr")})
-            self.acc.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
-            bar.update(1)
-            if save_every and self.step % save_every == 0:
-                self.save_checkpoint()
+        from bioreason.graceful_stop import StopRequest
+
+        with StopRequest() as stop:  # Ctrl-C / SIGTERM: finish the step, save it, stop (work kept)
+            while self.step < max_steps:
+                t0 = time.perf_counter()
+                row = self.train_step()
+                row["seconds"] = round(time.perf_counter() - t0, 3)
+                self.history.append(row)
+                if self.acc.is_main_process:
+                    with open(log_path, "a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                    if self.step % log_every == 0:
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("loss", "reward", "lr")})
+                self.acc.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
+                bar.update(1)
+                stopping = self._any_process(stop.requested is not None)
+                if (save_every and self.step % save_every == 0) or (stopping and self.step < max_steps):
+                    saved = self.save_checkpoint()
+                if stopping and self.step < max_steps:
+                    bar.close()
+                    if self.acc.is_main_process:
+                        print(f"stopped at step {self.step} of {max_steps}; checkpoint {saved}; continue with the "
+                              "same command and train.resume=latest", file=sys.stderr)
+                    raise KeyboardInterrupt
         bar.close()
         return self.history
+
+    def _any_process(self, flag: bool) -> bool:
+        """Whether any process was asked to stop (all must save the checkpoint together)."""
+        if self.acc.num_processes == 1:
+            return flag
+        return bool(self.acc.reduce(torch.tensor([float(flag)], device=self.acc.device), reduction="sum").item())
 
     def save_final(self) -> Path | None:
         """The final folder that ``bioreason ask/predict --model`` load. Written atomically by the main process."""

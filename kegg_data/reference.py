@@ -200,8 +200,9 @@ class Reference:
             off = s - idx * CHUNK
             take = min(e - s, len(chunk) - off)
             if take <= 0:  # the index promises bases the file does not hold
-                raise ReferenceFastaError(f"{self.path}: contig {contig} ends before position {s + 1} that its index "
-                                          f"gives it (length {length}); rebuild the index: `samtools faidx {self.path}`")
+                raise ReferenceFastaError(f"{self.path}: contig {contig} ends before position {s + 1} that its "
+                                          f"index gives it (length {length}); rebuild the index: `samtools faidx "
+                                          f"{self.path}`")
             parts.append(chunk[off:off + take])
             s += take
         return "N" * left + "".join(parts) + "N" * right

@@ -378,3 +378,43 @@ def test_grpo_prompts_ambiguous_keeps_the_questions_with_several_answers():
         prompt_records(records, "hard")
     with pytest.raises(RecipeError, match="use grpo.prompts=all"):
         prompt_records(records[3:], "ambiguous")
+
+
+def _wait_for_steps(log, n, proc, timeout=120.0):
+    import time
+
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {n} steps logged; rc={proc.poll()}")
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_saves_the_step_reached_and_resume_continues_from_it(tmp_path, sig):
+    """Ctrl-C used to lose every step since the last save_every checkpoint, SIGTERM (a scheduler's pre-emption)
+    killed the run outright: now the run finishes its step, saves it and exits 130; the same command with
+    train.resume=latest continues from that step."""
+    import signal
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "bioreason.app.cli", "train", "sft", "--recipe", "tiny", "train.max_steps=100000",
+           "train.save_every=100000", f"train.output_dir={out}", "train.trackers=null"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    _wait_for_steps(out / "log.jsonl", 5, proc)
+    proc.send_signal(getattr(signal, sig))
+    err = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 130, err[-500:]
+    (saved,) = sorted((out / "checkpoints").glob("step-*"))
+    reached = int(saved.name.split("-")[1])
+    assert reached >= 5 and f"stopped at step {reached} of 100000; checkpoint {saved}" in err
+    again = subprocess.Popen([*cmd, "train.resume=latest"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    _wait_for_steps(out / "log.jsonl", reached + 3, again)
+    again.send_signal(signal.SIGINT)
+    again.communicate(timeout=120)
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps[reached] == reached + 1  # the resumed run's first step follows the saved one
+    latest = max(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*"))
+    assert again.returncode == 130 and latest > reached
