@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from bioreason.errors import BioreasonError
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     _quiet_libraries()
+    previous = _terminate_as_interrupt()
     try:
         if args.command in MODEL_COMMANDS:
             from bioreason.cpu_math import configure_from_env
@@ -100,8 +102,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        hint = RESUME_HINTS.get(args.command, "")
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+# what an interrupted command kept, and how to go on (train prints its own checkpoint line)
+RESUME_HINTS = {"predict": "; finished batches are kept: run the same command with --resume to continue",
+                "eval": "; finished steps are kept: run the same command with --resume to continue"}
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler) raises KeyboardInterrupt as Ctrl-C does, so a job stops
+    the same way: outputs closed, progress kept, the resume hint printed; returns the handler it replaced."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 if __name__ == "__main__":

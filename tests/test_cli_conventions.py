@@ -167,3 +167,29 @@ def test_window_too_short_for_the_longest_allele_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "window 100 must exceed twice max_allele_len 64" in err and "--max-allele-len" in err
     assert "Traceback" not in err
+
+
+def test_sigterm_stops_predict_like_ctrl_c_with_the_resume_hint(tiny_model_dir, tmp_path):
+    """``kill``/``timeout``/a scheduler send SIGTERM, which ended predict with 'Terminated' (exit 143) and no word
+    on the progress kept; now it stops as Ctrl-C does: exit 130 and how to go on, finished batches kept."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    prefix = tmp_path / "p"
+    cmd = [sys.executable, "-m", "bioreason.app.cli", "predict", str(ROOT / "examples" / "brca1_sge_part1.vcf"),
+           "--fasta", "bundled", "--model", str(tiny_model_dir), "-o", str(prefix), "--batch-size", "2"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    progress = Path(f"{prefix}.progress.rank0.jsonl")
+    end = time.time() + 120
+    while time.time() < end and proc.poll() is None and not (
+            progress.is_file() and len(progress.read_text().splitlines()) >= 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 130, err[-400:]
+    assert "interrupted; finished batches are kept: run the same command with --resume" in err
+    assert len(progress.read_text().splitlines()) >= 3 and "Traceback" not in err
