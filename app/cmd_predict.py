@@ -7,6 +7,7 @@ from bioreason.app.options import (
     add_model_option,
     add_prompt_options,
     add_variant_options,
+    label_list,
     non_negative_float,
     positive_int,
 )
@@ -31,7 +32,7 @@ def add_parser(sub) -> None:
     mode.add_argument("--score-only", dest="traces", action="store_false", help="labels by likelihood only (default)")
     mode.add_argument("--traces", dest="traces", action="store_true", help="also generate reasoning traces")
     p.set_defaults(traces=False)
-    p.add_argument("--labels", default=None,
+    p.add_argument("--labels", type=label_list, default=None,
                    help="comma-separated candidate labels (default: the model's own, else pathogenic,benign)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="variants per forward pass (default 8)")
     p.add_argument("--max-new-tokens", type=positive_int, default=256,

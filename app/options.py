@@ -113,6 +113,26 @@ def non_negative_int(value: str) -> int:
     return _whole_number(value, 0)
 
 
+def label_list(value: str) -> tuple[str, ...]:
+    """An argparse type for ``--labels``: two or more distinct, non-empty comma-separated labels whose
+    ``BR_P_<label>`` INFO ids differ (``a b`` and ``a_b`` would share one)."""
+    import argparse
+
+    from bioreason.app.predict_outputs import info_id
+
+    labels = tuple(x.strip() for x in value.split(","))
+    if any(not x for x in labels):
+        raise argparse.ArgumentTypeError(f"{value!r} has an empty label; give comma-separated labels, e.g. LOF,FUNC")
+    if len(labels) < 2:
+        raise argparse.ArgumentTypeError(f"{value!r}: give at least two labels; the model picks the likelier one")
+    ids = [info_id(x) for x in labels]
+    same = next((x for i, x in enumerate(labels) if ids[i] in ids[:i]), None)
+    if same is not None:
+        raise argparse.ArgumentTypeError(f"{value!r}: {same!r} is given twice (or differs from another label only "
+                                         "in characters a VCF INFO id cannot hold)")
+    return labels
+
+
 def non_negative_float(value: str) -> float:
     """An argparse type: a number >= 0 (``--temperature``)."""
     import argparse

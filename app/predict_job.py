@@ -75,7 +75,7 @@ def _run(args, vcf, state) -> int:
 
     rank, world = state.process_index, state.num_processes
     paths = output_paths(args.output, args.bgzip)
-    labels = tuple(x.strip() for x in args.labels.split(",")) if args.labels else None
+    labels = args.labels or None  # options.label_list: checked, stripped
     cfg = PredictConfig.for_model(args.model, labels=labels, traces=args.traces,
                                   max_new_tokens=args.max_new_tokens, trace_slots=args.trace_slots,
                                   answer_tokens=args.answer_tokens,

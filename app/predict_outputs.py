@@ -29,6 +29,10 @@ _CSQ_KEYS = (None, "so_terms", "gene", "transcript", "biotype", "strand", "exon"
              "protein_position", "amino_acids", "codons", "intron_distance")
 
 
+def _quoted(label: str) -> str:
+    return label.replace('"', "'").replace("\\", "/")  # a header Description is a quoted string
+
+
 def info_id(label: str) -> str:
     return "BR_P_" + re.sub(r"[^0-9A-Za-z_.]", "_", label)
 
@@ -58,7 +62,12 @@ def csq_entry(alt: str, a: dict) -> str:
         elif key == "hgvsc" and v:
             v = f"{a.get('transcript')}:{v}"
         vals.append("" if v is None else str(v))
-    return "|".join(vals).translate({ord(";"): "%3B", ord("="): "%3D", ord(","): "%2C", ord(" "): "%20"})
+    return vcf_text("|".join(vals))
+
+
+def vcf_text(value: str) -> str:
+    """A String INFO value with VCF's reserved characters percent-encoded (VCF 4.3: ; = , and space)."""
+    return value.translate({ord(";"): "%3B", ord("="): "%3D", ord(","): "%2C", ord(" "): "%20"})
 
 
 def tsv_columns(item, res: dict | None, labels) -> list[str]:
@@ -97,10 +106,11 @@ def add_headers(vcf, labels, chroms, reference, with_csq: bool, with_domain: boo
         vcf.add_to_header(line.replace('Description="Dummy"', 'Description="used in the input without a header '
                                                                  'line; declared by bioreason as htslib read it"'))
     vcf.add_info_to_header({"ID": "BR_LABEL", "Number": "A", "Type": "String",
-                            "Description": f"bioreason predicted label per ALT ({', '.join(labels)}; '.' = skipped)"})
+                            "Description": f"bioreason predicted label per ALT ({', '.join(map(_quoted, labels))}; "
+                                           "'.' = skipped; reserved characters percent-encoded)"})
     for lab in labels:
         vcf.add_info_to_header({"ID": info_id(lab), "Number": "A", "Type": "Float",
-                                "Description": f"bioreason probability of '{lab}' per ALT"})
+                                "Description": f"bioreason probability of '{_quoted(lab)}' per ALT"})
     vcf.add_info_to_header({"ID": "BR_MODEL", "Number": "1", "Type": "String",
                             "Description": "bioreason model that made the predictions"})
     if with_domain:
@@ -153,7 +163,7 @@ def write_outputs(vcf_path, reader, results, labels, model_id: str, paths: dict,
                 got.append((item, res))
                 index += 1
             if any(res is not None for _, res in got):
-                rec.INFO["BR_LABEL"] = ",".join(res["label"] if res else "." for _, res in got)
+                rec.INFO["BR_LABEL"] = ",".join(vcf_text(res["label"]) if res else "." for _, res in got)
                 for lab in labels:
                     rec.INFO[info_id(lab)] = ",".join(f"{res['probs'][lab]:.6f}" if res else "." for _, res in got)
                 rec.INFO["BR_MODEL"] = model_id

@@ -141,6 +141,9 @@ def test_sizes_below_one_are_refused_before_any_work(flag, value, tmp_path, caps
     (["predict", str(SGE24), "--progress-interval", "-1"], "argument --progress-interval: must be a number >= 0"),
     (["predict", str(SGE24), "--max-allele-len", "0"], "argument --max-allele-len: must be a whole number >= 1"),
     (["windows", str(SGE24), "--window", "-4"], "argument --window: must be a whole number >= 1, not '-4'"),
+    (["predict", str(SGE24), "--labels", ","], "argument --labels: ',' has an empty label"),  # p_ columns, no name
+    (["predict", str(SGE24), "--labels", "LOF"], "give at least two labels"),  # P = 1.000 for every variant
+    (["predict", str(SGE24), "--labels", "A B,A_B"], "'A_B' is given twice (or differs from another label only"),
     (["ask", "--dna", "ACGT", "--max-new-tokens", "-1", "q"], "argument --max-new-tokens: must be a whole number"),
     (["ask", "--dna", "ACGT", "--temperature", "-1", "q"], "argument --temperature: must be a number >= 0"),
     (["ask", "--dna", "ACGT", "--temperature", "nan", "q"], "argument --temperature: must be a number >= 0"),
@@ -193,3 +196,14 @@ def test_sigterm_stops_predict_like_ctrl_c_with_the_resume_hint(tiny_model_dir, 
     assert proc.returncode == 130, err[-400:]
     assert "interrupted; finished batches are kept: run the same command with --resume" in err
     assert len(progress.read_text().splitlines()) >= 3 and "Traceback" not in err
+
+
+def test_labels_with_vcf_reserved_characters_are_percent_encoded(tiny_model_dir, tmp_path):
+    from cyvcf2 import VCF
+
+    prefix = tmp_path / "o"
+    assert main(["predict", str(SGE24), "--fasta", "bundled", "--model", str(tiny_model_dir), "-o", str(prefix),
+                 "--labels", "likely benign,path;ogenic"]) == 0
+    rec = next(iter(VCF(f"{prefix}.vcf")))
+    assert rec.INFO["BR_LABEL"] in ("likely%20benign", "path%3Bogenic")
+    assert rec.INFO["BR_P_likely_benign"] + rec.INFO["BR_P_path_ogenic"] == pytest.approx(1.0, abs=2e-6)
