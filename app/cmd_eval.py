@@ -92,7 +92,8 @@ def trace_indices(n_items: int, traces: int) -> range:
     return range(0, n_items, max(1, n_items // max(1, n)))[:n]
 
 
-def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "", mode: str = "dna") -> tuple[dict, dict]:
+def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "", mode: str = "dna",
+                   store=None) -> tuple[dict, dict]:
     """Trace checks for one KEGG model and, when every item got a trace, two systems: the answer parsed from each
     trace (``generated``, the paper's metric) and the same with the traces that named no disease of the set
     completed by the most likely name after them (``answered``)."""
@@ -100,7 +101,7 @@ def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "", mod
 
     checks = kegg_trace_checks(model, proc, exs, labels, system, trace_indices(len(exs), args.traces),
                                batch_size=args.batch_size, prefix=prefix, max_new_tokens=args.max_new_tokens, mode=mode,
-                               answer_tokens=args.answer_tokens)
+                               answer_tokens=args.answer_tokens, store=store)
     print(f"of {checks['n']} traces, {checks['gene']:.3f} name the gene, "
           f"{checks['change'] if checks['change'] is None else round(checks['change'], 3)} state the variant, "
           f"{checks['answer_in_set']:.3f} answer one of the {len(labels)} names; all three {checks['all_three']:.3f} "
@@ -182,13 +183,14 @@ def _evaluate(args) -> int:
             pcfg.decision,  # labels by the model's own decision rule, as predict
             normalise=args.task == "kegg"))  # multi-token disease names
         if args.traces and args.task == "kegg":
-            agreement[name], generated = steps.run(f"{name}-traces", lambda exs=exs: kegg_generated(
-                model, proc, exs, labels, system, args, pcfg.trace_prefix))
+            agreement[name], generated = steps.run(f"{name}-traces", lambda exs=exs, n=name: kegg_generated(
+                model, proc, exs, labels, system, args, pcfg.trace_prefix, store=steps.chunks(f"{n}-traces")))
             systems.update({f"{name}-{kind}": preds for kind, preds in generated.items()})
         if args.traces and args.task == "annotated_vcf":
-            agreement[name] = steps.run(f"{name}-traces", lambda exs=exs: ev.consequence_agreement(
+            agreement[name] = steps.run(f"{name}-traces", lambda exs=exs, n=name: ev.consequence_agreement(
                 model, proc, exs, system, trace_indices(len(exs), args.traces), batch_size=args.batch_size,
-                n_boot=args.bootstrap, prefix=pcfg.trace_prefix, answer_tokens=args.answer_tokens))
+                n_boot=args.bootstrap, prefix=pcfg.trace_prefix, answer_tokens=args.answer_tokens,
+                store=steps.chunks(f"{n}-traces")))
             print(f"{name}: consequence stated correctly in {agreement[name]['share']:.3f} "
                   f"{agreement[name]['ci95']} of {agreement[name]['n']} traces", file=sys.stderr)
     if "text-only" in baselines:  # the sequence-only prompt with its DNA written as text, no DNA features
@@ -201,7 +203,7 @@ def _evaluate(args) -> int:
             tmodel, tproc, examples, labels, system, "none", args.batch_size, normalise=args.task == "kegg"))
         if args.traces and args.task == "kegg":
             agreement["llm-only"], generated = steps.run("llm-only-traces", lambda: kegg_generated(
-                tmodel, tproc, examples, labels, system, args, mode="none"))
+                tmodel, tproc, examples, labels, system, args, mode="none", store=steps.chunks("llm-only-traces")))
             systems.update({f"llm-only-{kind}": preds for kind, preds in generated.items()})
         del tmodel
     train = None

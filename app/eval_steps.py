@@ -7,7 +7,8 @@ what the results depend on: the command's settings (every option but the output 
 version, and the *contents* (sha256 of every file) of the model folders and of a local ``--source``,
 ``--train-source``, ``--fasta``, ``--labels-tsv`` or ``--gtf`` file or folder. ``eval --resume`` reuses the steps
 whose results are there when the fingerprint matches (an error names what changed otherwise), so an interrupted
-run redoes only the step it was in; a finished report removes the folder. Results are JSON (predictions,
+run redoes only the step it was in (a trace step, from its last finished chunk of prompts: ``chunks``); a finished
+report removes the folder. Results are JSON (predictions,
 probabilities, trace checks), which floats survive exactly, so a resumed report is the uninterrupted one.
 """
 
@@ -57,7 +58,8 @@ class EvalSteps:
         self.dir = Path(out_dir) / ".eval-steps"
         fp = fingerprint(args)
         saved = self.dir / "fingerprint.json"
-        finished = [f for f in self.dir.glob("*.json") if f.name not in ("fingerprint.json", "quantize.json")]
+        finished = [f for f in self.dir.glob("*.json") if f.name not in ("fingerprint.json", "quantize.json")] + [
+            d for d in self.dir.glob("*.chunks") if any(d.iterdir())]  # a trace step's finished chunks count too
         if not finished:  # stopped before any step finished (a bad option, an early Ctrl-C): nothing to keep
             shutil.rmtree(self.dir, ignore_errors=True)
         elif not args.resume and not args.force:
@@ -82,8 +84,40 @@ class EvalSteps:
         result = fn()
         with AtomicFile(path) as fh:
             fh.write(json.dumps(result))
+        shutil.rmtree(self.dir / f"{name}.chunks", ignore_errors=True)  # the whole step is kept now
         return result
+
+    def chunks(self, name: str) -> "ChunkStore":
+        """Where step ``name`` keeps its finished chunks (a trace step's batches of prompts) while it runs, so an
+        interrupted step resumes from its last finished chunk instead of its first trace."""
+        return ChunkStore(self.dir / f"{name}.chunks")
 
     def finish(self) -> None:
         """The report is written: the steps are no longer needed."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ChunkStore:
+    """``get(key, expect)`` / ``put(key, value)``: one JSON file per finished chunk (atomic writes). ``expect``
+    (e.g. the chunk's item indices) must equal what was stored with it, else the chunk is computed again."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.reused = Path(folder), 0
+
+    def get(self, key: str, expect=None):
+        path = self.folder / f"{key}.json"
+        if not path.is_file():
+            return None
+        saved = json.loads(path.read_text())
+        if saved.get("expect") != expect:
+            return None
+        if not self.reused:
+            print(f"eval: reusing the finished traces of the interrupted run ({self.folder})", file=sys.stderr)
+        self.reused += 1
+        return saved["value"]
+
+    def put(self, key: str, value, expect=None) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with AtomicFile(self.folder / f"{key}.json") as fh:
+            fh.write(json.dumps({"expect": expect, "value": value}))
+

@@ -129,10 +129,13 @@ def normalise_consequence(name: str | None) -> str | None:
 
 
 def greedy_traces(model, processor, examples, system=None, indices=None, max_new_tokens: int = 160,
-                  batch_size: int = 8, prefix: str = "", mode: str = "dna", answer_tokens: int = 0):
+                  batch_size: int = 8, prefix: str = "", mode: str = "dna", answer_tokens: int = 0, store=None):
     """(index, example, trace, forced) for ``examples[indices]``: greedy traces generated in batches, started with
     ``prefix`` as ``predict --traces`` starts them; ``mode`` as ``Example.to_messages`` takes it;
-    ``answer_tokens``: budget forcing at ``max_new_tokens`` (``sampling.sample_groups``)."""
+    ``answer_tokens``: budget forcing at ``max_new_tokens`` (``sampling.sample_groups``). ``store``: where each
+    finished chunk of ``4 x batch_size`` prompts is kept and found again (``get``/``put``, e.g. ``eval``'s
+    ``ChunkStore``); chunks are cut at the same places on a rerun, so reused and new traces are the ones an
+    uninterrupted run gives."""
     import torch
 
     from bioreason.rl import PrefixCache
@@ -143,20 +146,27 @@ def greedy_traces(model, processor, examples, system=None, indices=None, max_new
     queued = 4 * batch_size  # per call: batch_size rows decode at once, a finished row takes the next prompt
     for k in range(0, len(indices), queued):
         chunk = [examples[i] for i in indices[k:k + queued]]
-        prompts = [e.to_messages(system, mode, with_answer=False) for e in chunk]
-        with torch.inference_mode():
-            s = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False, prefix=prefix,
-                              prefix_cache=shared, slots=batch_size, answer_tokens=answer_tokens)
-        yield from zip(indices[k:k + queued], chunk, s.texts, s.forced)
+        key, expect = f"{k:07d}", indices[k:k + queued]
+        kept = store.get(key, expect) if store is not None else None
+        if kept is None:
+            prompts = [e.to_messages(system, mode, with_answer=False) for e in chunk]
+            with torch.inference_mode():
+                s = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False, prefix=prefix,
+                                  prefix_cache=shared, slots=batch_size, answer_tokens=answer_tokens)
+            kept = {"texts": list(s.texts), "forced": [bool(f) for f in s.forced]}
+            if store is not None:
+                store.put(key, kept, expect)
+        yield from zip(indices[k:k + queued], chunk, kept["texts"], kept["forced"])
 
 
 def consequence_agreement(model, processor, examples, system=None, indices=None, max_new_tokens: int = 160,
-                          batch_size: int = 8, n_boot: int = 1000, prefix: str = "", answer_tokens: int = 0) -> dict:
+                          batch_size: int = 8, n_boot: int = 1000, prefix: str = "", answer_tokens: int = 0,
+                          store=None) -> dict:
     """Greedy traces for ``examples[indices]`` (``greedy_traces``); the share whose stated consequence equals the
     true one (``meta['annotation']``), with a bootstrap 95% interval, and every trace."""
     items = []
     for i, e, text, forced in greedy_traces(model, processor, examples, system, indices, max_new_tokens, batch_size,
-                                            prefix, answer_tokens=answer_tokens):
+                                            prefix, answer_tokens=answer_tokens, store=store):
         true, stated = normalise_consequence(e.meta.get("annotation")), stated_consequence(text)
         items.append({"index": i, "true": true, "stated": stated, "agree": stated == true, "trace": text,
                       "forced": forced})

@@ -278,3 +278,36 @@ def test_predict_refuses_a_kegg_model_with_a_clear_error(tmp_path, capsys):
     vcf = Path(__file__).parents[1] / "examples" / "brca1_sge_24.vcf"
     assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(folder), "-o", str(tmp_path / "o")]) == 2
     assert "is a KEGG pathway model" in capsys.readouterr().err
+
+
+def test_an_interrupted_trace_step_resumes_from_its_last_finished_chunk(tmp_path, monkeypatch):
+    """A KEGG eval with traces spends most of its time in one step; interrupted there, --resume redid every trace.
+    Now each finished chunk of prompts is kept: the resumed run generates only the chunks not finished, and the
+    report is the uninterrupted one."""
+    from bioreason import sampling
+    from bioreason.app.cli import main
+    from conftest import save_tiny_kegg
+
+    folder = save_tiny_kegg(tmp_path / "kegg")
+    cmd = ["eval", "--task", "kegg", "--source", str(DATA / "kegg_sample.jsonl"), "--split", "train", "--limit", "12",
+           "--model", str(folder), "--traces", "all", "--max-new-tokens", "4", "--batch-size", "1",
+           "--bootstrap", "20"]  # 12 traces in chunks of 4 prompts
+    assert main(cmd + ["-o", str(tmp_path / "whole")]) == 0
+    real, calls = sampling.sample_groups, []
+
+    def second_chunk_interrupted(*a, **k):
+        calls.append(len(a[2]))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(sampling, "sample_groups", second_chunk_interrupted)
+    out = tmp_path / "r"
+    assert main(cmd + ["-o", str(out)]) == 130
+    kept = sorted(p.name for p in (out / ".eval-steps" / "dna-llm-traces.chunks").iterdir())
+    assert kept == ["0000000.json"]
+    calls.clear()
+    monkeypatch.setattr(sampling, "sample_groups", lambda *a, **k: (calls.append(len(a[2])), real(*a, **k))[1])
+    assert main(cmd + ["--resume", "-o", str(out)]) == 0
+    assert calls == [4, 4]  # the two unfinished chunks only
+    assert (out / "report.json").read_text() == (tmp_path / "whole" / "report.json").read_text()
