@@ -32,6 +32,9 @@ def check_input_file(path, what: str = "VCF") -> None:
 
 
 def check_prefix(prefix: str) -> None:
+    if Path(str(prefix)).name.startswith("-"):  # '-o -' wrote files named '-.vcf', which shells take for options
+        raise InputFormatError(f"-o {prefix}: the outputs are several files (.vcf, .jsonl, .tsv, ...), so -o takes a "
+                               "prefix, not '-' (standard output); e.g. -o out/sample")
     if str(prefix).endswith(("/", os.sep)) or Path(prefix).is_dir():
         raise InputFormatError(f"-o {prefix} is a folder; -o takes a prefix, e.g. -o {Path(prefix) / 'sample'} "
                                f"writes {Path(prefix) / 'sample'}.vcf, .jsonl, ...")

@@ -43,7 +43,8 @@ def test_standard_input_bom_directory_and_prefix_errors(tmp_path, capsys):
     bom.write_bytes(b"\xef\xbb\xbf" + text)
     cases = [(["windows", str(bom)], "starts with a byte-order mark"), (["windows", str(tmp_path)], "is a directory"),
              (["predict", str(SGE24), "--fasta", str(tmp_path)], "FASTA"),
-             (["predict", str(SGE24), "-o", str(tmp_path) + "/"], "-o takes a prefix")]
+             (["predict", str(SGE24), "-o", str(tmp_path) + "/"], "-o takes a prefix"),
+             (["windows", str(SGE24), "-o", "-"], "so -o takes a prefix, not '-' (standard output)")]
     for argv, says in cases:
         argv = argv + (["--fasta", "bundled"] if "--fasta" not in argv else []) + (
             ["-o", str(tmp_path / "x")] if "-o" not in argv else [])
