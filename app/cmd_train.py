@@ -18,13 +18,16 @@ def add_parser(sub) -> None:
     p.add_argument("stage", choices=("sft", "grpo"), help="sft (supervised) or grpo (reinforcement learning)")
     p.add_argument("--recipe", required=True, help="recipe name or YAML path")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
+    p.add_argument("--force", action="store_true",
+                   help="replace a previous run in train.output_dir (its final model, checkpoints and log); "
+                        "without it such a folder is refused unless train.resume=latest continues it")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
     from bioreason.recipes import load_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, [*args.overrides, *(["train.overwrite=true"] if args.force else [])])
     if args.stage == "sft":
         from bioreason.training.sft import run as train
     else:

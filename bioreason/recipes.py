@@ -35,6 +35,7 @@ DEFAULTS: dict = {
         "scheduler": "cosine", "warmup_steps": 0, "weight_decay": 0.0, "max_grad_norm": 1.0,
         "mixed_precision": "no", "log_every": 1, "save_every": 0, "save_total_limit": 2, "resume": None,
         "save_format": "auto", "trackers": "auto", "threads": None,
+        "overwrite": False,  # True (the CLI's --force): replace a previous run in output_dir instead of refusing
     },
     "grpo": {
         "num_generations": 4, "max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "beta": 0.0,

@@ -130,6 +130,15 @@ class Trainer:
         t = recipe["train"]
         self.recipe, self.step_fn, self.examples, self.kind = recipe, step_fn, examples, kind
         self.out = Path(t["output_dir"])
+        self.previous = [] if t.get("resume") else [  # a finished or started run there, not being continued
+            p for p in (self.out / "final", self.out / "checkpoints", self.out / "log.jsonl") if p.exists()]
+        if self.previous and not t.get("overwrite"):
+            from bioreason.errors import OutputExistsError
+
+            raise OutputExistsError(
+                f"train.output_dir {self.out} holds a previous run ({', '.join(p.name for p in self.previous)}); "
+                "continue it with train.resume=latest, start over with --force (train.overwrite=true), or give "
+                "another train.output_dir")
         if t.get("threads"):
             torch.set_num_threads(int(t["threads"]))
         trackers = t.get("trackers", "auto")
@@ -283,6 +292,10 @@ class Trainer:
         if t.get("resume"):
             self.resume(str(t["resume"]))
         max_steps, save_every, log_every = int(t["max_steps"]), int(t["save_every"] or 0), int(t["log_every"] or 1)
+        if self.previous and self.acc.is_main_process:  # --force: the old run's model, checkpoints and log go
+            for p in self.previous:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        self.acc.wait_for_everyone()
         self.out.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=max_steps, initial=self.step, desc=self.kind, unit="step",
                    disable=not (progress and self.acc.is_main_process))

@@ -418,3 +418,22 @@ def test_a_stop_signal_saves_the_step_reached_and_resume_continues_from_it(tmp_p
     assert steps[reached] == reached + 1  # the resumed run's first step follows the saved one
     latest = max(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*"))
     assert again.returncode == 130 and latest > reached
+
+
+def test_a_second_run_into_the_same_output_dir_is_refused_unless_forced(tmp_path, capsys):
+    """It used to replace the first run's final model and checkpoints without a word and append to its log."""
+    from bioreason.app.cli import main
+
+    out = tmp_path / "run"
+    cmd = ["train", "sft", "--recipe", "tiny", "train.max_steps=3", "train.save_every=2", f"train.output_dir={out}",
+           "train.trackers=null"]
+    assert main(cmd) == 0
+    first = (out / "final" / "model.safetensors").read_bytes()
+    assert main(cmd + ["train.lr=0.01"]) == 2
+    assert "holds a previous run (final, checkpoints, log.jsonl); continue it with train.resume=latest, start over " \
+           "with --force" in capsys.readouterr().err
+    assert (out / "final" / "model.safetensors").read_bytes() == first
+    assert main(cmd + ["train.resume=latest"]) == 0  # continuing is not a second run
+    assert main(cmd + ["train.lr=0.01", "--force"]) == 0
+    assert len((out / "log.jsonl").read_text().splitlines()) == 3  # the old run's lines are gone, not mixed in
+    assert (out / "final" / "model.safetensors").read_bytes() != first
