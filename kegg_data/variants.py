@@ -48,7 +48,7 @@ _CATEGORIES = [(re.compile(p), c) for p, c in (
     (r"REF .* has characters", "REF not A/C/G/T/N"), (r"ALT .* has characters", "ALT not A/C/G/T/N"),
     (r"the FASTA has no sequence", "no sequence (N) in the FASTA"), (r"symbolic ALT", "symbolic ALT"),
     (r"breakend ALT", "breakend ALT"), (r"POS .* outside", "POS outside contig"),
-    (r"no label", "no label"))]
+    (r"no label", "no label"), (r"ALT .* repeats allele", "ALT repeated in its record"))]
 
 
 def skip_category(reason: str) -> str:
@@ -199,6 +199,8 @@ class WindowBuilder:
         out: list[Variant | Skip] = []
         for i, alt in enumerate(alts, 1):
             reason = self._allele_reason(ref, alt)
+            if not reason and alt in alts[:i - 1]:  # 'A,A': one prediction, not two identical ones
+                reason = f"ALT {alt[:20]} repeats allele {alts.index(alt) + 1} of this record"
             if reason:
                 out.append(self._skip(chrom, pos, vcf_ref, alt, reason, rec_i, i))
             else:

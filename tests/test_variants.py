@@ -235,6 +235,18 @@ def test_symbolic_breakend_star_and_missing_alleles(tmp_path):
     assert [i.reason for i in items] == ["ALT is missing ('.')", "ALT equals REF"]
 
 
+def test_an_alt_listed_twice_in_a_record_is_one_window_and_a_skip(tmp_path):
+    ref = (FIX / "tiny_ref.fa").read_text().split("\n", 1)[1].replace("\n", "")
+    vcf = tmp_path / "dup.vcf"
+    base = ref[99]
+    other = "A" if base != "A" else "C"
+    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chrT,length=2000>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\t"
+                   f"INFO\nchrT\t100\t.\t{base}\t{other},{other.lower()}\t.\t.\t.\n")
+    (one, two), stats = outcomes(vcf, FIX / "tiny_ref.fa")
+    assert not isinstance(one, Skip) and two.reason == f"ALT {other} repeats allele 1 of this record"
+    assert stats.reasons == {"ALT repeated in its record": 1}
+
+
 def test_long_alleles_capped():
     items, _ = outcomes(FIX / "long_allele.vcf", FIX / "tiny_ref.fa", max_allele_len=64)
     assert [getattr(i, "reason", None) for i in items] == [
