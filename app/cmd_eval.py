@@ -115,6 +115,20 @@ def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "", mod
                     "answered": [{"pred": a["pred"], "probs": a["probs"]} for a in answered]}
 
 
+def check_model_fits_task(args, pcfg, model) -> None:
+    """A trained model is evaluated on the task it was trained for: a KEGG model (37 disease names) on --task kegg
+    only, a variant-effect model (LOF/FUNC) not on kegg. The scores would otherwise be a report of nonsense."""
+    from bioreason.errors import RecipeError
+
+    name = model or "the default model (brca1-lof-v1)"
+    if pcfg.prompt == "kegg" and args.task != "kegg":
+        raise RecipeError(f"{name} is a KEGG pathway model (it names one of {len(pcfg.labels)} diseases); evaluate "
+                          f"it with --task kegg, or give a variant-effect model for --task {args.task}")
+    if args.task == "kegg" and pcfg.prompt == "annotated_variant":
+        raise RecipeError(f"{name} was trained on {pcfg.prompt} prompts (labels {', '.join(pcfg.labels)}), not on "
+                          "the KEGG task; --task kegg needs a KEGG model, e.g. --model kegg-v1")
+
+
 def run(args) -> int:
     from bioreason.app.job_state import output_lock
 
@@ -151,6 +165,9 @@ def _evaluate(args) -> int:
     from bioreason.predict import PredictConfig
 
     pcfg = PredictConfig.for_model(args.model)  # scored and traced exactly as predict does
+    check_model_fits_task(args, pcfg, args.model)
+    if args.text_model:
+        check_model_fits_task(args, PredictConfig.for_model(args.text_model), args.text_model)
     system = pcfg.system or SYSTEM_PROMPT
     if args.task == "kegg":  # the prompt a KEGG model was trained with (compact genes, stated variant)
         options = {**(pcfg.kegg or {}), **options}

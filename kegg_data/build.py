@@ -103,7 +103,8 @@ def build_examples(data: dict, dna_length: int = 1024):
         from bioreason.kegg_data.user_data import examples_from_vcf
 
         if not data.get("source") or not data.get("fasta"):
-            raise RecipeError("data.task=vcf needs data.source (a labelled VCF) and data.fasta")
+            raise RecipeError("data.task=vcf needs data.source (a labelled VCF) and data.fasta (eval: --source, "
+                              "--fasta)")
         opts = dict(data.get("options") or {})
         window = opts.pop("window", None) or data.get("window") or dna_length
         examples, skips, _ = examples_from_vcf(data["source"], data["fasta"], label_field=data.get("label_field"),
@@ -113,7 +114,8 @@ def build_examples(data: dict, dna_length: int = 1024):
         from bioreason.kegg_data.annotated_variants import LABELS, block_split, load_annotated
 
         if not data.get("source") or not data.get("fasta"):
-            raise RecipeError("data.task=annotated_vcf needs data.source (a labelled VCF) and data.fasta")
+            raise RecipeError("data.task=annotated_vcf needs data.source (a labelled VCF) and data.fasta (eval: --source, "
+                              "--fasta)")
         from bioreason.kegg_data.transcripts import resolve_gtf
 
         opts = dict(data.get("options") or {})

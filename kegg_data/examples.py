@@ -105,8 +105,10 @@ def load_table(source: str, split: str | None = None):
         exts = {p.suffix.lower() for p in files}
         builder = {kinds.get(e) for e in exts}
         if len(builder) != 1 or None in builder:
+            vcf = any(p.name.lower().endswith((".vcf", ".vcf.gz", ".bcf")) for p in files)
             raise DatasetValidationError(
-                f"{source}: cannot tell the file format from {sorted(exts)}; use .jsonl, .csv, .tsv or .parquet")
+                f"{source}: cannot tell the file format from {sorted(exts)}; use .jsonl, .csv, .tsv or .parquet"
+                + ("; a labelled VCF is read by the vcf and annotated_vcf tasks, with a FASTA" if vcf else ""))
         kind = builder.pop()
         kw = {"delimiter": "\t"} if exts == {".tsv"} else {}
         from bioreason.kegg_data.table_errors import quiet_datasets_errors, read_failure

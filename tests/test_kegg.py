@@ -311,3 +311,21 @@ def test_an_interrupted_trace_step_resumes_from_its_last_finished_chunk(tmp_path
     assert main(cmd + ["--resume", "-o", str(out)]) == 0
     assert calls == [4, 4]  # the two unfinished chunks only
     assert (out / "report.json").read_text() == (tmp_path / "whole" / "report.json").read_text()
+
+
+def test_eval_refuses_a_model_trained_for_another_task(tmp_path, capsys):
+    """eval --task kegg with the BRCA1 model (or a KEGG model on variant effects) wrote a report of nonsense."""
+    from bioreason.app.cli import main
+    from conftest import save_tiny_kegg
+
+    folder = save_tiny_kegg(tmp_path / "kegg")
+    vcf = Path(__file__).parents[1] / "examples" / "brca1_sge_24.vcf"
+    assert main(["eval", "--task", "annotated_vcf", "--source", str(vcf), "--fasta", "bundled", "--model",
+                 str(folder), "-o", str(tmp_path / "a")]) == 2
+    assert "is a KEGG pathway model (it names one of 3 diseases); evaluate it with --task kegg" in \
+        capsys.readouterr().err
+    assert main(["eval", "--task", "kegg", "--source", str(DATA / "kegg_sample.jsonl"), "--split", "train",
+                 "-o", str(tmp_path / "b")]) == 2  # the default model is the BRCA1 one
+    assert "was trained on annotated_variant prompts (labels LOF, FUNC), not on the KEGG task; --task kegg needs " \
+           "a KEGG model, e.g. --model kegg-v1" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "report.json").exists()
