@@ -32,6 +32,31 @@ def run(args) -> int:
         raise MissingDependencyError("the demo needs gradio: `pip install bioreason[app]`") from None
     from bioreason.app.demo import launch
 
+    check_port_free(args.host, args.port)  # before the model loads (seconds), not after
     print(f"bioreason demo on http://{args.host}:{args.port} (Ctrl-C to stop)")
     launch(args.model, args.host, args.port, block=True, gtf=args.gtf, quantize=quantize_mode(args, generates=True))
     return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """An error naming the port and the fix when something already listens on ``host:port`` (another demo, say);
+    gradio would say so only after the model loaded, in terms of its own launch() arguments."""
+    import socket
+
+    from bioreason.errors import InputFormatError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InputFormatError(f"--host {host}: not an address of this machine ({exc.strerror}); use 127.0.0.1, "
+                               "or 0.0.0.0 to serve other machines") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: a closing port is free
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            raise InputFormatError(f"cannot serve on {host}:{port} ({exc.strerror}); another program (another demo?) "
+                                   f"uses the port: pass a free one, e.g. --port {port + 1 if port < 65535 else 8080}"
+                                   ) from None
+

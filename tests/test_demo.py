@@ -250,3 +250,19 @@ def test_fifty_concurrent_requests_and_hostile_inputs_leave_the_server_answering
     assert not [p for p in Path(temp).rglob("*") if p.is_file() and p.suffix in (".vcf", ".gz")]  # uploads gone
     trace, label, _ = client.predict("chr17:43045711 G>T", None, api_name="/predict_variant")  # still answering
     assert label["label"] in ("pathogenic", "benign")
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads(capsys):
+    """gradio said 'Cannot find empty port ... server_port parameter to launch()' after the model had loaded."""
+    import socket
+
+    from bioreason.app.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["demo", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot serve on 127.0.0.1:{port}" in err and f"--port {port + 1}" in err and "Traceback" not in err
+
