@@ -59,4 +59,3 @@ def check_port_free(host: str, port: int) -> None:
             raise InputFormatError(f"cannot serve on {host}:{port} ({exc.strerror}); another program (another demo?) "
                                    f"uses the port: pass a free one, e.g. --port {port + 1 if port < 65535 else 8080}"
                                    ) from None
-

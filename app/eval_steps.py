@@ -8,8 +8,8 @@ version, and the *contents* (sha256 of every file) of the model folders and of a
 ``--train-source``, ``--fasta``, ``--labels-tsv`` or ``--gtf`` file or folder. ``eval --resume`` reuses the steps
 whose results are there when the fingerprint matches (an error names what changed otherwise), so an interrupted
 run redoes only the step it was in (a trace step, from its last finished chunk of prompts: ``chunks``); a finished
-report removes the folder. Results are JSON (predictions,
-probabilities, trace checks), which floats survive exactly, so a resumed report is the uninterrupted one.
+report removes the folder. Results are JSON (predictions, probabilities, trace checks), which floats survive
+exactly, so a resumed report is the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -120,4 +120,3 @@ class ChunkStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         with AtomicFile(self.folder / f"{key}.json") as fh:
             fh.write(json.dumps({"expect": expect, "value": value}))
-

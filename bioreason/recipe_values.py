@@ -81,11 +81,12 @@ def _get(recipe: dict, dotted: str):
     return node
 
 
-def check_value(name: str, value, check) -> None:
-    """A ``RecipeError`` naming ``name`` and ``value`` unless ``check`` (``whole``/``number``/``one_of``) accepts it."""
+def check_value(name: str, value, check, after: str = "") -> None:
+    """A ``RecipeError`` naming ``name`` and ``value`` unless ``check`` (``whole``/``number``/``one_of``) accepts it;
+    ``after``: more of the message (why, how to fix)."""
     wanted = check(value)
     if wanted:
-        raise RecipeError(f"{name}={value!r}: it takes {wanted}")
+        raise RecipeError(f"{name}={value!r}: it takes {wanted}{after}")
 
 
 def check_recipe(recipe: dict) -> dict:
@@ -98,10 +99,7 @@ def check_recipe(recipe: dict) -> dict:
         value = _get(recipe, key)
         if value is KeyError:
             continue
-        wanted = check(value)
-        if wanted:
-            raise RecipeError(f"{key}={value!r}: it takes {wanted}{HINTS.get(key, '')}; set it in the recipe or "
-                              f"override it ({key}=...)")
+        check_value(key, value, check, f"{HINTS.get(key, '')}; set it in the recipe or override it ({key}=...)")
     targets = (lora or {}).get("target_modules")
     if lora is not None and (not isinstance(targets, list) or not targets
                              or not all(isinstance(t, str) and t for t in targets)):

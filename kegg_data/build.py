@@ -97,7 +97,7 @@ def build_examples(data: dict, dna_length: int = 1024):
         if not data.get("source"):
             raise RecipeError("data.task=user needs data.source (a JSONL/CSV/parquet file or a hub name)")
         examples, skips = load_user_dataset(data["source"], fasta=data.get("fasta"), split=data.get("split"),
-                                        max_nucleotides=dna_length, **(data.get("options") or {}))
+                                            max_nucleotides=dna_length, **(data.get("options") or {}))
         labels = sorted({e.meta["label"] for e in examples if e.meta.get("label")}) or None
     elif task == "vcf":
         from bioreason.kegg_data.user_data import examples_from_vcf
@@ -114,8 +114,8 @@ def build_examples(data: dict, dna_length: int = 1024):
         from bioreason.kegg_data.annotated_variants import LABELS, block_split, load_annotated
 
         if not data.get("source") or not data.get("fasta"):
-            raise RecipeError("data.task=annotated_vcf needs data.source (a labelled VCF) and data.fasta (eval: --source, "
-                              "--fasta)")
+            raise RecipeError("data.task=annotated_vcf needs data.source (a labelled VCF) and data.fasta (eval: "
+                              "--source, --fasta)")
         from bioreason.kegg_data.transcripts import resolve_gtf
 
         opts = dict(data.get("options") or {})

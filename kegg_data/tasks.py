@@ -356,4 +356,3 @@ def check_kegg_trace(trace: str, meta: dict, names) -> dict:
     return {"gene": any(g in text for g in genes),
             "change": None if not change else change in text,
             "answer_in_set": answer is not None and match_label(answer, list(names)) is not None}
-

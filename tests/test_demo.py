@@ -265,4 +265,3 @@ def test_a_port_in_use_is_refused_before_the_model_loads(capsys):
         assert main(["demo", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot serve on 127.0.0.1:{port}" in err and f"--port {port + 1}" in err and "Traceback" not in err
-
