@@ -93,13 +93,12 @@ def _json_problem(path: Path) -> str | None:
     text = path.read_text(encoding="utf-8-sig")
     if not text.strip():
         return f"{path}: the file is empty; give one JSON object per line (JSONL) or a JSON list of objects"
-    if path.suffix.lower() == ".json" and text.lstrip()[:1] in "[{":
-        try:
+    if path.suffix.lower() == ".json" and not _one_object(text.lstrip().split("\n", 1)[0]):
+        try:  # one JSON document (a list of objects, or a pretty-printed object), not JSON lines
             json.loads(text)
             return None
         except json.JSONDecodeError as err:
-            if text.lstrip()[:1] == "[":
-                return f"{path}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno}); fix the JSON there"
+            return f"{path}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno}); fix the JSON there"
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -111,6 +110,13 @@ def _json_problem(path: Path) -> str | None:
         if not isinstance(value, dict):
             return f"{path}:{n}: a JSON {type(value).__name__}, not an object; each line must be one {{...}} object"
     return None
+
+
+def _one_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 def _parquet_problem(path: Path) -> str | None:

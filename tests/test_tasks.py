@@ -147,6 +147,9 @@ HEADER = "question,answer,reference_sequence,variant_sequence\n"
      r"list.jsonl:2: a JSON list, not an object"),
     ("array.json", '[\n{"question": "q", "answer": "a", "sequences": ["ACGT"]},\n{"question": "q"\n]\n',
      r"array.json:4: not valid JSON \(Expecting ',' delimiter"),
+    ("object.json", '{\n "question": ["q"],\n "answer": ["a" "b"]\n}\n', r"object.json:3: not valid JSON"),
+    ("lines.json", '{"question": "q", "answer": "a", "sequences": ["ACGT"]}\n{"question": \n',
+     r"lines.json:2: not a JSON object"),  # JSON lines in a .json file: judged line by line
     ("text.parquet", "question,answer\n", r"text.parquet: not a readable parquet file"),
 ])
 def test_malformed_user_files_name_the_line_and_the_fix(tmp_path, capsys, name, content, says):
