@@ -33,6 +33,9 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".fa.gz", ".fasta.gz", ".txt")
+
+
 def read_dna_argument(value: str) -> str:
     """A literal sequence, or the first record of a FASTA file when ``value`` is an existing path (a warning when
     the file holds more: pass each sequence with its own --dna)."""
@@ -44,8 +47,23 @@ def read_dna_argument(value: str) -> str:
     except OSError:  # e.g. a long sequence is not a valid file name
         is_file = False
     if not is_file:
+        looks_like_a_path = "/" in value or value.lower().endswith(FASTA_SUFFIXES)
+        if looks_like_a_path and not set(value.upper()) <= set("ACGTNRYSWKMBDHVU"):
+            from bioreason.errors import InputFormatError
+
+            raise InputFormatError(f"--dna {value}: no such file; give a FASTA file that exists, or the sequence "
+                                   "itself")
         return value
-    seq, records = pasted_sequence(path.read_text(errors="replace"))
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    if gz:  # gzip or BGZF
+        import gzip
+
+        with gzip.open(path, "rt", errors="replace") as fh:
+            text = fh.read()
+    else:
+        text = path.read_text(errors="replace")
+    seq, records = pasted_sequence(text)
     if records > 1:
         print(f"warning: {value} holds {records} FASTA records; using the first (give each sequence its own "
               "--dna)", file=sys.stderr)

@@ -88,6 +88,15 @@ def test_ask_reads_dna_from_fasta(tiny_dir, tmp_path, capsys):
 
     assert read_dna_argument(str(fa)) == "ACGTACGT"
     assert "x.fa holds 2 FASTA records; using the first" in capsys.readouterr().err
+    import gzip
+
+    gz = tmp_path / "y.fa.gz"
+    gz.write_bytes(gzip.compress(b">one\nACGT\nAC\n"))
+    assert read_dna_argument(str(gz)) == "ACGTAC"  # gzip/BGZF FASTA read as text, not as bytes
+    from bioreason.errors import InputFormatError
+
+    with pytest.raises(InputFormatError, match="--dna missing_ref.fa: no such file"):
+        read_dna_argument("missing_ref.fa")  # a mistyped path: not read as the letters M, I, S...
     assert main(["ask", "--model", str(tiny_dir), "--dna", str(fa), "--max-new-tokens", "2", "q"]) == 0
 
 
