@@ -181,6 +181,9 @@ def _evaluate(args) -> int:
     sets = {m: build_examples({**data, "options": {**options, "mode": m}} if m else data, proc.max_nucleotides)
             for m in modes}
     examples, labels = sets[modes[0]]
+    from bioreason.predict import check_batch_fits
+
+    check_batch_fits(model, args.batch_size, min(args.batch_size, len(examples)))  # before the first batch
     if any([e.meta.get("variant") for e in exs] != [e.meta.get("variant") for e in examples]
            for exs, _ in sets.values()):
         raise RecipeError("the prompt modes gave different items; report this as a bug")

@@ -71,7 +71,7 @@ def _run(args, vcf, state) -> int:
     from bioreason.kegg_data.annotated_variants import annotation_layouts
     from bioreason.kegg_data.consequence import Annotator
     from bioreason.kegg_data.variants import VariantReader
-    from bioreason.predict import PredictConfig, VariantPredictor
+    from bioreason.predict import PredictConfig, VariantPredictor, check_batch_fits
 
     rank, world = state.process_index, state.num_processes
     paths = output_paths(args.output, args.bgzip)
@@ -137,6 +137,7 @@ def _run(args, vcf, state) -> int:
                     continue
                 if predictor is None:  # the model loads only when there is work
                     model, proc = load_model(args.model, quantize=quantize)
+                    check_batch_fits(model, args.batch_size, len(batch))  # later batches are no larger
                     model_id = model.config.model_id or Path(str(args.model)).name
                     annotator = Annotator(transcripts, reader.reference) if transcripts is not None else None
                     predictor = VariantPredictor(model, proc, cfg, layouts=annotation_layouts(reader),
@@ -172,3 +173,4 @@ def _summary(s, counts: dict, paths: dict, cfg) -> None:
         log.warning("%d of %d predicted variants lie outside the model's domain (%s, %s); their labels are "
                     "extrapolations, flagged BR_OOD in the VCF and in_domain=no in the TSV/JSONL", counts["outside"],
                     counts["predicted"], ", ".join(d.get("genes") or []) or "its regions", d.get("build", "build ?"))
+

@@ -208,3 +208,23 @@ def test_labels_with_vcf_reserved_characters_are_percent_encoded(tiny_model_dir,
     rec = next(iter(VCF(f"{prefix}.vcf")))
     assert rec.INFO["BR_LABEL"] in ("likely%20benign", "path%3Bogenic")
     assert rec.INFO["BR_P_likely_benign"] + rec.INFO["BR_P_path_ogenic"] == pytest.approx(1.0, abs=2e-6)
+
+
+def test_a_batch_larger_than_free_memory_is_refused_before_it_runs(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """--batch-size 2000 on the shipped model needs ~60 GB: the kernel killed the job without a word."""
+    from bioreason import predict
+
+    monkeypatch.setattr(predict, "free_memory_bytes", lambda device: 2**20)  # 1 MiB free
+    assert _progress_run(tiny_model_dir, SGE24, tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "--batch-size 8: a batch of 8 variants needs about" in err and "use --batch-size" in err
+    assert "Traceback" not in err
+    assert predict.batch_bytes.__doc__ and predict.batch_bytes(_tiny(tiny_model_dir), 64) == 8 * predict.batch_bytes(
+        _tiny(tiny_model_dir), 8)
+
+
+def _tiny(folder):
+    from bioreason.checkpoints import load_model
+
+    return load_model(str(folder))[0]
+
