@@ -39,7 +39,7 @@ FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".fa.gz", ".fasta.gz", ".txt"
 def read_dna_argument(value: str) -> str:
     """A literal sequence, or the first record of a FASTA file when ``value`` is an existing path (a warning when
     the file holds more: pass each sequence with its own --dna)."""
-    from bioreason.dna_encoders import pasted_sequence
+    from bioreason.dna_encoders.base import IUPAC_AMBIGUOUS, NUCLEOTIDES, pasted_sequence
 
     path = Path(value)
     try:
@@ -48,22 +48,16 @@ def read_dna_argument(value: str) -> str:
         is_file = False
     if not is_file:
         looks_like_a_path = "/" in value or value.lower().endswith(FASTA_SUFFIXES)
-        if looks_like_a_path and not set(value.upper()) <= set("ACGTNRYSWKMBDHVU"):
+        if looks_like_a_path and not set(value.upper()) <= NUCLEOTIDES | IUPAC_AMBIGUOUS:
             from bioreason.errors import InputFormatError
 
             raise InputFormatError(f"--dna {value}: no such file; give a FASTA file that exists, or the sequence "
                                    "itself")
         return value
-    with open(path, "rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
-    if gz:  # gzip or BGZF
-        import gzip
+    from bioreason.kegg_data.transcripts import open_text
 
-        with gzip.open(path, "rt", errors="replace") as fh:
-            text = fh.read()
-    else:
-        text = path.read_text(errors="replace")
-    seq, records = pasted_sequence(text)
+    with open_text(path) as fh:  # plain, gzip or BGZF
+        seq, records = pasted_sequence(fh.read())
     if records > 1:
         print(f"warning: {value} holds {records} FASTA records; using the first (give each sequence its own "
               "--dna)", file=sys.stderr)

@@ -162,7 +162,7 @@ def _evaluate(args) -> int:
         options[key] = yaml.safe_load(val)
     if args.task == "annotated_vcf":
         options = {"gtf": args.gtf, **({"strip": True} if args.strip_annotation else {}), **options}
-    from bioreason.predict import PredictConfig
+    from bioreason.predict import PredictConfig, check_batch_fits
 
     pcfg = PredictConfig.for_model(args.model)  # scored and traced exactly as predict does
     check_model_fits_task(args, pcfg, args.model)
@@ -181,8 +181,6 @@ def _evaluate(args) -> int:
     sets = {m: build_examples({**data, "options": {**options, "mode": m}} if m else data, proc.max_nucleotides)
             for m in modes}
     examples, labels = sets[modes[0]]
-    from bioreason.predict import check_batch_fits
-
     check_batch_fits(model, args.batch_size, min(args.batch_size, len(examples)))  # before the first batch
     if any([e.meta.get("variant") for e in exs] != [e.meta.get("variant") for e in examples]
            for exs, _ in sets.values()):

@@ -173,4 +173,3 @@ def _summary(s, counts: dict, paths: dict, cfg) -> None:
         log.warning("%d of %d predicted variants lie outside the model's domain (%s, %s); their labels are "
                     "extrapolations, flagged BR_OOD in the VCF and in_domain=no in the TSV/JSONL", counts["outside"],
                     counts["predicted"], ", ".join(d.get("genes") or []) or "its regions", d.get("build", "build ?"))
-

@@ -118,7 +118,8 @@ class TranscriptModel:
         return out[::-1]
 
 
-def _open_text(path: Path):
+def open_text(path: Path):
+    """A text file, or a gzip/BGZF-compressed one, open for reading (undecodable bytes replaced)."""
     with open(path, "rb") as fh:
         magic = fh.read(2)
     return gzip.open(path, "rt", errors="replace") if magic == b"\x1f\x8b" else open(path, errors="replace")
@@ -178,7 +179,7 @@ def _read_lines(path: Path, parts: dict, info: dict, genes: dict) -> None:
     from gffutils.feature import feature_from_line
 
     dialect, gff3 = None, False
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip() or line.startswith("#"):
                 continue
