@@ -265,3 +265,12 @@ def test_a_port_in_use_is_refused_before_the_model_loads(capsys):
         assert main(["demo", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot serve on 127.0.0.1:{port}" in err and f"--port {port + 1}" in err and "Traceback" not in err
+
+
+def test_a_host_that_is_not_an_address_is_refused_before_the_model_loads(capsys):
+    from bioreason.app.cli import main
+
+    assert main(["demo", "--host", "no.such.host.invalid"]) == 2
+    err = capsys.readouterr().err
+    assert "--host no.such.host.invalid: not an address of this machine" in err and "Traceback" not in err
+

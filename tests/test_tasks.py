@@ -275,3 +275,12 @@ def test_kegg_eval_with_likelihood_topk_tfidf_and_traces(tiny_model_dir, tmp_pat
         assert m["top1_likelihood"] == pytest.approx(m["accuracy"])  # the prediction is the most likely name
     checks = report["trace_checks"]["dna-llm"]
     assert checks["n"] == 3 and {"gene", "change", "answer_in_set", "all_three", "answer_accuracy"} <= set(checks)
+
+
+def test_a_vcf_given_to_a_table_task_says_which_tasks_read_vcfs(tmp_path):
+    vcf = tmp_path / "x.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n")
+    with pytest.raises(DatasetValidationError, match=r"cannot tell the file format from \['.vcf'\]; .*; a labelled "
+                                                     r"VCF is read by the vcf and annotated_vcf tasks, with a FASTA"):
+        load_user_dataset(str(vcf))
+
