@@ -3,7 +3,9 @@
 A recipe has four sections: ``model`` (what to start from, LoRA, what trains), ``data`` (which task or file),
 ``train`` (optimiser, steps, batch, checkpoints) and ``grpo`` (sampling and rewards). ``load_recipe(path,
 overrides)`` merges the file over ``DEFAULTS`` and the overrides over both; values in overrides are parsed as
-YAML (``train.lr=1e-4``, ``grpo.rewards={correctness: 2.0}``); every value the trainer reads is then checked
+YAML (``train.lr=1e-4``, ``grpo.rewards={correctness: 2.0}``). The free-form sections (``data.options``,
+``grpo.rewards``, ``model.build``) are replaced whole by a file or by an override that names the section, while a
+dotted override inside one (``data.options.gene_description=true``) sets that key and keeps the others; every value the trainer reads is then checked
 (``recipe_values.check_recipe``). Recipes ship under ``training/recipes/`` and can be
 named without the folder (``--recipe tiny``).
 """
@@ -81,6 +83,9 @@ def _coerce(value):
     return value
 
 
+FREE_FORM = ("rewards", "options", "build")  # sections whose keys the task, the rewards or the builder check
+
+
 def _merge(base: dict, extra: dict, where: str, defaults: dict | None = None) -> dict:
     out = copy.deepcopy(base)
     defaults = DEFAULTS if defaults is None else defaults
@@ -88,14 +93,30 @@ def _merge(base: dict, extra: dict, where: str, defaults: dict | None = None) ->
         if key not in out:
             raise RecipeError(f"unknown recipe key '{where}{key}'; valid keys here: {', '.join(sorted(out))}")
         default = defaults.get(key) if isinstance(defaults, dict) else None
-        if out[key] is None and isinstance(val, dict) and isinstance(default, dict) and key not in (
-                "rewards", "options", "build"):  # a section the recipe set to null (tiny's lora) starts again
+        if out[key] is None and isinstance(val, dict) and isinstance(default, dict) and key not in FREE_FORM:  # a section the recipe set to null (tiny's lora) starts again
             out[key] = copy.deepcopy(default)  # from the defaults, so model.lora.r=8 gives a whole LoRA config
-        if isinstance(out[key], dict) and isinstance(val, dict) and key not in ("rewards", "options", "build"):
+        if isinstance(out[key], dict) and isinstance(val, dict) and key not in FREE_FORM:
             out[key] = _merge(out[key], val, f"{where}{key}.", default if isinstance(default, dict) else {})
         else:
             out[key] = val
     return out
+
+
+def _nest(path: list[str], value) -> dict:
+    """``{path[0]: {path[1]: ... value}}``."""
+    for key in reversed(path):
+        value = {key: value}
+    return value
+
+
+def _set_in(section: dict, path: list[str], value) -> dict:
+    """``section`` with the key at ``path`` (nested dicts made as needed) set to ``value``."""
+    cur = section
+    for key in path[:-1]:
+        cur[key] = cur[key] if isinstance(cur.get(key), dict) else {}
+        cur = cur[key]
+    cur[path[-1]] = value
+    return section
 
 
 def apply_override(recipe: dict, item: str) -> dict:
@@ -105,16 +126,19 @@ def apply_override(recipe: dict, item: str) -> dict:
         raise RecipeError(f"override {item!r} is not key=value (e.g. train.lr=1e-4)")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
-    node: dict = {}
-    cur = node
-    for p in parts[:-1]:
-        cur[p] = {}
-        cur = cur[p]
     try:
-        cur[parts[-1]] = _coerce(yaml.safe_load(raw))
+        value = _coerce(yaml.safe_load(raw))
     except yaml.YAMLError as exc:
         raise RecipeError(f"override {item!r}: the value is not valid YAML ({exc})") from exc
-    return _merge(recipe, node, "")
+    for j, part in enumerate(parts[:-1]):
+        if part in FREE_FORM:  # a key inside a free-form section: set it, keep the section's other keys (the
+            section = recipe  # override used to replace the whole section, dropping e.g. kegg's holdout)
+            for q in parts[:j + 1]:
+                section = section.get(q) if isinstance(section, dict) else None
+            if isinstance(section, dict):
+                value, parts = _set_in(copy.deepcopy(section), parts[j + 1:], value), parts[:j + 1]
+            break
+    return _merge(recipe, _nest(parts, value), "")
 
 
 def load_recipe(name: str | None, overrides: list[str] | tuple[str, ...] = ()) -> dict:

@@ -28,6 +28,18 @@ def test_recipe_overrides_and_unknown_keys():
         load_recipe("no-such-recipe")
 
 
+def test_override_inside_a_free_form_section_keeps_its_other_keys():
+    """data.options.gene_description=true used to replace kegg's whole options: its holdout went (validation
+    items trained on) and compact_genes with it (a 1,411-token example refused at max_length 768)."""
+    kept = load_recipe("kegg")["data"]["options"]
+    r = load_recipe("kegg", ["data.options.gene_description=true", "data.options.holdout.seed=3",
+                             "grpo.rewards.format=0.1"])
+    assert r["data"]["options"] == {**kept, "gene_description": True, "holdout": {**kept["holdout"], "seed": 3}}
+    assert r["grpo"]["rewards"] == {"correctness": 2.0, "format": 0.1}
+    assert load_recipe("kegg", ["data.options={compact_genes: false}"])["data"]["options"] == {
+        "compact_genes": False}  # naming the section itself still replaces it
+
+
 @pytest.mark.parametrize("override, says", [
     ("train.max_steps=abc", r"train.max_steps='abc': it takes a whole number >= 1"),
     ("train.max_steps=-3", r"train.max_steps=-3: it takes a whole number >= 1"),  # ran 0 steps and saved
