@@ -111,8 +111,11 @@ def load_table(source: str, split: str | None = None):
                 + ("; a labelled VCF is read by the vcf and annotated_vcf tasks, with a FASTA" if vcf else ""))
         kind = builder.pop()
         kw = {"delimiter": "\t"} if exts == {".tsv"} else {}
-        from bioreason.kegg_data.table_errors import quiet_datasets_errors, read_failure
+        from bioreason.kegg_data.table_errors import duplicate_columns, quiet_datasets_errors, read_failure
 
+        for problem in (duplicate_columns(p, kw.get("delimiter", ",")) for p in files if kind == "csv"):
+            if problem:
+                raise DatasetValidationError(problem)
         try:
             with quiet_datasets_errors():
                 return datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train", **kw)

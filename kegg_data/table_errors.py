@@ -64,6 +64,22 @@ def _not_utf8(path: Path) -> str | None:
     return None
 
 
+def duplicate_columns(path: Path, delimiter: str) -> str | None:
+    """A CSV/TSV header naming one column twice (pandas would read the second as ``question.1``, silently)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            header = next(csv.reader(fh, delimiter=delimiter), None) or []
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None  # the reader's own failure is reported by read_failure
+    seen: dict[str, int] = {}
+    for i, name in enumerate(h.strip() for h in header):
+        if name and name in seen:
+            return (f"{path}:1: the header names column {name!r} twice (columns {seen[name] + 1} and {i + 1}); "
+                    "rename or remove one, each column needs its own name")
+        seen.setdefault(name, i)
+    return None
+
+
 def _csv_problem(path: Path, delimiter: str) -> str | None:
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter)

@@ -151,6 +151,8 @@ HEADER = "question,answer,reference_sequence,variant_sequence\n"
     ("lines.json", '{"question": "q", "answer": "a", "sequences": ["ACGT"]}\n{"question": \n',
      r"lines.json:2: not a JSON object"),  # JSON lines in a .json file: judged line by line
     ("text.parquet", "question,answer\n", r"text.parquet: not a readable parquet file"),
+    ("twice.tsv", "question\tanswer\tquestion\tsequences\nq\tbenign\tq2\tACGT\n",  # pandas: 'question.1'
+     r"twice.tsv:1: the header names column 'question' twice \(columns 1 and 3\); rename or remove one"),
 ])
 def test_malformed_user_files_name_the_line_and_the_fix(tmp_path, capsys, name, content, says):
     """What datasets' builders raise with a traceback (pandas/pyarrow errors whose positions are relative to a
