@@ -38,6 +38,14 @@ def check_prefix(prefix: str) -> None:
     if str(prefix).endswith(("/", os.sep)) or Path(prefix).is_dir():
         raise InputFormatError(f"-o {prefix} is a folder; -o takes a prefix, e.g. -o {Path(prefix) / 'sample'} "
                                f"writes {Path(prefix) / 'sample'}.vcf, .jsonl, ...")
+    folder = Path(prefix).parent
+    try:  # before any model loads: the outputs' folder must exist (it is made) and take files
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".bioreason-write-test-")
+        probe.close()
+    except OSError as exc:
+        raise InputFormatError(f"-o {prefix}: cannot write in the folder {folder} ({exc.strerror or exc}); give a "
+                               "prefix in a folder you can write, e.g. -o out/sample") from exc
 
 
 @contextlib.contextmanager

@@ -44,7 +44,9 @@ def test_standard_input_bom_directory_and_prefix_errors(tmp_path, capsys):
     cases = [(["windows", str(bom)], "starts with a byte-order mark"), (["windows", str(tmp_path)], "is a directory"),
              (["predict", str(SGE24), "--fasta", str(tmp_path)], "FASTA"),
              (["predict", str(SGE24), "-o", str(tmp_path) + "/"], "-o takes a prefix"),
-             (["windows", str(SGE24), "-o", "-"], "so -o takes a prefix, not '-' (standard output)")]
+             (["windows", str(SGE24), "-o", "-"], "so -o takes a prefix, not '-' (standard output)"),
+             (["predict", str(SGE24), "-o", str(bom / "out")],  # a folder that cannot be made: before any model loads
+              f"-o {bom / 'out'}: cannot write in the folder {bom} (")]
     for argv, says in cases:
         argv = argv + (["--fasta", "bundled"] if "--fasta" not in argv else []) + (
             ["-o", str(tmp_path / "x")] if "-o" not in argv else [])
