@@ -11,6 +11,8 @@ defaults use it to mean "not set".
 
 from __future__ import annotations
 
+import math
+
 from bioreason.errors import RecipeError
 
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -89,6 +91,25 @@ def check_value(name: str, value, check, after: str = "") -> None:
         raise RecipeError(f"{name}={value!r}: it takes {wanted}{after}")
 
 
+def _check_rewards(rewards) -> None:
+    """grpo.rewards: registered reward names with finite weights, at least one not zero (at load, not at the GRPO
+    step that first computes them)."""
+    from bioreason.rl import REWARDS
+
+    if not isinstance(rewards, dict) or not rewards:
+        raise RecipeError(f"grpo.rewards={rewards!r}: give reward names with weights, e.g. {{correctness: 2.0, "
+                          f"format: 0.5}}; registered rewards: {', '.join(sorted(REWARDS))}")
+    for name, weight in rewards.items():
+        if name not in REWARDS:
+            raise RecipeError(f"grpo.rewards: unknown reward {name!r}; registered rewards: "
+                              f"{', '.join(sorted(REWARDS))}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise RecipeError(f"grpo.rewards.{name}={weight!r}: a reward's weight is a finite number (e.g. 1.0)")
+    if not any(float(w) for w in rewards.values()):
+        raise RecipeError(f"grpo.rewards={rewards!r}: every weight is 0, so every advantage would be 0; give one "
+                          "reward a weight")
+
+
 def check_recipe(recipe: dict) -> dict:
     """``recipe`` unchanged if every checked value is allowed, else a ``RecipeError`` naming the first bad one."""
     lora = recipe.get("model", {}).get("lora")
@@ -100,6 +121,7 @@ def check_recipe(recipe: dict) -> dict:
         if value is KeyError:
             continue
         check_value(key, value, check, f"{HINTS.get(key, '')}; set it in the recipe or override it ({key}=...)")
+    _check_rewards(recipe.get("grpo", {}).get("rewards", {}))
     targets = (lora or {}).get("target_modules")
     if lora is not None and (not isinstance(targets, list) or not targets
                              or not all(isinstance(t, str) and t for t in targets)):

@@ -5,9 +5,9 @@ A recipe has four sections: ``model`` (what to start from, LoRA, what trains), `
 overrides)`` merges the file over ``DEFAULTS`` and the overrides over both; values in overrides are parsed as
 YAML (``train.lr=1e-4``, ``grpo.rewards={correctness: 2.0}``). The free-form sections (``data.options``,
 ``grpo.rewards``, ``model.build``) are replaced whole by a file or by an override that names the section, while a
-dotted override inside one (``data.options.gene_description=true``) sets that key and keeps the others; every value the trainer reads is then checked
-(``recipe_values.check_recipe``). Recipes ship under ``training/recipes/`` and can be
-named without the folder (``--recipe tiny``).
+dotted override inside one (``data.options.gene_description=true``) sets that key and keeps the others. Every
+value the trainer reads is then checked (``recipe_values.check_recipe``). Recipes ship under ``training/recipes/``
+and can be named without the folder (``--recipe tiny``).
 """
 
 from __future__ import annotations
@@ -93,8 +93,13 @@ def _merge(base: dict, extra: dict, where: str, defaults: dict | None = None) ->
         if key not in out:
             raise RecipeError(f"unknown recipe key '{where}{key}'; valid keys here: {', '.join(sorted(out))}")
         default = defaults.get(key) if isinstance(defaults, dict) else None
-        if out[key] is None and isinstance(val, dict) and isinstance(default, dict) and key not in FREE_FORM:  # a section the recipe set to null (tiny's lora) starts again
-            out[key] = copy.deepcopy(default)  # from the defaults, so model.lora.r=8 gives a whole LoRA config
+        if isinstance(default, dict) and not isinstance(val, dict) and (val is not None or not where) and (
+                key != "lora"):  # recipe_values says what model.lora takes (a mapping, or null: full fine-tuning)
+            example = f"{where}{key}.{next(iter(default))}=..." if default else f"{where}{key}.NAME=..."
+            raise RecipeError(f"recipe key '{where}{key}' is a section of keys, not {val!r}; give its keys under it "
+                              f"(YAML lines indented below '{key}:') or one by one ({example})")
+        if out[key] is None and isinstance(val, dict) and isinstance(default, dict) and key not in FREE_FORM:
+            out[key] = copy.deepcopy(default)  # a section set to null (tiny's lora) starts again from the defaults
         if isinstance(out[key], dict) and isinstance(val, dict) and key not in FREE_FORM:
             out[key] = _merge(out[key], val, f"{where}{key}.", default if isinstance(default, dict) else {})
         else:
@@ -151,8 +156,14 @@ def load_recipe(name: str | None, overrides: list[str] | tuple[str, ...] = ()) -
             data = _coerce(yaml.safe_load(path.read_text()) or {})
         except yaml.YAMLError as exc:
             raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise RecipeError(f"{path}: a recipe is a YAML mapping of sections (model:, data:, train:, grpo:), "
+                              f"not a {type(data).__name__}; see training/recipes/tiny.yaml")
         data.pop("description", None)
-        recipe = _merge(recipe, data, "")
+        try:
+            recipe = _merge(recipe, data, "")
+        except RecipeError as exc:  # say which file
+            raise RecipeError(f"{path}: {exc}") from None
         recipe["_path"] = str(path)
     for item in overrides:
         recipe = apply_override(recipe, item)

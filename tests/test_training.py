@@ -28,6 +28,18 @@ def test_recipe_overrides_and_unknown_keys():
         load_recipe("no-such-recipe")
 
 
+def test_a_recipe_file_that_is_not_a_mapping_of_sections_is_named(tmp_path):
+    from bioreason.errors import RecipeError
+
+    listed, flat = tmp_path / "list.yaml", tmp_path / "flat.yaml"
+    listed.write_text("- train\n- lr\n")  # was a TypeError from dict.pop
+    flat.write_text("train: 5\n")  # was loaded, then failed inside the trainer
+    with pytest.raises(RecipeError, match=r"list.yaml: a recipe is a YAML mapping of sections .*not a list"):
+        load_recipe(str(listed))
+    with pytest.raises(RecipeError, match=r"flat.yaml: recipe key 'train' is a section of keys, not 5"):
+        load_recipe(str(flat))
+
+
 def test_override_inside_a_free_form_section_keeps_its_other_keys():
     """data.options.gene_description=true used to replace kegg's whole options: its holdout went (validation
     items trained on) and compact_genes with it (a 1,411-token example refused at max_length 768)."""
@@ -53,6 +65,11 @@ def test_override_inside_a_free_form_section_keeps_its_other_keys():
     ("model.lora.target_modules=[]", r"give a list of module names"),
     ("grpo.num_generations=1", r"grpo.num_generations=1: it takes a whole number >= 2"),
     ("grpo.top_p=0", r"grpo.top_p=0: it takes a number > 0 and <= 1"),
+    ("train=5", r"recipe key 'train' is a section of keys, not 5; give its keys under it"),
+    ("data.options=[a]", r"recipe key 'data.options' is a section of keys, not \['a'\]"),
+    ("grpo.rewards=null", r"grpo.rewards=None: give reward names with weights"),  # a TypeError at the first GRPO step
+    ("grpo.rewards.nope=1", r"grpo.rewards: unknown reward 'nope'; registered rewards: conciseness, correctness"),
+    ("grpo.rewards={correctness: 0}", r"every weight is 0"),
 ])
 def test_bad_recipe_values_are_refused_by_name_before_any_work(override, says, tmp_path, capsys):
     from bioreason.app.cli import main
