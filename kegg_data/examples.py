@@ -113,7 +113,8 @@ def load_table(source: str, split: str | None = None):
         kw = {"delimiter": "\t"} if exts == {".tsv"} else {}
         from bioreason.kegg_data.table_errors import duplicate_columns, quiet_datasets_errors, read_failure
 
-        for problem in (duplicate_columns(p, kw.get("delimiter", ",")) for p in files if kind == "csv"):
+        for p in files if kind == "csv" else []:
+            problem = duplicate_columns(p, kw.get("delimiter", ","))
             if problem:
                 raise DatasetValidationError(problem)
         try:
