@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Iterator
 
 from bioreason.errors import InputFormatError, MissingDependencyError, ReferenceMismatchError
-from bioreason.kegg_data.htslib_messages import captured_stderr, quiet_records
+from bioreason.kegg_data.htslib_messages import captured_stderr, compressed_stream_ends_early, quiet_records
 from bioreason.kegg_data.reference import Reference
 
 log = logging.getLogger(__name__)
@@ -279,6 +279,8 @@ def check_vcf_path(path) -> None:
         raise InputFormatError(f"VCF {p} is a directory; pass the VCF file itself")
     if not p.is_file():
         raise InputFormatError(f"VCF file {p} does not exist")
+    if p.stat().st_size == 0:
+        raise InputFormatError(f"VCF {p} is empty (0 bytes); a VCF has at least a '##fileformat' and a '#CHROM' line")
     with open(p, "rb") as fh:
         if fh.read(3) == b"\xef\xbb\xbf":
             raise InputFormatError(
@@ -348,7 +350,7 @@ class VariantReader:
         try:
             with opener(self.path, "rt", errors="replace") as fh:
                 line = next(islice(fh, self.header_lines + record, None), "")
-        except OSError:
+        except (OSError, EOFError):
             return ""
         return line.rstrip("\n")[:120]
 
@@ -365,6 +367,11 @@ class VariantReader:
                 break
             except Exception as exc:  # htslib could not parse a data line
                 bad = rec_i + 1
+                cut = compressed_stream_ends_early(self.path)
+                if cut:
+                    raise InputFormatError(
+                        f"{self.where(bad)}: {cut} (htslib read {bad} records before it); get the whole file again "
+                        f"(`gzip -t {self.path}` checks it)") from exc
                 raise InputFormatError(
                     f"{self.where(bad)}: htslib could not parse this record ({exc}; its message is printed "
                     f"above as [E::...]): {self._line_text(bad)!r}; fix or remove the line") from exc

@@ -55,6 +55,30 @@ def test_standard_input_bom_directory_and_prefix_errors(tmp_path, capsys):
         assert says in err and "Traceback" not in err, (argv, err)
 
 
+def test_cut_off_corrupt_and_empty_vcf_named_before_any_model_loads(tmp_path, capsys):
+    import gzip
+
+    whole = gzip.compress((ROOT / "examples" / "brca1_sge_part1.vcf").read_bytes())
+    cut = tmp_path / "cut.vcf.gz"  # an interrupted download: htslib and the progress count both stop mid-stream
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    bad = bytearray(whole)
+    bad[len(bad) // 2: len(bad) // 2 + 64] = bytes(64)
+    corrupt = tmp_path / "corrupt.vcf.gz"
+    corrupt.write_bytes(bytes(bad))
+    empty = tmp_path / "empty.vcf"
+    empty.write_bytes(b"")
+    cases = [("windows", cut, "the compressed stream ends early: the file is cut off"),
+             ("predict", cut, "the compressed stream ends early: the file is cut off"),
+             ("windows", corrupt, "the compressed stream is corrupt"),
+             ("predict", empty, "is empty (0 bytes)")]
+    for cmd, vcf, says in cases:  # predict's default model is never loaded: each fails on its input first
+        assert main([cmd, str(vcf), "--fasta", "bundled", "-o", str(tmp_path / cmd)]) == 2
+        err = capsys.readouterr().err
+        assert f"{vcf}:" in err and says in err and "gzip -t" in err or says == "is empty (0 bytes)" and says in err
+        assert "Traceback" not in err, err
+    assert not list(tmp_path.glob("windows.*")) and not list(tmp_path.glob("predict.*"))
+
+
 def test_predict_from_stdin_with_provenance_and_progress_lines(tiny_model_dir, tmp_path):
     bare = "".join(x for x in SGE24.read_text().splitlines(keepends=True) if not x.startswith("##contig"))
     run = _cli("predict", "-", "--fasta", "bundled", "--model", str(tiny_model_dir), "-o", str(tmp_path / "p"),
