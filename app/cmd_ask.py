@@ -54,7 +54,7 @@ def read_dna_argument(value: str) -> str:
             raise InputFormatError(f"--dna {value}: no such file; give a FASTA file that exists, or the sequence "
                                    "itself")
         return value
-    from bioreason.kegg_data.transcripts import open_text
+    from bioreason.kegg_data.text_files import open_text
 
     with open_text(path) as fh:  # plain, gzip or BGZF
         seq, records = pasted_sequence(fh.read())

@@ -75,27 +75,21 @@ def vcf_input(value: str, prefix: str):
 
 
 def count_alleles(path) -> int | None:
-    """ALT alleles in a text VCF (plain or gzip), by a quick scan of column 5, for a progress total; None for BCF."""
-    import gzip
-    import zlib
+    """ALT alleles in a text VCF (plain or gzip), by a quick scan of column 5, for a progress total; None for BCF.
+    A cut-off or corrupt .vcf.gz fails here, before any model loads (``open_text``)."""
+    from bioreason.kegg_data.text_files import GZIP_MAGIC, open_text
 
     p = Path(path)
     with open(p, "rb") as fh:
         magic = fh.read(4)
-    if magic[:3] == b"BCF" or (magic[:2] == b"\x1f\x8b" and p.suffix == ".bcf"):
+    if magic[:3] == b"BCF" or (magic[:2] == GZIP_MAGIC and p.suffix == ".bcf"):
         return None
-    n = lines = 0
-    try:
-        with (gzip.open(p, "rb") if magic[:2] == b"\x1f\x8b" else open(p, "rb")) as fh:
-            for lines, line in enumerate(fh, 1):
-                if not line.startswith(b"#"):
-                    cols = line.split(b"\t", 5)
-                    n += cols[4].count(b",") + 1 if len(cols) > 4 else 1
-    except (EOFError, OSError, zlib.error) as exc:  # a cut-off or corrupt gzip stream, before any model work
-        from bioreason.kegg_data.htslib_messages import compressed_stream_ends_early
-
-        why = compressed_stream_ends_early(p) or f"it cannot be read ({exc})"
-        raise InputFormatError(f"{p}:{lines + 1}: {why}; get the whole file again (`gzip -t {p}` checks it)") from exc
+    n = 0
+    with open_text(p, binary=True) as fh:
+        for line in fh:
+            if not line.startswith(b"#"):
+                cols = line.split(b"\t", 5)
+                n += cols[4].count(b",") + 1 if len(cols) > 4 else 1
     return n
 
 

@@ -2,17 +2,14 @@
 ones reach the user. Opening a VCF captures them, so a header htslib refuses is reported in our error with htslib's
 own words (``captured_stderr``); reading records shows htslib's errors, which our per-line error points to, and not
 its warnings, whose cases this package handles itself and whose advice ('index the file with tabix') does not apply
-(``quiet_records``, ``htslib_log_level``). A record htslib cannot read in a compressed file may be no bad record at
-all but the end of a cut-off download: ``compressed_stream_ends_early`` tells the two apart.
+(``quiet_records``, ``htslib_log_level``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import gzip
 import os
-import zlib
 import tempfile
 
 
@@ -76,20 +73,3 @@ def quiet_records(vcf):
         if rec is None:
             return
         yield rec
-
-
-def compressed_stream_ends_early(path) -> str | None:
-    """For a gzip/BGZF file: why its compressed stream cannot be read to the end (cut off, or corrupt), else None
-    (also for a file that is not compressed). Reads the whole file, so call it only once a read has failed."""
-    with open(path, "rb") as fh:
-        if fh.read(2) != b"\x1f\x8b":
-            return None
-    try:
-        with gzip.open(path, "rb") as fh:
-            while fh.read(1 << 20):
-                pass
-    except EOFError:
-        return "the compressed stream ends early: the file is cut off (an interrupted download or copy)"
-    except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        return f"the compressed stream is corrupt ({exc})"
-    return None

@@ -20,7 +20,6 @@ the default transcript model for the bundled reference.
 from __future__ import annotations
 
 import bisect
-import gzip
 import logging
 import re
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from functools import cached_property
 from pathlib import Path
 
 from bioreason.errors import InputFormatError, MissingDependencyError
+from bioreason.kegg_data.text_files import open_text
 from bioreason.kegg_data.reference import contig_synonyms
 
 log = logging.getLogger(__name__)
@@ -118,13 +118,6 @@ class TranscriptModel:
         return out[::-1]
 
 
-def open_text(path: Path):
-    """A text file, or a gzip/BGZF-compressed one, open for reading (undecodable bytes replaced)."""
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    return gzip.open(path, "rt", errors="replace") if magic == b"\x1f\x8b" else open(path, errors="replace")
-
-
 def _dialect_of(path: Path, attrs: str) -> str:
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".gtf"):
@@ -157,11 +150,7 @@ def read_transcripts(path) -> TranscriptModel:
     parts: dict[tuple, list] = {}  # transcript key (id, contig, strand) -> [(type, start, end)]
     info: dict[tuple, dict] = {}  # transcript key -> name, chrom, strand, gene, parent, tags, biotype
     genes: dict[str, str] = {}  # GFF3 gene ID -> gene name
-    try:
-        _read_lines(path, parts, info, genes)
-    except (OSError, EOFError) as exc:  # a truncated or corrupt gzip file
-        raise InputFormatError(f"{path}: cannot be read to the end ({exc}); check the download (`gzip -t`) or pass "
-                               "the uncompressed file") from None
+    _read_lines(path, parts, info, genes)  # a cut-off or corrupt gzip file: open_text's InputFormatError
     transcripts, dropped = _assemble(parts, info, genes)
     if not transcripts:
         raise InputFormatError(f"{path}: no transcripts found (no exon or CDS lines with a transcript_id or Parent); "

@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Iterator
 
 from bioreason.errors import InputFormatError, MissingDependencyError, ReferenceMismatchError
-from bioreason.kegg_data.htslib_messages import captured_stderr, compressed_stream_ends_early, quiet_records
+from bioreason.kegg_data.htslib_messages import captured_stderr, quiet_records
 from bioreason.kegg_data.reference import Reference
+from bioreason.kegg_data.text_files import compressed_stream_ends_early, unreadable
 
 log = logging.getLogger(__name__)
 REF_CHECK_POLICIES = ("error", "warn", "skip", "fix")
@@ -367,11 +368,8 @@ class VariantReader:
                 break
             except Exception as exc:  # htslib could not parse a data line
                 bad = rec_i + 1
-                cut = compressed_stream_ends_early(self.path)
-                if cut:
-                    raise InputFormatError(
-                        f"{self.where(bad)}: {cut} (htslib read {bad} records before it); get the whole file again "
-                        f"(`gzip -t {self.path}` checks it)") from exc
+                if compressed_stream_ends_early(self.path):  # a cut-off download, not a malformed record
+                    raise unreadable(self.path, exc, self.where(bad)) from None
                 raise InputFormatError(
                     f"{self.where(bad)}: htslib could not parse this record ({exc}; its message is printed "
                     f"above as [E::...]): {self._line_text(bad)!r}; fix or remove the line") from exc

@@ -77,6 +77,11 @@ def test_cut_off_corrupt_and_empty_vcf_named_before_any_model_loads(tmp_path, ca
         assert f"{vcf}:" in err and says in err and "gzip -t" in err or says == "is empty (0 bytes)" and says in err
         assert "Traceback" not in err, err
     assert not list(tmp_path.glob("windows.*")) and not list(tmp_path.glob("predict.*"))
+    fasta = tmp_path / "ref.fa.gz"  # ask reads a --dna FASTA before the model loads
+    fasta.write_bytes(gzip.compress((ROOT / "examples" / "kegg" / "ref.fa").read_bytes())[:300])
+    assert main(["ask", "--dna", str(fasta), "--dna", "ACGT", "which disease?"]) == 2
+    err = capsys.readouterr().err
+    assert f"{fasta}: the compressed stream ends early" in err and "Traceback" not in err, err
 
 
 def test_predict_from_stdin_with_provenance_and_progress_lines(tiny_model_dir, tmp_path):

@@ -114,7 +114,7 @@ def test_unreadable_and_odd_files(tmp_path, caplog):
     import gzip
 
     truncated.write_bytes(gzip.compress(bundled_gtf().read_bytes())[:400])
-    with pytest.raises(InputFormatError, match="cannot be read to the end"):
+    with pytest.raises(InputFormatError, match="compressed stream ends early: the file is cut off"):
         read_transcripts(truncated)
     empty = tmp_path / "genes_only.gtf"
     empty.write_text('chr1\tt\tgene\t1\t100\t.\t+\t.\tgene_id "G";\n')
