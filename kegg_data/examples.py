@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bioreason.errors import DatasetValidationError, MissingDependencyError
+from bioreason.kegg_data.text_files import data_suffix
 
 
 @dataclass
@@ -72,7 +73,8 @@ def center_crop(seq: str, length: int, center: int | None = None) -> str:
 
 
 def load_table(source: str, split: str | None = None):
-    """A ``datasets.Dataset`` from a local JSONL/JSON/CSV/TSV/parquet file (or folder), or a hub name.
+    """A ``datasets.Dataset`` from a local JSONL/JSON/CSV/TSV (each plain or ``.gz``)/parquet file (or folder), or a
+    hub name.
 
     Local files: the builder is chosen from the extension. A folder may hold hub-style split files
     (``train-00000-of-00001.parquet``, ``val.jsonl``...) or be a hub snapshot root with them under ``data/``;
@@ -90,7 +92,7 @@ def load_table(source: str, split: str | None = None):
         files = [path]
         if path.is_dir():
             folder = path / "data" if (path / "data").is_dir() else path  # a hub snapshot keeps them in data/
-            files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in kinds
+            files = sorted(p for p in folder.iterdir() if p.is_file() and data_suffix(p) in kinds
                            and not p.name.startswith("."))
             if not files:
                 raise DatasetValidationError(f"{source}: no .jsonl, .json, .csv, .tsv or .parquet files in {folder}")
@@ -102,12 +104,13 @@ def load_table(source: str, split: str | None = None):
                     raise DatasetValidationError(f"{source}: no '{split}' split in {folder}; it has "
                                                  f"{', '.join(sorted(by_split))}")
                 files = by_split.get(split, files)
-        exts = {p.suffix.lower() for p in files}
+        exts = {data_suffix(p) for p in files}
         builder = {kinds.get(e) for e in exts}
         if len(builder) != 1 or None in builder:
             vcf = any(p.name.lower().endswith((".vcf", ".vcf.gz", ".bcf")) for p in files)
             raise DatasetValidationError(
-                f"{source}: cannot tell the file format from {sorted(exts)}; use .jsonl, .csv, .tsv or .parquet"
+                f"{source}: cannot tell the file format from {sorted(exts)}; use .jsonl, .csv, .tsv (each also .gz) "
+                "or .parquet"
                 + ("; a labelled VCF is read by the vcf and annotated_vcf tasks, with a FASTA" if vcf else ""))
         kind = builder.pop()
         kw = {"delimiter": "\t"} if exts == {".tsv"} else {}
@@ -122,8 +125,7 @@ def load_table(source: str, split: str | None = None):
                 return datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train", **kw)
         except Exception as exc:  # a malformed file: say where and how to fix it, not datasets' traceback
             raise read_failure(files, kind, exc, kw.get("delimiter", ",")) from exc
-    if source.startswith((".", "/", "~")) or Path(source).suffix.lower() in (".jsonl", ".json", ".csv", ".tsv",
-                                                                            ".parquet"):
+    if source.startswith((".", "/", "~")) or data_suffix(source) in kinds:
         raise DatasetValidationError(f"dataset file {source} does not exist")
     try:
         return datasets.load_dataset(source, split=split or "train")

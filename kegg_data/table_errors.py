@@ -1,6 +1,6 @@
 """Why a local data file could not be read, as one line naming the file, the line and the fix.
 
-``load_table`` hands local JSONL/JSON/CSV/TSV/parquet files to ``datasets.load_dataset``; when its builder fails
+``load_table`` hands local JSONL/JSON/CSV/TSV (each also gzipped)/parquet files to ``datasets.load_dataset``; when its builder fails
 (an unquoted delimiter, an empty file, Latin-1 text, a broken JSON line, a file that is not parquet) it raises
 ``DatasetGenerationError`` with a traceback and the cause only in a chained exception, whose position is relative to
 a parser block. :func:`read_failure` finds the first bad line again by reading the file with the standard library
@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from bioreason.errors import DatasetValidationError
+from bioreason.kegg_data.text_files import data_suffix, open_text
 
 
 @contextlib.contextmanager
@@ -53,21 +54,22 @@ def _root(exc: BaseException) -> BaseException:
 
 
 def _not_utf8(path: Path) -> str | None:
-    with open(path, "rb") as fh:
+    with open_text(path, binary=True) as fh:
         for n, raw in enumerate(fh, 1):
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 bad = raw[err.start:err.start + 1].hex()
+                read = f"zcat {path.name} | iconv" if path.suffix.lower() == ".gz" else f"iconv {path.name}"
                 return (f"{path}:{n}: not UTF-8 text (byte 0x{bad} at column {err.start + 1}); save the file as "
-                        f"UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`")
+                        f"UTF-8, e.g. `{read} -f latin1 -t utf-8 > fixed{data_suffix(path)}`")
     return None
 
 
 def duplicate_columns(path: Path, delimiter: str) -> str | None:
     """A CSV/TSV header naming one column twice (pandas would read the second as ``question.1``, silently)."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
+        with open_text(path, encoding="utf-8-sig", newline="") as fh:
             header = next(csv.reader(fh, delimiter=delimiter), None) or []
     except (OSError, UnicodeDecodeError, csv.Error):
         return None  # the reader's own failure is reported by read_failure
@@ -81,7 +83,7 @@ def duplicate_columns(path: Path, delimiter: str) -> str | None:
 
 
 def _csv_problem(path: Path, delimiter: str) -> str | None:
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with open_text(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         header = next(reader, None)
         if not header or not any(h.strip() for h in header):
@@ -106,10 +108,11 @@ def _csv_problem(path: Path, delimiter: str) -> str | None:
 
 
 def _json_problem(path: Path) -> str | None:
-    text = path.read_text(encoding="utf-8-sig")
+    with open_text(path, encoding="utf-8-sig") as fh:
+        text = fh.read()
     if not text.strip():
         return f"{path}: the file is empty; give one JSON object per line (JSONL) or a JSON list of objects"
-    if path.suffix.lower() == ".json" and not _one_object(text.lstrip().split("\n", 1)[0]):
+    if data_suffix(path) == ".json" and not _one_object(text.lstrip().split("\n", 1)[0]):
         try:  # one JSON document (a list of objects, or a pretty-printed object), not JSON lines
             json.loads(text)
             return None

@@ -46,16 +46,25 @@ def unreadable(path, exc: BaseException, where: str | None = None) -> InputForma
     return InputFormatError(f"{where or path}: {why}; get the whole file again (`gzip -t {path}` checks it)")
 
 
+def data_suffix(path) -> str:
+    """The lower-case suffix that names the format, under a ``.gz`` (``x.jsonl.gz`` -> ``.jsonl``)."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    return (suffixes[-2] if len(suffixes) > 1 else "") if suffixes[-1:] == [".gz"] else (suffixes or [""])[-1]
+
+
 @contextlib.contextmanager
-def open_text(path, binary: bool = False):
-    """``path`` open for reading, plain or gzip/BGZF (see the module docstring)."""
+def open_text(path, binary: bool = False, **text: str):
+    """``path`` open for reading, plain or gzip/BGZF (see the module docstring); ``text``: ``open``'s text options
+    (``encoding``, ``newline``, ``errors``; undecodable bytes are replaced unless ``encoding`` is given)."""
     path = Path(path)
+    if not binary and "encoding" not in text:
+        text.setdefault("errors", "replace")
     if not is_compressed(path):
-        with open(path, "rb") if binary else open(path, errors="replace") as fh:
+        with open(path, "rb") if binary else open(path, **text) as fh:
             yield fh
         return
     try:
-        with gzip.open(path, "rb") if binary else gzip.open(path, "rt", errors="replace") as fh:
+        with gzip.open(path, "rb") if binary else gzip.open(path, "rt", **text) as fh:
             yield fh
     except _STREAM_ERRORS as exc:
         raise unreadable(path, exc) from None

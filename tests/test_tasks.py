@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bioreason.answers import extract_answer, match_label, split_think
-from bioreason.errors import DatasetValidationError
+from bioreason.errors import DatasetValidationError, InputFormatError
 from bioreason.kegg_data.metrics import classification_metrics
 from bioreason.kegg_data.tasks import TASKS, get_task
 from bioreason.kegg_data.user_data import examples_from_vcf, load_user_dataset
@@ -115,6 +116,16 @@ def test_user_dataset_sequences_csv(tmp_path):
     assert ex.target() == "<think>\nThe change is silent.\n</think>\n\nAnswer: benign"
 
 
+@pytest.mark.parametrize("name", ["mine.jsonl.gz", "mine.csv.gz", "mine.tsv.gz"])
+def test_user_dataset_gzipped(tmp_path, name):
+    row = {"question": "Is it bad?", "answer": "benign", "reference_sequence": "ACGT", "variant_sequence": "ACGA"}
+    sep = "\t" if ".tsv" in name else ","
+    text = json.dumps(row) + "\n" if ".jsonl" in name else sep.join(row) + "\n" + sep.join(row.values()) + "\n"
+    (tmp_path / name).write_bytes(gzip.compress(text.encode()))
+    (ex,), skips = load_user_dataset(str(tmp_path / name))
+    assert ex.dna == ["ACGT", "ACGA"] and ex.answer == "benign" and not skips
+
+
 def test_user_dataset_bad_value_names_row_and_column(tmp_path):
     path = tmp_path / "mine.jsonl"
     rows = [{"question": "q", "answer": "a", "sequences": ["ACGT"]},
@@ -153,6 +164,15 @@ HEADER = "question,answer,reference_sequence,variant_sequence\n"
     ("text.parquet", "question,answer\n", r"text.parquet: not a readable parquet file"),
     ("twice.tsv", "question\tanswer\tquestion\tsequences\nq\tbenign\tq2\tACGT\n",  # pandas: 'question.1'
      r"twice.tsv:1: the header names column 'question' twice \(columns 1 and 3\); rename or remove one"),
+    # gzipped files (str content is compressed by the test): the same checks, through the decompressed text
+    ("twice.csv.gz", "question,answer,question,sequences\nq,benign,q2,ACGT\n",
+     r"twice.csv.gz:1: the header names column 'question' twice"),
+    ("latin.csv.gz", gzip.compress((HEADER + "Is th\xe9s benign?,benign,ACGT,ACGA\n").encode("latin-1")),
+     r"latin.csv.gz:2: not UTF-8 text \(byte 0xe9 at column 6\); .* `zcat latin.csv.gz \| iconv"),
+    ("broken.jsonl.gz", '{"question": "q", "answer": "a", "sequences": ["ACGT"]}\n{"question": "q", broken\n',
+     r"broken.jsonl.gz:2: not a JSON object"),
+    ("cut.jsonl.gz", gzip.compress(('{"question": "q", "answer": "a", "sequences": ["ACGT"]}\n' * 50).encode())[:30],
+     r"cut.jsonl.gz: the compressed stream ends early: the file is cut off"),
 ])
 def test_malformed_user_files_name_the_line_and_the_fix(tmp_path, capsys, name, content, says):
     """What datasets' builders raise with a traceback (pandas/pyarrow errors whose positions are relative to a
@@ -160,8 +180,9 @@ def test_malformed_user_files_name_the_line_and_the_fix(tmp_path, capsys, name, 
     from bioreason.app.cli import main
 
     path = tmp_path / name
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    with pytest.raises(DatasetValidationError, match=says):
+    raw = content if isinstance(content, bytes) else content.encode()
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") and isinstance(content, str) else raw)
+    with pytest.raises((DatasetValidationError, InputFormatError), match=says):
         load_user_dataset(str(path))
     rc = main(["train", "sft", "--recipe", "tiny", "data.task=user", f"data.source={path}", "train.max_steps=1",
                f"train.output_dir={tmp_path / 'run'}"])
@@ -223,7 +244,7 @@ def test_kegg_from_a_hub_snapshot_folder_and_a_question_grouped_holdout(tmp_path
     README): it loads from the root or its data/ folder; a split it lacks is an error naming the ones it has; the
     validation part made from train shares no question text with the rest."""
     datasets = pytest.importorskip("datasets")
-    from bioreason.errors import DatasetValidationError
+    from bioreason.errors import DatasetValidationError, InputFormatError
     from bioreason.kegg_data.build import build_examples
     from bioreason.kegg_data.examples import load_table
 
