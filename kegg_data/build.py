@@ -95,7 +95,8 @@ def build_examples(data: dict, dna_length: int = 1024):
         from bioreason.kegg_data.user_data import load_user_dataset
 
         if not data.get("source"):
-            raise RecipeError("data.task=user needs data.source (a JSONL/CSV/TSV file, plain or .gz, a parquet file, or a hub name)")
+            raise RecipeError("data.task=user needs data.source (a JSONL/CSV/TSV file, plain or .gz, a parquet "
+                              "file, or a hub name)")
         examples, skips = load_user_dataset(data["source"], fasta=data.get("fasta"), split=data.get("split"),
                                             max_nucleotides=dna_length, **(data.get("options") or {}))
         labels = sorted({e.meta["label"] for e in examples if e.meta.get("label")}) or None
