@@ -5,7 +5,8 @@ gets an error that says to use ``bgzip``; a missing ``.fai`` is built by
 pyfaidx, or, in a folder we cannot write, an error says how to build it; an
 index older than its FASTA is rebuilt where we can write, and a plain FASTA's
 index is checked against the file per contig (a stale one is refused with the
-fix instead of reading wrong bases).
+fix instead of reading wrong bases); a BGZF file cut off by an interrupted
+download is refused by name, at open or at the first read that meets the cut.
 Contig names are resolved like Ensembl VEP: the exact name, then with ``chr``
 added or stripped, then ``M`` <-> ``MT``; each mapping is logged once.
 Coordinates: :meth:`Reference.fetch` takes 0-based half-open ``[start, end)``
@@ -18,7 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 import warnings
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from bioreason.errors import InputFormatError, ReferenceFastaError
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+_CUT = (struct.error, EOFError, zlib.error)  # what Bio.bgzf raises on a BGZF file that ends mid-block
 
 
 def _compression(path: Path) -> str:
@@ -36,6 +40,35 @@ def _compression(path: Path) -> str:
         return "plain"
     # BGZF: gzip with FEXTRA and a 'BC' subfield (SAM spec 4.1)
     return "bgzf" if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC" else "gzip"
+
+
+# the empty block that ends every BGZF file written by bgzip/htslib (SAM spec 4.1.2)
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+
+def check_bgzf_whole(path: Path) -> None:
+    """Refuse a BGZF FASTA whose ``.gzi`` lists blocks past the end of the file (cut off by an interrupted download
+    or copy, or indexed as another file: pyfaidx would fail mid-read with a ``struct.error``); warn, as htslib does,
+    when the file lacks BGZF's end-of-file block but its index is consistent."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - len(BGZF_EOF)))
+        whole = fh.read() == BGZF_EOF
+    gzi = Path(f"{path}.gzi")
+    last = 0
+    if gzi.is_file():
+        raw = gzi.read_bytes()
+        n = struct.unpack_from("<Q", raw)[0] if len(raw) >= 8 else 0
+        if len(raw) >= 8 + 16 * n and n:
+            last = struct.unpack_from("<Q", raw, 8 + 16 * (n - 1))[0]
+    if last >= size:
+        raise ReferenceFastaError(
+            f"{path} ends at byte {size:,}, before the block at byte {last:,} that its index {gzi.name} lists: the "
+            f"file is cut off (an interrupted download or copy) or the index was made for another file; get the "
+            f"whole file again (`bgzip -t {path}` checks it), or delete {gzi.name} and {path.name}.fai to have them "
+            "rebuilt")
+    if not whole:
+        log.warning("%s has no BGZF end-of-file block: it may be cut off (`bgzip -t %s` checks it)", path, path)
 
 
 def contig_synonyms(name: str) -> list[str]:
@@ -73,6 +106,8 @@ class Reference:
         if kind == "bgzf" and not Path(str(self.path) + ".gzi").is_file() and not os.access(self.path.parent, os.W_OK):
             raise ReferenceFastaError(f"{self.path} is BGZF without a .gzi index in a read-only folder; run "
                                   f"`samtools faidx {self.path}` where it can write, or copy it")
+        if kind == "bgzf":
+            check_bgzf_whole(self.path)
         try:
             import pyfaidx
         except ImportError as exc:
@@ -91,6 +126,8 @@ class Reference:
             raise ReferenceFastaError(f"{self.path}: {exc}") from exc
         except (pyfaidx.FastaIndexingError, ValueError) as exc:
             raise InputFormatError(f"{self.path} is not a valid FASTA file: {exc}") from exc
+        except _CUT as exc:  # Bio.bgzf reading a BGZF file that ends mid-block
+            raise self._cut_off(exc) from None
         except ImportError as exc:  # BGZF reading needs biopython
             raise ReferenceFastaError(f"{self.path} is BGZF; reading it needs biopython: "
                                   "`pip install bioreason[genomics]`") from exc
@@ -102,6 +139,11 @@ class Reference:
         self._cache: OrderedDict = OrderedDict()
         self._cache_chunks = cache_chunks
         self._plain, self._checked = kind == "plain", set()
+
+    def _cut_off(self, exc: BaseException) -> ReferenceFastaError:
+        return ReferenceFastaError(
+            f"{self.path} cannot be read to the end ({type(exc).__name__}: {exc}): the file is cut off (an "
+            f"interrupted download or copy) or corrupt; get the whole file again (`bgzip -t {self.path}` checks it)")
 
     def _check_index(self, contig: str) -> None:
         """Refuse a ``.fai`` that does not describe this plain FASTA at ``contig``: its header line must end just
@@ -178,7 +220,10 @@ class Reference:
             self._check_index(contig)
             start = idx * CHUNK
             end = min(start + CHUNK, self.lengths[contig])
-            seq = self._fa.faidx.fetch(contig, start + 1, end) if end > start else ""  # 1-based inclusive
+            try:
+                seq = self._fa.faidx.fetch(contig, start + 1, end) if end > start else ""  # 1-based inclusive
+            except _CUT as exc:
+                raise self._cut_off(exc) from None
             seq = str(seq)
             self._cache[key] = seq
             if len(self._cache) > self._cache_chunks:

@@ -121,6 +121,26 @@ def test_an_index_made_for_another_version_of_the_fasta_is_rebuilt_or_refused(tm
         assert ref.fetch("chrA", 199_900, 200_000) == seq[199_900:] and ref.fetch("chrB", 0, 4) == "ACGT"
 
 
+def test_a_cut_off_bgzf_fasta_is_named_with_or_without_its_index(tmp_path, caplog):
+    whole = DATA / "hg38_chr2_1-2333275.fa.gz"
+    cut = tmp_path / "ref.fa.gz"  # an interrupted download beside the whole file's indexes
+    cut.write_bytes(whole.read_bytes()[:300_000])
+    for ext in (".fai", ".gzi"):
+        shutil.copy(f"{whole}{ext}", f"{cut}{ext}")
+    with pytest.raises(ReferenceFastaError, match=r"ref.fa.gz ends at byte 300,000, before the block at byte "
+                                                  r"[\d,]+ that its index ref.fa.gz.gzi lists: the file is cut off"):
+        Reference(cut)
+    for ext in (".fai", ".gzi"):  # no index: building it meets the cut (Bio.bgzf raised struct.error)
+        Path(f"{cut}{ext}").unlink()
+    with caplog.at_level(logging.WARNING), pytest.raises(ReferenceFastaError, match="cannot be read to the end"):
+        Reference(cut)
+    assert "no BGZF end-of-file block" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the whole file: no warning, and bases past the cut
+        assert Reference(whole).fetch("chr2", 2_000_000, 2_000_001) == "C"
+    assert "end-of-file block" not in caplog.text
+
+
 def test_missing_fai_is_built(tmp_path):
     fa = tmp_path / "ref.fa"
     shutil.copy(FIX / "tiny_ref.fa", fa)
