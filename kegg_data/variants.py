@@ -27,7 +27,6 @@ left-normalisation of indels (``left_normalise``).
 from __future__ import annotations
 
 import contextlib
-import gzip
 import logging
 import os
 import re
@@ -39,7 +38,7 @@ from typing import Iterator
 from bioreason.errors import InputFormatError, MissingDependencyError, ReferenceMismatchError
 from bioreason.kegg_data.htslib_messages import captured_stderr, quiet_records
 from bioreason.kegg_data.reference import Reference
-from bioreason.kegg_data.text_files import compressed_stream_ends_early, unreadable
+from bioreason.kegg_data.text_files import compressed_stream_ends_early, open_text, unreadable
 
 log = logging.getLogger(__name__)
 REF_CHECK_POLICIES = ("error", "warn", "skip", "fix")
@@ -331,9 +330,8 @@ class VariantReader:
         """Lines before the first record, read from the file (htslib's header text adds lines, e.g. PASS)."""
         if self.path.suffix == ".bcf":
             return 0
-        opener = gzip.open if self.path.suffix == ".gz" else open
         n = 0
-        with opener(self.path, "rt", errors="replace") as fh:
+        with open_text(self.path) as fh:
             for line in fh:
                 if not line.startswith("#"):
                     break
@@ -347,11 +345,10 @@ class VariantReader:
         return f"{self.path}:{self.header_lines + record + 1}"
 
     def _line_text(self, record: int) -> str:
-        opener = gzip.open if self.path.suffix == ".gz" else open
         try:
-            with opener(self.path, "rt", errors="replace") as fh:
+            with open_text(self.path) as fh:
                 line = next(islice(fh, self.header_lines + record, None), "")
-        except (OSError, EOFError):
+        except (OSError, InputFormatError):
             return ""
         return line.rstrip("\n")[:120]
 
