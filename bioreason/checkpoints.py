@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from bioreason.atomic import atomic_folder
-from bioreason.errors import CorruptModelError
+from bioreason.errors import BioreasonError, CorruptModelError
 
 from bioreason.hub import ADAPTER_FILE, is_adapter_folder, resolve_dtype, resolve_model_dir  # noqa: F401
 
@@ -166,15 +166,18 @@ def load_model(path=None, dtype: str = "auto", device: str = "auto", quantize: s
 
         model, proc = load_model(path, dtype="float32", device=device)
         return quantize_model(model, quantize), proc
-    if is_adapter_folder(folder):
-        model, proc = load_adapter_folder(folder, dtype=dtype, device=device)
-    else:
-        torch_dtype = resolve_dtype(dtype, device)
-        try:
-            model = DNALLMForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device).eval()
+    try:
+        if is_adapter_folder(folder):
+            model, proc = load_adapter_folder(folder, dtype=dtype, device=device)
+        else:
+            model = DNALLMForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype, device)).to(device).eval()
             proc = DNALLMProcessor.from_pretrained(folder)
-        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # unreadable safetensors, bad json
-            raise CorruptModelError(f"cannot load the model in {folder}: {exc}") from exc
+    except BioreasonError:  # already says what is wrong (a missing file, a base model not prepared)
+        raise
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # a cut-off safetensors file, bad JSON
+        raise CorruptModelError(f"cannot load the model in {folder}: {type(exc).__name__}: {exc}; a file there may be "
+                                "cut off (an interrupted copy or download): copy the folder again, or retrain "
+                                "it") from None
     if torch.device(device).type == "cpu":  # scoring's and decoding's few-query attention (bioreason.attention)
         from bioreason.attention import use_few_query_attention
 

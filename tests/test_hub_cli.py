@@ -59,6 +59,26 @@ def test_truncated_weights_are_a_clear_error(tiny_dir):
         checkpoints.load_model(tiny_dir)
 
 
+@pytest.mark.parametrize("damaged", ["adapter_model.safetensors", "projector.safetensors"])
+def test_truncated_adapter_folder_is_a_clear_error(tmp_path, capsys, damaged):
+    """An adapter folder (what training writes, how kegg-v1 ships) with a file cut off by an interrupted copy."""
+    from bioreason.modeling import apply_lora
+    from conftest import save_tiny
+
+    base = save_tiny(tmp_path / "base", seed=0)
+    model, proc = checkpoints.load_model(base, dtype="float32")
+    folder = checkpoints.save_trained(apply_lora(model, r=2, alpha=4, dropout=0.0), proc, tmp_path / "adapter",
+                                      base=str(base), fmt="adapter")
+    checkpoints.load_model(folder)  # whole: loads
+    weights = folder / damaged
+    weights.write_bytes(weights.read_bytes()[:300])
+    with pytest.raises(CorruptModelError, match=r"cannot load the model in .*adapter: SafetensorError: .*may be cut"):
+        checkpoints.load_model(folder)
+    assert main(["ask", "--model", str(folder), "--dna", "ACGT", "--dna", "ACGA", "What changed?"]) == 2
+    err = capsys.readouterr().err
+    assert "a file there may be cut off" in err and "Traceback" not in err
+
+
 def test_ask_streams_an_answer(tiny_dir, capsys):
     rc = main(["ask", "--model", str(tiny_dir), "--dna", "acgtacgt", "--dna", "ACGTACGA",
                "--max-new-tokens", "5", "--answer-tokens", "0", "What changed?"])
