@@ -9,8 +9,10 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
+    from bioreason.recipes import shipped_recipes
+
     p = sub.add_parser("train", help="fine-tune with SFT or GRPO from a YAML recipe",
-                       description="Train from a recipe (tiny, default-cpu, default, paper, or a YAML path) with "
+                       description=f"Train from a recipe ({', '.join(shipped_recipes())}, or a YAML path) with "
                                    "key=value overrides, e.g. `bioreason train sft --recipe default-cpu "
                                    "train.max_steps=50`. Checkpoints every train.save_every steps; resume with "
                                    "train.resume=latest. The final model folder (OUTPUT_DIR/final) is what "

@@ -53,20 +53,33 @@ DEFAULTS: dict = {
 }
 
 
+def _recipe_folder():
+    from importlib import resources
+
+    try:
+        return resources.files("bioreason.training") / "recipes"
+    except ModuleNotFoundError:
+        return None
+
+
+def shipped_recipes() -> list[str]:
+    """The recipe names installed with the package (``training/recipes/*.yaml`` but accelerate's launch configs)."""
+    folder = _recipe_folder()
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(f.name[:-5] for f in folder.iterdir()
+                  if f.name.endswith(".yaml") and not f.name.startswith("accelerate_"))
+
+
 def resolve_recipe_path(name: str) -> Path:
     path = Path(name)
     if path.is_file():
         return path
-    from importlib import resources
-
-    try:
-        packaged = resources.files("bioreason.training") / "recipes" / f"{name}.yaml"
-        if packaged.is_file():
-            return Path(str(packaged))
-    except ModuleNotFoundError:
-        pass
+    folder = _recipe_folder()
+    if folder is not None and (folder / f"{name}.yaml").is_file():
+        return Path(str(folder / f"{name}.yaml"))
     raise RecipeError(f"recipe {name!r} not found: give a YAML path or one of the shipped recipes "
-                      "(tiny, default-cpu, default, paper)")
+                      f"({', '.join(shipped_recipes())})")
 
 
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
