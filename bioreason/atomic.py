@@ -1,7 +1,7 @@
 """Writing folders and files so that a reader never sees half of one, and two writers never collide.
 
-- ``locked(target, wait)``: an exclusive ``flock`` on ``.<name>.lock`` beside ``target``; the kernel releases it
-  when the holder dies, so no lock outlives a killed process. ``wait=False`` fails at once with
+- ``locked(target, wait)``: an exclusive ``flock`` on ``.<name>.lock`` beside ``target``, removed when the holder
+  is done; the kernel releases it when the holder dies, so no lock outlives a killed process. ``wait=False`` fails at once with
   ``OutputExistsError`` naming the holder (for outputs another run is writing); ``wait=True`` queues (two
   processes preparing the same model: the second waits, then finds it done).
 - ``atomic_folder(final, write, done=None)``: under the lock, ``write(tmp)`` fills a temporary sibling; files are
@@ -38,24 +38,41 @@ def fsync_dir(folder) -> None:
 
 @contextlib.contextmanager
 def locked(target, wait: bool = True):
-    """An exclusive lock for ``target`` (file or folder), held for the ``with`` block."""
+    """An exclusive lock for ``target`` (file or folder), held for the ``with`` block; the lock file is removed when
+    the block ends. A waiter that wakes on a lock file its holder has removed (or replaced) locks the current one
+    instead (compared by inode), so removing it never lets two holders in."""
     import fcntl
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     path = target.with_name(f".{target.name}.lock")
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            holder = Path(path).read_text(errors="replace").strip() or "another process"
-            raise OutputExistsError(f"{target} is being written by {holder} (lock {path}); wait for that run to "
-                                    "finish, or choose another output") from None
+            os.close(fd)
+            try:
+                holder = path.read_text(errors="replace").strip()
+            except OSError:
+                holder = ""
+            raise OutputExistsError(f"{target} is being written by {holder or 'another process'} (lock {path}); wait "
+                                    "for that run to finish, or choose another output") from None
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(fd)
+        if current is not None and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+            break
+        os.close(fd)  # the holder we waited for removed this file: lock the one now at the path
+    try:
         os.ftruncate(fd, 0)
         os.write(fd, f"process {os.getpid()}\n".encode())
         yield path
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still held: a waiter then retries on a fresh file
         os.close(fd)  # closing releases the flock
 
 

@@ -25,8 +25,8 @@ def test_atomic_build_leaves_nothing_when_interrupted(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         hub._atomic_build(final, broken)
-    # nothing loadable, no temporary folder: only the (empty, unlocked) lock file stays for the next run
-    assert not final.exists() and [p.name for p in final.parent.iterdir()] == [".m.lock"]
+    # nothing loadable, no temporary folder, no lock file
+    assert not final.exists() and [p.name for p in final.parent.iterdir()] == []
     calls = []
     hub._atomic_build(final, lambda tmp: calls.append(1) or (tmp / "config.json").touch())
     hub._atomic_build(final, lambda tmp: calls.append(2))  # complete already: no-op
@@ -213,7 +213,33 @@ def test_two_processes_preparing_one_model_both_succeed_and_build_once(tmp_path)
              for _ in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0], [p.stderr.read() for p in procs]
     assert log.read_text() == "built\n" and (final / hub.MARKER).is_file() and (final / "config.json").is_file()
-    assert sorted(p.name for p in final.parent.iterdir()) == [".m.lock", "m"]  # no temporary folder left
+    assert sorted(p.name for p in final.parent.iterdir()) == ["m"]  # no temporary folder or lock file left
+
+
+def test_lock_files_are_removed_and_waiters_never_hold_the_lock_together(tmp_path):
+    """Each holder removes the lock file; a waiter that wakes on a removed file locks the current one instead."""
+    import threading
+    import time
+
+    from bioreason.atomic import locked
+
+    target, holders, most, held = tmp_path / "out", [], [0], []
+
+    def worker(k):
+        for _ in range(5):
+            with locked(target, wait=True) as path:
+                holders.append(k)
+                most[0] = max(most[0], len(holders))
+                held.append(path.is_file())
+                time.sleep(0.01)
+                holders.remove(k)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert most == [1] and len(held) == 20 and all(held) and list(tmp_path.iterdir()) == []
 
 
 def test_hub_does_not_import_checkpoints():
