@@ -1,12 +1,13 @@
 """Why a local data file could not be read, as one line naming the file, the line and the fix.
 
 ``load_table`` hands local JSONL/JSON/CSV/TSV (each also gzipped)/parquet files to ``datasets.load_dataset``; when
-its builder fails (an unquoted delimiter, an empty file, Latin-1 text, a broken JSON line, a file that is not parquet)
-it raises ``DatasetGenerationError`` with a traceback and the cause only in a chained exception, whose position is
-relative to a parser block. :func:`read_failure` finds the first bad line again by reading the file with the standard library
-(``csv`` for field counts, ``json`` per line, a strict UTF-8 decode per line), which knows the real line number,
-and returns a ``DatasetValidationError`` that says what is wrong there and how to fix it. :func:`quiet_datasets_errors`
-silences the ``Failed to read file ...`` line ``datasets`` logs before raising, so the user sees one message.
+its builder fails (an unquoted delimiter, an empty file, Latin-1 text, a broken JSON line, a file that is not
+parquet) it raises ``DatasetGenerationError`` with a traceback and the cause only in a chained exception, whose
+position is relative to a parser block. :func:`read_failure` finds the first bad line again by reading the file with
+the standard library (``csv`` for field counts, ``json`` per line, a strict UTF-8 decode per line), which knows the
+real line number, and returns a ``DatasetValidationError`` that says what is wrong there and how to fix it.
+:func:`quiet_datasets_errors` silences the ``Failed to read file ...`` line ``datasets`` logs before raising, so the
+user sees one message.
 """
 
 from __future__ import annotations
