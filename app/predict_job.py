@@ -168,6 +168,11 @@ def _summary(s, counts: dict, paths: dict, cfg) -> None:
           + ", ".join(str(p) for p in paths.values()))
     for line in s.skip_lines():
         print(line)
+    if not counts["predicted"]:  # exit 0 (the outputs are complete), but the run did not do what was asked
+        log.warning("no variant was predicted: %s; the outputs hold the records and skip reasons only",
+                    f"all {s.alleles} alleles were skipped (reasons above and in {paths['skips']}); most often the "
+                    "--fasta is another genome build or lacks the VCF's contigs (the bundled one is GRCh38 chr17, "
+                    "BRCA1 only)" if s.alleles else "the VCF has no records")
     if counts["outside"]:
         d = cfg.domain or {}
         log.warning("%d of %d predicted variants lie outside the model's domain (%s, %s); their labels are "

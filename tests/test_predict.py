@@ -96,6 +96,13 @@ def test_input_without_contig_lines_gets_no_htslib_noise(tiny_dir, tmp_path, cap
     err = got.err
     assert rc == 0 and "skipped 1: contig not in the FASTA" in err + got.out
     assert "[W::" not in err and "[E::" not in err
+    vcf = tmp_path / "chr22.vcf"  # nothing predictable: exit 0 with complete outputs, and a warning that says so
+    vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                   "22\t17181903\trs7289170\tA\tG\t.\t.\t.\n")
+    rc = main(["predict", str(vcf), "--fasta", "bundled", "--model", str(tiny_dir), "-o", str(tmp_path / "none")])
+    err = capfd.readouterr().err
+    assert rc == 0 and "no variant was predicted: all 1 alleles were skipped" in err and "another genome build" in err
+    assert (tmp_path / "none.skipped.tsv").read_text().count("contig 22 not in the FASTA") == 1
 
 
 def test_predict_with_traces(tiny_dir, sge_small, tmp_path):
