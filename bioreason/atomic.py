@@ -1,9 +1,9 @@
 """Writing folders and files so that a reader never sees half of one, and two writers never collide.
 
 - ``locked(target, wait)``: an exclusive ``flock`` on ``.<name>.lock`` beside ``target``, removed when the holder
-  is done; the kernel releases it when the holder dies, so no lock outlives a killed process. ``wait=False`` fails at once with
-  ``OutputExistsError`` naming the holder (for outputs another run is writing); ``wait=True`` queues (two
-  processes preparing the same model: the second waits, then finds it done).
+  is done; the kernel releases it when the holder dies, so no lock outlives a killed process. ``wait=False`` fails
+  at once with ``OutputExistsError`` naming the holder (for outputs another run is writing); ``wait=True`` queues
+  (two processes preparing the same model: the second waits, then finds it done).
 - ``atomic_folder(final, write, done=None)``: under the lock, ``write(tmp)`` fills a temporary sibling; files are
   fsynced, the old ``final`` (if any) is moved aside only once the new one is complete, the new one renamed in,
   the old one deleted, the parent fsynced. ``done(final)`` true -> nothing to do (checked after the wait).

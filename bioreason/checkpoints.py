@@ -166,11 +166,12 @@ def load_model(path=None, dtype: str = "auto", device: str = "auto", quantize: s
 
         model, proc = load_model(path, dtype="float32", device=device)
         return quantize_model(model, quantize), proc
+    torch_dtype = resolve_dtype(dtype, device)  # a bad dtype is the caller's error, not a corrupt folder
     try:
         if is_adapter_folder(folder):
             model, proc = load_adapter_folder(folder, dtype=dtype, device=device)
         else:
-            model = DNALLMForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype, device)).to(device).eval()
+            model = DNALLMForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device).eval()
             proc = DNALLMProcessor.from_pretrained(folder)
     except BioreasonError:  # already says what is wrong (a missing file, a base model not prepared)
         raise

@@ -27,8 +27,8 @@ from functools import cached_property
 from pathlib import Path
 
 from bioreason.errors import InputFormatError, MissingDependencyError
-from bioreason.kegg_data.text_files import open_text
 from bioreason.kegg_data.reference import contig_synonyms
+from bioreason.kegg_data.text_files import open_text
 
 log = logging.getLogger(__name__)
 BUNDLED_GTF = "brca1_NM_007294_grch38.gtf"
