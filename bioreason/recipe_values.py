@@ -110,6 +110,26 @@ def _check_rewards(rewards) -> None:
                           "reward a weight")
 
 
+BALANCE_BY = ("label", "question", "question_label")
+
+
+def balance_setting(value) -> tuple[str, float] | None:
+    """``data.balance`` as (group key, power), or None for no balancing. ``label`` is ``{by: label, power: 1}``: each
+    label seen about equally often. ``{by: label|question|question_label, power: p}`` repeats each example
+    ``round((largest group / its group) ** p)`` times per epoch, its group being its label, its question text, or
+    the pair; ``p`` in (0, 1], below 1 a tempered balance (0.5: a group 16x rarer is seen 4x as often)."""
+    if value is None:
+        return None
+    if value == "label":
+        return "label", 1.0
+    if isinstance(value, dict) and set(value) <= {"by", "power"} and value.get("by") in BALANCE_BY:
+        power = value.get("power", 1.0)
+        if isinstance(power, (int, float)) and not isinstance(power, bool) and 0 < power <= 1:
+            return value["by"], float(power)
+    raise RecipeError(f"data.balance={value!r}: use label (each label seen about equally often), "
+                      f"{{by: {'|'.join(BALANCE_BY)}, power: 0.5}} (a tempered balance; power in (0, 1]) or null")
+
+
 def check_recipe(recipe: dict) -> dict:
     """``recipe`` unchanged if every checked value is allowed, else a ``RecipeError`` naming the first bad one."""
     lora = recipe.get("model", {}).get("lora")
@@ -122,6 +142,7 @@ def check_recipe(recipe: dict) -> dict:
             continue
         check_value(key, value, check, f"{HINTS.get(key, '')}; set it in the recipe or override it ({key}=...)")
     _check_rewards(recipe.get("grpo", {}).get("rewards", {}))
+    balance_setting(recipe.get("data", {}).get("balance"))
     targets = (lora or {}).get("target_modules")
     if lora is not None and (not isinstance(targets, list) or not targets
                              or not all(isinstance(t, str) and t for t in targets)):
@@ -130,4 +151,4 @@ def check_recipe(recipe: dict) -> dict:
     return recipe
 
 
-__all__ = ["CHECKS", "SCHEDULERS", "check_recipe", "check_value", "number", "one_of", "whole"]
+__all__ = ["BALANCE_BY", "CHECKS", "SCHEDULERS", "balance_setting", "check_recipe", "check_value", "number", "one_of", "whole"]

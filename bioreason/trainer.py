@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from bioreason.errors import RecipeError
+from bioreason.recipe_values import balance_setting
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,25 @@ def load_for_training(recipe: dict):
     return model, proc, base
 
 
-def balanced_pool(labels: list) -> list[int]:
-    """Example indices with each label's examples repeated ``round(largest class / its size)`` times, so every
-    label is seen about equally often (``data.balance: label``); deterministic."""
+def balanced_pool(keys: list, power: float = 1.0) -> list[int]:
+    """Example indices with each example repeated ``round((largest group / its group) ** power)`` times (at least
+    once), its group being its key (``data.balance``, ``recipe_values.balance_setting``); deterministic."""
     by: dict = {}
-    for i, lab in enumerate(labels):
-        by.setdefault(lab, []).append(i)
+    for i, key in enumerate(keys):
+        by.setdefault(key, []).append(i)
     top = max(len(v) for v in by.values())
-    return sorted(i for v in by.values() for i in v * max(1, round(top / len(v))))
+    return sorted(i for v in by.values() for i in v * max(1, round((top / len(v)) ** power)))
+
+
+def balance_keys(examples: list, by: str) -> list:
+    """Each example's group for ``data.balance``: its label, its question text, or the pair."""
+    from bioreason.kegg_data.tasks import question_group
+
+    if by == "label":
+        return [e.meta.get("label") for e in examples]
+    if by == "question":
+        return [question_group(e) for e in examples]
+    return [(question_group(e), e.meta.get("label")) for e in examples]
 
 
 class DataOrder:
@@ -169,11 +181,8 @@ class Trainer:
         self.model, self.opt = self.acc.prepare(model, opt)
         # the scheduler (stepped by us once per step) is saved as JSON in trainer_state.json, not registered with
         # accelerate: its custom_checkpoint_*.pkl is unpickled with weights_only=False, so a crafted one runs code
-        balance = recipe.get("data", {}).get("balance")
-        if balance not in (None, "label"):
-            raise RecipeError(f"data.balance={balance!r}: use label (each label seen about equally often) or leave "
-                              "it out")
-        pool = balanced_pool([e.meta.get("label") for e in examples]) if balance == "label" else len(examples)
+        balance = balance_setting(recipe.get("data", {}).get("balance"))
+        pool = balanced_pool(balance_keys(examples, balance[0]), balance[1]) if balance else len(examples)
         self.order = DataOrder(pool, int(t["seed"]), int(t["batch_size"]), self.acc.num_processes,
                                int(t["grad_accum"]))
         self.step = 0

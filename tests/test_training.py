@@ -316,6 +316,29 @@ def test_balanced_pool_and_the_prior_correction_it_implies():
     assert p[0].tolist() == pytest.approx([0.2, 0.8])
 
 
+def test_tempered_balance_by_question_and_label(tmp_path):
+    """data.balance={by: question_label, power: 0.5}: a (question, answer) group 16x rarer is repeated 4x."""
+    from types import SimpleNamespace
+
+    from bioreason.errors import RecipeError
+    from bioreason.trainer import balance_keys, balanced_pool
+
+    def ex(question, label):
+        return SimpleNamespace(question=f"rewritten {question}", meta={"group": question, "label": label})
+
+    examples = [ex("KRAS net", "melanoma")] * 16 + [ex("KRAS net", "colorectal cancer")] + [ex("APRT", "aprt")] * 4
+    pool = balanced_pool(balance_keys(examples, "question_label"), 0.5)
+    assert [pool.count(i) for i in (0, 16, 17)] == [1, 4, 2]  # 16/16, sqrt(16/1), sqrt(16/4)
+    assert balance_keys(examples, "question")[16] == "KRAS net"  # the dataset's question, not the rewritten one
+    by_question = balanced_pool(balance_keys(examples, "question"), 1.0)
+    assert by_question.count(17) == round(17 / 4) and by_question.count(16) == 1
+    r = load_recipe("tiny", ["data.balance={by: question_label, power: 0.5}"])
+    assert r["data"]["balance"] == {"by": "question_label", "power": 0.5}
+    for bad in ("{by: question_label, power: 2}", "{by: gene}", "{by: label, power: 0}", "{by: label, weight: 1}"):
+        with pytest.raises(RecipeError, match=r"data.balance=.*use label .*power in \(0, 1\]"):
+            load_recipe("tiny", [f"data.balance={bad}"])
+
+
 def test_stacked_adapter_equals_the_chain(tmp_path):
     """GRPO started from an SFT adapter saves one adapter on the original base: A=[A1;A2], B=[B1 s1/s, B2]."""
     import json
