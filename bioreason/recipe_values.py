@@ -151,4 +151,5 @@ def check_recipe(recipe: dict) -> dict:
     return recipe
 
 
-__all__ = ["BALANCE_BY", "CHECKS", "SCHEDULERS", "balance_setting", "check_recipe", "check_value", "number", "one_of", "whole"]
+__all__ = ["BALANCE_BY", "CHECKS", "SCHEDULERS", "balance_setting", "check_recipe", "check_value", "number", "one_of",
+           "whole"]
