@@ -244,7 +244,7 @@ def test_kegg_from_a_hub_snapshot_folder_and_a_question_grouped_holdout(tmp_path
     README): it loads from the root or its data/ folder; a split it lacks is an error naming the ones it has; the
     validation part made from train shares no question text with the rest."""
     datasets = pytest.importorskip("datasets")
-    from bioreason.errors import DatasetValidationError, InputFormatError
+    from bioreason.errors import DatasetValidationError
     from bioreason.kegg_data.build import build_examples
     from bioreason.kegg_data.examples import load_table
 
