@@ -40,16 +40,19 @@ def compressed_stream_ends_early(path) -> str | None:
     return None
 
 
-def unreadable(path, exc: BaseException, where: str | None = None) -> InputFormatError:
-    """The error for a compressed ``path`` that failed with ``exc`` (``where``: 'file:line', when known)."""
-    why = compressed_stream_ends_early(path) or f"it cannot be read to the end ({exc})"
+def unreadable(path, exc: BaseException, where: str | None = None, why: str | None = None) -> InputFormatError:
+    """The error for a compressed ``path`` that failed with ``exc`` (``where``: 'file:line', when known; ``why``:
+    :func:`compressed_stream_ends_early`'s answer when the caller has it already, so the file is not read again)."""
+    why = why or compressed_stream_ends_early(path) or f"it cannot be read to the end ({exc})"
     return InputFormatError(f"{where or path}: {why}; get the whole file again (`gzip -t {path}` checks it)")
 
 
 def data_suffix(path) -> str:
     """The lower-case suffix that names the format, under a ``.gz`` (``x.jsonl.gz`` -> ``.jsonl``)."""
     suffixes = [s.lower() for s in Path(path).suffixes]
-    return (suffixes[-2] if len(suffixes) > 1 else "") if suffixes[-1:] == [".gz"] else (suffixes or [""])[-1]
+    if suffixes[-1:] == [".gz"]:
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
 
 
 @contextlib.contextmanager

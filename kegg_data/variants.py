@@ -365,8 +365,9 @@ class VariantReader:
                 break
             except Exception as exc:  # htslib could not parse a data line
                 bad = rec_i + 1
-                if compressed_stream_ends_early(self.path):  # a cut-off download, not a malformed record
-                    raise unreadable(self.path, exc, self.where(bad)) from None
+                cut = compressed_stream_ends_early(self.path)  # a cut-off download, not a malformed record
+                if cut:
+                    raise unreadable(self.path, exc, self.where(bad), cut) from None
                 raise InputFormatError(
                     f"{self.where(bad)}: htslib could not parse this record ({exc}; its message is printed "
                     f"above as [E::...]): {self._line_text(bad)!r}; fix or remove the line") from exc
