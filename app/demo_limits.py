@@ -14,8 +14,9 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import zlib
 from pathlib import Path
+
+from bioreason.kegg_data.text_files import GZIP_MAGIC, STREAM_ERRORS, stream_problem
 
 MAX_VCF_BYTES = 1_000_000  # decompressed
 MAX_VCF_RECORDS = 50
@@ -34,9 +35,9 @@ def _gunzip_capped(raw: bytes, cap: int, what: str) -> bytes:
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(raw)) as fh:
             data = fh.read(cap + 1)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DemoInputError(f"the {what} looks gzip-compressed but cannot be read ({exc}); upload it again or "
-                             "uncompressed") from None
+    except STREAM_ERRORS as exc:
+        raise DemoInputError(f"the {what} looks gzip-compressed but cannot be read: {stream_problem(exc)}; upload "
+                             "the whole file again, or uncompressed") from None
     if len(data) > cap:
         raise DemoInputError(f"the {what} is more than {cap:,} bytes once decompressed; the demo takes at most "
                              f"{cap:,} (use `bioreason predict` for whole files)")
@@ -48,7 +49,7 @@ def vcf_bytes(text: str | None, path: str | None) -> bytes:
     raw = Path(path).read_bytes() if path else (text or "").encode()
     if not raw.strip():
         raise DemoInputError("paste VCF text or upload a .vcf file first")
-    data = _gunzip_capped(raw, MAX_VCF_BYTES, "VCF") if raw[:2] == b"\x1f\x8b" else raw
+    data = _gunzip_capped(raw, MAX_VCF_BYTES, "VCF") if raw[:2] == GZIP_MAGIC else raw
     if len(data) > MAX_VCF_BYTES:
         raise DemoInputError(f"the VCF is {len(data):,} bytes; the demo takes at most {MAX_VCF_BYTES:,} "
                              "(use `bioreason predict` for whole files)")
@@ -70,10 +71,10 @@ def vcf_bytes(text: str | None, path: str | None) -> bytes:
 
 def check_fasta_upload(path: str) -> None:
     """Decompressed size and longest line of an uploaded FASTA, before anything indexes it."""
-    with open(path, "rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
     total = 0
     try:
+        with open(path, "rb") as fh:
+            gz = fh.read(2) == GZIP_MAGIC
         with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
             while line := fh.readline(MAX_FASTA_LINE + 2):
                 total += len(line)
@@ -83,7 +84,10 @@ def check_fasta_upload(path: str) -> None:
                 if len(line.rstrip(b"\r\n")) > MAX_FASTA_LINE:
                     raise DemoInputError(f"the FASTA has a line longer than {MAX_FASTA_LINE:,} characters; wrap it "
                                          "(e.g. `seqkit seq -w 60`) or use the CLI")
-    except (OSError, EOFError, zlib.error) as exc:
+    except STREAM_ERRORS as exc:
+        raise DemoInputError(f"the FASTA upload cannot be read: {stream_problem(exc)}; upload the whole file "
+                             "again") from None
+    except OSError as exc:
         raise DemoInputError(f"the FASTA upload cannot be read ({exc}); upload it again") from None
 
 

@@ -16,12 +16,19 @@ from pathlib import Path
 from bioreason.errors import InputFormatError
 
 GZIP_MAGIC = b"\x1f\x8b"
-_STREAM_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+STREAM_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
 def is_compressed(path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(2) == GZIP_MAGIC
+
+
+def stream_problem(exc: BaseException) -> str:
+    """What gzip's ``exc`` (one of ``STREAM_ERRORS``, met while decompressing) means, in the user's words."""
+    if isinstance(exc, EOFError):
+        return "the compressed stream ends early: the file is cut off (an interrupted download or copy)"
+    return f"the compressed stream is corrupt ({exc})"
 
 
 def compressed_stream_ends_early(path) -> str | None:
@@ -33,10 +40,8 @@ def compressed_stream_ends_early(path) -> str | None:
         with gzip.open(path, "rb") as fh:
             while fh.read(1 << 20):
                 pass
-    except EOFError:
-        return "the compressed stream ends early: the file is cut off (an interrupted download or copy)"
-    except (zlib.error, gzip.BadGzipFile) as exc:
-        return f"the compressed stream is corrupt ({exc})"
+    except STREAM_ERRORS as exc:
+        return stream_problem(exc)
     return None
 
 
@@ -69,5 +74,5 @@ def open_text(path, binary: bool = False, **text: str):
     try:
         with gzip.open(path, "rb") if binary else gzip.open(path, "rt", **text) as fh:
             yield fh
-    except _STREAM_ERRORS as exc:
+    except STREAM_ERRORS as exc:
         raise unreadable(path, exc) from None

@@ -207,6 +207,20 @@ def test_limits_in_the_units_that_cost(tmp_path):
     one_line.write_bytes(gzip.compress(b">chr1\n" + b"A" * 2**20 + b"\n"))
     with pytest.raises(DemoInputError, match="a line longer than 65,536 characters"):
         check_fasta_upload(str(one_line))
+    whole = gzip.compress(b">chr1\n" + b"ACGTTGCA" * 50_000 + b"\n")  # wrapped at 60 below, then cut in half
+    wrapped = gzip.compress(b">chr1\n" + b"\n".join([b"ACGTTGCAAC" * 6] * 10_000) + b"\n")
+    cut = tmp_path / "cut.fa.gz"
+    cut.write_bytes(wrapped[: len(wrapped) // 2])
+    with pytest.raises(DemoInputError, match="FASTA upload cannot be read: the compressed stream ends early: the "
+                                             "file is cut off"):
+        check_fasta_upload(str(cut))
+    with pytest.raises(DemoInputError, match="VCF looks gzip-compressed but cannot be read: the compressed stream "
+                                             "ends early"):
+        vcf_bytes(None, str(cut))
+    garbled = tmp_path / "garbled.vcf.gz"
+    garbled.write_bytes(whole[:10] + bytes(b ^ 0x5A for b in whole[10:200]) + whole[200:])
+    with pytest.raises(DemoInputError, match="the compressed stream is corrupt"):
+        vcf_bytes(None, str(garbled))
     assert vcf_bytes("chr17 43045711 . G T", None).startswith(b"##fileformat")  # a normal paste passes
 
 
