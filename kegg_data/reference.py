@@ -139,6 +139,20 @@ class Reference:
         self._cache: OrderedDict = OrderedDict()
         self._cache_chunks = cache_chunks
         self._plain, self._checked = kind == "plain", set()
+        if self._plain:
+            self._check_whole()
+
+    def _check_whole(self) -> None:
+        """Refuse a plain FASTA that ends before the last record its index lists ends: a cut-off download beside the
+        whole file's ``.fai`` (pyfaidx then returns short or empty sequence at that contig's tail)."""
+        size, index = self.path.stat().st_size, self._fa.faidx.index
+        contig, rec = max(index.items(), key=lambda kv: kv[1].bend, default=(None, None))
+        if rec is not None and size < rec.bend - (rec.lenb - rec.lenc):  # its last line's newline may be missing
+            raise ReferenceFastaError(
+                f"{self.path} ends at byte {size:,}, before the end of contig {contig} at byte {rec.bend:,} that its "
+                f"index {self.path}.fai lists: the file is cut off (an interrupted download or copy); get the whole "
+                f"file again (or, if this shorter file is the one you mean, rebuild the index with `samtools faidx "
+                f"{self.path}`)")
 
     def _cut_off(self, exc: BaseException) -> ReferenceFastaError:
         return ReferenceFastaError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -96,7 +97,6 @@ def test_an_index_made_for_another_version_of_the_fasta_is_rebuilt_or_refused(tm
     """pyfaidx only warns about an index older than its FASTA and reads at the old offsets: with the lines
     re-wrapped from 60 to 50 nt, a contig's tail read came back short and ``fetch`` looped for ever. Now a stale
     index is rebuilt where the folder is writable, and any index is checked against the file per contig."""
-    import os
     import random
 
     import pyfaidx
@@ -139,6 +139,20 @@ def test_a_cut_off_bgzf_fasta_is_named_with_or_without_its_index(tmp_path, caplo
     with caplog.at_level(logging.WARNING):  # the whole file: no warning, and bases past the cut
         assert Reference(whole).fetch("chr2", 2_000_000, 2_000_001) == "C"
     assert "end-of-file block" not in caplog.text
+
+
+def test_a_cut_off_plain_fasta_beside_its_whole_index_is_named(tmp_path):
+    fa = tmp_path / "ref.fa"
+    fa.write_text(">chrA\n" + "ACGTACGTAC" * 6 * 100 + "\n" + ">chrB\n" + "\n".join(["GATTACAGAT" * 6] * 50) + "\n")
+    Reference(fa)  # builds ref.fa.fai for the whole file
+    whole = fa.read_bytes()
+    fa.write_bytes(whole[:-500])  # the download stopped inside chrB; the index stays newer than the FASTA
+    os.utime(f"{fa}.fai")
+    with pytest.raises(ReferenceFastaError, match=r"ref.fa ends at byte [\d,]+, before the end of contig chrB at byte "
+                                                  r"[\d,]+ that its index .*ref.fa.fai lists: the file is cut off"):
+        Reference(fa)
+    fa.write_bytes(whole[:-1])  # only the final newline missing: a valid file
+    assert Reference(fa).fetch("chrB", 0, 7) == "GATTACA"
 
 
 def test_missing_fai_is_built(tmp_path):
