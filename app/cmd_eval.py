@@ -92,8 +92,20 @@ def trace_indices(n_items: int, traces: int) -> range:
     return range(0, n_items, max(1, n_items // max(1, n)))[:n]
 
 
+def with_progress(desc: str, total: int, fn):
+    """``fn(bar)`` with a progress reporter for ``total`` items (tqdm on a terminal, a line every 30 s in a log):
+    scoring 900 KEGG items or generating their traces takes minutes to an hour on a CPU."""
+    from bioreason.app.inputs import progress
+
+    bar = progress(total, 0, f"eval: {desc}", "items")
+    try:
+        return fn(bar)
+    finally:
+        bar.close()
+
+
 def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "", mode: str = "dna",
-                   store=None) -> tuple[dict, dict]:
+                   store=None, bar=None) -> tuple[dict, dict]:
     """Trace checks for one KEGG model and, when every item got a trace, two systems: the answer parsed from each
     trace (``generated``, the paper's metric) and the same with the traces that named no disease of the set
     completed by the most likely name after them (``answered``)."""
@@ -101,7 +113,7 @@ def kegg_generated(model, proc, exs, labels, system, args, prefix: str = "", mod
 
     checks = kegg_trace_checks(model, proc, exs, labels, system, trace_indices(len(exs), args.traces),
                                batch_size=args.batch_size, prefix=prefix, max_new_tokens=args.max_new_tokens, mode=mode,
-                               answer_tokens=args.answer_tokens, store=store)
+                               answer_tokens=args.answer_tokens, store=store, bar=bar)
     print(f"of {checks['n']} traces, {checks['gene']:.3f} name the gene, "
           f"{checks['change'] if checks['change'] is None else round(checks['change'], 3)} state the variant, "
           f"{checks['answer_in_set']:.3f} answer one of the {len(labels)} names; all three {checks['all_three']:.3f} "
@@ -196,32 +208,42 @@ def _evaluate(args) -> int:
     systems, agreement = {}, {}
     for m, (exs, _) in sets.items():
         name = f"dna-llm-{m}" if m and len(sets) > 1 else "dna-llm"
-        systems[name] = steps.run(name, lambda exs=exs: ev.llm_predictions(
-            model, proc, exs, labels, system, "dna", args.batch_size, prior,
-            pcfg.decision,  # labels by the model's own decision rule, as predict
-            normalise=args.task == "kegg"))  # multi-token disease names
+        systems[name] = steps.run(name, lambda exs=exs, n=name: with_progress(
+            f"{n} scoring", len(exs), lambda bar: ev.llm_predictions(
+                model, proc, exs, labels, system, "dna", args.batch_size, prior,
+                pcfg.decision,  # labels by the model's own decision rule, as predict
+                normalise=args.task == "kegg", bar=bar)))  # multi-token disease names
+        traced = len(trace_indices(len(exs), args.traces)) if args.traces else 0
         if args.traces and args.task == "kegg":
-            agreement[name], generated = steps.run(f"{name}-traces", lambda exs=exs, n=name: kegg_generated(
-                model, proc, exs, labels, system, args, pcfg.trace_prefix, store=steps.chunks(f"{n}-traces")))
+            agreement[name], generated = steps.run(f"{name}-traces", lambda exs=exs, n=name: with_progress(
+                f"{n} traces", traced, lambda bar: kegg_generated(
+                    model, proc, exs, labels, system, args, pcfg.trace_prefix, store=steps.chunks(f"{n}-traces"),
+                    bar=bar)))
             systems.update({f"{name}-{kind}": preds for kind, preds in generated.items()})
         if args.traces and args.task == "annotated_vcf":
-            agreement[name] = steps.run(f"{name}-traces", lambda exs=exs, n=name: ev.consequence_agreement(
-                model, proc, exs, system, trace_indices(len(exs), args.traces), batch_size=args.batch_size,
-                n_boot=args.bootstrap, prefix=pcfg.trace_prefix, answer_tokens=args.answer_tokens,
-                store=steps.chunks(f"{n}-traces")))
+            agreement[name] = steps.run(f"{name}-traces", lambda exs=exs, n=name: with_progress(
+                f"{n} traces", traced, lambda bar: ev.consequence_agreement(
+                    model, proc, exs, system, trace_indices(len(exs), args.traces), batch_size=args.batch_size,
+                    n_boot=args.bootstrap, prefix=pcfg.trace_prefix, answer_tokens=args.answer_tokens,
+                    store=steps.chunks(f"{n}-traces"), bar=bar)))
             print(f"{name}: consequence stated correctly in {agreement[name]['share']:.3f} "
                   f"{agreement[name]['ci95']} of {agreement[name]['n']} traces", file=sys.stderr)
     if "text-only" in baselines:  # the sequence-only prompt with its DNA written as text, no DNA features
         text_exs = sets["sequence"][0] if "sequence" in sets else examples
-        systems["text-only"] = steps.run("text-only", lambda: ev.llm_predictions(
-            model, proc, text_exs, labels, system, "text", max(1, args.batch_size // 4), prior))
+        systems["text-only"] = steps.run("text-only", lambda: with_progress(
+            "text-only scoring", len(text_exs), lambda bar: ev.llm_predictions(
+                model, proc, text_exs, labels, system, "text", max(1, args.batch_size // 4), prior, bar=bar)))
     if args.text_model:  # the LLM-only baseline fine-tuned on the question alone: same items, same scoring
         tmodel, tproc = load_model(args.text_model, quantize=args.quantize)
-        systems["llm-only"] = steps.run("llm-only", lambda: ev.llm_predictions(
-            tmodel, tproc, examples, labels, system, "none", args.batch_size, normalise=args.task == "kegg"))
+        systems["llm-only"] = steps.run("llm-only", lambda: with_progress(
+            "llm-only scoring", len(examples), lambda bar: ev.llm_predictions(
+                tmodel, tproc, examples, labels, system, "none", args.batch_size, normalise=args.task == "kegg",
+                bar=bar)))
         if args.traces and args.task == "kegg":
-            agreement["llm-only"], generated = steps.run("llm-only-traces", lambda: kegg_generated(
-                tmodel, tproc, examples, labels, system, args, mode="none", store=steps.chunks("llm-only-traces")))
+            agreement["llm-only"], generated = steps.run("llm-only-traces", lambda: with_progress(
+                "llm-only traces", len(trace_indices(len(examples), args.traces)), lambda bar: kegg_generated(
+                    tmodel, tproc, examples, labels, system, args, mode="none",
+                    store=steps.chunks("llm-only-traces"), bar=bar)))
             systems.update({f"llm-only-{kind}": preds for kind, preds in generated.items()})
         del tmodel
     train = None

@@ -89,12 +89,13 @@ def metrics_with_ci(golds, preds, pos_scores, labels, positive=None, n_boot: int
 
 
 def llm_predictions(model, processor, examples, labels, system=None, mode="dna", batch_size: int = 8,
-                    log_prior: dict | None = None, decision: dict | None = None, normalise: bool = False):
+                    log_prior: dict | None = None, decision: dict | None = None, normalise: bool = False, bar=None):
     """[{pred, probs}] from candidate log-likelihoods (mode ``dna``) or the text-only prompt (mode ``text``),
     with the model's label prior correction (``PredictConfig.label_log_prior``) and decision rule
     (``PredictConfig.decision``) as ``predict`` applies them. Each label is scored as the data writes it when the
     examples carry ``meta['label_texts']`` (KEGG: the label ``alzheimer s disease`` is the trained answer
-    ``alzheimer's disease``; scoring the normalised form put the possessive names last)."""
+    ``alzheimer's disease``; scoring the normalised form put the possessive names last). ``bar``: a progress
+    reporter (``update(n)``) told of each scored batch."""
     import torch
 
     from bioreason.predict import decide, with_log_prior
@@ -112,6 +113,8 @@ def llm_predictions(model, processor, examples, labels, system=None, mode="dna",
         for row in probs.tolist():
             p = {lab: v for lab, v in zip(labels, row)}
             out.append({"pred": decide(p, decision)[0], "probs": p})
+        if bar is not None:
+            bar.update(len(chunk))
     return out
 
 
@@ -129,13 +132,14 @@ def normalise_consequence(name: str | None) -> str | None:
 
 
 def greedy_traces(model, processor, examples, system=None, indices=None, max_new_tokens: int = 160,
-                  batch_size: int = 8, prefix: str = "", mode: str = "dna", answer_tokens: int = 0, store=None):
+                  batch_size: int = 8, prefix: str = "", mode: str = "dna", answer_tokens: int = 0, store=None,
+                  bar=None):
     """(index, example, trace, forced) for ``examples[indices]``: greedy traces generated in batches, started with
     ``prefix`` as ``predict --traces`` starts them; ``mode`` as ``Example.to_messages`` takes it;
     ``answer_tokens``: budget forcing at ``max_new_tokens`` (``sampling.sample_groups``). ``store``: where each
     finished chunk of ``4 x batch_size`` prompts is kept and found again (``get``/``put``, e.g. ``eval``'s
     ``ChunkStore``); chunks are cut at the same places on a rerun, so reused and new traces are the ones an
-    uninterrupted run gives."""
+    uninterrupted run gives. ``bar``: a progress reporter (``update(n)``) told of each finished chunk."""
     import torch
 
     from bioreason.rl import PrefixCache
@@ -156,17 +160,19 @@ def greedy_traces(model, processor, examples, system=None, indices=None, max_new
             kept = {"texts": list(s.texts), "forced": [bool(f) for f in s.forced]}
             if store is not None:
                 store.put(key, kept, expect)
+        if bar is not None:
+            bar.update(len(chunk))
         yield from zip(indices[k:k + queued], chunk, kept["texts"], kept["forced"])
 
 
 def consequence_agreement(model, processor, examples, system=None, indices=None, max_new_tokens: int = 160,
                           batch_size: int = 8, n_boot: int = 1000, prefix: str = "", answer_tokens: int = 0,
-                          store=None) -> dict:
+                          store=None, bar=None) -> dict:
     """Greedy traces for ``examples[indices]`` (``greedy_traces``); the share whose stated consequence equals the
     true one (``meta['annotation']``), with a bootstrap 95% interval, and every trace."""
     items = []
     for i, e, text, forced in greedy_traces(model, processor, examples, system, indices, max_new_tokens, batch_size,
-                                            prefix, answer_tokens=answer_tokens, store=store):
+                                            prefix, answer_tokens=answer_tokens, store=store, bar=bar):
         true, stated = normalise_consequence(e.meta.get("annotation")), stated_consequence(text)
         items.append({"index": i, "true": true, "stated": stated, "agree": stated == true, "trace": text,
                       "forced": forced})

@@ -15,18 +15,19 @@ from bioreason.evaluation import greedy_traces
 
 def kegg_trace_checks(model, processor, examples, names, system=None, indices=None, max_new_tokens: int = 256,
                       batch_size: int = 8, prefix: str = "", mode: str = "dna", answer_tokens: int = 0,
-                      store=None) -> dict:
+                      store=None, bar=None) -> dict:
     """Greedy traces for ``examples[indices]``, each checked against facts computed from its inputs
     (``kegg_data.tasks.check_kegg_trace``): the share passing each check and all three (an indel's base-change
     check does not apply), the accuracy of the answer parsed from the trace, and every trace. ``answer_tokens``:
     budget forcing for traces still reasoning at ``max_new_tokens`` (``sampling.sample_groups``); each item says
-    whether its trace was forced (``forced``); ``store``: finished chunks kept for a resumed run (``greedy_traces``)."""
+    whether its trace was forced (``forced``); ``store``: finished chunks kept for a resumed run, ``bar``: progress
+    (both as ``greedy_traces`` takes them)."""
     from bioreason.answers import extract_answer, match_label
     from bioreason.kegg_data.tasks import check_kegg_trace
 
     items = []
     for i, e, text, forced in greedy_traces(model, processor, examples, system, indices, max_new_tokens, batch_size,
-                                            prefix, mode, answer_tokens, store):
+                                            prefix, mode, answer_tokens, store, bar):
         named = match_label(extract_answer(text), list(names)) if extract_answer(text) else None
         items.append({"index": i, "trace": text, "answer": named, "correct": named == e.meta["label"],
                       "forced": forced, **check_kegg_trace(text, e.meta, names)})

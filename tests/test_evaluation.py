@@ -35,9 +35,13 @@ def test_eval_command_report_recomputes_from_items(tiny_model_dir, tmp_path, cap
     rc = main(["eval", "--task", "toy", "--model", str(folder), "--baselines", "text-only,dna-only",
                "--bootstrap", "100", "-o", str(out)])
     assert rc == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     report = json.loads((out / "report.json").read_text())
     assert set(report["systems"]) == {"dna-llm", "text-only", "dna-only"}
+    n = len(report["items"])  # the long steps report progress (in a log: a line every 30 s and one at the end)
+    for step in ("dna-llm scoring", "text-only scoring"):
+        assert f"eval: {step}: {n:,}/{n:,} (100.0%) items" in captured.err
     assert (out / "roc.png").is_file() and (out / "confusion_dna-llm.png").is_file()
     items = report["items"]
     for name, m in report["systems"].items():
@@ -86,7 +90,7 @@ def test_interrupted_eval_resumes_without_redoing_finished_steps(tiny_model_dir,
     assert fp["model"]["files"] and "output" not in fp  # the model by content, not by path
 
 
-def test_eval_annotated_vcf_with_annotation_only_baseline(tiny_model_dir, tmp_path):
+def test_eval_annotated_vcf_with_annotation_only_baseline(tiny_model_dir, tmp_path, capsys):
     from pathlib import Path
 
     from bioreason.errors import RecipeError
@@ -102,6 +106,8 @@ def test_eval_annotated_vcf_with_annotation_only_baseline(tiny_model_dir, tmp_pa
     report = json.loads((out / "report.json").read_text())
     assert report["positive"] == "LOF"
     assert set(report["systems"]) == {"dna-llm-annotated", "dna-llm-sequence", "text-only", "annotation-only"}
+    err = capsys.readouterr().err
+    assert "eval: dna-llm-annotated traces: 4/4 (100.0%) items" in err and "eval: dna-llm-sequence scoring" in err
     for name in ("dna-llm-annotated", "dna-llm-sequence"):  # consequence agreement recomputed from its traces
         agree = report["consequence_agreement"][name]
         assert agree["n"] == 4 and len(agree["items"]) == 4

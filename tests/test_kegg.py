@@ -209,7 +209,7 @@ def test_macro_f1_averages_the_classes_present_as_scikit_learn_does():
     assert m["macro_f1"] == pytest.approx(f1_score(golds, preds, average="macro"))
 
 
-def test_kegg_eval_scores_generated_answers_and_the_llm_only_baseline(tiny_model_dir, tmp_path):
+def test_kegg_eval_scores_generated_answers_and_the_llm_only_baseline(tiny_model_dir, tmp_path, capsys):
     from bioreason.app.cli import main
 
     out = tmp_path / "r"
@@ -219,6 +219,9 @@ def test_kegg_eval_scores_generated_answers_and_the_llm_only_baseline(tiny_model
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert {"dna-llm", "dna-llm-generated", "llm-only", "llm-only-generated"} <= set(report["systems"])
+    err = capsys.readouterr().err  # each long step reports its progress
+    for step in ("dna-llm scoring", "dna-llm traces", "llm-only scoring", "llm-only traces"):
+        assert f"eval: {step}: 6/6 (100.0%) items" in err
     gen = report["systems"]["dna-llm-generated"]
     checks = report["trace_checks"]["dna-llm"]
     assert checks["n"] == 6 and gen["accuracy"] == pytest.approx(checks["answer_accuracy"])
