@@ -141,6 +141,7 @@ class Trainer:
 
         t = recipe["train"]
         self.recipe, self.step_fn, self.examples, self.kind = recipe, step_fn, examples, kind
+        self.skipped: list = []  # dataset records the build skipped (build_trainer sets them): OUTPUT/skipped.tsv
         self.out = Path(t["output_dir"])
         self.previous = [] if t.get("resume") else [  # a finished or started run there, not being continued
             p for p in (self.out / "final", self.out / "checkpoints", self.out / "log.jsonl") if p.exists()]
@@ -294,6 +295,20 @@ class Trainer:
                **{k: self._sum_all(v) / self.acc.num_processes for k, v in stats.items()}}
         return row
 
+    def write_skipped(self) -> None:
+        """``OUTPUT/skipped.tsv``: the dataset records this run could not train on, each with its reason (the build
+        warned about them); no file when none was skipped."""
+        from bioreason.atomic import AtomicFile
+
+        path = self.out / "skipped.tsv"
+        if not self.skipped:
+            path.unlink(missing_ok=True)
+            return
+        with AtomicFile(path) as fh:
+            fh.write("chrom\tpos\tref\talt\treason\n")
+            for s in self.skipped:
+                fh.write(f"{s.chrom}\t{s.pos}\t{s.ref}\t{s.alt}\t{s.reason}\n")
+
     def run(self, progress: bool = True) -> list[dict]:
         from tqdm import tqdm
 
@@ -306,6 +321,8 @@ class Trainer:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
         self.acc.wait_for_everyone()
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.acc.is_main_process:
+            self.write_skipped()
         bar = tqdm(total=max_steps, initial=self.step, desc=self.kind, unit="step",
                    disable=not (progress and self.acc.is_main_process))
         log_path = self.out / "log.jsonl"

@@ -57,7 +57,28 @@ def mapping_option(name: str, value, known: dict):
     return value
 
 
-def build_examples(data: dict, dna_length: int = 1024):
+def skip_summary(task: str, source, skips: list, kept: int) -> str:
+    """The warning for records a dataset build skipped (REF mismatch under ref_check=skip, a contig the FASTA lacks,
+    no label, ...): how many of how many, then each kind with its count and first record."""
+    from collections import Counter
+
+    from bioreason.kegg_data.variants import skip_category
+
+    kinds = Counter(skip_category(s.reason) for s in skips)
+    first: dict = {}
+    for s in skips:
+        first.setdefault(skip_category(s.reason), s)
+    lines = [f"data.task={task}: {len(skips):,} of {len(skips) + kept:,} records of {source} skipped, "
+             f"{kept:,} kept:"]
+    lines += [f"  {n:,} x {kind} (first: {first[kind].chrom}:{first[kind].pos} {first[kind].ref}>{first[kind].alt}: "
+              f"{first[kind].reason})" for kind, n in kinds.most_common()]
+    return "\n".join(lines)
+
+
+def build_examples(data: dict, dna_length: int = 1024, skipped: list | None = None):
+    """(examples, labels) for a recipe's ``data`` section (eval builds one from its flags). Records that could not
+    become examples are warned about (``skip_summary``) and, when ``skipped`` is a list, appended to it (the
+    trainers write them to ``OUTPUT/skipped.tsv``)."""
     from bioreason.kegg_data.bundled import resolve_fasta
 
     data = {**data, "fasta": resolve_fasta(data.get("fasta"))}
@@ -98,7 +119,8 @@ def build_examples(data: dict, dna_length: int = 1024):
             raise RecipeError("data.task=user needs data.source (a JSONL/CSV/TSV file, plain or .gz, a parquet "
                               "file, or a hub name)")
         examples, skips = load_user_dataset(data["source"], fasta=data.get("fasta"), split=data.get("split"),
-                                            max_nucleotides=dna_length, **(data.get("options") or {}))
+                                            max_nucleotides=dna_length, options_as="dataset",
+                                            **(data.get("options") or {}))
         labels = sorted({e.meta["label"] for e in examples if e.meta.get("label")}) or None
     elif task == "vcf":
         from bioreason.kegg_data.user_data import examples_from_vcf
@@ -109,7 +131,8 @@ def build_examples(data: dict, dna_length: int = 1024):
         opts = dict(data.get("options") or {})
         window = opts.pop("window", None) or data.get("window") or dna_length
         examples, skips, _ = examples_from_vcf(data["source"], data["fasta"], label_field=data.get("label_field"),
-                                               labels_tsv=data.get("labels_tsv"), window=window, **opts)
+                                               labels_tsv=data.get("labels_tsv"), window=window,
+                                               options_as="dataset", **opts)
         labels = sorted({e.meta["label"] for e in examples})
     elif task == "annotated_vcf":  # labelled VCF with LOF/FUNC/INT labels, fact-only traces, two prompt modes
         from bioreason.kegg_data.annotated_variants import LABELS, block_split, load_annotated
@@ -127,7 +150,7 @@ def build_examples(data: dict, dna_length: int = 1024):
         opts["transcripts"] = resolve_gtf(opts.pop("gtf", "auto"), data["fasta"])  # annotates bare records
         window = opts.pop("window", None) or data.get("window") or dna_length
         examples, skips = load_annotated(data["source"], data["fasta"], label_field=data.get("label_field") or "LABEL",
-                                         window=window, **opts)
+                                         window=window, options_as="dataset", **opts)
         if split:
             train, val = block_split(examples, int(split.get("n_blocks", 5)), tuple(split.get("val_blocks", [4])))
             examples = val if split.get("part") == "validation" else train
@@ -135,6 +158,12 @@ def build_examples(data: dict, dna_length: int = 1024):
     else:
         raise RecipeError(f"unknown data.task {task!r}; use toy, kegg, variant_effect_coding, "
                           "variant_effect_non_snv, user, vcf or annotated_vcf")
+    if skips and examples:
+        import logging
+
+        logging.getLogger(__name__).warning(skip_summary(task, data.get("source"), skips, len(examples)))
+    if skipped is not None:
+        skipped.extend(skips)
     if limit:
         examples = examples[: int(limit)]
     if not examples:

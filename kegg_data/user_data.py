@@ -67,7 +67,7 @@ def load_user_dataset(source: str, fasta=None, split: str | None = None, require
     if coords and not (pair or "sequences" in cols):
         if fasta is None:
             raise DatasetValidationError(f"{source}: rows are given as chrom/pos/ref/alt; pass the reference "
-                                         "FASTA (--fasta) to cut their windows")
+                                         "FASTA to cut their windows (train: data.fasta=FILE; eval: --fasta FILE)")
         builder = WindowBuilder(fasta, window=window_options.pop("window", max_nucleotides), **window_options)
     examples, skips = [], []
     for i, row in enumerate(table):

@@ -141,22 +141,34 @@ class WindowBuilder:
     """The policies and the window arithmetic, for one variant at a time (VCF records or table rows).
 
     ``build(chrom, pos, ref, alts, ...)`` returns one ``Variant`` or ``Skip`` per ALT and updates ``stats``.
-    ``where`` is a callable giving 'file:line' for messages.
+    ``where`` is a callable giving 'file:line' for messages. ``options_as``: how the user sets these policies, named
+    in the fixes messages suggest: ``cli`` (``predict``/``windows`` flags: ``--ref-check=skip``) or ``dataset`` (a
+    training or eval dataset: ``data.options.ref_check=skip``, eval ``--option ref_check=skip``).
     """
 
     def __init__(self, reference: Reference | str | os.PathLike, window: int = 1024, ref_check: str = "error",
-                 max_allele_len: int = 64, left_normalise: bool = False):
+                 max_allele_len: int = 64, left_normalise: bool = False, options_as: str = "cli"):
         if ref_check not in REF_CHECK_POLICIES:
             raise ValueError(f"ref_check must be one of {REF_CHECK_POLICIES}, not {ref_check!r}")
+        self.options_as = options_as
         if window < 2 or max_allele_len >= window - window // 2:
+            how = ("raise the window (--window) or lower the longest allele (--max-allele-len)" if options_as == "cli"
+                   else "raise data.options.window or lower data.options.max_allele_len (eval: --option window=N)")
             raise InputFormatError(f"window {window} must exceed twice max_allele_len {max_allele_len} (the variant "
-                                   "sits mid-window with room for its longest allele); raise the window (--window) "
-                                   "or lower the longest allele (--max-allele-len)")
+                                   f"sits mid-window with room for its longest allele); {how}")
         self.reference = reference if isinstance(reference, Reference) else Reference(reference)
         self.window, self.offset = int(window), int(window) // 2
         self.ref_check, self.max_allele_len, self.normalise = ref_check, int(max_allele_len), left_normalise
         self.stats = ReaderStats()
         self._mismatch_warned = 0
+
+    def setting(self, name: str, value=None, full: bool = True) -> str:
+        """How the user sets reader option ``name`` (to ``value``): a flag, or a dataset option (see the class);
+        ``full=False``: the dataset option's bare ``name=value``, for skip reasons."""
+        if self.options_as == "cli":
+            return f"--{name.replace('_', '-')}" + ("" if value is None else f"={value}")
+        plain = name + ("" if value is None else f"={value}")
+        return f"data.options.{plain} (eval: --option {plain})" if full else plain
 
     def _skip(self, chrom, pos, ref, alt, reason, rec_i, allele) -> Skip:
         self.stats.skips += 1
@@ -211,18 +223,20 @@ class WindowBuilder:
         """Apply --ref-check to a mismatch: returns (ref to use, flags, skip reason or None)."""
         if self.ref_check == "error":
             hint = (" (the FASTA is N there: a masked reference, or another genome build?)" if "N" in fasta_ref
-                    else "; is the VCF on the FASTA's genome build?")
+                    else "; are the variants on the FASTA's genome build?")
+            fix = ("Pass --ref-check=skip to drop such records, --ref-check=warn to keep them, or --ref-check=fix "
+                   "to take the FASTA's allele" if self.options_as == "cli" else
+                   f"Set {self.setting('ref_check', 'skip')} to drop such records (warn keeps them, fix takes the "
+                   "FASTA's allele)")
             raise ReferenceMismatchError(
-                f"{where}: REF {vcf_ref!r} at {chrom}:{pos} does not match the FASTA ({fasta_ref!r}){hint} "
-                "Pass --ref-check=skip to drop such records, --ref-check=warn to keep them, or "
-                "--ref-check=fix to take the FASTA's allele")
+                f"{where}: REF {vcf_ref!r} at {chrom}:{pos} does not match the FASTA ({fasta_ref!r}){hint} {fix}")
         if self.ref_check == "skip":
-            return vcf_ref, [], f"REF {vcf_ref} does not match the FASTA ({fasta_ref}) (--ref-check=skip)"
+            return vcf_ref, [], f"REF {vcf_ref} does not match the FASTA ({fasta_ref}) ({self.setting('ref_check', 'skip', full=False)})"
         if self.ref_check == "warn":
             self._mismatch_warned += 1
             if self._mismatch_warned <= 10:
-                log.warning("%s: REF %s at %s:%d does not match the FASTA (%s); kept (--ref-check=warn)",
-                            where, vcf_ref, chrom, pos, fasta_ref)
+                log.warning("%s: REF %s at %s:%d does not match the FASTA (%s); kept (%s)",
+                            where, vcf_ref, chrom, pos, fasta_ref, self.setting("ref_check", "warn", full=False))
             return vcf_ref, ["ref_mismatch"], None
         if "N" in fasta_ref:
             return vcf_ref, [], f"REF {vcf_ref} does not match the FASTA ({fasta_ref}), which is N there"
@@ -242,7 +256,7 @@ class WindowBuilder:
         if alt == ref:
             return "ALT equals REF"
         if max(len(ref), len(alt)) > self.max_allele_len:
-            return f"allele longer than {self.max_allele_len} nt (--max-allele-len)"
+            return f"allele longer than {self.max_allele_len} nt ({self.setting('max_allele_len', full=False)})"
         return None
 
     def _window(self, chrom, contig, pos0, ref, alt, var_id, rec_i, allele, flags, info) -> Variant:
@@ -293,9 +307,9 @@ class VariantReader:
 
     def __init__(self, vcf_path, reference: Reference | str | os.PathLike, window: int = 1024,
                  ref_check: str = "error", max_allele_len: int = 64, left_normalise: bool = False,
-                 info_fields: tuple[str, ...] | list[str] = ()):
+                 info_fields: tuple[str, ...] | list[str] = (), options_as: str = "cli"):
         self.path = Path(vcf_path)
-        self.builder = WindowBuilder(reference, window, ref_check, max_allele_len, left_normalise)
+        self.builder = WindowBuilder(reference, window, ref_check, max_allele_len, left_normalise, options_as)
         self.reference = self.builder.reference
         self.info_fields = tuple(info_fields)
         self.undeclared: list[str] = []  # filled when iteration ends

@@ -213,7 +213,7 @@ def test_compare_is_paired_and_checks_the_items(tmp_path, capsys):
     ("annotated_vcf", {"strand": 2}, r"option strand=2: it takes one of 1, -1"),
     ("annotated_vcf", {"window": "abc"}, r"option window='abc': it takes a whole number >= 16"),
     ("vcf", {"ref_check": "maybe"}, r"option ref_check='maybe': it takes one of error, warn, skip, fix"),
-    ("vcf", {"window": 100}, r"window 100 must exceed twice max_allele_len 64 .*--max-allele-len"),
+    ("vcf", {"window": 100}, r"window 100 must exceed twice max_allele_len 64 .*lower data.options.max_allele_len"),
 ])
 def test_task_options_are_checked_by_name_and_value(task, options, says):
     sge24 = Path(__file__).parents[1] / "examples" / "brca1_sge_24.vcf"

@@ -205,6 +205,29 @@ def test_user_dataset_coordinates_with_fasta(tmp_path):
     assert len(skips) == 1 and "does not match the FASTA" in skips[0].reason
 
 
+def test_training_on_coordinates_names_its_fixes_as_recipe_keys_and_records_its_skips(tmp_path, capsys):
+    """A REF mismatch in a training table suggests the recipe key (the predict flag --ref-check means nothing to
+    `train`); with ref_check=skip the run warns how many rows it dropped, and why, and lists them in skipped.tsv."""
+    from bioreason.app.cli import main
+
+    path = tmp_path / "coords.csv"
+    path.write_text("chrom,pos,ref,alt,question,answer\n17,43045705,T,A,Effect?,FUNC\n"
+                    "17,43045705,G,A,Effect?,FUNC\nchr2,1000,A,T,Effect?,LOF\n")
+    cmd = ["train", "sft", "--recipe", "tiny", "data.task=user", f"data.source={path}", "data.fasta=bundled",
+           "data.options.window=160", "train.max_steps=1", f"train.output_dir={tmp_path / 'run'}"]
+    assert main(cmd) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "coords.csv:3 (row 2): REF 'G' at 17:43045705 does not match the FASTA ('T')" in err
+    assert "Set data.options.ref_check=skip (eval: --option ref_check=skip)" in err and "--ref-check" not in err
+    assert main(cmd + ["data.options.ref_check=skip"]) == 0
+    err = capsys.readouterr().err
+    assert f"data.task=user: 2 of 3 records of {path} skipped, 1 kept:" in err
+    assert "1 x REF mismatch (first: 17:43045705 G>A: " in err and "1 x contig not in the FASTA" in err
+    rows = (tmp_path / "run" / "skipped.tsv").read_text().splitlines()
+    assert rows[0] == "chrom\tpos\tref\talt\treason" and [r.split("\t")[:4] for r in rows[1:]] == [
+        ["17", "43045705", "G", "A"], ["chr2", "1000", "A", "T"]]
+
+
 @pytest.mark.parametrize("task", ["vcf", "annotated_vcf"])
 def test_a_vcf_without_the_label_field_says_why_it_gave_no_examples(task):
     from bioreason.errors import RecipeError

@@ -154,12 +154,14 @@ def build_trainer(recipe: dict):
     from bioreason.trainer import Trainer
 
     recipe = stage_recipe(recipe)
-    examples, labels = build_examples(recipe["data"], dna_length=recipe["data"].get("window") or 1024)
+    skipped: list = []
+    examples, labels = build_examples(recipe["data"], dna_length=recipe["data"].get("window") or 1024,
+                                      skipped=skipped)
     examples = prompt_records(examples, recipe["grpo"].get("prompts") or "all")
     step = GRPOStep(None, recipe["grpo"], labels, SYSTEM_PROMPT, recipe["data"].get("mode", "dna"))
     trainer = Trainer(recipe, step, examples, "grpo")
     step.proc = trainer.proc
-    trainer.label_set = labels
+    trainer.label_set, trainer.skipped = labels, skipped
     step.get_model = lambda: trainer.unwrapped
     step.get_step = lambda: trainer.step
     step.autocast = trainer.acc.autocast

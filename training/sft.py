@@ -84,13 +84,15 @@ def build_trainer(recipe: dict):
     from bioreason.kegg_data.tasks import SYSTEM_PROMPT
     from bioreason.trainer import Trainer
 
-    examples, labels = build_examples(recipe["data"], dna_length=recipe["data"].get("window") or 1024)
+    skipped: list = []
+    examples, labels = build_examples(recipe["data"], dna_length=recipe["data"].get("window") or 1024,
+                                      skipped=skipped)
     d = recipe["data"]
     step = SFTStep(None, SYSTEM_PROMPT, d.get("mode", "dna"), d.get("max_length"), d.get("empty_think_fraction"),
                    d.get("answer_weight"))
     trainer = Trainer(recipe, step, examples, "sft")
     step.proc = trainer.proc
-    trainer.label_set = labels
+    trainer.label_set, trainer.skipped = labels, skipped
     return trainer
 
 
