@@ -10,9 +10,9 @@ Reused by training (SFT/GRPO), evaluation, ``predict`` and the demo:
   loss and a dict of detached statistics;
 - ``shared_prefix_logprobs``: per-token log-probs of continuations, each prompt run once (logits only for the
   continuation positions), its KV cache shared by its continuations;
-- ``score_candidates``: log-likelihood of each candidate answer after a prompt (``predict --score-only``, AUROC):
-  the prompts prefilled once, the candidates' shared answer prefix once, each candidate's own tokens on that cache
-  (``candidate_logprobs``); the prompts' prefill can be kept (``PromptState``) for ``predict --traces`` to decode from.
+- ``prefill``: the prompts' KV cache (their shared template prefix from a ``PrefixCache``), which
+  ``bioreason.candidates.score_candidates`` (re-exported here: the log-likelihood of each candidate answer after a
+  prompt, for ``predict --score-only`` and AUROC) and GRPO sampling start from.
 Torch is imported inside the functions that need it, so the rewards stay importable without it.
 """
 
@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, NamedTuple
+from typing import Callable
 
 from bioreason.answers import extract_answer, match_label, normalise_text, split_think
 
 REWARDS: dict[str, Callable] = {}
-# Candidates are scored after an empty think block: the form SFT teaches on a share of its examples
-# (``data.empty_think_fraction``), so one forward pass gives the label probabilities without sampling a trace.
-SCORE_PREFIX = "<think>\n\n</think>\n\nAnswer: "
 _FORMAT = re.compile(r"^\s*<think>\s*\S.*?</think>\s*Answer\s*:\s*\S[^\n]*\s*$", re.DOTALL | re.IGNORECASE)
 
 
@@ -285,139 +282,9 @@ def shared_prefix_logprobs(model, prompt_ids, prompt_mask, cont_ids, cont_mask, 
     return torch.log_softmax(logits, dim=-1).gather(-1, cont_ids.unsqueeze(-1)).squeeze(-1)
 
 
-class PromptState(NamedTuple):
-    """Prompts as ``score_candidates(keep_prompts=True)`` prefilled them, for a decode to start from without running
-    them again: last-position logits (B, V), [(keys, values)] per layer (B, H, W, D), the cache mask (B, W)."""
-    logits: Any
-    kv: list
-    mask: Any
-
-
-GPU_CANDIDATE_ROWS = 256  # rows of one candidate pass on a GPU (see _candidates_per_pass)
-
-
-def _candidates_per_pass(batch: int, device) -> int:
-    """Candidates run together on a repeated copy of the prompts' cache. One at a time on a CPU: its time is the
-    same (compute-bound) and its peak memory lower. On a GPU, where each model call's overhead dominates at these
-    sizes, together up to ``GPU_CANDIDATE_ROWS`` rows (one at a time cost 0.71x the score-only rate on an H100)."""
-    return max(1, GPU_CANDIDATE_ROWS // max(batch, 1)) if device.type == "cuda" else 1
-
-
-def _shared_lead(cand_ids, cand_mask) -> int:
-    """How many leading tokens all K continuations share (the answer prefix), leaving each at least one of its own."""
-    K = cand_ids.shape[0]
-    if K < 2:
-        return 0
-    same = ((cand_ids == cand_ids[:1]) & (cand_mask == 1)).all(0).long()
-    return min(int(same.cumprod(0).sum()), int(cand_mask.sum(1).min()) - 1)
-
-
-def _peek(keys, values):
-    """A cache layer's ``update`` that returns its keys and values with the new ones appended but keeps neither.
-    A candidate's pass needs them for its attention alone, so each layer's concatenation is freed as soon as that
-    layer is done: stored, as ``DynamicLayer.update`` does, all 30 layers' were held at once, a third copy of the
-    prompts' keys and values next to the prompts' and the answer prefix's (~100 MB for 8 BRCA1 prompts)."""
-    import torch
-
-    def update(new_keys, new_values, *args, **kwargs):
-        return torch.cat([keys, new_keys], -2), torch.cat([values, new_values], -2)
-
-    return update
-
-
-def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_features=None, prefix_len: int = 0,
-                       prefix_cache=None, keep_prompts: bool = False):
-    """Log-probs (B, K, C) of the same K continuations (K, C; right-padded) after each of B prompts, for inference.
-
-    One ``prefill`` of the prompts; the tokens all continuations start with (the answer prefix: ``Answer:``) run
-    once on top; then each continuation's own tokens in turn on that KV cache (on a GPU a few continuations per
-    model call, ``_candidates_per_pass``), which reads that cache without adding to it (``_peek``). On a CPU the
-    cache is never repeated K times, so a batch's peak memory holds about two copies of the prompts' keys and values
-    (the prompts' and the answer prefix's) instead of 2K + 1 (``shared_prefix_logprobs`` repeats them, as GRPO's
-    gradients need), and the shared tokens run once, not K times. ``keep_prompts``: also return the prompts'
-    ``PromptState``.
-    """
-    import torch
-
-    first, cache, cached_mask = prefill(model, prompt_ids, prompt_mask, dna_features, 1, prefix_len, prefix_cache)
-    B, (K, C) = prompt_ids.shape[0], cand_ids.shape
-    start = prompt_mask.sum(1, keepdim=True)
-    per_pass = _candidates_per_pass(B, cand_ids.device)
-    S = _shared_lead(cand_ids, cand_mask) if per_pass < K else 0  # all in one call: a call for the lead costs more
-    state = PromptState(first, [(layer.keys, layer.values) for layer in cache.layers], cached_mask) \
-        if keep_prompts else None  # a model call concatenates new tensors: these stay the prompts' alone
-    lead = first.unsqueeze(1)  # (B, S + 1, V): the predictions of the shared tokens and of each one's first own
-    if S:
-        ones = cached_mask.new_ones((B, S))
-        out = model(input_ids=cand_ids[0, :S].expand(B, -1), attention_mask=torch.cat([cached_mask, ones], 1),
-                    position_ids=start + torch.arange(S, device=cand_ids.device), past_key_values=cache,
-                    use_cache=True)
-        lead = torch.cat([lead, out.logits], 1)
-        cached_mask, start = torch.cat([cached_mask, ones], 1), start + S
-    lead_logp = torch.log_softmax(lead.float(), dim=-1)
-    pos = start + torch.arange(C - S, device=cand_ids.device)
-    kv = [(layer.keys, layer.values) for layer in cache.layers]
-    out = []
-    for k0 in range(0, K, per_pass):
-        n = min(per_pass, K - k0)  # rows: candidate k0's B prompts, then candidate k0 + 1's, ...
-        for layer, (keys, values) in zip(cache.layers, kv):
-            layer.keys, layer.values = (keys, values) if n == 1 else (keys.repeat(n, 1, 1, 1),
-                                                                       values.repeat(n, 1, 1, 1))
-            layer.update = _peek(layer.keys, layer.values)
-        ids = cand_ids[k0:k0 + n].repeat_interleave(B, 0)
-        mask = torch.cat([cached_mask.repeat(n, 1), cand_mask[k0:k0 + n, S:].repeat_interleave(B, 0)], 1)
-        rest = model(input_ids=ids[:, S:], attention_mask=mask, position_ids=pos.repeat(n, 1), past_key_values=cache,
-                     use_cache=True).logits[:, :-1]
-        rest_logp = torch.log_softmax(rest.float(), dim=-1)
-        for j in range(n):
-            logp = torch.cat([lead_logp, rest_logp[j * B:(j + 1) * B]], dim=1)  # (B, C, V)
-            out.append(logp.gather(-1, ids[j * B:(j + 1) * B].unsqueeze(-1)).squeeze(-1))
-    return (torch.stack(out, 1), state) if keep_prompts else torch.stack(out, 1)
-
-
-def score_candidates(model, processor, prompts: list[list[dict]], candidates: list[str],
-                     answer_prefix: str = SCORE_PREFIX, normalise: bool = False, prefix_cache=None,
-                     keep_prompts: bool = False, own_tokens: bool = False):
-    """Log-likelihood of each candidate answer after each prompt: returns a (B, K) tensor of summed log-probs
-    (``normalise``: per token, so multi-token names such as KEGG's diseases are not penalised by length).
-
-    One pass over each prompt (its DNA encoded once; the chat-template prefix all prompts share once, or from
-    ``prefix_cache``), then the K candidates (``answer_prefix + candidate`` and the end-of-turn token) run in turn
-    on the prompts' KV cache (``candidate_logprobs``). ``keep_prompts``: returns (scores, ``PromptState``), so
-    ``sampling.sample_groups(prompt_state=...)`` decodes from the same prefill (``predict --traces``).
-    ``own_tokens``: count only the tokens after those all candidates share (the answer prefix's tokens add the same
-    log-probability to every candidate, but under ``normalise`` a long prefix, such as a generated trace, would
-    swamp the per-token means and favour long names).
-    """
-    import torch
-
-    tok = processor.tokenizer
-    enc = processor(prompts, padding_side="left")
-    B, K = len(prompts), len(candidates)
-    cand_ids = [tok(answer_prefix + c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in candidates]
-    C = max(len(c) for c in cand_ids)
-    comp = torch.full((K, C), tok.pad_token_id, dtype=torch.long)
-    cmask = torch.zeros((K, C), dtype=torch.long)
-    for k, ids in enumerate(cand_ids):
-        comp[k, :len(ids)] = torch.tensor(ids)
-        cmask[k, :len(ids)] = 1
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        feats = model.get_dna_features(enc["dna_input_ids"].to(device), enc["dna_attention_mask"].to(device)) \
-            if enc["dna_input_ids"].numel() else None
-        logp = candidate_logprobs(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
-                                  comp.to(device), cmask.to(device), feats, processor.prefix_len(prompts, enc),
-                                  prefix_cache, keep_prompts)  # kept only when asked: it holds the prompts' cache
-        logp, state = logp if keep_prompts else (logp, None)
-        logp = logp.reshape(B * K, C)
-    if own_tokens:
-        cmask = cmask.clone()
-        cmask[:, :_shared_lead(comp, cmask)] = 0
-    total = (logp.cpu() * cmask.repeat(B, 1)).sum(1).view(B, K)
-    total = total / cmask.sum(1).view(1, K) if normalise else total
-    return (total, state) if keep_prompts else total
-
+# candidate scoring lives in bioreason.candidates (it needs ``prefill`` above); the names stay importable from here
+from bioreason.candidates import SCORE_PREFIX, PromptState, candidate_logprobs, score_candidates  # noqa: E402
 
 __all__ = ["REWARDS", "register_reward", "correctness", "format_reward", "conciseness", "compute_rewards",
            "group_advantages", "grpo_loss", "PrefixCache", "prefill", "shared_prefix_logprobs", "candidate_logprobs",
-           "PromptState", "score_candidates", "split_think"]
+           "PromptState", "SCORE_PREFIX", "score_candidates", "split_think"]

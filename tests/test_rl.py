@@ -112,16 +112,18 @@ def test_score_candidates_equals_full_forward(tiny_session):
             assert scores[b, k].item() == pytest.approx(lp[enc["labels"][0, 1:] != -100].sum().item(), abs=1e-4)
 
 
-@pytest.mark.parametrize("per_pass", [1, 2])
+@pytest.mark.parametrize("per_pass, positions", [(0, 256), (0, 6), (1, 256), (2, 256)])
 @pytest.mark.parametrize("candidates", [["LOF", "LOF gain", "FUNC"], ["benign", "benign"], ["pathogenic"]])
-def test_candidates_sharing_a_lead_score_as_a_full_forward(tiny_session, candidates, per_pass, monkeypatch):
+def test_candidates_sharing_a_lead_score_as_a_full_forward(tiny_session, candidates, per_pass, positions,
+                                                           monkeypatch):
     """The answer prefix runs once for all candidates; a candidate that begins another, a repeated one and a single
-    one still get exactly their full-forward log-likelihoods, one candidate per model call (CPU) or several on a
-    repeated cache (GPU)."""
-    from bioreason import rl
+    one still get exactly their full-forward log-likelihoods: packed side by side in one model call (CPU), packed
+    in several calls (a small position budget), one per call or several on a repeated cache (GPU)."""
+    from bioreason import candidates as cand
     from bioreason.processing import user_message
 
-    monkeypatch.setattr(rl, "_candidates_per_pass", lambda batch, device: per_pass)
+    monkeypatch.setattr(cand, "_candidates_per_pass", lambda batch, device: per_pass)
+    monkeypatch.setattr(cand, "CPU_PACKED_POSITIONS", positions)  # 6 = 3 tokens per row of 2 prompts
     model, proc = tiny_session
     prompts = [[user_message("q", ["ACGT" * 10])], [user_message("a longer question", ["ACGT" * 30, "AC"])]]
     scores = score_candidates(model, proc, prompts, candidates, normalise=True)
@@ -137,7 +139,7 @@ def test_candidates_sharing_a_lead_score_as_a_full_forward(tiny_session, candida
 
 def test_candidate_passes_leave_the_prompts_cache_as_it_was(tiny_session, monkeypatch):
     """Each candidate's pass attends to the prompts' (and answer prefix's) keys without storing the concatenation
-    (``rl._peek``): otherwise all layers' copies are held at once, a third copy of the cache at predict's peak."""
+    (``candidates._peek``): otherwise all layers' copies are held at once, a third copy of the cache at predict's peak."""
     from bioreason.processing import user_message
 
     model, proc = tiny_session
@@ -153,9 +155,9 @@ def test_candidate_passes_leave_the_prompts_cache_as_it_was(tiny_session, monkey
     monkeypatch.setattr(model, "forward", spy)
     prompts = [[user_message("q", ["ACGT" * 10])], [user_message("a longer question", ["ACGT" * 30, "AC"])]]
     score_candidates(model, proc, prompts, ["LOF", "FUNC", "LOF gain"])
-    lead, *candidates = calls[-4:]
-    assert lead[1] > lead[0]  # the answer prefix is kept: the candidates run on it
-    assert len(candidates) == 3 and all(after == before for before, after in candidates), calls
+    prefix, lead, packed = calls[-3:]  # the prompts' prefill, the answer prefix, the three candidates in one call
+    assert lead[1] > lead[0] == prefix[1]  # the answer prefix is kept: the candidates run on it
+    assert packed[1] == packed[0] == lead[1], calls
 
 
 # --- prefix caching -------------------------------------------------------------------------------------------------
