@@ -3,8 +3,8 @@
 ``score_candidates`` is how ``predict --score-only``, ``eval`` (AUROC; KEGG's 37 disease names) and the demo label a
 variant without sampling: the prompts are prefilled once (``rl.prefill``, their shared chat-template prefix from a
 ``PrefixCache``), the answer prefix all candidates start with (``Answer:``) runs once on top, then the candidates'
-own tokens run on that KV cache without adding to it (``_peek``). On a CPU they run packed: several candidates'
-tokens side by side in one model call, each attending to the prompt, the answer prefix and its own earlier tokens
+own tokens run on that KV cache without adding to it (``_peek``). On a CPU, four or more run packed: several
+candidates' tokens side by side in one model call, each attending to the prompt, the answer prefix and its own earlier tokens
 only (a block-diagonal mask, positions restarting per candidate), up to ``CPU_PACKED_POSITIONS`` rows x tokens per
 call: 37 KEGG names took 37 calls of a few tokens each, where a call's fixed cost dominated. On a GPU, several
 candidates per call on a repeated copy of the cache (``GPU_CANDIDATE_ROWS``). The prompts' prefill can be kept
@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 SCORE_PREFIX = "<think>\n\n</think>\n\nAnswer: "
 GPU_CANDIDATE_ROWS = 256  # rows of one candidate pass on a GPU (see _candidates_per_pass)
 CPU_PACKED_POSITIONS = 256  # rows x tokens of one packed call on a CPU: its logits 256 x 49,152 fp32 = 50 MB
+CPU_PACK_FROM = 4  # candidates from which a CPU packs them (see _candidates_per_pass)
 
 
 class PromptState(NamedTuple):
@@ -30,11 +31,15 @@ class PromptState(NamedTuple):
     mask: Any
 
 
-def _candidates_per_pass(batch: int, device) -> int:
+def _candidates_per_pass(batch: int, device, candidates: int) -> int:
     """On a GPU, where each model call's overhead dominates at these sizes, candidates run together on a repeated
     copy of the prompts' cache, up to ``GPU_CANDIDATE_ROWS`` rows (one at a time cost 0.71x the score-only rate on an
-    H100). 0 on a CPU: packed side by side on the one cache (``_packed_logprobs``), which never repeats it."""
-    return max(1, GPU_CANDIDATE_ROWS // max(batch, 1)) if device.type == "cuda" else 0
+    H100). 0 on a CPU for ``CPU_PACK_FROM`` candidates or more: packed side by side on the one cache
+    (``_packed_logprobs``), which never repeats it; fewer (BRCA1's two labels) one per call, as fast and with a lower
+    peak memory (``predict`` on the 24-variant example: 1.45-1.49 GiB one per call in 3 runs, 1.51-1.52 packed in 2)."""
+    if device.type == "cuda":
+        return max(1, GPU_CANDIDATE_ROWS // max(batch, 1))
+    return 0 if candidates >= CPU_PACK_FROM else 1
 
 
 def _shared_lead(cand_ids, cand_mask) -> int:
@@ -78,7 +83,7 @@ def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_
     first, cache, cached_mask = prefill(model, prompt_ids, prompt_mask, dna_features, 1, prefix_len, prefix_cache)
     B, (K, C) = prompt_ids.shape[0], cand_ids.shape
     start = prompt_mask.sum(1, keepdim=True)
-    per_pass = _candidates_per_pass(B, cand_ids.device)
+    per_pass = _candidates_per_pass(B, cand_ids.device, K)
     S = _shared_lead(cand_ids, cand_mask) if per_pass < K else 0  # all in one call: a call for the lead costs more
     state = PromptState(first, [(layer.keys, layer.values) for layer in cache.layers], cached_mask) \
         if keep_prompts else None  # a model call concatenates new tensors: these stay the prompts' alone
@@ -194,5 +199,5 @@ def score_candidates(model, processor, prompts: list[list[dict]], candidates: li
     return (total, state) if keep_prompts else total
 
 
-__all__ = ["CPU_PACKED_POSITIONS", "GPU_CANDIDATE_ROWS", "SCORE_PREFIX", "PromptState", "candidate_logprobs",
+__all__ = ["CPU_PACK_FROM", "CPU_PACKED_POSITIONS", "GPU_CANDIDATE_ROWS", "SCORE_PREFIX", "PromptState", "candidate_logprobs",
            "score_candidates"]

@@ -69,7 +69,7 @@ def skip_summary(task: str, source, skips: list, kept: int) -> str:
     for s in skips:
         first.setdefault(skip_category(s.reason), s)
     lines = [f"data.task={task}: {len(skips):,} of {len(skips) + kept:,} records of {source} skipped, "
-             f"{kept:,} kept:"]
+             f"{kept:,} became examples:"]
     lines += [f"  {n:,} x {kind} (first: {first[kind].chrom}:{first[kind].pos} {first[kind].ref}>{first[kind].alt}: "
               f"{first[kind].reason})" for kind, n in kinds.most_common()]
     return "\n".join(lines)
@@ -83,7 +83,7 @@ def build_examples(data: dict, dna_length: int = 1024, skipped: list | None = No
 
     data = {**data, "fasta": resolve_fasta(data.get("fasta"))}
     task = data.get("task", "toy")
-    limit, skips = data.get("limit"), []
+    limit, skips, built = data.get("limit"), [], None
     if task in TASK_OPTIONS:
         check_options(task, data.get("options") or {}, TASK_OPTIONS[task])
     if task == "toy":
@@ -152,6 +152,7 @@ def build_examples(data: dict, dna_length: int = 1024, skipped: list | None = No
         examples, skips = load_annotated(data["source"], data["fasta"], label_field=data.get("label_field") or "LABEL",
                                          window=window, options_as="dataset", **opts)
         if split:
+            built = len(examples)  # the skip warning counts the whole file's records, not one part's
             train, val = block_split(examples, int(split.get("n_blocks", 5)), tuple(split.get("val_blocks", [4])))
             examples = val if split.get("part") == "validation" else train
         labels = list(LABELS)
@@ -161,7 +162,8 @@ def build_examples(data: dict, dna_length: int = 1024, skipped: list | None = No
     if skips and examples:
         import logging
 
-        logging.getLogger(__name__).warning(skip_summary(task, data.get("source"), skips, len(examples)))
+        logging.getLogger(__name__).warning(skip_summary(task, data.get("source"), skips,
+                                                         len(examples) if built is None else built))
     if skipped is not None:
         skipped.extend(skips)
     if limit:

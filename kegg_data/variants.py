@@ -141,9 +141,9 @@ class WindowBuilder:
     """The policies and the window arithmetic, for one variant at a time (VCF records or table rows).
 
     ``build(chrom, pos, ref, alts, ...)`` returns one ``Variant`` or ``Skip`` per ALT and updates ``stats``.
-    ``where`` is a callable giving 'file:line' for messages. ``options_as``: how the user sets these policies, named
-    in the fixes messages suggest: ``cli`` (``predict``/``windows`` flags: ``--ref-check=skip``) or ``dataset`` (a
-    training or eval dataset: ``data.options.ref_check=skip``, eval ``--option ref_check=skip``).
+    ``where`` is a callable giving 'file:line' for messages. ``options_as``: how the user sets these policies, as
+    the fixes that messages suggest name them: ``cli`` (``predict``/``windows`` flags: ``--ref-check=skip``) or
+    ``dataset`` (a training or eval dataset: ``data.options.ref_check=skip``, eval ``--option ref_check=skip``).
     """
 
     def __init__(self, reference: Reference | str | os.PathLike, window: int = 1024, ref_check: str = "error",
@@ -231,7 +231,8 @@ class WindowBuilder:
             raise ReferenceMismatchError(
                 f"{where}: REF {vcf_ref!r} at {chrom}:{pos} does not match the FASTA ({fasta_ref!r}){hint} {fix}")
         if self.ref_check == "skip":
-            return vcf_ref, [], f"REF {vcf_ref} does not match the FASTA ({fasta_ref}) ({self.setting('ref_check', 'skip', full=False)})"
+            how = self.setting("ref_check", "skip", full=False)
+            return vcf_ref, [], f"REF {vcf_ref} does not match the FASTA ({fasta_ref}) ({how})"
         if self.ref_check == "warn":
             self._mismatch_warned += 1
             if self._mismatch_warned <= 10:

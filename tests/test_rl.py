@@ -122,7 +122,7 @@ def test_candidates_sharing_a_lead_score_as_a_full_forward(tiny_session, candida
     from bioreason import candidates as cand
     from bioreason.processing import user_message
 
-    monkeypatch.setattr(cand, "_candidates_per_pass", lambda batch, device: per_pass)
+    monkeypatch.setattr(cand, "_candidates_per_pass", lambda batch, device, k: per_pass)
     monkeypatch.setattr(cand, "CPU_PACKED_POSITIONS", positions)  # 6 = 3 tokens per row of 2 prompts
     model, proc = tiny_session
     prompts = [[user_message("q", ["ACGT" * 10])], [user_message("a longer question", ["ACGT" * 30, "AC"])]]
@@ -154,10 +154,13 @@ def test_candidate_passes_leave_the_prompts_cache_as_it_was(tiny_session, monkey
 
     monkeypatch.setattr(model, "forward", spy)
     prompts = [[user_message("q", ["ACGT" * 10])], [user_message("a longer question", ["ACGT" * 30, "AC"])]]
-    score_candidates(model, proc, prompts, ["LOF", "FUNC", "LOF gain"])
-    prefix, lead, packed = calls[-3:]  # the prompts' prefill, the answer prefix, the three candidates in one call
-    assert lead[1] > lead[0] == prefix[1]  # the answer prefix is kept: the candidates run on it
-    assert packed[1] == packed[0] == lead[1], calls
+    score_candidates(model, proc, prompts, ["LOF", "FUNC", "LOF gain"])  # three: one call each
+    lead, *candidates = calls[-4:]
+    assert lead[1] > lead[0]  # the answer prefix is kept: the candidates run on it
+    assert len(candidates) == 3 and all(after == before == lead[1] for before, after in candidates), calls
+    score_candidates(model, proc, prompts, ["LOF", "FUNC", "LOF gain", "INT"])  # four: packed in one call
+    prefix, lead, packed = calls[-3:]  # the prompts' prefill, the answer prefix, the candidates
+    assert lead[1] > lead[0] == prefix[1] and packed[1] == packed[0] == lead[1], calls
 
 
 # --- prefix caching -------------------------------------------------------------------------------------------------

@@ -221,7 +221,7 @@ def test_training_on_coordinates_names_its_fixes_as_recipe_keys_and_records_its_
     assert "Set data.options.ref_check=skip (eval: --option ref_check=skip)" in err and "--ref-check" not in err
     assert main(cmd + ["data.options.ref_check=skip"]) == 0
     err = capsys.readouterr().err
-    assert f"data.task=user: 2 of 3 records of {path} skipped, 1 kept:" in err
+    assert f"data.task=user: 2 of 3 records of {path} skipped, 1 became examples:" in err
     assert "1 x REF mismatch (first: 17:43045705 G>A: " in err and "1 x contig not in the FASTA" in err
     rows = (tmp_path / "run" / "skipped.tsv").read_text().splitlines()
     assert rows[0] == "chrom\tpos\tref\talt\treason" and [r.split("\t")[:4] for r in rows[1:]] == [
