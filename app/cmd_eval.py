@@ -203,7 +203,8 @@ def _evaluate(args) -> int:
     positive = args.positive or (labels[0] if len(labels) == 2 else None)
     if args.task == "kegg" and pcfg.prompt == "kegg" and pcfg.labels:
         labels = list(pcfg.labels)  # the model's closed set of disease names (an item outside it is just wrong)
-    print(f"evaluating {len(examples)} items, labels {labels}", file=sys.stderr)
+    shown = ", ".join(labels) if len(labels) <= 6 else f"{', '.join(labels[:3])}, ..., {labels[-1]}"
+    print(f"evaluating {len(examples):,} items, {len(labels)} labels: {shown}", file=sys.stderr)
     prior = pcfg.label_log_prior
     systems, agreement = {}, {}
     for m, (exs, _) in sets.items():

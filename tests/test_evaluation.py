@@ -42,6 +42,8 @@ def test_eval_command_report_recomputes_from_items(tiny_model_dir, tmp_path, cap
     n = len(report["items"])  # the long steps report progress (in a log: a line every 30 s and one at the end)
     for step in ("dna-llm scoring", "text-only scoring"):
         assert f"eval: {step}: {n:,}/{n:,} (100.0%) items" in captured.err
+    labels = report["labels"]
+    assert f"evaluating {n:,} items, {len(labels)} labels: {', '.join(labels)}" in captured.err
     assert (out / "roc.png").is_file() and (out / "confusion_dna-llm.png").is_file()
     items = report["items"]
     for name, m in report["systems"].items():

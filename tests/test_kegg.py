@@ -222,6 +222,8 @@ def test_kegg_eval_scores_generated_answers_and_the_llm_only_baseline(tiny_model
     err = capsys.readouterr().err  # each long step reports its progress
     for step in ("dna-llm scoring", "dna-llm traces", "llm-only scoring", "llm-only traces"):
         assert f"eval: {step}: 6/6 (100.0%) items" in err
+    labels = report["labels"]  # a long label set is shown by its count, first three and last
+    assert len(labels) > 6 and f"{len(labels)} labels: {', '.join(labels[:3])}, ..., {labels[-1]}" in err
     gen = report["systems"]["dna-llm-generated"]
     checks = report["trace_checks"]["dna-llm"]
     assert checks["n"] == 6 and gen["accuracy"] == pytest.approx(checks["answer_accuracy"])
