@@ -139,7 +139,8 @@ def test_candidates_sharing_a_lead_score_as_a_full_forward(tiny_session, candida
 
 def test_candidate_passes_leave_the_prompts_cache_as_it_was(tiny_session, monkeypatch):
     """Each candidate's pass attends to the prompts' (and answer prefix's) keys without storing the concatenation
-    (``candidates._peek``): otherwise all layers' copies are held at once, a third copy of the cache at predict's peak."""
+    (``candidates._peek``): otherwise all layers' copies are held at once, a third copy of the cache at predict's
+    peak. Packed candidates likewise."""
     from bioreason.processing import user_message
 
     model, proc = tiny_session
