@@ -27,6 +27,7 @@ from bioreason.answers import normalise_text
 from bioreason.dna_encoders.base import clean_sequence
 from bioreason.errors import DatasetValidationError, InvalidSequenceError
 from bioreason.kegg_data.examples import Example, load_table
+from bioreason.kegg_data.text_files import data_suffix
 from bioreason.kegg_data.variants import Skip, Variant, VariantReader, WindowBuilder
 
 DEFAULT_QUESTION = ("Variant {chrom}:{pos} {ref}>{alt}{gene}. The first DNA sequence is the reference window and "
@@ -52,7 +53,7 @@ def load_user_dataset(source: str, fasta=None, split: str | None = None, require
     """Read and validate a user table. Rows given as coordinates need ``fasta``; their skips are returned."""
     table = load_table(source, split)
     cols = set(table.column_names)
-    is_csv = Path(source).suffix.lower() in (".csv", ".tsv")
+    is_csv = data_suffix(source) in (".csv", ".tsv")  # also gzipped: line numbers count the header line
     if "question" not in cols:
         raise DatasetValidationError(f"{source}: no 'question' column (columns: {sorted(cols)}); every row needs one")
     if require_answer and "answer" not in cols:

@@ -199,6 +199,10 @@ def test_user_dataset_coordinates_with_fasta(tmp_path):
                     "chr17\tx\tT\tA\tEffect?\tFUNC\n")
     with pytest.raises(DatasetValidationError, match=r"coords.tsv:4 \(row 3\), column 'pos'"):
         load_user_dataset(str(path), fasta=CHR17, ref_check="skip")
+    packed = tmp_path / "coords.tsv.gz"  # gzipped: the same line (it counted no header line: line 3)
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    with pytest.raises(DatasetValidationError, match=r"coords.tsv.gz:4 \(row 3\), column 'pos'"):
+        load_user_dataset(str(packed), fasta=CHR17, ref_check="skip")
     path.write_text("\n".join(path.read_text().splitlines()[:3]) + "\n")
     examples, skips = load_user_dataset(str(path), fasta=CHR17, ref_check="skip")
     assert len(examples) == 1 and examples[0].dna[0][512] == "T" and examples[0].dna[1][512] == "A"
