@@ -60,18 +60,15 @@ def mapping_option(name: str, value, known: dict):
 def skip_summary(task: str, source, skips: list, kept: int) -> str:
     """The warning for records a dataset build skipped (REF mismatch under ref_check=skip, a contig the FASTA lacks,
     no label, ...): how many of how many, then each kind with its count and first record."""
-    from collections import Counter
-
     from bioreason.kegg_data.variants import skip_category
 
-    kinds = Counter(skip_category(s.reason) for s in skips)
-    first: dict = {}
+    kinds: dict = {}
     for s in skips:
-        first.setdefault(skip_category(s.reason), s)
+        kinds.setdefault(skip_category(s.reason), []).append(s)
     lines = [f"data.task={task}: {len(skips):,} of {len(skips) + kept:,} records of {source} skipped, "
              f"{kept:,} became examples:"]
-    lines += [f"  {n:,} x {kind} (first: {first[kind].chrom}:{first[kind].pos} {first[kind].ref}>{first[kind].alt}: "
-              f"{first[kind].reason})" for kind, n in kinds.most_common()]
+    lines += [f"  {len(group):,} x {kind} (first: {group[0].chrom}:{group[0].pos} {group[0].ref}>{group[0].alt}: "
+              f"{group[0].reason})" for kind, group in sorted(kinds.items(), key=lambda kv: -len(kv[1]))]
     return "\n".join(lines)
 
 
