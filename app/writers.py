@@ -13,8 +13,7 @@ from pathlib import Path
 
 from bioreason.atomic import AtomicFile as AtomicWriter, fsync_dir  # noqa: F401 (the commands' names for them)
 from bioreason.errors import OutputExistsError
-
-SKIP_HEADER = "chrom\tpos\tref\talt\treason\n"
+from bioreason.kegg_data.variants import SKIP_HEADER, skip_line  # noqa: F401 (shared with training's skipped.tsv)
 
 
 def check_outputs(paths, force: bool) -> None:
@@ -22,10 +21,6 @@ def check_outputs(paths, force: bool) -> None:
     if existing and not force:
         raise OutputExistsError(f"output {existing[0]} exists; pass --force to overwrite it "
                                 f"(or choose another -o prefix)")
-
-
-def skip_line(skip) -> str:
-    return f"{skip.chrom}\t{skip.pos}\t{skip.ref}\t{skip.alt}\t{skip.reason}\n"
 
 
 def window_record(v) -> dict:

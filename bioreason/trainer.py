@@ -299,15 +299,14 @@ class Trainer:
         """``OUTPUT/skipped.tsv``: the dataset records this run could not train on, each with its reason (the build
         warned about them); no file when none was skipped."""
         from bioreason.atomic import AtomicFile
+        from bioreason.kegg_data.variants import SKIP_HEADER, skip_line
 
         path = self.out / "skipped.tsv"
         if not self.skipped:
             path.unlink(missing_ok=True)
             return
         with AtomicFile(path) as fh:
-            fh.write("chrom\tpos\tref\talt\treason\n")
-            for s in self.skipped:
-                fh.write(f"{s.chrom}\t{s.pos}\t{s.ref}\t{s.alt}\t{s.reason}\n")
+            fh.write(SKIP_HEADER + "".join(skip_line(s) for s in self.skipped))
 
     def run(self, progress: bool = True) -> list[dict]:
         from tqdm import tqdm

@@ -51,6 +51,13 @@ _CATEGORIES = [(re.compile(p), c) for p, c in (
     (r"no label", "no label"), (r"ALT .* repeats allele", "ALT repeated in its record"))]
 
 
+SKIP_HEADER = "chrom\tpos\tref\talt\treason\n"  # the skip log every command that reads variants writes
+
+
+def skip_line(skip) -> str:
+    return f"{skip.chrom}\t{skip.pos}\t{skip.ref}\t{skip.alt}\t{skip.reason}\n"
+
+
 def skip_category(reason: str) -> str:
     return next((c for p, c in _CATEGORIES if p.match(reason)), reason)
 ACGTN = frozenset("ACGTN")
