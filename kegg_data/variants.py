@@ -390,9 +390,14 @@ class VariantReader:
                 cut = compressed_stream_ends_early(self.path)  # a cut-off download, not a malformed record
                 if cut:
                     raise unreadable(self.path, exc, self.where(bad), cut) from None
+                text = self._line_text(bad)
+                spaced = "\t" not in text and len(text.split()) >= 5  # columns typed or pasted with spaces
                 raise InputFormatError(
                     f"{self.where(bad)}: htslib could not parse this record ({exc}; its message is printed "
-                    f"above as [E::...]): {self._line_text(bad)!r}; fix or remove the line") from exc
+                    f"above as [E::...]): {text!r}; "
+                    + ("its columns are separated by spaces: a VCF data line needs tabs between its columns "
+                       f"(e.g. `sed -i '/^#/!s/ \\+/\\t/g' {self.path}` if no field contains a space)" if spaced else
+                       "fix or remove the line")) from exc
             rec_i += 1
             if not rec.ALT and str(rec).split("\t", 4)[3] == ".":  # htslib read no alleles: REF would crash cyvcf2
                 raise InputFormatError(

@@ -317,6 +317,16 @@ def test_malformed_line_names_file_and_line(capfd):
         outcomes(EDGE / "htslib_vcf44_1.vcf", FIX / "tiny_ref.fa", ref_check="skip")
 
 
+def test_record_with_spaces_for_tabs_says_so(tmp_path):
+    header = (FIX / "malformed_line.vcf").read_text().splitlines()[:3]  # a list in INFO makes htslib fail
+    (tmp_path / "spaced.vcf").write_text("\n".join(header + ["chrT 10 ok A C . . AF=0.1,0.2"]) + "\n")
+    with pytest.raises(InputFormatError, match=r"spaced.vcf:4: htslib could not parse.*separated by spaces.*tabs"):
+        outcomes(tmp_path / "spaced.vcf", FIX / "tiny_ref.fa")
+    with pytest.raises(InputFormatError, match="fix or remove the line") as err:  # tabs there: no such advice
+        outcomes(FIX / "malformed_line.vcf", FIX / "tiny_ref.fa")
+    assert "spaces" not in str(err.value)
+
+
 def test_empty_vcf_and_missing_contig_lines(tmp_path, capfd):
     items, stats = outcomes(EDGE / "bcftools_empty.vcf", FIX / "tiny_ref.fa")
     assert items == [] and stats.records == 0
