@@ -121,7 +121,7 @@ def load_table(source: str, split: str | None = None):
             if problem:
                 raise DatasetValidationError(problem)
         try:
-            with quiet_datasets_errors():
+            with quiet_datasets_errors(files):
                 return datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train", **kw)
         except Exception as exc:  # a malformed file: say where and how to fix it, not datasets' traceback
             raise read_failure(files, kind, exc, kw.get("delimiter", ",")) from exc

@@ -7,7 +7,7 @@ position is relative to a parser block. :func:`read_failure` finds the first bad
 the standard library (``csv`` for field counts, ``json`` per line, a strict UTF-8 decode per line), which knows the
 real line number, and returns a ``DatasetValidationError`` that says what is wrong there and how to fix it.
 :func:`quiet_datasets_errors` silences the ``Failed to read file ...`` line ``datasets`` logs before raising, so the
-user sees one message.
+user sees one message (and, for small local tables, its progress bars).
 """
 
 from __future__ import annotations
@@ -22,16 +22,28 @@ from bioreason.errors import DatasetValidationError
 from bioreason.kegg_data.text_files import data_suffix, open_text
 
 
+QUIET_BELOW_BYTES = 50 * 2 ** 20  # local files smaller than this load in seconds: no progress bars for them
+
+
 @contextlib.contextmanager
-def quiet_datasets_errors():
-    """``datasets``' builder logs an error line per failed file before raising; our error replaces it."""
+def quiet_datasets_errors(files=()):
+    """``datasets``' builder logs an error line per failed file before raising; our error replaces it. For local
+    ``files`` under ``QUIET_BELOW_BYTES`` in all, its progress bars too ('Generating train split: 903 examples',
+    printed on every first load of a small table, whose load takes a second); a large table keeps them."""
+    import datasets
+
     logger = logging.getLogger("datasets")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
+    bars = datasets.is_progress_bar_enabled()
+    if files and sum(Path(f).stat().st_size for f in files) < QUIET_BELOW_BYTES:
+        datasets.disable_progress_bars()
     try:
         yield
     finally:
         logger.setLevel(level)
+        if bars:
+            datasets.enable_progress_bars()
 
 
 def read_failure(files: list[Path], kind: str, exc: BaseException, delimiter: str = ",") -> DatasetValidationError:

@@ -266,6 +266,22 @@ def test_missing_file_and_unreachable_hub_are_clear_errors(tmp_path, monkeypatch
         load_table("wanglab/kegg", "test")
 
 
+def test_small_local_table_loads_without_datasets_progress_bars(tmp_path, capfd, monkeypatch):
+    """A small local table loads without 'Generating train split' (printed on each first load); a large one keeps
+    the bar (the threshold lowered to 0 here), and the setting is restored after either."""
+    datasets = pytest.importorskip("datasets")
+    from bioreason.kegg_data import table_errors
+    from bioreason.kegg_data.examples import load_table
+
+    (tmp_path / "small.csv").write_text("question,answer\nq1,a\nq2,b\n")
+    assert len(load_table(str(tmp_path / "small.csv"))) == 2
+    assert "Generating" not in capfd.readouterr().err and datasets.is_progress_bar_enabled()
+    monkeypatch.setattr(table_errors, "QUIET_BELOW_BYTES", 0)
+    (tmp_path / "large.csv").write_text("question,answer\nq3,c\n")
+    assert len(load_table(str(tmp_path / "large.csv"))) == 1
+    assert "Generating train split" in capfd.readouterr().err and datasets.is_progress_bar_enabled()
+
+
 def test_kegg_from_a_hub_snapshot_folder_and_a_question_grouped_holdout(tmp_path):
     """The real KEGG train split as a hub snapshot (data/train-00000-of-00001.parquet beside .gitattributes and a
     README): it loads from the root or its data/ folder; a split it lacks is an error naming the ones it has; the
