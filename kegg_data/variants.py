@@ -294,6 +294,16 @@ class WindowBuilder:
             raise RuntimeError(f"internal error: {s.alleles} alleles but {s.windows} windows + {s.skips} skips")
 
 
+def tabs_command(path) -> str:
+    """A shell command that turns runs of spaces into tabs on a VCF's data lines (headers keep their spaces)."""
+    import shlex
+
+    name = shlex.quote(str(path))
+    if str(path).lower().endswith((".gz", ".bgz")):
+        return f"zcat {name} | sed '/^#/!s/ \\+/\\t/g' > fixed.vcf"
+    return f"sed -i '/^#/!s/ \\+/\\t/g' {name}"
+
+
 def check_vcf_path(path) -> None:
     """A clear error for a VCF path that is missing, a directory, or starts with a byte-order mark."""
     p = Path(path)
@@ -395,8 +405,8 @@ class VariantReader:
                 raise InputFormatError(
                     f"{self.where(bad)}: htslib could not parse this record ({exc}; its message is printed "
                     f"above as [E::...]): {text!r}; "
-                    + ("its columns are separated by spaces: a VCF data line needs tabs between its columns "
-                       f"(e.g. `sed -i '/^#/!s/ \\+/\\t/g' {self.path}` if no field contains a space)" if spaced else
+                    + (f"its columns are separated by spaces: a VCF data line needs tabs between its columns "
+                       f"(e.g. `{tabs_command(self.path)}` if no field contains a space)" if spaced else
                        "fix or remove the line")) from exc
             rec_i += 1
             if not rec.ALT and str(rec).split("\t", 4)[3] == ".":  # htslib read no alleles: REF would crash cyvcf2

@@ -325,6 +325,9 @@ def test_record_with_spaces_for_tabs_says_so(tmp_path):
     with pytest.raises(InputFormatError, match="fix or remove the line") as err:  # tabs there: no such advice
         outcomes(FIX / "malformed_line.vcf", FIX / "tiny_ref.fa")
     assert "spaces" not in str(err.value)
+    from bioreason.kegg_data.variants import tabs_command
+
+    assert tabs_command("my calls.vcf.gz") == "zcat 'my calls.vcf.gz' | sed '/^#/!s/ \\+/\\t/g' > fixed.vcf"
 
 
 def test_empty_vcf_and_missing_contig_lines(tmp_path, capfd):
