@@ -1,16 +1,15 @@
 """Evaluation: predictions of the DNA-LLM and its baselines on the same items, metrics with bootstrap CIs, plots.
 
-Systems: ``dna-llm`` (each candidate label scored by its log-likelihood after the prompt, as
-``predict --score-only`` does; probabilities are the softmax over candidates; the baselines below live in
-``bioreason.baselines`` and are re-exported here), ``text-only`` (the same LLM with
-the DNA written into the prompt as text and no DNA features), ``dna-only`` (frozen encoder embeddings of the
-ref/alt windows, mean and variant-centred pooling, + logistic regression; trained on a given training set or
-by k-fold cross-validation on the evaluated items), optional ``annotation-only`` (an annotation class ->
-the positive rate among training items with that class) and ``facts-only`` (a logistic regression on exactly the
-facts an annotated prompt states: consequence class, BLOSUM62, distance into the intron). Metrics: accuracy,
-macro-F1, per class, AUROC for
-binary tasks (probability of the positive label), each with a seeded bootstrap 95% interval. The report keeps
-every per-item prediction, so its numbers can be recomputed from it.
+Systems: ``dna-llm`` (each candidate label scored by its log-likelihood after the prompt, as ``predict
+--score-only`` does; probabilities are the softmax over candidates), ``text-only`` (the same LLM with the DNA
+written into the prompt as text and no DNA features), ``dna-only`` (frozen encoder embeddings of the ref/alt
+windows, mean and variant-centred pooling, + logistic regression; trained on a given training set or by k-fold
+cross-validation on the evaluated items), optional ``annotation-only`` (an annotation class -> the positive rate
+among training items with that class) and ``facts-only`` (a logistic regression on exactly the facts an annotated
+prompt states: consequence class, BLOSUM62, distance into the intron). Metrics: accuracy, macro-F1, per class, AUROC
+for binary tasks (probability of the positive label), each with a seeded bootstrap 95% interval. The report keeps
+every per-item prediction, so its numbers can be recomputed from it. The baselines themselves live in
+``bioreason.baselines`` (re-exported here).
 """
 
 from __future__ import annotations
