@@ -96,11 +96,20 @@ def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_
         lead = torch.cat([lead, out.logits], 1)
         cached_mask, start = torch.cat([cached_mask, ones], 1), start + S
     lead_logp = torch.log_softmax(lead.float(), dim=-1)
-    pos = start + torch.arange(C - S, device=cand_ids.device)
     kv = [(layer.keys, layer.values) for layer in cache.layers]
-    if not per_pass:
-        out = _packed_logprobs(model, cache, kv, cached_mask, start, lead_logp, cand_ids, cand_mask, S)
-        return (torch.stack(out, 1), state) if keep_prompts else torch.stack(out, 1)
+    args = (model, cache, kv, cached_mask, start, lead_logp, cand_ids, cand_mask, S)
+    out = _repeated_logprobs(*args, per_pass) if per_pass else _packed_logprobs(*args)
+    return (torch.stack(out, 1), state) if keep_prompts else torch.stack(out, 1)
+
+
+def _repeated_logprobs(model, cache, kv, cached_mask, start, lead_logp, cand_ids, cand_mask, S: int,
+                       per_pass: int) -> list:
+    """Each candidate's log-probs (B, C) as ``_packed_logprobs`` gives them, ``per_pass`` candidates per model call
+    on a copy of the cache ``kv`` repeated for each (one candidate: the cache itself, not copied)."""
+    import torch
+
+    B, (K, C) = cached_mask.shape[0], cand_ids.shape
+    pos = start + torch.arange(C - S, device=cand_ids.device)
     out = []
     for k0 in range(0, K, per_pass):
         n = min(per_pass, K - k0)  # rows: candidate k0's B prompts, then candidate k0 + 1's, ...
@@ -116,7 +125,7 @@ def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_
         for j in range(n):
             logp = torch.cat([lead_logp, rest_logp[j * B:(j + 1) * B]], dim=1)  # (B, C, V)
             out.append(logp.gather(-1, ids[j * B:(j + 1) * B].unsqueeze(-1)).squeeze(-1))
-    return (torch.stack(out, 1), state) if keep_prompts else torch.stack(out, 1)
+    return out
 
 
 def _packed_logprobs(model, cache, kv, cached_mask, start, lead_logp, cand_ids, cand_mask, S: int) -> list:
@@ -199,5 +208,5 @@ def score_candidates(model, processor, prompts: list[list[dict]], candidates: li
     return (total, state) if keep_prompts else total
 
 
-__all__ = ["CPU_PACK_FROM", "CPU_PACKED_POSITIONS", "GPU_CANDIDATE_ROWS", "SCORE_PREFIX", "PromptState", "candidate_logprobs",
-           "score_candidates"]
+__all__ = ["CPU_PACK_FROM", "CPU_PACKED_POSITIONS", "GPU_CANDIDATE_ROWS", "SCORE_PREFIX", "PromptState",
+           "candidate_logprobs", "score_candidates"]
