@@ -114,14 +114,14 @@ def load_table(source: str, split: str | None = None):
                 + ("; a labelled VCF is read by the vcf and annotated_vcf tasks, with a FASTA" if vcf else ""))
         kind = builder.pop()
         kw = {"delimiter": "\t"} if exts == {".tsv"} else {}
-        from bioreason.kegg_data.table_errors import duplicate_columns, quiet_datasets_errors, read_failure
+        from bioreason.kegg_data.table_errors import duplicate_columns, quiet_datasets_load, read_failure
 
         for p in files if kind == "csv" else []:
             problem = duplicate_columns(p, kw.get("delimiter", ","))
             if problem:
                 raise DatasetValidationError(problem)
         try:
-            with quiet_datasets_errors(files):
+            with quiet_datasets_load(files):
                 return datasets.load_dataset(kind, data_files=[str(p) for p in files], split="train", **kw)
         except Exception as exc:  # a malformed file: say where and how to fix it, not datasets' traceback
             raise read_failure(files, kind, exc, kw.get("delimiter", ",")) from exc

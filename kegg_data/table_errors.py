@@ -6,7 +6,7 @@ parquet) it raises ``DatasetGenerationError`` with a traceback and the cause onl
 position is relative to a parser block. :func:`read_failure` finds the first bad line again by reading the file with
 the standard library (``csv`` for field counts, ``json`` per line, a strict UTF-8 decode per line), which knows the
 real line number, and returns a ``DatasetValidationError`` that says what is wrong there and how to fix it.
-:func:`quiet_datasets_errors` silences the ``Failed to read file ...`` line ``datasets`` logs before raising, so the
+:func:`quiet_datasets_load` silences the ``Failed to read file ...`` line ``datasets`` logs before raising, so the
 user sees one message (and, for small local tables, its progress bars).
 """
 
@@ -26,7 +26,7 @@ QUIET_BELOW_BYTES = 50 * 2 ** 20  # local files smaller than this load in second
 
 
 @contextlib.contextmanager
-def quiet_datasets_errors(files=()):
+def quiet_datasets_load(files=()):
     """``datasets``' builder logs an error line per failed file before raising; our error replaces it. For local
     ``files`` under ``QUIET_BELOW_BYTES`` in all, its progress bars too ('Generating train split: 903 examples',
     printed on every first load of a small table, whose load takes a second); a large table keeps them."""
@@ -162,4 +162,4 @@ def _parquet_problem(path: Path) -> str | None:
     return None
 
 
-__all__ = ["quiet_datasets_errors", "read_failure"]
+__all__ = ["quiet_datasets_load", "read_failure"]

@@ -60,6 +60,8 @@ def skip_line(skip) -> str:
 
 def skip_category(reason: str) -> str:
     return next((c for p, c in _CATEGORIES if p.match(reason)), reason)
+
+
 ACGTN = frozenset("ACGTN")
 
 
