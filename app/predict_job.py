@@ -152,7 +152,8 @@ def _run(args, vcf, state) -> int:
         bar.close()
         state.wait_for_everyone()
         if rank == 0:
-            again = VariantReader(vcf, fasta_path(args), info_fields=cfg.info_fields(), **reader_options(args))
+            # the same Reference: its index is read once and a contig renaming is warned about once
+            again = VariantReader(vcf, reader.reference, info_fields=cfg.info_fields(), **reader_options(args))
             counts = write_outputs(vcf, again, iter_results(progress_files), list(cfg.labels),
                                    model_id or "bioreason", paths, list(chroms), transcripts is not None,
                                    bool(cfg.domain), reader.undeclared, quantize)

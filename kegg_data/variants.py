@@ -354,6 +354,9 @@ class VariantReader:
                 vcf, exc_text = None, str(exc)
         if vcf is None:
             said = htslib_said()
+            cut = compressed_stream_ends_early(self.path)  # a cut-off download is not a malformed header
+            if cut:
+                raise unreadable(self.path, OSError(exc_text), f"{self.path}:1", cut)
             raise InputFormatError(
                 f"{self.path}:1: not a readable VCF/BCF header ({said or exc_text}); a VCF needs a "
                 "'##fileformat=VCFv4.x' line and a tab-separated '#CHROM' line with no empty sample names "

@@ -67,7 +67,10 @@ def test_cut_off_corrupt_and_empty_vcf_named_before_any_model_loads(tmp_path, ca
     corrupt.write_bytes(bytes(bad))
     empty = tmp_path / "empty.vcf"
     empty.write_bytes(b"")
+    head_cut = tmp_path / "head_cut.vcf.gz"  # cut inside the header: htslib cannot even open it
+    head_cut.write_bytes(whole[:300])
     cases = [("windows", cut, "the compressed stream ends early: the file is cut off"),
+             ("predict", head_cut, "the compressed stream ends early: the file is cut off"),
              ("predict", cut, "the compressed stream ends early: the file is cut off"),
              ("windows", corrupt, "the compressed stream is corrupt"),
              ("predict", empty, "is empty (0 bytes)")]

@@ -72,11 +72,13 @@ def test_predict_writes_all_outputs_typed_as_declared(tiny_dir, sge_small, tmp_p
     assert main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(tiny_dir), "-o", str(prefix)]) == 2
 
 
-def test_predict_skips_and_multiallelic_alleles(tiny_dir, tmp_path):
+def test_predict_skips_and_multiallelic_alleles(tiny_dir, tmp_path, capfd):
     prefix = tmp_path / "cv"
     rc = main(["predict", str(DATA / "clinvar_grch38_vep_testset.vcf.gz"), "--fasta",
                str(DATA / "hg38_chr2_1-2333275.fa.gz"), "--model", str(tiny_dir), "-o", str(prefix), "--bgzip"])
     assert rc == 0 and Path(f"{prefix}.vcf.gz").is_file()
+    err = capfd.readouterr().err  # contig '2' is the FASTA's 'chr2': said once, not again by the writing pass
+    assert err.count("contig '2' is named 'chr2' in hg38_chr2_1-2333275.fa.gz; using it") == 1, err
     rows = [json.loads(x) for x in Path(f"{prefix}.jsonl").read_text().splitlines()]
     assert len(rows) == 50 and sum(r["status"] == "predicted" for r in rows) == 2
     assert all(r["reason"].startswith("contig ") for r in rows if r["status"] == "skipped")
