@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from bioreason.app.inputs import check_input_file, check_prefix, vcf_input
 
-    check_prefix(args.output)
+    check_prefix(args.output, [f"{args.output}.windows.jsonl", f"{args.output}.skipped.tsv"],
+                 [args.vcf, fasta_path(args), args.gtf])
     check_input_file(fasta_path(args), "FASTA")
     with vcf_input(args.vcf, args.output) as vcf:
         return _run(args, vcf)

@@ -31,7 +31,17 @@ def check_input_file(path, what: str = "VCF") -> None:
         raise InputFormatError(f"{what} {path} is a directory; pass the {what} file itself")
 
 
-def check_prefix(prefix: str) -> None:
+def check_prefix(prefix: str, outputs=(), inputs=()) -> None:
+    """Before any work: ``-o`` is a prefix in a folder that takes files, and none of its ``outputs`` is one of the
+    ``inputs`` (``predict in.vcf -o in`` would replace in.vcf: refused even with --force, the input would be lost)."""
+    for out in outputs:
+        for given in inputs:
+            if given in (None, "-") or not Path(str(given)).is_file():
+                continue
+            out_path = Path(out)
+            if out_path.resolve() == Path(given).resolve() or out_path.exists() and os.path.samefile(out_path, given):
+                raise InputFormatError(f"-o {prefix} would write {out}, which is the input {given}; choose another "
+                                       f"-o prefix, e.g. -o {Path(prefix).parent / (Path(prefix).name + '.bioreason')}")
     if Path(str(prefix)).name.startswith("-"):  # '-o -' wrote files named '-.vcf', which shells take for options
         raise InputFormatError(f"-o {prefix}: the outputs are several files (.vcf, .jsonl, .tsv, ...), so -o takes a "
                                "prefix, not '-' (standard output); e.g. -o out/sample")

@@ -34,9 +34,11 @@ def run(args) -> int:
 
     from bioreason.app.inputs import check_input_file, check_prefix, vcf_input
 
-    state = PartialState(cpu=not torch.cuda.is_available())
-    check_prefix(args.output)
     from bioreason.app.options import fasta_path
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    outputs = [*output_paths(args.output, args.bgzip).values(), progress_path(args.output, 0)]
+    check_prefix(args.output, outputs, [args.vcf, fasta_path(args), args.gtf])
 
     check_input_file(fasta_path(args), "FASTA")
     if args.vcf == "-" and state.num_processes > 1:

@@ -46,13 +46,19 @@ def test_standard_input_bom_directory_and_prefix_errors(tmp_path, capsys):
              (["predict", str(SGE24), "-o", str(tmp_path) + "/"], "-o takes a prefix"),
              (["windows", str(SGE24), "-o", "-"], "so -o takes a prefix, not '-' (standard output)"),
              (["predict", str(SGE24), "-o", str(bom / "out")],  # a folder that cannot be made: before any model loads
-              f"-o {bom / 'out'}: cannot write in the folder {bom} (")]
+              f"-o {bom / 'out'}: cannot write in the folder {bom} ("),
+             # -o bom with --force would replace the input bom.vcf by its annotated copy: refused
+             (["predict", str(bom), "-o", str(tmp_path / "bom"), "--force"], f"which is the input {bom}; choose"),
+             (["windows", str(SGE24), "-o", str(tmp_path / "x"), "--gtf", str(tmp_path / "x.skipped.tsv")],
+              "which is the input")]
+    (tmp_path / "x.skipped.tsv").write_text("not a GTF\n")
     for argv, says in cases:
         argv = argv + (["--fasta", "bundled"] if "--fasta" not in argv else []) + (
             ["-o", str(tmp_path / "x")] if "-o" not in argv else [])
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err, (argv, err)
+    assert bom.read_bytes() == b"\xef\xbb\xbf" + text
 
 
 def test_cut_off_corrupt_and_empty_vcf_named_before_any_model_loads(tmp_path, capsys):
