@@ -29,6 +29,9 @@ def check_input_file(path, what: str = "VCF") -> None:
         check_vcf_path(path)
     elif Path(path).is_dir():
         raise InputFormatError(f"{what} {path} is a directory; pass the {what} file itself")
+    elif what == "FASTA" and not Path(path).exists():
+        raise InputFormatError(f"--fasta {path}: no such file; pass the reference FASTA the VCF's positions are on "
+                               "(plain, or bgzip-compressed), or --fasta bundled for GRCh38 chr17 with BRCA1")
 
 
 def check_prefix(prefix: str, outputs=(), inputs=()) -> None:

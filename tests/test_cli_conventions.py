@@ -43,6 +43,7 @@ def test_standard_input_bom_directory_and_prefix_errors(tmp_path, capsys):
     bom.write_bytes(b"\xef\xbb\xbf" + text)
     cases = [(["windows", str(bom)], "starts with a byte-order mark"), (["windows", str(tmp_path)], "is a directory"),
              (["predict", str(SGE24), "--fasta", str(tmp_path)], "FASTA"),
+             (["windows", str(SGE24), "--fasta", str(tmp_path / "no.fa")], f"--fasta {tmp_path / 'no.fa'}: no such"),
              (["predict", str(SGE24), "-o", str(tmp_path) + "/"], "-o takes a prefix"),
              (["windows", str(SGE24), "-o", "-"], "so -o takes a prefix, not '-' (standard output)"),
              (["predict", str(SGE24), "-o", str(bom / "out")],  # a folder that cannot be made: before any model loads
