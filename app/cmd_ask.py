@@ -39,7 +39,7 @@ FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".fa.gz", ".fasta.gz", ".txt"
 def read_dna_argument(value: str) -> str:
     """A literal sequence, or the first record of a FASTA file when ``value`` is an existing path (a warning when
     the file holds more: pass each sequence with its own --dna)."""
-    from bioreason.dna_encoders.base import IUPAC_AMBIGUOUS, NUCLEOTIDES, pasted_sequence
+    from bioreason.dna_encoders.base import IUPAC_AMBIGUOUS, NUCLEOTIDES, clean_sequence, pasted_sequence
 
     path = Path(value)
     try:
@@ -61,6 +61,8 @@ def read_dna_argument(value: str) -> str:
     if records > 1:
         print(f"warning: {value} holds {records} FASTA records; using the first (give each sequence its own "
               "--dna)", file=sys.stderr)
+    # checked here, so a file that is not a FASTA (a VCF, a binary) is named, not called 'DNA sequence 1'
+    clean_sequence(seq, name=f"--dna {value} (read as a FASTA file: a '>name' line, then lines of A/C/G/T/N)")
     return seq
 
 

@@ -117,6 +117,12 @@ def test_ask_reads_dna_from_fasta(tiny_dir, tmp_path, capsys):
 
     with pytest.raises(InputFormatError, match="--dna missing_ref.fa: no such file"):
         read_dna_argument("missing_ref.fa")  # a mistyped path: not read as the letters M, I, S...
+    vcf = tmp_path / "in.vcf"  # a file that is not a FASTA is named as the file, not as 'DNA sequence 1'
+    vcf.write_text("##fileformat=VCFv4.2\n")
+    from bioreason.errors import InvalidSequenceError
+
+    with pytest.raises(InvalidSequenceError, match=f"--dna {vcf} \\(read as a FASTA file.*'#' at position 1"):
+        read_dna_argument(str(vcf))
     assert main(["ask", "--model", str(tiny_dir), "--dna", str(fa), "--max-new-tokens", "2", "q"]) == 0
 
 
