@@ -108,7 +108,7 @@ def load_user_dataset(source: str, fasta=None, split: str | None = None, require
             dna = []
             for col, seq in zip(names, seqs):
                 try:
-                    seq = clean_sequence(str(seq or ""), name=f"column {col!r}")
+                    seq = clean_sequence(str(seq or ""), name="the sequence")  # bad() names the column
                 except InvalidSequenceError as exc:
                     bad(col, str(exc), "use A/C/G/T/N sequences")
                 if len(seq) > max_nucleotides:
