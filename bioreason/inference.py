@@ -40,6 +40,7 @@ def kegg_prompt(question: str, dna: list[str], config, system: str | None = None
     question rewritten as it was trained: gene list without descriptions, the variant stated, as its
     ``bioreason_task.json`` options say) and the facts its trace is checked against (``kegg_facts``: starred
     genes, the gene asked about, the variant as the prompt states it)."""
+    from bioreason.dna_encoders.base import clean_sequence
     from bioreason.errors import InputFormatError
     from bioreason.kegg_data.tasks import kegg_example
 
@@ -48,6 +49,8 @@ def kegg_prompt(question: str, dna: list[str], config, system: str | None = None
     if len(dna) != 2:
         raise InputFormatError(f"this KEGG model reads two sequences, the reference then the variant (got "
                                f"{len(dna)}); pass --dna REF --dna ALT (sequences or FASTA files)")
+    # checked as given, before the crop, so an error's position is the one in the user's sequence
+    dna = [clean_sequence(s, name=f"the {which} sequence") for s, which in zip(dna, ("reference", "variant"))]
     opts = {k: v for k, v in (config.kegg or {}).items() if k != "trace_steps"}
     example = kegg_example(question, dna[0], dna[1], dna_length=max_nucleotides, **opts)
     mode = "none" if config.mode == "none" else "dna"  # an LLM-only KEGG model reads the question alone

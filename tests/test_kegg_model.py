@@ -84,3 +84,22 @@ def test_ask_kegg_v1_about_a_held_out_pathway(capsys):
                  (ex / "ask_question.txt").read_text()]) == 0
     out = capsys.readouterr().out
     assert "T>C" in out and "PINK1" in out and "\nAnswer: " in out
+
+
+def test_kegg_prompt_names_a_bad_letter_where_the_user_put_it():
+    """The two sequences are checked as given, before the crop around the variant: an X at position 101 of a
+    103-nt variant sequence is reported there, not at its place in the cropped window (was 'DNA sequence 2 ...
+    position 513'). No model is loaded: the prompt is built from the checkpoint's task file."""
+    from bioreason.errors import InvalidSequenceError
+    from bioreason.inference import kegg_prompt
+    from bioreason.predict import PredictConfig
+
+    cfg = PredictConfig.for_model("kegg-v1")
+    ex = ROOT / "examples" / "kegg"
+    ref = "".join(ex.joinpath("ref.fa").read_text().splitlines()[1:])
+    question = ex.joinpath("ask_question.txt").read_text()
+    with pytest.raises(InvalidSequenceError, match=r"the variant sequence has the character 'X' at position 101 "):
+        kegg_prompt(question, [ref, ref[:100] + "XYZ"], cfg)
+    assert ref[2000] == "T"  # the variant sits at index 2,000; lower case reads as upper case
+    _, facts = kegg_prompt(question, [ref.lower(), ref[:2000].lower() + "a" + ref[2001:]], cfg)
+    assert facts["change"] == "T>A"
