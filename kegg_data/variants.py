@@ -406,18 +406,16 @@ class VariantReader:
                 if cut:
                     raise unreadable(self.path, exc, self.where(bad), cut) from None
                 text = self._line_text(bad)
-                spaced = "\t" not in text and len(text.split()) >= 5  # columns typed or pasted with spaces
                 raise InputFormatError(
                     f"{self.where(bad)}: htslib could not parse this record ({exc}; its message is printed "
-                    f"above as [E::...]): {text!r}; "
-                    + (f"its columns are separated by spaces: a VCF data line needs tabs between its columns "
-                       f"(e.g. `{tabs_command(self.path)}` if no field contains a space)" if spaced else
-                       "fix or remove the line")) from exc
+                    f"above as [E::...]): {text!r}; {self._spaces_advice(text) or 'fix or remove the line'}") from exc
             rec_i += 1
             if not rec.ALT and str(rec).split("\t", 4)[3] == ".":  # htslib read no alleles: REF would crash cyvcf2
+                text = self._line_text(rec_i)
                 raise InputFormatError(
-                    f"{self.where(rec_i)}: no REF allele in this record: {self._line_text(rec_i)!r}; a VCF data line "
-                    "needs 8 or more columns separated by tabs (not spaces), with REF and ALT in columns 4 and 5")
+                    f"{self.where(rec_i)}: no REF allele in this record: {text!r}; " + (
+                        self._spaces_advice(text) or "a VCF data line needs 8 or more columns separated by tabs, "
+                        "with REF and ALT in columns 4 and 5"))
             info = {k: rec.INFO.get(k) for k in fields} if fields else None
             yield from build(rec.CHROM, rec.POS, rec.REF, rec.ALT, rec.ID, rec_i, info, self.where)
         # INFO/FORMAT/FILTER ids the records use but the header never declared (htslib adds 'Dummy' lines for
@@ -425,6 +423,13 @@ class VariantReader:
         self.undeclared = [x for x in self._vcf.raw_header.splitlines() if x not in declared and x.startswith("##")]
         self.close()
         self.builder.check_accounting()
+
+    def _spaces_advice(self, text: str) -> str | None:
+        """For a data line typed or pasted with spaces between its columns: how to make them tabs, else None."""
+        if "\t" in text or len(text.split()) < 5:
+            return None
+        return (f"its columns are separated by spaces: a VCF data line needs tabs between its columns (e.g. "
+                f"`{tabs_command(self.path)}` if no field contains a space)")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -394,7 +394,11 @@ def test_records_without_alleles_are_an_error_not_a_crash(name, shown, tmp_path)
                              cmd == "windows" else None], capture_output=True, text=True, timeout=300)
         assert run.returncode == 2, (cmd, run.returncode, run.stderr[-500:])
         assert f"{name}:{line}: no REF allele in this record: {shown}" in run.stderr
-        assert "separated by tabs" in run.stderr and "Traceback" not in run.stderr
+        assert "Traceback" not in run.stderr
+        if name.startswith("space"):  # the same advice as for a spaced record htslib cannot parse
+            assert "its columns are separated by spaces" in run.stderr and "sed -i '/^#/!s/ " in run.stderr
+        else:
+            assert "needs 8 or more columns separated by tabs" in run.stderr
 
 
 @pytest.mark.parametrize("policy", ["error", "warn", "skip", "fix"])
