@@ -47,6 +47,7 @@ _CATEGORIES = [(re.compile(p), c) for p, c in (
     (r"contig .* not in the FASTA", "contig not in the FASTA"), (r"REF .* does not match", "REF mismatch"),
     (r"REF .* has characters", "REF not A/C/G/T/N"), (r"ALT .* has characters", "ALT not A/C/G/T/N"),
     (r"the FASTA has no sequence", "no sequence (N) in the FASTA"), (r"symbolic ALT", "symbolic ALT"),
+    (r"gVCF reference allele", "gVCF reference allele (<NON_REF>, <*>)"),
     (r"breakend ALT", "breakend ALT"), (r"POS .* outside", "POS outside contig"),
     (r"no label", "no label"), (r"ALT .* repeats allele", "ALT repeated in its record"))]
 
@@ -257,6 +258,9 @@ class WindowBuilder:
             return "ALT is missing ('.')"
         if alt == "*":
             return "ALT '*' (spanning deletion) is described by another record"
+        if alt in ("<NON_REF>", "<*>"):  # gVCF: any other allele here, not a variant
+            return (f"gVCF reference allele {alt}: no variant (`bcftools view -i 'GT=\"alt\"'` keeps a gVCF's "
+                    "variant records)")
         if alt.startswith("<"):
             return f"symbolic ALT {alt} (not sequence-resolved)"
         if "[" in alt or "]" in alt:

@@ -267,6 +267,17 @@ def test_symbolic_breakend_star_and_missing_alleles(tmp_path):
     assert stats.alleles == 7 and reasons.count("ALT '*' (spanning deletion) is described by another record") == 2
     items, _ = outcomes(FIX / "missing_alt.vcf", FIX / "tiny_ref.fa")
     assert [i.reason for i in items] == ["ALT is missing ('.')", "ALT equals REF"]
+    ref = (FIX / "tiny_ref.fa").read_text().split("\n", 1)[1].replace("\n", "")
+    gvcf = tmp_path / "g.vcf"  # a gVCF's reference blocks and the <NON_REF> beside a called allele: no variant
+    other = "A" if ref[99] != "A" else "C"
+    gvcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=chrT,length=2000>\n##ALT=<ID=NON_REF,Description=\"any\">\n"
+                    "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                    f"chrT\t10\t.\t{ref[9]}\t<NON_REF>\t.\t.\t.\nchrT\t100\t.\t{ref[99]}\t{other},<NON_REF>\t.\t.\t.\n"
+                    f"chrT\t200\t.\t{ref[199]}\t<*>\t.\t.\t.\n")
+    items, stats = outcomes(gvcf, FIX / "tiny_ref.fa")
+    assert [type(i).__name__ for i in items] == ["Skip", "Variant", "Skip", "Skip"]
+    assert items[0].reason.startswith("gVCF reference allele <NON_REF>: no variant (`bcftools view -i 'GT=\"alt\"'`")
+    assert stats.reasons == {"gVCF reference allele (<NON_REF>, <*>)": 3}
 
 
 def test_an_alt_listed_twice_in_a_record_is_one_window_and_a_skip(tmp_path):
