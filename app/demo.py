@@ -126,7 +126,8 @@ class DemoBackend:
 
         chrom, pos, ref, alt = parse_variant(text)
         reference = self.reference(fasta_file)
-        builder = WindowBuilder(reference, window=self.predictor().proc.max_nucleotides, ref_check="error")
+        builder = WindowBuilder(reference, window=self.predictor().proc.max_nucleotides, ref_check="error",
+                                options_as="pasted")
         try:
             (item,) = builder.build(chrom, pos, ref, [alt], where=lambda _i: "the variant box")
         except ReferenceMismatchError:
@@ -180,7 +181,7 @@ class DemoBackend:
         try:
             pred = self.predictor()
             reader = VariantReader(fh.name, self.reference(fasta_file), window=pred.proc.max_nucleotides,
-                                   ref_check="skip", info_fields=pred.cfg.info_fields())
+                                   ref_check="skip", info_fields=pred.cfg.info_fields(), options_as="pasted")
             pred = self.predictor_for(fasta_file, layouts=annotation_layouts(reader))
             items = list(reader)
         except BioreasonError as exc:  # name the input as the person knows it, not our temporary file

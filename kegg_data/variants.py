@@ -152,8 +152,9 @@ class WindowBuilder:
 
     ``build(chrom, pos, ref, alts, ...)`` returns one ``Variant`` or ``Skip`` per ALT and updates ``stats``.
     ``where`` is a callable giving 'file:line' for messages. ``options_as``: how the user sets these policies, as
-    the fixes that messages suggest name them: ``cli`` (``predict``/``windows`` flags: ``--ref-check=skip``) or
-    ``dataset`` (a training or eval dataset: ``data.options.ref_check=skip``, eval ``--option ref_check=skip``).
+    the fixes that messages suggest name them: ``cli`` (``predict``/``windows`` flags: ``--ref-check=skip``),
+    ``dataset`` (a training or eval dataset: ``data.options.ref_check=skip``, eval ``--option ref_check=skip``) or
+    ``pasted`` (the demo: a VCF pasted or uploaded, no flags and no file to run a shell command on).
     """
 
     def __init__(self, reference: Reference | str | os.PathLike, window: int = 1024, ref_check: str = "error",
@@ -175,8 +176,9 @@ class WindowBuilder:
     def setting(self, name: str, value=None, full: bool = True) -> str:
         """How the user sets reader option ``name`` (to ``value``): a flag, or a dataset option (see the class);
         ``full=False``: the dataset option's bare ``name=value``, for skip reasons."""
-        if self.options_as == "cli":
-            return f"--{name.replace('_', '-')}" + ("" if value is None else f"={value}")
+        if self.options_as in ("cli", "pasted"):
+            flag = f"--{name.replace('_', '-')}" + ("" if value is None else f"={value}")
+            return flag if self.options_as == "cli" else f"bioreason predict {flag}"
         plain = name + ("" if value is None else f"={value}")
         return f"data.options.{plain} (eval: --option {plain})" if full else plain
 
@@ -432,8 +434,9 @@ class VariantReader:
         """For a data line typed or pasted with spaces between its columns: how to make them tabs, else None."""
         if "\t" in text or len(text.split()) < 5:
             return None
-        return (f"its columns are separated by spaces: a VCF data line needs tabs between its columns (e.g. "
-                f"`{tabs_command(self.path)}` if no field contains a space)")
+        how = ("paste it with tabs, or upload the file" if self.builder.options_as == "pasted" else
+               f"e.g. `{tabs_command(self.path)}` if no field contains a space")
+        return f"its columns are separated by spaces: a VCF data line needs tabs between its columns ({how})"
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

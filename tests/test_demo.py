@@ -250,7 +250,8 @@ def test_fifty_concurrent_requests_and_hostile_inputs_leave_the_server_answering
         with pytest.raises(AppError, match="once decompressed"):
             client.predict("", handle_file(str(bomb)), None, api_name="/predict_vcf")
         broken = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nchr17 43045711 . G T . . .\n"
-        with pytest.raises(AppError, match="separated by tabs") as err:
+        with pytest.raises(AppError, match="separated by spaces: a VCF data line needs tabs between its columns "
+                                           r"\(paste it with tabs, or upload the file\)") as err:
             client.predict(broken, None, None, api_name="/predict_vcf")  # was a segfault that killed the server
         assert "gradio" not in str(err.value) and "/tmp" not in str(err.value)  # no server paths
         with pytest.raises(AppError, match="the demo takes at most 2,000"):
