@@ -33,13 +33,11 @@ def run(args) -> int:
     from accelerate import PartialState
 
     from bioreason.app.inputs import check_input_file, check_prefix, vcf_input
-
     from bioreason.app.options import fasta_path
 
     state = PartialState(cpu=not torch.cuda.is_available())
     outputs = [*output_paths(args.output, args.bgzip).values(), progress_path(args.output, 0)]
     check_prefix(args.output, outputs, [args.vcf, fasta_path(args), args.gtf])
-
     check_input_file(fasta_path(args), "FASTA")
     if args.vcf == "-" and state.num_processes > 1:
         raise InputFormatError("standard input (-) can feed one process only; write the VCF to a file for torchrun")
