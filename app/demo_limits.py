@@ -106,10 +106,14 @@ def discard_upload(path: str | None) -> None:
 
 def pasted_box(text: str | None, which: str) -> str:
     """A sequence box's bases (FASTA header and line breaks removed, ``dna_encoders.pasted_sequence``); one
-    record per box."""
+    record per box. A letter that is not a base is an error naming the box and its position in what was pasted
+    (the model's processor would number the sequences it was given, so an empty first box shifts the count)."""
     from bioreason.dna_encoders import pasted_sequence
+    from bioreason.dna_encoders.base import IUPAC_AMBIGUOUS, NUCLEOTIDES, clean_sequence
 
     seq, records = pasted_sequence(text or "")
     if records > 1:
         raise DemoInputError(f"the {which} sequence box holds {records} FASTA records; paste one sequence per box")
+    if set(seq.upper()) - NUCLEOTIDES - IUPAC_AMBIGUOUS:
+        clean_sequence(seq, name=f"the {which} sequence box")  # raises, naming the first such letter
     return seq

@@ -51,6 +51,13 @@ def test_pasted_sequences_may_be_wrapped_fasta_one_record_per_box():
     assert pasted_box(">x\nAC\nGT\n", "first") == "ACGT" and pasted_box(None, "first") == ""
     with pytest.raises(DemoInputError, match="the variant sequence box holds 2 FASTA records; paste one"):
         pasted_box(">a\nAC\n>b\nGT\n", "variant")
+    from bioreason.errors import InvalidSequenceError
+
+    # a bad letter is named by box and by its place in what was pasted (the processor would say 'DNA sequence 1'
+    # for the second box when the first is empty)
+    with pytest.raises(InvalidSequenceError, match="the second sequence box has the character 'Z' at position 5 "):
+        pasted_box(">h\nACG\nTZ", "second")
+    assert pasted_box("acgtr", "second") == "acgtr"  # case and IUPAC codes are the processor's to handle
 
 
 def test_locate_difference_on_either_strand_and_indels():
