@@ -36,8 +36,12 @@ def pathway_examples() -> list[dict]:
 
 def facts_markdown(facts: dict) -> str:
     change = facts.get("change") or "none (the two sequences are equal)"
-    return (f"**Computed from the inputs**: variant `{change}`; gene asked about: `{facts.get('gene') or '?'}`; "
-            f"starred network genes: `{facts.get('starred') or '-'}`")
+    places = facts.get("places") or []
+    several = (f" (**the sequences differ in {len(places)} separate places**, at "
+               f"{', '.join(f'{p:,}' for p in places[:5])}{' ...' if len(places) > 5 else ''}: the model was trained "
+               "on pairs with one variant and is told about the whole segment)") if len(places) > 1 else ""
+    return (f"**Computed from the inputs**: variant `{change}`{several}; gene asked about: "
+            f"`{facts.get('gene') or '?'}`; starred network genes: `{facts.get('starred') or '-'}`")
 
 
 class PathwayBackend:

@@ -8,12 +8,14 @@ encoded once at prefill and the KV cache does the rest.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Iterator
 
 from bioreason.errors import EmptyInputError
 from bioreason.processing import user_message
 
+log = logging.getLogger(__name__)
 MAX_NEW_TOKENS = 256  # generation_kwargs' cap when the caller gives none
 DEFAULT_SYSTEM = ("You are BioReason, an assistant that reasons step by step about DNA. "
                   "Think inside <think>...</think>, then give the final answer on a line starting with 'Answer:'.")
@@ -42,7 +44,7 @@ def kegg_prompt(question: str, dna: list[str], config, system: str | None = None
     genes, the gene asked about, the variant as the prompt states it)."""
     from bioreason.dna_encoders.base import clean_sequence
     from bioreason.errors import InputFormatError
-    from bioreason.kegg_data.tasks import kegg_example
+    from bioreason.kegg_data.tasks import difference_places, kegg_example
 
     if not question or not question.strip():
         raise EmptyInputError("the question is empty; pass the question text as the last argument")
@@ -54,7 +56,16 @@ def kegg_prompt(question: str, dna: list[str], config, system: str | None = None
     opts = {k: v for k, v in (config.kegg or {}).items() if k != "trace_steps"}
     example = kegg_example(question, dna[0], dna[1], dna_length=max_nucleotides, **opts)
     mode = "none" if config.mode == "none" else "dna"  # an LLM-only KEGG model reads the question alone
-    return example.to_messages(system or config.system, mode, with_answer=False), example.meta
+    facts = dict(example.meta)
+    places = difference_places(dna[0], dna[1])
+    if len(places) > 1:  # trained on one variant per pair: say what the model is told instead
+        facts["places"] = places
+        shown = ", ".join(f"{p:,}" for p in places[:5]) + (f" and {len(places) - 5} more" if len(places) > 5 else "")
+        log.warning("the reference and variant sequences differ in %d separate places (positions %s); the model "
+                    "was trained on pairs that differ by one variant and is told about the whole segment from the "
+                    "first to the last (%s); give sequences that differ by the one variant asked about",
+                    len(places), shown, facts.get("change"))
+    return example.to_messages(system or config.system, mode, with_answer=False), facts
 
 
 def generation_kwargs(processor, max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = 0.0,

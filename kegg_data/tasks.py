@@ -271,6 +271,16 @@ def trim_alleles(ref: str, alt: str) -> tuple[str, str, int]:
     return r, a, i
 
 
+def difference_places(ref: str, alt: str) -> list[int]:
+    """1-based starts of the separate runs of differing bases of two equal-length sequences (one for a SNV or an
+    MNV; two or more when the pair carries several variants, which :func:`trim_alleles` states as one segment from
+    the first to the last). Empty for sequences of different lengths (an indel: no alignment is attempted)."""
+    ref, alt = (ref or "").upper(), (alt or "").upper()
+    if len(ref) != len(alt):
+        return []
+    return [i + 1 for i, (r, a) in enumerate(zip(ref, alt)) if r != a and (i == 0 or ref[i - 1] == alt[i - 1])]
+
+
 def variant_text(ref: str, alt: str, max_nt: int | None = None) -> str:
     """``REF>ALT``, or with ``max_nt`` and longer alleles, the variant by its size: the alleles are trimmed of the
     bases they share at either end (:func:`trim_alleles`), then stated as ``a 66-nt insertion``, ``a 10-nt

@@ -103,3 +103,30 @@ def test_kegg_prompt_names_a_bad_letter_where_the_user_put_it():
     assert ref[2000] == "T"  # the variant sits at index 2,000; lower case reads as upper case
     _, facts = kegg_prompt(question, [ref.lower(), ref[:2000].lower() + "a" + ref[2001:]], cfg)
     assert facts["change"] == "T>A"
+
+
+def test_a_pair_with_two_variants_is_said_to_be_one(caplog):
+    """Sequences that differ in two separate places are told to the model as one long replacement (what it was
+    trained on has one variant per pair): ask warns with both positions, and the demo's facts line says so."""
+    import logging
+
+    from bioreason.app.demo_pathway import facts_markdown
+    from bioreason.inference import kegg_prompt
+    from bioreason.kegg_data.tasks import difference_places
+    from bioreason.predict import PredictConfig
+
+    assert difference_places("ACGTACGT", "AGGTACGA") == [2, 8] and difference_places("ACGT", "AGTT") == [2]
+    assert difference_places("ACGT", "ACG") == [] and difference_places("ACGT", "acgt") == []
+    cfg = PredictConfig.for_model("kegg-v1")
+    ex = ROOT / "examples" / "kegg"
+    ref, alt = ("".join(ex.joinpath(f).read_text().splitlines()[1:]) for f in ("ref.fa", "alt.fa"))
+    question = ex.joinpath("ask_question.txt").read_text()
+    with caplog.at_level(logging.WARNING, logger="bioreason.inference"):
+        _, one = kegg_prompt(question, [ref, alt], cfg)
+    assert "places" not in one and not caplog.records and one["change"] == "T>C"
+    two = alt[:100] + ("T" if alt[100] != "T" else "A") + alt[101:]
+    with caplog.at_level(logging.WARNING, logger="bioreason.inference"):
+        _, facts = kegg_prompt(question, [ref, two], cfg)
+    assert facts["places"] == [101, 2001]
+    assert "differ in 2 separate places (positions 101, 2,001)" in caplog.text
+    assert "the sequences differ in 2 separate places**, at 101, 2,001" in facts_markdown(facts)
