@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
             args.overrides = list(args.overrides) + extra
+        elif hasattr(args, "overrides") and not any(x.startswith("-") for x in extra):  # 'train.lr' without '='
+            parser.error(f"{' '.join(x for x in extra if '=' not in x)}: a recipe override is KEY=VALUE, e.g. "
+                         "train.lr=1e-4")
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.verbose:  # other libraries' deprecation notices are for their users' developers, not ours

@@ -168,7 +168,8 @@ def load_recipe(name: str | None, overrides: list[str] | tuple[str, ...] = ()) -
         try:
             data = _coerce(yaml.safe_load(path.read_text()) or {})
         except yaml.YAMLError as exc:
-            raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+            tabs = " (YAML indents with spaces, not tabs)" if "'\\t'" in str(exc) else ""
+            raise RecipeError(f"{path}: not valid YAML{tabs}: {exc}") from exc
         if not isinstance(data, dict):
             raise RecipeError(f"{path}: a recipe is a YAML mapping of sections (model:, data:, train:, grpo:), "
                               f"not a {type(data).__name__}; see training/recipes/tiny.yaml")

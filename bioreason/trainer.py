@@ -152,6 +152,14 @@ class Trainer:
                 f"train.output_dir {self.out} holds a previous run ({', '.join(p.name for p in self.previous)}); "
                 "continue it with train.resume=latest, start over with --force (train.overwrite=true), or give "
                 "another train.output_dir")
+        try:  # before the model loads: the folder must exist (it is made) and take files
+            import tempfile
+
+            self.out.mkdir(parents=True, exist_ok=True)
+            tempfile.NamedTemporaryFile(dir=self.out, prefix=".bioreason-write-test-").close()
+        except OSError as exc:
+            raise RecipeError(f"train.output_dir {self.out}: cannot write there ({exc.strerror or exc}); set it to a "
+                              "folder you can write, e.g. train.output_dir=runs/mine") from exc
         if t.get("threads"):
             torch.set_num_threads(int(t["threads"]))
         trackers = t.get("trackers", "auto")

@@ -489,3 +489,25 @@ def test_a_second_run_into_the_same_output_dir_is_refused_unless_forced(tmp_path
     assert main(cmd + ["train.lr=0.01", "--force"]) == 0
     assert len((out / "log.jsonl").read_text().splitlines()) == 3  # the old run's lines are gone, not mixed in
     assert (out / "final" / "model.safetensors").read_bytes() != first
+
+
+def test_recipe_file_override_and_output_dir_mistakes_are_named(tmp_path, capsys):
+    """A recipe indented with tabs, an override without '=', and a train.output_dir that cannot be written: each an
+    error that says what to do, before any model loads (the last was 'No such file or directory (/proc/x)')."""
+    from bioreason.app.cli import main
+
+    tabs = tmp_path / "tabs.yaml"
+    tabs.write_text("model:\n\tinit: tiny\n")
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    cases = [(["--recipe", str(tabs)], "not valid YAML (YAML indents with spaces, not tabs)"),
+             (["--recipe", "tiny", "train.lr"], "train.lr: a recipe override is KEY=VALUE, e.g. train.lr=1e-4"),
+             (["--recipe", "tiny", f"train.output_dir={afile / 'run'}"],
+              f"train.output_dir {afile / 'run'}: cannot write there (Not a directory)")]
+    for argv, says in cases:
+        try:
+            rc = main(["train", "sft", *argv])
+        except SystemExit as stop:  # argparse's usage errors
+            rc = stop.code
+        err = capsys.readouterr().err
+        assert rc == 2 and says in err and "Traceback" not in err, (argv, err)
