@@ -43,6 +43,7 @@ def _run(args, vcf) -> int:
     out_w, out_s = f"{args.output}.windows.jsonl", f"{args.output}.skipped.tsv"
     check_outputs([out_w, out_s], args.force)
     reader = VariantReader(vcf, fasta_path(args), info_fields=args.info, **reader_options(args))
+    reader.warn_if_gvcf()
     transcripts = transcript_model(args)
     annotate = None
     if transcripts is not None:

@@ -122,6 +122,8 @@ def _run(args, vcf, state) -> int:
         path = progress_files[rank]
         done = done_batches(path, fingerprint) if args.resume else set()
         reader = VariantReader(vcf, fasta_path(args), info_fields=cfg.info_fields(), **reader_options(args))
+        if rank == 0:
+            reader.warn_if_gvcf()
         chroms: dict[str, None] = {}  # contigs seen, for the output header
         predictor, reported = None, 0
         desc = "predict" if world == 1 else f"predict [rank {rank}]"

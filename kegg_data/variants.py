@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -304,8 +305,6 @@ class WindowBuilder:
 
 def tabs_command(path) -> str:
     """A shell command that turns runs of spaces into tabs on a VCF's data lines (headers keep their spaces)."""
-    import shlex
-
     name = shlex.quote(str(path))
     if str(path).lower().endswith((".gz", ".bgz")):
         return f"zcat {name} | sed '/^#/!s/ \\+/\\t/g' > fixed.vcf"
@@ -345,6 +344,17 @@ class VariantReader:
     @property
     def stats(self) -> ReaderStats:
         return self.builder.stats
+
+    def warn_if_gvcf(self) -> bool:
+        """Warn (and say True) when the header declares gVCF reference blocks (``##GVCFBlock``, an ``<NON_REF>`` or
+        ``<*>`` ALT): each block is a record to read and a line of the skip log, so filtering first saves both."""
+        gvcf = any(x.startswith(("##GVCFBlock", "##ALT=<ID=NON_REF,", "##ALT=<ID=*,"))
+                   for x in self._vcf.raw_header.splitlines())
+        if gvcf:
+            log.warning("%s is a gVCF: its reference blocks (ALT <NON_REF> or <*> only) are skipped one by one, each "
+                        "a line of the skip log; `bcftools view -i 'GT=\"alt\"' %s -Oz -o variants.vcf.gz` keeps "
+                        "the variant records only", self.path.name, shlex.quote(str(self.path)))
+        return gvcf
 
     def _open(self):
         check_vcf_path(self.path)

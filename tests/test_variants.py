@@ -275,6 +275,8 @@ def test_symbolic_breakend_star_and_missing_alleles(tmp_path):
                     f"chrT\t10\t.\t{ref[9]}\t<NON_REF>\t.\t.\t.\nchrT\t100\t.\t{ref[99]}\t{other},<NON_REF>\t.\t.\t.\n"
                     f"chrT\t200\t.\t{ref[199]}\t<*>\t.\t.\t.\n")
     items, stats = outcomes(gvcf, FIX / "tiny_ref.fa")
+    assert VariantReader(gvcf, FIX / "tiny_ref.fa").warn_if_gvcf()  # the header declares <NON_REF>: said at start
+    assert not VariantReader(FIX / "missing_alt.vcf", FIX / "tiny_ref.fa").warn_if_gvcf()
     assert [type(i).__name__ for i in items] == ["Skip", "Variant", "Skip", "Skip"]
     assert items[0].reason.startswith("gVCF reference allele <NON_REF>: no variant (`bcftools view -i 'GT=\"alt\"'`")
     assert stats.reasons == {"gVCF reference allele (<NON_REF>, <*>)": 3}
