@@ -101,6 +101,7 @@ def _run(args, vcf, state) -> int:
                 "answer_tokens": cfg.answer_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],
                 **reader_options(args)}
     folder = resolve_model_dir(args.model)
+    _check_window(args.window, folder)
     fingerprint = content_fingerprint(vcf, fasta_path(args), folder, args.gtf, settings)
     progress_files = [progress_path(args.output, r) for r in range(world)]
     cfg_json = folder / "config.json"
@@ -164,6 +165,16 @@ def _run(args, vcf, state) -> int:
             _summary(again.stats, counts, paths, cfg)
         state.wait_for_everyone()
     return 0
+
+
+def _check_window(window: int, folder: Path) -> None:
+    """Before the model loads: a --window longer than the model's DNA encoder takes (its processor_config.json says,
+    for the encoders that record it) is named here, not by the first batch's processor after the load."""
+    cfg = folder / "processor_config.json"
+    limit = (json.loads(cfg.read_text()).get("dna_config") or {}).get("max_nucleotides") if cfg.is_file() else None
+    if limit and window > int(limit):
+        raise InputFormatError(f"--window {window}: this model's DNA encoder takes at most {int(limit):,} nt per "
+                               f"sequence; give --window {int(limit)} or less")
 
 
 def _summary(s, counts: dict, paths: dict, cfg) -> None:

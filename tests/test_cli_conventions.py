@@ -51,7 +51,10 @@ def test_standard_input_bom_directory_and_prefix_errors(tmp_path, capsys):
              # -o bom with --force would replace the input bom.vcf by its annotated copy: refused
              (["predict", str(bom), "-o", str(tmp_path / "bom"), "--force"], f"which is the input {bom}; choose"),
              (["windows", str(SGE24), "-o", str(tmp_path / "x"), "--gtf", str(tmp_path / "x.skipped.tsv")],
-              "which is the input")]
+              "which is the input"),
+             # before the model loads (was the first batch's 'DNA sequence 1 has 5,000 nt ...')
+             (["predict", str(SGE24), "--window", "5000"],
+              "--window 5000: this model's DNA encoder takes at most 1,024")]
     (tmp_path / "x.skipped.tsv").write_text("not a GTF\n")
     for argv, says in cases:
         argv = argv + (["--fasta", "bundled"] if "--fasta" not in argv else []) + (
