@@ -83,6 +83,14 @@ def _atomic_build(final: Path, build, force: bool = False) -> Path:
     process preparing the same model waits and then finds it done); no-op if ``final`` is complete."""
     from bioreason.atomic import atomic_folder
 
+    try:  # where the built models live must take files: say which setting names it
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        now = os.environ.get("BIOREASON_HOME") or "unset: the user cache dir"
+        raise ModelNotPreparedError(
+            f"cannot create {final.parent} for the embedded default model ({exc.strerror or exc}); set "
+            f"BIOREASON_HOME to a folder you can write (now {now})") from exc
+
     def write(tmp: Path) -> None:
         info = build(tmp) or {}
         (tmp / MARKER).write_text(json.dumps({"built": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}, indent=2))

@@ -46,6 +46,17 @@ def test_default_not_prepared_names_the_command(tmp_path, monkeypatch):
         hub.resolve_model_dir(None, auto_prepare=True)
 
 
+def test_an_unwritable_home_names_bioreason_home(tmp_path, monkeypatch):
+    """A $BIOREASON_HOME that cannot hold the built model (under a file, here) is named with the setting to change
+    (was 'error: No such file or directory (/proc/nope)' from `prepare-models`)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("BIOREASON_HOME", str(blocker / "home"))
+    with pytest.raises(ModelNotPreparedError, match=r"cannot create .*a_file/home/models for the embedded default "
+                                                    r"model \(Not a directory\); set BIOREASON_HOME to a folder"):
+        hub._atomic_build(hub.models_dir() / "x", lambda tmp: None)
+
+
 def test_corrupt_folder_names_missing_file(tiny_dir):
     (tiny_dir / "processor_config.json").unlink()
     with pytest.raises(CorruptModelError, match="processor_config.json is missing"):
