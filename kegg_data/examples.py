@@ -106,6 +106,10 @@ def load_table(source: str, split: str | None = None):
                 files = by_split.get(split, files)
         exts = {data_suffix(p) for p in files}
         builder = {kinds.get(e) for e in exts}
+        if len(builder) > 1 and None not in builder:  # a folder of tables in several formats: one is meant
+            raise DatasetValidationError(
+                f"{source}: the folder holds tables in several formats ({', '.join(sorted(exts))}); give one file, "
+                "or a folder of one format (its files are read together as one table)")
         if len(builder) != 1 or None in builder:
             vcf = any(p.name.lower().endswith((".vcf", ".vcf.gz", ".bcf")) for p in files)
             raise DatasetValidationError(

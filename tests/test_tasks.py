@@ -350,3 +350,13 @@ def test_a_vcf_given_to_a_table_task_says_which_tasks_read_vcfs(tmp_path):
                                                      r"VCF is read by the vcf and annotated_vcf tasks, with a FASTA"):
         load_user_dataset(str(vcf))
 
+
+
+def test_a_folder_of_tables_in_two_formats_is_named_as_such(tmp_path):
+    """A folder with a .csv and a .jsonl (an export beside its source, say) was 'cannot tell the file format from
+    ['.csv', '.jsonl']'; it says the folder mixes formats and what to give instead."""
+    (tmp_path / "a.csv").write_text("question,answer\nq,a\n")
+    (tmp_path / "b.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    with pytest.raises(DatasetValidationError, match=r"the folder holds tables in several formats \(.csv, .jsonl\); "
+                                                     r"give one file, or a folder of one format"):
+        load_user_dataset(str(tmp_path))
