@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bioreason.atomic import ensure_writable_folder
 from bioreason.errors import InputFormatError
 from bioreason.kegg_data.variants import check_vcf_path
 
@@ -53,9 +54,7 @@ def check_prefix(prefix: str, outputs=(), inputs=()) -> None:
                                f"writes {Path(prefix) / 'sample'}.vcf, .jsonl, ...")
     folder = Path(prefix).parent
     try:  # before any model loads: the outputs' folder must exist (it is made) and take files
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".bioreason-write-test-")
-        probe.close()
+        ensure_writable_folder(folder)
     except OSError as exc:
         raise InputFormatError(f"-o {prefix}: cannot write in the folder {folder} ({exc.strerror or exc}); give a "
                                "prefix in a folder you can write, e.g. -o out/sample") from exc

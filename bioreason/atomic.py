@@ -9,6 +9,8 @@
   the old one deleted, the parent fsynced. ``done(final)`` true -> nothing to do (checked after the wait).
   Temporary siblings left by killed runs are removed only when their owner process is gone.
 - ``AtomicFile``: one output file written to ``.<name>.tmp-<pid>``, fsynced and renamed by ``commit()``.
+- ``ensure_writable_folder(folder)``: made if missing and probed with a temporary file, so a command can name the
+  setting that chose an unusable folder before any long work (``OSError`` otherwise).
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ def fsync_dir(folder) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def ensure_writable_folder(folder) -> None:
+    """``folder`` exists (made with its parents if missing) and takes files; raises the ``OSError`` otherwise."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    tempfile.NamedTemporaryFile(dir=folder, prefix=".bioreason-write-test-").close()
 
 
 @contextlib.contextmanager

@@ -153,10 +153,9 @@ class Trainer:
                 "continue it with train.resume=latest, start over with --force (train.overwrite=true), or give "
                 "another train.output_dir")
         try:  # before the model loads: the folder must exist (it is made) and take files
-            import tempfile
+            from bioreason.atomic import ensure_writable_folder
 
-            self.out.mkdir(parents=True, exist_ok=True)
-            tempfile.NamedTemporaryFile(dir=self.out, prefix=".bioreason-write-test-").close()
+            ensure_writable_folder(self.out)
         except OSError as exc:
             raise RecipeError(f"train.output_dir {self.out}: cannot write there ({exc.strerror or exc}); set it to a "
                               "folder you can write, e.g. train.output_dir=runs/mine") from exc
