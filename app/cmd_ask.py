@@ -61,9 +61,9 @@ def read_dna_argument(value: str) -> str:
     if records > 1:
         print(f"warning: {value} holds {records} FASTA records; using the first (give each sequence its own "
               "--dna)", file=sys.stderr)
-    # checked here, so a file that is not a FASTA (a VCF, a binary) is named, not called 'DNA sequence 1'
-    clean_sequence(seq, name=f"--dna {value} (read as a FASTA file: a '>name' line, then lines of A/C/G/T/N)")
-    return seq
+    # checked here, so a file that is not a FASTA (a VCF, a binary) is named, not called 'DNA sequence 1'; the
+    # cleaned sequence is returned, so its IUPAC codes are replaced (and warned about) once, not again per check
+    return clean_sequence(seq, name=f"--dna {value} (read as a FASTA file: a '>name' line, then lines of A/C/G/T/N)")
 
 
 def run(args) -> int:
