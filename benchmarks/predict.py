@@ -10,9 +10,11 @@ the labels equal to the fp32 model's (as the CLI runs it) and the largest probab
 ``--traces`` (greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a per-variant
 loop, batches of ``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every row runs until
 the batch's longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots (continuous
-batching), then the last again on BLAS, and with ``--trace-quantize`` (default ``int8-decode``: int8 weights for
-decode steps only) queued and looped, with how many traces stay identical; the traces must be identical across the
-fp32 arrangements; the bandwidth roofline of batch-1 decoding (weights read once per token); peak RSS.
+batching), then the last again on BLAS, all without draft tokens; queued and looped with ``decoding.DRAFT`` draft
+tokens per step (the CLI's default: ``bioreason.drafting``, each run drafting only from its own earlier variants),
+and with ``--trace-quantize`` (default ``int8-decode``: int8 weights for decode steps only, no drafts) queued and
+looped, with how many traces stay identical; the traces must be identical across the fp32 arrangements; the
+bandwidth roofline of batch-1 decoding (weights read once per token); peak RSS.
 Goals on 2 CPU cores: score-only >= 7 variants/s; batched traces >= 4x the loop; peak RSS of predict <= 1.5 GiB
 (``benchmarks/predict_memory.py`` measures it per process).
 """
@@ -112,6 +114,7 @@ def main() -> None:
 
     from bioreason import cpu_math, decoding, rl
     from bioreason.checkpoints import load_model
+    from bioreason.drafting import NgramDrafter
     from bioreason.predict import PredictConfig, VariantPredictor
     from bioreason.quantize import resolve_mode
 
@@ -199,25 +202,27 @@ def main() -> None:
     # traces: the model's own lengths (greedy, up to --new-tokens), the same variants in every arrangement
     sub = variants[:args.n_traces]
 
-    def traces(batch: int, slots: int, compaction: bool = True, m=model):
-        decoding.COMPACTION = compaction
+    def traces(batch: int, slots: int, compaction: bool = True, m=model, draft: int = 0):
+        decoding.COMPACTION, decoding.DRAFT = compaction, draft
         tr = VariantPredictor(m, proc, dataclasses.replace(config, traces=True, max_new_tokens=args.new_tokens,
                                                                trace_slots=slots))
         tr.predict(sub[:2])
         times, out = [], []
         for _ in range(args.reps):
-            out = []
+            out, tr.drafter = [], NgramDrafter()  # drafts from this run's earlier variants only, never a rerun's
             times.append(_timed(lambda: out.extend(r["trace"] for i in range(0, len(sub), batch)
                                                    for r in tr.predict(sub[i:i + batch])), device))
-        decoding.COMPACTION = True
+        decoding.COMPACTION, decoding.DRAFT = True, default_draft
         return len(sub) / statistics.median(times), out
 
+    default_draft = decoding.DRAFT
     loop, t_loop = traces(1, 1)
     whole, t_whole = traces(args.trace_batch, args.trace_batch, compaction=False)
     comp, t_comp = traces(args.trace_batch, args.trace_batch)
     cont, t_cont = traces(len(sub), args.trace_batch)
     with cpu_math.matmuls("blas"):
         cont_blas, t_blas = traces(len(sub), args.trace_batch)
+    drafted = traces(len(sub), args.trace_batch, draft=default_draft), traces(1, 1, draft=default_draft)
     decode_modes = [m for m in (args.trace_quantize if on_cpu else "").split(",") if m]
     quantized = {}
     for mode in decode_modes:
@@ -232,6 +237,12 @@ def main() -> None:
           f"({whole / loop:.1f}x), on {comp:.2f} ({comp / loop:.1f}x); all {len(sub)} queued into "
           f"{args.trace_batch} slots {cont:.2f} ({cont / loop:.1f}x the loop; goal >= 4x); the same on BLAS "
           f"matmuls {cont_blas:.2f} (traces identical {sum(a == b for a, b in zip(t_cont, t_blas))}/{len(sub)})")
+    (d_cont, t_dc), (d_loop, t_dl) = drafted
+    print(f"  with {default_draft} draft tokens per step (decoding.DRAFT, the CLI's default; above: none): queued into "
+          f"{args.trace_batch} slots {d_cont:.2f} variants/s ({d_cont / cont:.2f}x without), per-variant loop "
+          f"{d_loop:.2f} ({d_loop / loop:.2f}x without); queued / loop {d_cont / d_loop:.1f}x, queued with drafts / "
+          f"loop without {d_cont / loop:.1f}x; traces identical to those without drafts "
+          f"{sum(a == b == c for a, b, c in zip(t_cont, t_dc, t_dl))}/{len(sub)}")
     for mode, ((q_cont, t_q), q_loop) in quantized.items():
         print(f"  --quantize {mode}: queued into {args.trace_batch} slots {q_cont:.2f} variants/s "
               f"({q_cont / cont:.2f}x fp32's), per-variant loop {q_loop:.2f} ({q_loop / loop:.2f}x fp32's); traces "
@@ -249,11 +260,13 @@ def main() -> None:
 
 def decode_speed(model, proc, prompts: list, args, device: str) -> None:
     """New tokens/s of greedy decoding, exactly ``--decode-tokens`` per row (prefill included, as the original's
-    figure), at each of ``--decode-batches``: transformers' ``generate`` vs the slot decoder (``sample_groups``)."""
+    figure), at each of ``--decode-batches``: transformers' ``generate`` vs the slot decoder (``sample_groups``),
+    without and with draft tokens (``decoding.DRAFT``)."""
     import statistics
 
     import torch
 
+    from bioreason import decoding
     from bioreason.sampling import sample_groups
 
     n_new = args.decode_tokens
@@ -262,13 +275,19 @@ def decode_speed(model, proc, prompts: list, args, device: str) -> None:
         enc = proc(batch, padding_side="left").to(device)
         kw = {"max_new_tokens": n_new, "min_new_tokens": n_new, "do_sample": False,
               "pad_token_id": proc.tokenizer.pad_token_id}
-        line = []
-        for name, run in (("generate", lambda: model.generate(**enc, **kw)),
-                          ("slot decoder", lambda: sample_groups(model, proc, batch, 1, n_new, do_sample=False,
-                                                                 min_new_tokens=n_new))):
+        line, default_draft = [], decoding.DRAFT
+        for name, run, draft in (
+                ("generate", lambda: model.generate(**enc, **kw), 0),
+                ("slot decoder", lambda: sample_groups(model, proc, batch, 1, n_new, do_sample=False,
+                                                       min_new_tokens=n_new), 0),
+                (f"with {default_draft} draft tokens", lambda: sample_groups(model, proc, batch, 1, n_new,
+                                                                            do_sample=False, min_new_tokens=n_new),
+                 default_draft)):
+            decoding.DRAFT = draft
             with torch.inference_mode():
                 _timed(run, device)
                 t = statistics.median(_timed(run, device) for _ in range(args.reps))
+            decoding.DRAFT = default_draft
             line.append(f"{name} {n_new * bsz / t:.0f}")
         print(f"greedy decoding, batch {bsz}, {n_new} new tokens per row: new tokens/s " + ", ".join(line))
 

@@ -8,11 +8,13 @@ hidden 128, 2 layers, 4 heads, 6-mer tokens: the peer notes' encoder; pool strid
 
 Prints: LoRA SFT step (batch 2), full fine-tune step, peak RSS after LoRA SFT, greedy decoding tokens/s at batch 1
 and 8 (transformers' ``generate``, our slot decoder with sdpa attention, then with the few-query attention the CLI
-uses on CPU, alone and with each ``--quantize`` path), GRPO step (G=4, 64 new tokens) / SFT step on the same prompts
-(goal <= 8x; peers ~53x), batched sampling vs a per-completion generate loop at batch 8 (goal >= 4x; equal 64-token
-completions and sampled lengths, median of several runs), and the ratios to the original BioReason run in the same
-session from ``../shared/peer/`` (``benchmarks/peer.py``: LoRA step, generation at batch 1 and 8, positions/kb; said
-plainly when it is not there, and the full fine-tune step is always PEER-NOTES.md's figure from another day).
+uses on CPU, alone and with each ``--quantize`` path; all without draft tokens, then the CLI's path and the first
+``--quantize`` path with ``decoding.DRAFT`` draft tokens per step), GRPO step (G=4, 64 new tokens) / SFT step on the
+same prompts (goal <= 8x; peers ~53x), batched sampling vs a per-completion generate loop at batch 8 (goal >= 4x;
+equal 64-token completions and sampled lengths, median of several runs), and the ratios to the original BioReason
+run in the same session from ``../shared/peer/`` (``benchmarks/peer.py``: LoRA step, generation at batch 1 and 8,
+positions/kb; said plainly when it is not there, and the full fine-tune step is always PEER-NOTES.md's figure from
+another day).
 ``--no-peer`` skips it."""
 
 from __future__ import annotations
@@ -201,17 +203,24 @@ def main() -> None:
     # greedy generation throughput, exactly 64 new tokens (prefill included, as the original's figure), batch 1
     # and 8: transformers' generate, then our decode loop (the slot decoder predict and GRPO use), in fp32 with
     # sdpa attention, then as the CLI loads a model on CPU (few-query attention, bioreason.attention), alone and
-    # with each inference path of --quantize (copies of the model: quantising merges the adapter for good)
+    # with each inference path of --quantize (copies of the model: quantising merges the adapter for good); all
+    # without draft tokens, then the CLI's path and the first --quantize path with them (decoding.DRAFT, the
+    # default for greedy decoding: n-grams of the prompt and of the completion so far, bioreason.drafting)
     import copy
 
+    from bioreason import decoding
     from bioreason.attention import use_few_query_attention
     from bioreason.quantize import quantize_model
 
+    quantized = [m for m in args.quantize.split(",") if m]
     variants = [("generate", model), ("slot decoder", model), (f"slot decoder, fp32 matmuls on {other}", model),
                 ("slot decoder, few-query attention", "lazy:none")]
-    variants += [(f"slot decoder, few-query attention, --quantize {m}", "lazy:" + m)
-                 for m in args.quantize.split(",") if m]
+    variants += [(f"slot decoder, few-query attention, --quantize {m}", "lazy:" + m) for m in quantized]
+    draft = decoding.DRAFT
+    variants += [(f"slot decoder, few-query attention{f', --quantize {m}' if m != 'none' else ''}, {draft} draft "
+                  "tokens", "lazy:" + m) for m in ["none"] + quantized[:1]] if draft else []
     for name, m in variants:
+        decoding.DRAFT = draft if "draft tokens" in name else 0
         if isinstance(m, str):  # "lazy:MODE": a copy with the few-query attention, quantised unless MODE is none
             mode, m = m.split(":", 1)[1], copy.deepcopy(model)
             use_few_query_attention(m)
@@ -233,6 +242,7 @@ def main() -> None:
             peer = PEER["gen_b1"] if bsz == 1 else PEER["gen_b8"]
             print(f"greedy decoding, {name}, batch {bsz}: {64 * bsz / t:.1f} new tokens/s ({same}: {peer}: "
                   f"{64 * bsz / t / peer:.2f}x; goal >= 4x)")
+    decoding.DRAFT = draft
     del model, grpo, opt
 
     model, proc = build(args.encoder, lora=False)

@@ -12,6 +12,10 @@ so only the attention mask and each row's position ids say where a row's tokens 
 reached the columns are shifted left, then the cache grows. Each decoding step calls the model as the caller holds
 it (peft, DDP, FSDP wrappers see it). ``COMPACTION`` switches both refill and compaction off for benchmarks. A row
 that reaches ``max_new_tokens`` still reasoning can be closed and given room to answer (budget forcing, ``force``).
+Greedy decoding speculates (``DRAFT``): a step feeds each row its last token and up to ``DRAFT`` draft tokens that
+``drafting.NgramDrafter`` copies from the row's prompt or earlier completions, in as many columns, and the row keeps
+the drafts the model itself picks plus its next token (the columns of drafts it rejects are masked); traces that
+restate their prompt's facts in a shared template then take a fraction of the steps, with the same tokens.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from bioreason.int8_decode import decoding_steps
 COMPACTION = True  # benchmarks switch it off (every slot then runs until the longest row of its batch ends)
 GROW = 64  # columns the cache gains at a time: most traces end long before max_new_tokens, so room for all of it
 # up front (8 rows x 256 tokens: about 190 MB of keys and values for the embedded default) is mostly never written
+DRAFT = 4  # draft tokens per row and step for greedy decoding (0: none; benchmarks switch it)
+MAX_DRAFT = 15  # draft tokens per row and step at most (bioreason.attention's few-query path takes 16 queries)
 
 
 def _cast_to_cache(layer):
@@ -135,17 +141,23 @@ class SlotCache:
         return int(used[0]) if used.numel() else self.t
 
     def step(self, model, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """One decode step at column ``t`` for every row: next-token logits (rows, V). ``model``: the DNA-LLM as
-        the caller holds it (peft, DDP or FSDP wrappers included, so they see the call)."""
+        """One decode step at column ``t`` for every row: next-token logits (rows, V). ``tokens``/``positions`` (rows,
+        w) instead of (rows,): w tokens per row in columns t..t+w-1 (a row's last token and its drafts), logits
+        (rows, w, V). ``model``: the DNA-LLM as the caller holds it (peft, DDP or FSDP wrappers included, so they
+        see the call)."""
+        one = tokens.dim() == 1
+        if one:
+            tokens, positions = tokens[:, None], positions[:, None]
+        w = tokens.shape[1]
         for layer in self.layers:
             layer.cumulative_length.fill_(self.t)
-        self.mask[:, self.t] = 1
+        self.mask[:, self.t:self.t + w] = 1
         with decoding_steps():  # int8-decode models read their int8 weights here (bioreason.int8_decode)
-            out = model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=positions[:, None],
-                        cache_position=torch.tensor([self.t], device=tokens.device), use_cache=True,
-                        logits_to_keep=1, cache=self.cache)
-        self.t += 1
-        return out.logits[:, -1]
+            out = model(input_ids=tokens, attention_mask=self.mask, position_ids=positions,
+                        cache_position=torch.arange(self.t, self.t + w, device=tokens.device), use_cache=True,
+                        logits_to_keep=w, cache=self.cache)
+        self.t += w
+        return out.logits[:, -1] if one else out.logits
 
 
 def _choose(logits, sampler, n_gen: torch.Tensor, min_new: int, eos_id: int, suppress: list[int]) -> torch.Tensor:
@@ -162,13 +174,17 @@ def _choose(logits, sampler, n_gen: torch.Tensor, min_new: int, eos_id: int, sup
 @torch.no_grad()
 def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_tokens: int, eos_id: int,
                  slots: int | None = None, sampler=None, min_new_tokens: int = 0, force=None,
-                 answer_tokens: int = 0) -> list[list[int]]:
+                 answer_tokens: int = 0, draft: int | None = None, prompt_ids=None, drafter=None) -> list[list[int]]:
     """Completions (token ids, ending with ``eos_id`` unless cut at ``max_new_tokens``) for ``n_prompts`` x
     ``group`` rows, in prompt order then group order.
 
-    ``prefill_chunk(indices)`` prefills those prompts and returns (last-position logits (n, V), [(keys, values)]
-    per layer (n, H, W, D), cache mask (n, W)). ``slots``: rows decoded at once (default: all of them, so only
-    compaction applies); at least ``group``. ``sampler``: an ``InverseCDFSampler`` (None: greedy).
+    ``prefill_chunk(indices)`` prefills those prompts and returns (last-position logits (n, V), [(keys, values)] per
+    layer (n, H, W, D), cache mask (n, W)). ``slots``: rows decoded at once (default: all of them, so only
+    compaction applies); at least ``group``. ``sampler``: an ``InverseCDFSampler`` (None: greedy). ``draft``
+    (default ``DRAFT``; 0: none): greedy decoding only: up to this many draft tokens per row and step
+    (``drafting.NgramDrafter``, or the given ``drafter``, looking in ``prompt_ids(i)``, prompt i's token ids, and
+    the completions so far); a step then feeds each row its last token and its drafts and keeps the drafts the model
+    itself picks, plus its next token.
     """
     from bioreason.modeling import unwrap_dna_llm
 
@@ -179,6 +195,11 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
     total = n_prompts * group
     room = min(max_new_tokens, GROW)  # columns after t a placement leaves; the cache grows by as many when full
     slots = total if slots is None or not COMPACTION else max(min(int(slots), total), group)
+    draft = min(int(DRAFT if draft is None else draft), MAX_DRAFT) if sampler is None else 0
+    if draft and drafter is None:
+        from bioreason.drafting import NgramDrafter
+
+        drafter = NgramDrafter()
     queue = deque(range(n_prompts))
     out: list[list[int]] = [[] for _ in range(total)]
     row_of: list[int] = []  # output row of each cache row (-1: free)
@@ -219,31 +240,62 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
         positions[rows] = mask.sum(1).to(positions.dtype)
         for j, r in enumerate(rows.tolist()):
             row_of[r] = take[j // group] * group + j % group
+            if drafter is not None:
+                drafter.start(row_of[r], prompt_ids(take[j // group]) if prompt_ids is not None else [])
         accept(rows, first)
 
-    def accept(rows: torch.Tensor, picked: torch.Tensor):
-        picked = picked.tolist()
-        for j, r in enumerate(rows.tolist()):
-            o = row_of[r]
-            if o in forced:  # budget forcing: the forced token, not the model's
-                picked[j] = forced[o].popleft()
-                if not forced[o]:
-                    del forced[o]
-            tok = picked[j]
-            out[o].append(tok)
-            if o in forced:
-                continue
-            if tok == eos_id:
+    def emit(r: int, tok: int) -> int:
+        """Cache row ``r``'s next token (budget forcing may replace it): recorded, and the row freed if it ends."""
+        o = row_of[r]
+        if o in forced:  # budget forcing: the forced token, not the model's
+            tok = forced[o].popleft()
+            if not forced[o]:
+                del forced[o]
+        out[o].append(tok)
+        if drafter is not None:
+            drafter.extend(o, (tok,))
+        if o in forced:
+            return tok
+        if tok == eos_id:
+            row_of[r] = -1
+        elif len(out[o]) >= cap.get(o, max_new_tokens):
+            extra = list(force(out[o])) if force is not None and o not in cap else []
+            if extra:
+                forced[o] = deque(extra)
+                cap[o] = len(out[o]) + len(extra) + answer_tokens
+            else:
                 row_of[r] = -1
-            elif len(out[o]) >= cap.get(o, max_new_tokens):
-                extra = list(force(out[o])) if force is not None and o not in cap else []
-                if extra:
-                    forced[o] = deque(extra)
-                    cap[o] = len(out[o]) + len(extra) + answer_tokens
-                else:
-                    row_of[r] = -1
-        tokens[rows] = torch.tensor(picked, dtype=tokens.dtype, device=tokens.device)
+        if row_of[r] < 0 and drafter is not None:
+            drafter.finish(o)
+        return tok
+
+    def accept(rows: torch.Tensor, picked: torch.Tensor):
+        emitted = [emit(r, tok) for r, tok in zip(rows.tolist(), picked.tolist())]
+        tokens[rows] = torch.tensor(emitted, dtype=tokens.dtype, device=tokens.device)
         n_gen[rows] += 1
+
+    def accept_drafts(busy: list[int], fed: torch.Tensor, logits: torch.Tensor):
+        """After a step that fed each row its last token and drafts (``fed`` (rows, w)): each row emits the model's
+        picks while they agree with what was fed after them; the columns of drafts it did not keep are masked."""
+        w = fed.shape[1]
+        idx = torch.tensor(busy, dtype=torch.long, device=device)
+        gen = (n_gen[idx, None] + torch.arange(w, device=device)).reshape(-1)
+        picks = _choose(logits[idx].reshape(len(busy) * w, -1), None, gen, min_new_tokens, eos_id, suppress)
+        picks, fed_l, t0 = picks.view(len(busy), w).tolist(), fed[idx].tolist(), sc.t - w
+        for i, r in enumerate(busy):
+            m = kept = 0
+            while True:
+                tok = emit(r, picks[i][m])
+                m += 1
+                same = m < w and tok == fed_l[i][m]  # the model's pick is the draft fed after it
+                kept += same
+                if not same or row_of[r] < 0 or row_of[r] in forced:
+                    break
+            drafter.count(sum(1 for x in fed_l[i][1:] if x >= 0), kept)
+            sc.mask[r, t0 + m:sc.t] = 0  # drafts not kept (their keys stay, unread, until overwritten or shifted)
+            positions[r] += m
+            n_gen[r] += m
+            tokens[r] = tok
 
     while True:
         free = [r for r, o in enumerate(row_of) if o < 0] if sc is not None else list(range(slots))
@@ -259,14 +311,30 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
             tokens, positions, n_gen = tokens[keep], positions[keep], n_gen[keep]
             row_of[:] = [row_of[r] for r in busy]
             busy = list(range(len(busy)))
-        if sc.t >= sc.cols:  # the cache's end: shift every row left by the columns no busy row uses, then grow
+        drafts = {}
+        if draft:
+            for r in busy:
+                o = row_of[r]
+                d = [] if o in forced else drafter.propose(o, min(draft, cap.get(o, max_new_tokens) - len(out[o])))
+                if d:
+                    drafts[r] = d
+        w = 1 + max((len(d) for d in drafts.values()), default=0)
+        if sc.t + w > sc.cols:  # the cache's end: shift every row left by the columns no busy row uses, then grow
             sc.shift(-sc.starts(torch.tensor(busy, device=device)))
-            sc.grow(sc.t + room)
-        logits = sc.step(model, tokens, positions)
-        positions += 1
-        idx = torch.tensor(busy, dtype=torch.long, device=device)
-        accept(idx, _choose(logits[idx], sampler, n_gen[idx], min_new_tokens, eos_id, suppress))
+            sc.grow(sc.t + max(room, w))
+        if w == 1:
+            logits = sc.step(model, tokens, positions)
+            positions += 1
+            idx = torch.tensor(busy, dtype=torch.long, device=device)
+            accept(idx, _choose(logits[idx], sampler, n_gen[idx], min_new_tokens, eos_id, suppress))
+            continue
+        fed = torch.full((sc.rows, w), -1, dtype=torch.long, device=device)  # -1: no draft (fed as token 0)
+        fed[:, 0] = tokens
+        for r, d in drafts.items():
+            fed[r, 1:1 + len(d)] = torch.tensor(d, dtype=torch.long, device=device)
+        logits = sc.step(model, fed.clamp(min=0), positions[:, None] + torch.arange(w, device=device))
+        accept_drafts(busy, fed, logits)
     return out
 
 
-__all__ = ["COMPACTION", "GROW", "SlotCache", "decode_slots"]
+__all__ = ["COMPACTION", "DRAFT", "GROW", "MAX_DRAFT", "SlotCache", "decode_slots"]

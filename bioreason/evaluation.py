@@ -144,11 +144,12 @@ def greedy_traces(model, processor, examples, system=None, indices=None, max_new
     uninterrupted run gives. ``bar``: a progress reporter (``update(n)``) told of each finished chunk."""
     import torch
 
+    from bioreason.drafting import NgramDrafter
     from bioreason.rl import PrefixCache
     from bioreason.sampling import sample_groups
 
     indices = list(range(len(examples))) if indices is None else list(indices)
-    shared = PrefixCache()
+    shared, drafter = PrefixCache(), NgramDrafter()  # later chunks draft from earlier chunks' traces
     queued = 4 * batch_size  # per call: batch_size rows decode at once, a finished row takes the next prompt
     for k in range(0, len(indices), queued):
         chunk = [examples[i] for i in indices[k:k + queued]]
@@ -158,7 +159,8 @@ def greedy_traces(model, processor, examples, system=None, indices=None, max_new
             prompts = [e.to_messages(system, mode, with_answer=False) for e in chunk]
             with torch.inference_mode():
                 s = sample_groups(model, processor, prompts, 1, max_new_tokens, do_sample=False, prefix=prefix,
-                                  prefix_cache=shared, slots=batch_size, answer_tokens=answer_tokens)
+                                  prefix_cache=shared, slots=batch_size, answer_tokens=answer_tokens,
+                                  drafter=drafter)
             kept = {"texts": list(s.texts), "forced": [bool(f) for f in s.forced]}
             if store is not None:
                 store.put(key, kept, expect)

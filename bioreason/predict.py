@@ -176,6 +176,9 @@ class VariantPredictor:
             model._bioreason_prefix_cache = self.prefix_cache  # shared by every predictor on this model
         except AttributeError:
             pass
+        from bioreason.drafting import NgramDrafter
+
+        self.drafter = NgramDrafter()  # greedy traces of later batches draft from earlier ones' (decoding.py)
 
     def prompt(self, variant):
         """The ``VariantPrompt`` of an ``annotated_variant`` model, else None."""
@@ -235,7 +238,7 @@ class VariantPredictor:
                 samples = sample_groups(self.model, self.proc, prompts, 1, self.cfg.max_new_tokens, do_sample=False,
                                         prefix=self.cfg.trace_prefix, prefix_cache=self.prefix_cache,
                                         slots=self.cfg.trace_slots, prompt_state=kept.pop(),  # not held here
-                                        answer_tokens=self.cfg.answer_tokens)
+                                        answer_tokens=self.cfg.answer_tokens, drafter=self.drafter)
             for res, text, forced in zip(out, samples.texts, samples.forced):
                 think, _ = split_think(text)
                 res["trace"], res["trace_forced"] = text, forced  # closed at the cap by budget forcing

@@ -1,0 +1,92 @@
+"""Draft tokens for speculative greedy decoding, looked up in text the model has already seen or written.
+
+A trace mostly copies: the variant's coordinates, gene and annotation from its prompt, and sentences every trace of
+the run shares ("On the transcript it is c.", "Codon ... changes from ..."). :class:`NgramDrafter` proposes the
+next tokens of a row by finding the longest recent n-gram (``max_n`` down to ``min_n`` tokens) that ends the row's
+text in, first, the row's own prompt and completion so far (prompt lookup decoding, as transformers'
+``prompt_lookup_num_tokens``), then in the completions finished earlier in the same call (suffix decoding across
+requests, as SuffixDecoding does for repeated agentic output), and returns the tokens that followed it there.
+``decoding.decode_slots`` feeds them with the row's last token in one step and keeps the longest prefix the model
+itself would have chosen, so a greedy output is the same with or without drafts; a wrong draft costs only the
+extra query positions of that step. Nothing here runs the model; the indexes are plain dicts updated per token.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+MAX_N = 4  # longest n-gram matched
+MIN_N = 2  # shortest: single tokens propose too often and too wrongly
+KEEP_FINISHED = 16  # finished completions searched (the most recent ones)
+
+
+class _Text:
+    """One token sequence with, for each n-gram of length ``min_n``..``max_n`` that something follows, where its
+    latest such occurrence ends (an n-gram ending the text is indexed once the next token arrives, so the text's
+    own last n-gram finds its earlier occurrences)."""
+
+    def __init__(self, ids=(), min_n: int = MIN_N, max_n: int = MAX_N):
+        self.ids: list[int] = []
+        self.ends: dict[tuple, int] = {}
+        self.min_n, self.max_n = min_n, max_n
+        self.extend(ids)
+
+    def extend(self, ids) -> None:
+        for tok in ids:
+            end = len(self.ids)  # n-grams ending here now have a next token
+            self.ids.append(int(tok))
+            for n in range(self.min_n, min(self.max_n, end) + 1):
+                self.ends[tuple(self.ids[end - n:end])] = end
+
+    def after(self, gram: tuple, k: int) -> list[int]:
+        """Up to ``k`` tokens that followed ``gram``'s latest occurrence ([] if it has none)."""
+        end = self.ends.get(gram)
+        return [] if end is None else self.ids[end:end + k]
+
+
+class NgramDrafter:
+    """Drafts for the rows of one ``decode_slots`` call. ``start(row, prompt_ids)`` when a row begins, ``extend(row,
+    ids)`` with each token it emits, ``finish(row)`` when it ends; ``propose(row, k)`` gives up to ``k`` tokens."""
+
+    def __init__(self, min_n: int = MIN_N, max_n: int = MAX_N, keep_finished: int = KEEP_FINISHED):
+        self.min_n, self.max_n = min_n, max_n
+        self.rows: dict[int, _Text] = {}
+        self.finished: deque[_Text] = deque(maxlen=keep_finished)
+        self.proposed = self.accepted = 0  # draft tokens offered and kept (for benchmarks and tests)
+
+    def start(self, row: int, prompt_ids) -> None:
+        self.rows[row] = _Text(prompt_ids, self.min_n, self.max_n)
+        self.rows[row].prompt_len = len(self.rows[row].ids)
+
+    def extend(self, row: int, ids) -> None:
+        if row in self.rows:
+            self.rows[row].extend(ids)
+
+    def finish(self, row: int) -> None:
+        text = self.rows.pop(row, None)
+        if text is not None and len(text.ids) > text.prompt_len:
+            self.finished.append(_Text(text.ids[text.prompt_len:], self.min_n, self.max_n))
+
+    def propose(self, row: int, k: int) -> list[int]:
+        own = self.rows.get(row)
+        if own is None or k < 1:
+            return []
+        ids = own.ids
+        for n in range(min(self.max_n, len(ids)), self.min_n - 1, -1):
+            gram = tuple(ids[-n:])
+            found = own.after(gram, k)  # an earlier occurrence in its own prompt or completion
+            if not found:
+                for text in reversed(self.finished):
+                    found = text.after(gram, k)
+                    if found:
+                        break
+            if found:
+                return found
+        return []
+
+    def count(self, proposed: int, accepted: int) -> None:
+        self.proposed += proposed
+        self.accepted += accepted
+
+
+__all__ = ["NgramDrafter"]

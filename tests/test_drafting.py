@@ -1,0 +1,126 @@
+"""Speculative greedy decoding (``bioreason.drafting`` + ``decoding.decode_slots(draft=...)``): drafts never change
+a token, whether all of them, some or none are right, with rows joining, ending (end-of-turn or the cap) inside a
+step's drafts, ``min_new_tokens`` and budget forcing; right drafts really save steps; the n-gram drafter finds
+continuations in the row's prompt, its own completion and earlier completions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bioreason.drafting import NgramDrafter
+from tests.test_decoding import PROMPTS, _stop_token, noisy  # noqa: F401  (the fixture)
+
+
+class Oracle:
+    """Drafts from known completions: ``right`` tokens as they are, then wrong ones (token + 1)."""
+
+    def __init__(self, want: list[list[int]], right: int):
+        self.want, self.right, self.done = want, right, {}
+        self.proposed = self.accepted = 0
+
+    def start(self, row, prompt_ids):
+        self.done[row] = 0
+
+    def extend(self, row, ids):
+        self.done[row] += len(ids)
+
+    def finish(self, row):
+        self.done.pop(row)
+
+    def propose(self, row, k):
+        rest = self.want[row][self.done[row]:self.done[row] + k]
+        return rest[:self.right] + [t + 1 for t in rest[self.right:]]
+
+    def count(self, proposed, accepted):
+        self.proposed += proposed
+        self.accepted += accepted
+
+
+def _decode(model, proc, n, eos, slots, draft, drafter=None, **kw):
+    from bioreason import decoding
+    from bioreason.sampling import prompt_prefiller
+
+    steps = []
+    fn = prompt_prefiller(model, proc, PROMPTS, proc(PROMPTS, padding_side="left"))
+    step = decoding.SlotCache.step
+
+    def counted(self, model, tokens, positions):
+        steps.append(1 if tokens.dim() == 1 else tokens.shape[1])  # tokens per row
+        return step(self, model, tokens, positions)
+
+    decoding.SlotCache.step = counted
+    try:
+        out = decoding.decode_slots(model, fn, len(PROMPTS), 1, n, eos, slots=slots, draft=draft, drafter=drafter,
+                                    **kw)
+    finally:
+        decoding.SlotCache.step = step
+    return out, steps
+
+
+@pytest.mark.parametrize("slots", [2, None])
+@pytest.mark.parametrize("right", [99, 2, 0])
+def test_drafts_right_or_wrong_never_change_a_token(noisy, slots, right):  # noqa: F811
+    model, proc = noisy
+    n = 16
+    eos = _stop_token(model, proc, n)
+    want, plain_steps = _decode(model, proc, n, eos, slots, draft=0)
+    assert len({len(w) for w in want}) >= 3 and set(plain_steps) == {1}
+    oracle = Oracle(want, right)
+    got, steps = _decode(model, proc, n, eos, slots, draft=5, drafter=oracle)
+    assert got == want
+    assert max(steps) == 6  # a row's last token and 5 drafts in one step
+    if right == 99:  # every draft kept: rows end (at eos or the cap) inside a step, in far fewer steps
+        assert oracle.accepted == oracle.proposed > 0
+        assert len(steps) * 3 < len(plain_steps)
+    elif right == 0:
+        assert oracle.accepted == 0 and len(steps) == len(plain_steps)
+    else:
+        assert 0 < oracle.accepted < oracle.proposed and len(steps) < len(plain_steps)
+
+
+def test_drafts_respect_min_new_tokens_and_budget_forcing(noisy):  # noqa: F811
+    model, proc = noisy
+    n, eos = 6, _stop_token(model, proc, 16)
+    kw = {"min_new_tokens": 3, "force": lambda ids: [7, 11], "answer_tokens": 4}
+    want, _ = _decode(model, proc, n, eos, 2, draft=0, **kw)
+    assert any(len(w) > n for w in want)  # some rows were forced
+    for right in (99, 1):
+        got, _ = _decode(model, proc, n, eos, 2, draft=4, drafter=Oracle(want, right), **kw)
+        assert got == want
+
+
+def test_the_ngram_drafter_by_default_keeps_tokens_and_finds_repeats(noisy):  # noqa: F811
+    """The default drafter (no prompt ids here): the same tokens as no drafts."""
+    from bioreason.sampling import sample_groups
+
+    model, proc = noisy
+    drafter = NgramDrafter()
+    on = sample_groups(model, proc, PROMPTS, 1, 24, do_sample=False, slots=3, drafter=drafter)
+    import bioreason.decoding as decoding
+
+    old, decoding.DRAFT = decoding.DRAFT, 0
+    try:
+        off = sample_groups(model, proc, PROMPTS, 1, 24, do_sample=False, slots=3)
+    finally:
+        decoding.DRAFT = old
+    assert on.texts == off.texts and drafter.proposed > 0
+
+
+def test_ngram_drafter_looks_in_the_prompt_its_completion_then_earlier_completions():
+    d = NgramDrafter(min_n=2, max_n=3)
+    d.start(0, [5, 1, 2, 3, 4, 9, 1, 2])
+    assert d.propose(0, 3) == [3, 4, 9]  # (1, 2) ended the prompt; it was followed by 3, 4, 9 before
+    d.extend(0, [3, 8])
+    assert d.propose(0, 2) == []  # (3, 8) and (8,) never occurred before: nothing proposed
+    d.extend(0, [6, 6, 6])
+    assert d.propose(0, 4) == [6]  # (6, 6) followed by 6 once, then the text ends
+    d.finish(0)
+    d.start(1, [40, 41])
+    d.extend(1, [3, 8])
+    assert d.propose(1, 3) == [6, 6, 6]  # the finished completion 3 8 6 6 6 continues (3, 8)
+    d.start(2, [3, 8, 77, 3, 8])
+    assert d.propose(2, 2) == [77, 3]  # its own prompt first, before earlier completions
+    d.start(3, [1, 2, 3, 8])
+    assert d.propose(3, 1) == [6]  # the longest match wins: (2, 3, 8) is nowhere, (3, 8) is in the finished one
+    assert d.propose(3, 0) == [] and d.propose(99, 3) == []
