@@ -15,11 +15,13 @@ that reaches ``max_new_tokens`` still reasoning can be closed and given room to 
 Greedy decoding speculates (``DRAFT``): a step feeds each row its last token and up to ``DRAFT`` draft tokens that
 ``drafting.NgramDrafter`` copies from the row's prompt or earlier completions, in as many columns, and the row keeps
 the drafts the model itself picks plus its next token (the columns of drafts it rejects are masked); traces that
-restate their prompt's facts in a shared template then take a fraction of the steps, with the same tokens.
+restate their prompt's facts in a shared template then take a fraction of the steps, with the same tokens. On a
+CPU each step is timed and the drafter picks how many drafts the next one feeds (``NgramDrafter.width``).
 """
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections import deque
 
@@ -208,6 +210,8 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
     sc = None
     device = next(lm.parameters()).device
     tokens = positions = n_gen = None
+    # on a CPU, wider steps cost more: their width is chosen from timed steps (on a GPU they are about free)
+    timed = bool(draft) and device.type == "cpu" and hasattr(drafter, "width")
 
     def admit(free: list[int]):
         nonlocal sc, tokens, positions, n_gen
@@ -319,11 +323,17 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
                 if d:
                     drafts[r] = d
         w = 1 + max((len(d) for d in drafts.values()), default=0)
+        if timed:  # as many drafts as pay for their positions on this CPU (drafting.NgramDrafter.width)
+            w = drafter.width([len(drafts.get(r, ())) for r in busy], len(busy), sc.rows)
+            drafts = {r: d[:w - 1] for r, d in drafts.items()} if w > 1 else {}
+        started = time.perf_counter()
         if sc.t + w > sc.cols:  # the cache's end: shift every row left by the columns no busy row uses, then grow
             sc.shift(-sc.starts(torch.tensor(busy, device=device)))
             sc.grow(sc.t + max(room, w))
         if w == 1:
             logits = sc.step(model, tokens, positions)
+            if timed:
+                drafter.cost.observe(sc.rows, time.perf_counter() - started)
             positions += 1
             idx = torch.tensor(busy, dtype=torch.long, device=device)
             accept(idx, _choose(logits[idx], sampler, n_gen[idx], min_new_tokens, eos_id, suppress))
@@ -333,6 +343,8 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
         for r, d in drafts.items():
             fed[r, 1:1 + len(d)] = torch.tensor(d, dtype=torch.long, device=device)
         logits = sc.step(model, fed.clamp(min=0), positions[:, None] + torch.arange(w, device=device))
+        if timed:
+            drafter.cost.observe(sc.rows * w, time.perf_counter() - started)
         accept_drafts(busy, fed, logits)
     return out
 

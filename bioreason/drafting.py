@@ -8,7 +8,11 @@ text in, first, the row's own prompt and completion so far (prompt lookup decodi
 requests, as SuffixDecoding does for repeated agentic output), and returns the tokens that followed it there.
 ``decoding.decode_slots`` feeds them with the row's last token in one step and keeps the longest prefix the model
 itself would have chosen, so a greedy output is the same with or without drafts; a wrong draft costs only the
-extra query positions of that step. Nothing here runs the model; the indexes are plain dicts updated per token.
+extra query positions of that step. Those are not free on a CPU (a step of 8 rows costs about twice as much with 4
+drafts each as with none), so :meth:`NgramDrafter.width` picks how many drafts a step feeds: the most tokens per
+second expected from the acceptance rate seen so far and a step's cost fitted online as a + b x positions
+(:class:`StepCost`); free text with few right drafts then decodes as without them. Nothing here runs the model;
+the indexes are plain dicts updated per token.
 """
 
 from __future__ import annotations
@@ -18,6 +22,31 @@ from collections import deque
 MAX_N = 4  # longest n-gram matched
 MIN_N = 2  # shortest: single tokens propose too often and too wrongly
 KEEP_FINISHED = 16  # finished completions searched (the most recent ones)
+PRIOR_POSITIONS = 16  # before steps of different widths were timed: 16 more positions double a step's cost
+
+
+class StepCost:
+    """Seconds of a decode step as a + b x positions (rows x tokens per row), least squares over the steps timed
+    so far, older ones weighing less (``decay`` per step)."""
+
+    def __init__(self, decay: float = 0.9):
+        self.decay = decay
+        self.sums = [0.0] * 5  # weight, sum P, sum P^2, sum t, sum P t
+
+    def observe(self, positions: int, seconds: float) -> None:
+        p = float(positions)
+        self.sums = [x * self.decay + y for x, y in zip(self.sums, (1.0, p, p * p, seconds, p * seconds))]
+
+    def line(self) -> tuple[float, float] | None:
+        """(a, b), or None before any step was timed."""
+        w, sp, spp, st, spt = self.sums
+        if w <= 0:
+            return None
+        mp, mt = sp / w, st / w
+        var = spp / w - mp * mp
+        b = (spt / w - mp * mt) / var if var > 1.0 else mt / (mp + PRIOR_POSITIONS)
+        b = min(max(b, 0.0), mt / mp)  # never negative, never a negative fixed part
+        return mt - b * mp, b
 
 
 class _Text:
@@ -53,6 +82,8 @@ class NgramDrafter:
         self.rows: dict[int, _Text] = {}
         self.finished: deque[_Text] = deque(maxlen=keep_finished)
         self.proposed = self.accepted = 0  # draft tokens offered and kept (for benchmarks and tests)
+        self.trials, self.kept = 2.0, 1.0  # drafts judged (the first rejection ends a row's) and kept: rate 0.5
+        self.cost = StepCost()
 
     def start(self, row: int, prompt_ids) -> None:
         self.rows[row] = _Text(prompt_ids, self.min_n, self.max_n)
@@ -87,6 +118,26 @@ class NgramDrafter:
     def count(self, proposed: int, accepted: int) -> None:
         self.proposed += proposed
         self.accepted += accepted
+        self.trials += min(accepted + 1, proposed)
+        self.kept += accepted
+
+    def width(self, lengths: list[int], busy: int, rows: int) -> int:
+        """Tokens per row for the next step (1 + drafts fed): the most tokens expected per second of step, with
+        each draft token kept with the rate seen so far if the ones before it were (``lengths``: the busy rows'
+        draft lengths; ``rows``: the rows the step computes, busy or not)."""
+        most = 1 + max(lengths, default=0)
+        line = self.cost.line()
+        if most == 1 or line is None:
+            return 1 if line is None else most
+        a, b = line
+        rate = self.kept / self.trials
+        best, best_w, gain = busy / (a + b * rows), 1, 0.0
+        for w in range(2, most + 1):
+            gain += sum(rate ** (w - 1) for n in lengths if n >= w - 1)
+            speed = (busy + gain) / (a + b * rows * w)
+            if speed > best:
+                best, best_w = speed, w
+        return best_w
 
 
-__all__ = ["NgramDrafter"]
+__all__ = ["NgramDrafter", "StepCost"]

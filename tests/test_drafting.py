@@ -124,3 +124,33 @@ def test_ngram_drafter_looks_in_the_prompt_its_completion_then_earlier_completio
     d.start(3, [1, 2, 3, 8])
     assert d.propose(3, 1) == [6]  # the longest match wins: (2, 3, 8) is nowhere, (3, 8) is in the finished one
     assert d.propose(3, 0) == [] and d.propose(99, 3) == []
+
+
+def test_step_cost_fits_a_line_and_the_width_pays_for_its_positions():
+    from bioreason.drafting import StepCost
+
+    cost = StepCost()
+    assert cost.line() is None
+    cost.observe(8, 0.050)  # one width timed: the slope is the prior's (16 more positions double the cost)
+    a, b = cost.line()
+    assert a + b * 8 == pytest.approx(0.050) and a == pytest.approx(b * 16)
+    for p in (8, 16, 24, 32, 8, 40) * 6:  # the first guess fades (each step weighs 0.9 of the one after it)
+        cost.observe(p, 0.022 + 0.0025 * p)
+    a, b = cost.line()
+    assert a == pytest.approx(0.022, rel=0.05) and b == pytest.approx(0.0025, rel=0.05)
+
+    d = NgramDrafter()
+    assert d.width([4, 4], 2, 2) == 1  # no step timed yet: none (this step is timed)
+    d.cost = cost
+    d.kept, d.trials = 9.0, 10.0  # drafts nearly always right: worth their positions
+    assert d.width([4] * 8, 8, 8) > 1
+    assert d.width([0] * 8, 8, 8) == 1  # nothing proposed
+    d.kept, d.trials = 1.0, 10.0  # nearly always wrong: a step of 8 rows is cheaper without them
+    assert d.width([4] * 8, 8, 8) == 1
+    cheap = StepCost()
+    for p in (1, 2, 5, 1, 3):
+        cheap.observe(p, 0.030 + 0.0001 * p)  # positions about free (one row, overhead-bound)
+    d.cost = cheap
+    assert d.width([4], 1, 1) > 1  # then even rarely right drafts pay
+    d.kept, d.trials = 5.0, 10.0
+    assert d.width([4], 1, 1) == 5
