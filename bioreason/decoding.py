@@ -326,10 +326,10 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
         if timed:  # as many drafts as pay for their positions on this CPU (drafting.NgramDrafter.width)
             w = drafter.width([len(drafts.get(r, ())) for r in busy], len(busy), sc.rows)
             drafts = {r: d[:w - 1] for r, d in drafts.items()} if w > 1 else {}
-        started = time.perf_counter()
         if sc.t + w > sc.cols:  # the cache's end: shift every row left by the columns no busy row uses, then grow
             sc.shift(-sc.starts(torch.tensor(busy, device=device)))
             sc.grow(sc.t + max(room, w))
+        started = time.perf_counter()
         if w == 1:
             logits = sc.step(model, tokens, positions)
             if timed:
