@@ -176,7 +176,8 @@ def _choose(logits, sampler, n_gen: torch.Tensor, min_new: int, eos_id: int, sup
 @torch.no_grad()
 def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_tokens: int, eos_id: int,
                  slots: int | None = None, sampler=None, min_new_tokens: int = 0, force=None,
-                 answer_tokens: int = 0, draft: int | None = None, prompt_ids=None, drafter=None) -> list[list[int]]:
+                 answer_tokens: int = 0, draft: int | None = None, prompt_ids=None, drafter=None,
+                 on_token=None) -> list[list[int]]:
     """Completions (token ids, ending with ``eos_id`` unless cut at ``max_new_tokens``) for ``n_prompts`` x
     ``group`` rows, in prompt order then group order.
 
@@ -186,7 +187,7 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
     (default ``DRAFT``; 0: none): greedy decoding only: up to this many draft tokens per row and step
     (``drafting.NgramDrafter``, or the given ``drafter``, looking in ``prompt_ids(i)``, prompt i's token ids, and
     the completions so far); a step then feeds each row its last token and its drafts and keeps the drafts the model
-    itself picks, plus its next token.
+    itself picks, plus its next token. ``on_token(row, token)``: called with each token as it is emitted (streaming).
     """
     from bioreason.modeling import unwrap_dna_llm
 
@@ -258,6 +259,8 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
         out[o].append(tok)
         if drafter is not None:
             drafter.extend(o, (tok,))
+        if on_token is not None:
+            on_token(o, tok)
         if o in forced:
             return tok
         if tok == eos_id:

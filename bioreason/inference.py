@@ -1,9 +1,11 @@
 """Answering questions with a loaded DNA-LLM: message building and streamed generation.
 
 Shared by the CLI's ``ask`` and the Gradio demo so neither front end holds
-generation logic. ``stream_answer`` runs ``model.generate`` in a worker thread
-with a ``TextIteratorStreamer`` and yields text as it is produced; DNA is
-encoded once at prefill and the KV cache does the rest.
+generation logic. ``stream_answer`` decodes in a worker thread and yields text
+as it is produced (a ``TextIteratorStreamer``): greedy answers through the slot
+decoder ``predict --traces`` uses (``decoding.decode_slots``: draft tokens,
+budget forcing), sampled ones through ``model.generate``; DNA is encoded once
+at prefill and the KV cache does the rest.
 """
 
 from __future__ import annotations
@@ -91,6 +93,12 @@ def stream_answer(model, processor, messages, prefix: str = "", answer_tokens: i
     from bioreason.sampling import append_text
 
     tok = processor.tokenizer
+    if not gen.get("temperature"):  # greedy: the slot decoder, as predict --traces decodes (drafts, forcing)
+        if prefix:
+            yield prefix
+        yield from _streamed_greedy(model, processor, messages, prefix, gen.get("max_new_tokens", MAX_NEW_TOKENS),
+                                    answer_tokens)
+        return
     inputs = processor([messages]).to(model.device)
     if prefix:
         inputs["input_ids"], inputs["attention_mask"] = append_text(tok, inputs["input_ids"],
@@ -109,6 +117,47 @@ def stream_answer(model, processor, messages, prefix: str = "", answer_tokens: i
         yield from _streamed(model, processor, inputs, {**gen, "max_new_tokens": answer_tokens})
 
 
+def _in_thread(work, streamer):
+    """Run ``work()`` in a worker thread while yielding the streamer's text; returns what ``work`` returned, or
+    raises what it raised, in the caller's thread."""
+    errors: list[BaseException] = []
+    result = []
+
+    def run():
+        try:
+            result.append(work())
+        except BaseException as exc:  # surfaced in the caller's thread below
+            errors.append(exc)
+        finally:
+            streamer.end()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield from streamer
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def _streamed_greedy(model, processor, messages, prefix: str, max_new_tokens: int, answer_tokens: int):
+    """Greedy decoding of one prompt by ``sampling.sample_groups``, its text yielded token by token as chosen."""
+    import torch
+    from transformers import TextIteratorStreamer
+
+    from bioreason.sampling import sample_groups
+
+    tok = processor.tokenizer
+    streamer = TextIteratorStreamer(tok, skip_prompt=False, skip_special_tokens=True)
+
+    def work():
+        with torch.inference_mode():
+            return sample_groups(model, processor, [messages], 1, max_new_tokens, do_sample=False, prefix=prefix,
+                                 answer_tokens=answer_tokens, on_token=lambda row, t: streamer.put(torch.tensor([t])))
+
+    return (yield from _in_thread(work, streamer))
+
+
 def _streamed(model, processor, inputs, gen: dict):
     """``model.generate`` in a worker thread, its text yielded as it comes; returns the output ids."""
     import torch
@@ -117,21 +166,9 @@ def _streamed(model, processor, inputs, gen: dict):
     from bioreason.int8_decode import decoding_steps
 
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    errors: list[BaseException] = []
-    result = []
 
     def work():
-        try:
-            with torch.inference_mode(), decoding_steps():  # int8-decode models: decode steps in int8
-                result.append(model.generate(**inputs, streamer=streamer, **generation_kwargs(processor, **gen)))
-        except BaseException as exc:  # surfaced in the caller's thread below
-            errors.append(exc)
-            streamer.end()
+        with torch.inference_mode(), decoding_steps():  # int8-decode models: decode steps in int8
+            return model.generate(**inputs, streamer=streamer, **generation_kwargs(processor, **gen))
 
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    yield from streamer
-    thread.join()
-    if errors:
-        raise errors[0]
-    return result[0]
+    return (yield from _in_thread(work, streamer))

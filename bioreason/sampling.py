@@ -131,7 +131,7 @@ def prompt_prefiller(model, processor, prompts: list[list[dict]], enc: dict, pre
 def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_new_tokens: int = 64,
                   temperature: float = 1.0, top_p: float = 1.0, do_sample: bool = True, prefix: str = "",
                   min_new_tokens: int = 0, prefix_cache=None, slots: int | None = None,
-                  prompt_state=None, answer_tokens: int = 0, drafter=None) -> Samples:
+                  prompt_state=None, answer_tokens: int = 0, drafter=None, on_token=None) -> Samples:
     """``prefix``: text the assistant's turn starts with (e.g. the opening of a reasoning trace, so a model that
     also learned empty think blocks writes its reasoning); it is part of ``texts``, not of ``completion_ids``.
     ``min_new_tokens``: no end-of-turn before this many tokens (benchmarks use it to compare equal work).
@@ -144,7 +144,8 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     line opened (``answers.closing_for``) and up to this many tokens more to answer; 0 (GRPO: rewards see what the
     policy wrote): cut as it is. ``drafter``: greedy decoding's ``drafting.NgramDrafter``, held by a caller that
     decodes batch after batch (``predict``, ``eval``) so later batches draft from earlier batches' completions
-    (default: a new one per call)."""
+    (default: a new one per call). ``on_token(row, token)``: each token as it is chosen
+    (``inference.stream_answer``)."""
     from bioreason.decoding import decode_slots
     from bioreason.modeling import merged_lora
 
@@ -168,7 +169,7 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     with merged_lora(model):
         rows = decode_slots(model, prefill_chunk, len(prompts), group, max_new_tokens, tok.eos_token_id, slots,
                             sampler, min_new_tokens, force if answer_tokens > 0 else None, answer_tokens,
-                            prompt_ids=prompt_ids, drafter=drafter)
+                            prompt_ids=prompt_ids, drafter=drafter, on_token=on_token)
     width = max(1, max((len(r) for r in rows), default=0))
     comp = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long, device=device)
     for i, r in enumerate(rows):
