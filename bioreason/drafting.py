@@ -59,6 +59,7 @@ class _Text:
         self.ends: dict[tuple, int] = {}
         self.min_n, self.max_n = min_n, max_n
         self.extend(ids)
+        self.given = len(self.ids)  # tokens it was made with (a row's prompt)
 
     def extend(self, ids) -> None:
         for tok in ids:
@@ -87,7 +88,6 @@ class NgramDrafter:
 
     def start(self, row: int, prompt_ids) -> None:
         self.rows[row] = _Text(prompt_ids, self.min_n, self.max_n)
-        self.rows[row].prompt_len = len(self.rows[row].ids)
 
     def extend(self, row: int, ids) -> None:
         if row in self.rows:
@@ -95,8 +95,8 @@ class NgramDrafter:
 
     def finish(self, row: int) -> None:
         text = self.rows.pop(row, None)
-        if text is not None and len(text.ids) > text.prompt_len:
-            self.finished.append(_Text(text.ids[text.prompt_len:], self.min_n, self.max_n))
+        if text is not None and len(text.ids) > text.given:
+            self.finished.append(_Text(text.ids[text.given:], self.min_n, self.max_n))
 
     def propose(self, row: int, k: int) -> list[int]:
         own = self.rows.get(row)
@@ -107,7 +107,7 @@ class NgramDrafter:
             gram = tuple(ids[-n:])
             found = own.after(gram, k)  # an earlier occurrence in its own prompt or completion
             if not found:
-                for text in reversed(self.finished):
+                for text in reversed(tuple(self.finished)):  # (a copy: another thread may finish a row)
                     found = text.after(gram, k)
                     if found:
                         break
