@@ -170,7 +170,9 @@ def _run(args, vcf, state) -> int:
 def _check_window(window: int, folder: Path) -> None:
     """Before the model loads: a --window longer than the model's DNA encoder takes (its processor_config.json says,
     for the encoders that record it) is named here, not by the first batch's processor after the load."""
-    cfg = folder / "processor_config.json"
+    from bioreason.processing import PROCESSOR_FILE
+
+    cfg = folder / PROCESSOR_FILE
     limit = (json.loads(cfg.read_text()).get("dna_config") or {}).get("max_nucleotides") if cfg.is_file() else None
     if limit and window > int(limit):
         raise InputFormatError(f"--window {window}: this model's DNA encoder takes at most {int(limit):,} nt per "

@@ -199,7 +199,9 @@ def decode_slots(model, prefill_chunk, n_prompts: int, group: int, max_new_token
     room = min(max_new_tokens, GROW)  # columns after t a placement leaves; the cache grows by as many when full
     slots = total if slots is None or not COMPACTION else max(min(int(slots), total), group)
     draft = min(int(DRAFT if draft is None else draft), MAX_DRAFT) if sampler is None else 0
-    if draft and drafter is None:
+    if not draft:
+        drafter = None  # nothing drafted (sampling, or drafts off): no n-gram index kept per token either
+    elif drafter is None:
         from bioreason.drafting import NgramDrafter
 
         drafter = NgramDrafter()

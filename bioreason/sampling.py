@@ -160,11 +160,13 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
         closing = closing_for(prefix + tok.decode(ids, skip_special_tokens=True))
         return tok.encode(closing, add_special_tokens=False) if closing else []
 
-    extra = tok.encode(prefix, add_special_tokens=False) if prefix else []
-    ids, keep = enc["input_ids"].tolist(), enc["attention_mask"].tolist()
+    prompt_ids = None
+    if sampler is None:  # what greedy drafts may copy from (decoding.decode_slots); sampling drafts nothing
+        extra = tok.encode(prefix, add_special_tokens=False) if prefix else []
+        ids, keep = enc["input_ids"].tolist(), enc["attention_mask"].tolist()
 
-    def prompt_ids(i: int) -> list[int]:  # what greedy drafts may copy from (decoding.decode_slots)
-        return [t for t, k in zip(ids[i], keep[i]) if k] + extra
+        def prompt_ids(i: int) -> list[int]:
+            return [t for t, k in zip(ids[i], keep[i]) if k] + extra
 
     with merged_lora(model):
         rows = decode_slots(model, prefill_chunk, len(prompts), group, max_new_tokens, tok.eos_token_id, slots,
