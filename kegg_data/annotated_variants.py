@@ -22,6 +22,7 @@ from typing import NamedTuple
 from urllib.parse import unquote
 
 from bioreason.kegg_data.examples import Example
+from bioreason.kegg_data.reference import prompt_chrom
 from bioreason.kegg_data.user_data import variant_question
 from bioreason.kegg_data.variants import Skip, VariantReader
 
@@ -153,7 +154,7 @@ def computed_facts(ann: dict, facts: dict | None) -> list[str]:
 
 def fact_trace(variant, ann: dict, facts: dict | None, gene: str | None) -> str:
     """A reasoning trace made only of the annotation and computed facts (no free text beyond linking words)."""
-    where = f"{variant.chrom}:{variant.pos} {variant.ref}>{variant.alt}" + (f" in {gene}" if gene else "")
+    where = f"{prompt_chrom(variant.chrom)}:{variant.pos} {variant.ref}>{variant.alt}" + (f" in {gene}" if gene else "")
     lines = [f"The variant is {where}."]
     if ann.get("hgvsc"):
         lines.append(f"On the transcript it is {ann['hgvsc']}.")

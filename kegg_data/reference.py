@@ -84,6 +84,19 @@ def contig_synonyms(name: str) -> list[str]:
     return seen
 
 
+def prompt_chrom(name: str) -> str:
+    """A chromosome's name as prompts state it: UCSC style (``chr17``, ``chrX``, ``chrM``) for the numbered and sex
+    chromosomes and the mitochondrion, however the VCF names them (``17``, ``chr17``, ``MT``), so one variant gets
+    one prompt (the shipped models were trained on ``chr``-named VCFs); other names (``NC_000017.11``, scaffolds)
+    as written."""
+    base = name[3:] if name.lower().startswith("chr") else name
+    if base.upper() in ("M", "MT"):
+        return "chrM"
+    if base.isdigit() or base.upper() in ("X", "Y"):
+        return "chr" + (base if base.isdigit() else base.upper())
+    return name
+
+
 class Reference:
     """An indexed FASTA with synonyms and a chunk cache. ``Reference(path)``; ``fetch(contig, start0, end0)``."""
 

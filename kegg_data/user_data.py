@@ -27,6 +27,7 @@ from bioreason.answers import normalise_text
 from bioreason.dna_encoders.base import clean_sequence
 from bioreason.errors import DatasetValidationError, InvalidSequenceError
 from bioreason.kegg_data.examples import Example, load_table
+from bioreason.kegg_data.reference import prompt_chrom
 from bioreason.kegg_data.text_files import data_suffix
 from bioreason.kegg_data.variants import Skip, Variant, VariantReader, WindowBuilder
 
@@ -35,8 +36,9 @@ DEFAULT_QUESTION = ("Variant {chrom}:{pos} {ref}>{alt}{gene}. The first DNA sequ
 
 
 def variant_question(v: Variant, template: str = DEFAULT_QUESTION, gene: str | None = None) -> str:
-    """The question for a variant window pair (``offset`` is 1-based, as a person reads it)."""
-    return template.format(chrom=v.chrom, pos=v.pos, ref=v.ref, alt=v.alt, gene=f" in {gene}" if gene else "",
+    """The question for a variant window pair (``offset`` is 1-based, as a person reads it; the chromosome as
+    ``reference.prompt_chrom`` states it)."""
+    return template.format(chrom=prompt_chrom(v.chrom), pos=v.pos, ref=v.ref, alt=v.alt, gene=f" in {gene}" if gene else "",
                            offset=v.offset + 1, kind=v.kind)
 
 

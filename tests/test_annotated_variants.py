@@ -107,3 +107,23 @@ def test_sequence_traces_state_only_what_the_prompt_allows():
 def test_huge_annotation_fields_are_cut_in_prompts():
     shown = prompt_annotation({"consequence": "Missense", "hgvsc": "c." + "A" * 1_000_000, "gene": "G" * 500})
     assert len(shown["hgvsc"]) == 103 and shown["hgvsc"].endswith("...") and len(shown["gene"]) == 103
+
+
+def test_one_variant_one_prompt_however_the_vcf_names_its_chromosome(tmp_path):
+    """Ensembl-style '17' and UCSC-style 'chr17' give the same prompt and trace (the shipped models were trained on
+    chr-named VCFs); names that are not numbered, sex or mitochondrial chromosomes are kept as written."""
+    from bioreason.kegg_data.reference import prompt_chrom
+
+    lines = SGE.read_text().splitlines()
+    header = [x for x in lines if x.startswith("#")]
+    record = next(x for x in lines if x.startswith("chr17\t43045709\t"))
+    ensembl = tmp_path / "ensembl.vcf"
+    ensembl.write_text("\n".join(header + [record[3:]]) + "\n")
+    ucsc = tmp_path / "ucsc.vcf"
+    ucsc.write_text("\n".join(header + [record]) + "\n")
+    (a,), _ = load_annotated(ensembl, bundled_fasta(), mode="annotated", gene="BRCA1", strand=-1)
+    (b,), _ = load_annotated(ucsc, bundled_fasta(), mode="annotated", gene="BRCA1", strand=-1)
+    assert a.question == b.question and a.reasoning == b.reasoning and "Variant chr17:43045709 A>C" in a.question
+    assert [prompt_chrom(n) for n in ("17", "chr17", "X", "chrx", "MT", "chrM", "M", "NC_000017.11", "chrUn_KI270742v1",
+                                      "GL000192.1")] == \
+        ["chr17", "chr17", "chrX", "chrX", "chrM", "chrM", "chrM", "NC_000017.11", "chrUn_KI270742v1", "GL000192.1"]
