@@ -84,6 +84,30 @@ def contig_synonyms(name: str) -> list[str]:
     return seen
 
 
+REWRAP = "python -c \"from Bio import SeqIO; SeqIO.write(SeqIO.parse('{src}', 'fasta'), '{dst}', 'fasta')\""
+
+
+def _indexing_message(path: Path, why: str) -> str:
+    """pyfaidx's indexing error as ``file:line: what; fix``. Its commonest, lines of one record that differ in
+    length (hand-edited or concatenated FASTA, a blank line inside a record), gets a rewrap command (biopython, a
+    dependency already, writes 60 bases per line)."""
+    import shlex
+
+    m = re.search(r"Inconsistent line found in >(\S*) at line (\d+)", why)
+    if m:
+        fixed = path.with_name(path.stem + ".rewrapped" + path.suffix)
+        cmd = REWRAP.format(src=path, dst=fixed)
+        return (f"{path}:{m.group(2)}: a sequence line of >{m.group(1)} differs in length from the lines before it "
+                f"(or is blank); an indexed FASTA needs every line of a record but its last to be the same length. "
+                f"Rewrap it, e.g. `{cmd}` (or `seqkit seq -w 60`), and pass --fasta {shlex.quote(str(fixed))}")
+    m = re.search(r"at line (\d+)", why)
+    line = int(m.group(1)) + why.startswith("Bad sequence name") if m else None  # that one counts from 0
+    where = f"{path}:{line}" if m else str(path)
+    if why.startswith("Bad sequence name"):
+        return f"{where}: a '>' header line without a sequence name; name each record (e.g. '>chr17')"
+    return f"{where}: not a valid FASTA file: {why}"
+
+
 def prompt_chrom(name: str) -> str:
     """A chromosome's name as prompts state it: UCSC style (``chr17``, ``chrX``, ``chrM``) for the numbered and sex
     chromosomes and the mitochondrion, however the VCF names them (``17``, ``chr17``, ``MT``), so one variant gets
@@ -138,7 +162,7 @@ class Reference:
         except pyfaidx.UnsupportedCompressionFormat as exc:
             raise ReferenceFastaError(f"{self.path}: {exc}") from exc
         except (pyfaidx.FastaIndexingError, ValueError) as exc:
-            raise InputFormatError(f"{self.path} is not a valid FASTA file: {exc}") from exc
+            raise InputFormatError(_indexing_message(self.path, str(exc))) from exc
         except _CUT as exc:  # Bio.bgzf reading a BGZF file that ends mid-block
             raise self._cut_off(exc) from None
         except ImportError as exc:  # BGZF reading needs biopython

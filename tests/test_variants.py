@@ -121,6 +121,28 @@ def test_an_index_made_for_another_version_of_the_fasta_is_rebuilt_or_refused(tm
         assert ref.fetch("chrA", 199_900, 200_000) == seq[199_900:] and ref.fetch("chrB", 0, 4) == "ACGT"
 
 
+def test_a_fasta_that_cannot_be_indexed_names_its_line_and_the_fix(tmp_path):
+    """pyfaidx said 'Line length of fasta file is not consistent! ...' (no way out) and counted one of its line
+    numbers from 0; now file:line, what is wrong, and for uneven lines a rewrap command that works."""
+    import subprocess
+    import sys
+
+    uneven = tmp_path / "uneven.fa"
+    uneven.write_text(">chrA\n" + "ACGT" * 15 + "\n" + "ACGT" * 10 + "\n" + "ACGT" * 15 + "\nAC\n")
+    with pytest.raises(InputFormatError, match=r"uneven.fa:3: a sequence line of >chrA differs in length") as err:
+        Reference(uneven)
+    cmd = str(err.value).split("`")[1]
+    subprocess.run(cmd, shell=True, check=True, cwd=tmp_path, executable="/bin/bash",
+                   env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    assert Reference(tmp_path / "uneven.rewrapped.fa").fetch("chrA", 0, 162) == "ACGT" * 40 + "AC"
+    (tmp_path / "blank.fa").write_text(">chrA\nACGT\nACGT\n\nACGT\n")
+    with pytest.raises(InputFormatError, match=r"blank.fa:4: .* \(or is blank\)"):
+        Reference(tmp_path / "blank.fa")
+    (tmp_path / "noname.fa").write_text(">chrA\nACGT\n>\nACGT\n")
+    with pytest.raises(InputFormatError, match=r"noname.fa:3: a '>' header line without a sequence name"):
+        Reference(tmp_path / "noname.fa")
+
+
 def test_a_cut_off_bgzf_fasta_is_named_with_or_without_its_index(tmp_path, caplog):
     whole = DATA / "hg38_chr2_1-2333275.fa.gz"
     cut = tmp_path / "ref.fa.gz"  # an interrupted download beside the whole file's indexes
