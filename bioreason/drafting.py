@@ -17,6 +17,8 @@ the indexes are plain dicts updated per token.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections import deque
 
 MAX_N = 4  # longest n-gram matched
@@ -78,10 +80,13 @@ class NgramDrafter:
     """Drafts for the rows of one ``decode_slots`` call. ``start(row, prompt_ids)`` when a row begins, ``extend(row,
     ids)`` with each token it emits, ``finish(row)`` when it ends; ``propose(row, k)`` gives up to ``k`` tokens."""
 
-    def __init__(self, min_n: int = MIN_N, max_n: int = MAX_N, keep_finished: int = KEEP_FINISHED):
+    def __init__(self, min_n: int = MIN_N, max_n: int = MAX_N, keep_finished: int = KEEP_FINISHED,
+                 finished: deque | None = None):
+        """``finished``: the finished completions to search and add to, shared with other drafters (e.g. the
+        demo's requests on one model, each with its own rows: ``recent_completions``); default: this one's own."""
         self.min_n, self.max_n = min_n, max_n
         self.rows: dict[int, _Text] = {}
-        self.finished: deque[_Text] = deque(maxlen=keep_finished)
+        self.finished: deque[_Text] = deque(maxlen=keep_finished) if finished is None else finished
         self.proposed = self.accepted = 0  # draft tokens offered and kept (for benchmarks and tests)
         self.trials, self.kept = 2.0, 1.0  # drafts judged (the first rejection ends a row's) and kept: rate 0.5
         self.cost = StepCost()
@@ -140,4 +145,20 @@ class NgramDrafter:
         return best_w
 
 
-__all__ = ["NgramDrafter", "StepCost"]
+_RECENT = weakref.WeakKeyDictionary()  # model -> its recent_completions
+_LOCK = threading.Lock()
+
+
+def recent_completions(model) -> deque:
+    """The finished completions kept for ``model`` (held as long as the model is): what separate calls on one
+    loaded model (the demo's requests, one ``decode_slots`` each) draft from, so a trace can copy the sentences
+    of the traces before it as ``predict``'s batches do. Appending and reading are safe across threads (a deque's
+    append is atomic; ``propose`` reads a copy)."""
+    with _LOCK:
+        found = _RECENT.get(model)
+        if found is None:
+            found = _RECENT[model] = deque(maxlen=KEEP_FINISHED)
+        return found
+
+
+__all__ = ["NgramDrafter", "StepCost", "recent_completions"]

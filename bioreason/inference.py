@@ -141,19 +141,24 @@ def _in_thread(work, streamer):
 
 
 def _streamed_greedy(model, processor, messages, prefix: str, max_new_tokens: int, answer_tokens: int):
-    """Greedy decoding of one prompt by ``sampling.sample_groups``, its text yielded token by token as chosen."""
+    """Greedy decoding of one prompt by ``sampling.sample_groups``, its text yielded token by token as chosen; its
+    drafts come from its own prompt and from the answers this model gave before (``drafting.recent_completions``:
+    the demo's later requests copy the sentences its earlier traces share)."""
     import torch
     from transformers import TextIteratorStreamer
 
+    from bioreason.drafting import NgramDrafter, recent_completions
     from bioreason.sampling import sample_groups
 
     tok = processor.tokenizer
     streamer = TextIteratorStreamer(tok, skip_prompt=False, skip_special_tokens=True)
+    drafter = NgramDrafter(finished=recent_completions(model))  # drafts also from this model's earlier answers
 
     def work():
         with torch.inference_mode():
             return sample_groups(model, processor, [messages], 1, max_new_tokens, do_sample=False, prefix=prefix,
-                                 answer_tokens=answer_tokens, on_token=lambda row, t: streamer.put(torch.tensor([t])))
+                                 answer_tokens=answer_tokens, drafter=drafter,
+                                 on_token=lambda row, t: streamer.put(torch.tensor([t])))
 
     return (yield from _in_thread(work, streamer))
 

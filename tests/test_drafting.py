@@ -126,6 +126,38 @@ def test_ngram_drafter_looks_in_the_prompt_its_completion_then_earlier_completio
     assert d.propose(3, 0) == [] and d.propose(99, 3) == []
 
 
+def test_streamed_answers_on_one_model_draft_from_its_earlier_answers(noisy):  # noqa: F811
+    """ask and the demo decode one prompt per call: their finished answers are kept per model
+    (``recent_completions``), so a later request's drafts come from earlier ones, with the same text as without."""
+    import bioreason.decoding as decoding
+    from bioreason.drafting import recent_completions
+    from bioreason.inference import stream_answer
+
+    model, proc = noisy
+    kept = recent_completions(model)
+    kept.clear()
+    first = "".join(stream_answer(model, proc, PROMPTS[0], max_new_tokens=24))
+    assert len(kept) == 1 and recent_completions(model) is kept
+    seen = []
+    propose = NgramDrafter.propose
+
+    def spy(self, row, k):
+        seen.append(self.finished is kept)
+        return propose(self, row, k)
+
+    NgramDrafter.propose = spy
+    try:
+        again = "".join(stream_answer(model, proc, PROMPTS[0], max_new_tokens=24))
+    finally:
+        NgramDrafter.propose = propose
+    old, decoding.DRAFT = decoding.DRAFT, 0
+    try:
+        plain = "".join(stream_answer(model, proc, PROMPTS[0], max_new_tokens=24))
+    finally:
+        decoding.DRAFT = old
+    assert again == first == plain and seen and all(seen) and len(kept) == 2
+
+
 def test_step_cost_fits_a_line_and_the_width_pays_for_its_positions():
     from bioreason.drafting import StepCost
 
