@@ -38,7 +38,8 @@ def _run(args, vcf) -> int:
     from tqdm import tqdm
 
     from bioreason.app.writers import SKIP_HEADER, AtomicWriter, check_outputs, dumps, skip_line, window_record
-    from bioreason.kegg_data.variants import Skip, VariantReader
+    from bioreason.kegg_data.variants import Skip
+    from bioreason.kegg_data.vcf_reader import VariantReader
 
     out_w, out_s = f"{args.output}.windows.jsonl", f"{args.output}.skipped.tsv"
     check_outputs([out_w, out_s], args.force)

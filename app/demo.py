@@ -173,7 +173,8 @@ class DemoBackend:
     def _predict_vcf(self, text, vcf_file, fasta_file):
         from bioreason.errors import BioreasonError
         from bioreason.kegg_data.annotated_variants import annotation_layouts
-        from bioreason.kegg_data.variants import Skip, VariantReader
+        from bioreason.kegg_data.variants import Skip
+        from bioreason.kegg_data.vcf_reader import VariantReader
 
         data = vcf_bytes(text, vcf_file)  # decompressed, records and alleles counted
         with tempfile.NamedTemporaryFile(suffix=".vcf", dir=os.environ.get("GRADIO_TEMP_DIR"), delete=False) as fh:

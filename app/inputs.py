@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bioreason.atomic import ensure_writable_folder
 from bioreason.errors import InputFormatError
-from bioreason.kegg_data.variants import check_vcf_path
+from bioreason.kegg_data.vcf_reader import check_vcf_path
 
 
 def check_input_file(path, what: str = "VCF") -> None:

@@ -2,7 +2,7 @@
 
 One definition of each input policy flag, its default and its help text, so the
 commands cannot drift apart; ``reader_options(args)`` turns them into the
-keyword arguments of :class:`bioreason.kegg_data.variants.VariantReader`.
+keyword arguments of :class:`bioreason.kegg_data.vcf_reader.VariantReader`.
 """
 
 from __future__ import annotations

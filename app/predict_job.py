@@ -70,7 +70,7 @@ def _run(args, vcf, state) -> int:
     from bioreason.hub import resolve_model_dir
     from bioreason.kegg_data.annotated_variants import annotation_layouts
     from bioreason.kegg_data.consequence import Annotator
-    from bioreason.kegg_data.variants import VariantReader
+    from bioreason.kegg_data.vcf_reader import VariantReader
     from bioreason.predict import PredictConfig, VariantPredictor, check_batch_fits
 
     rank, world = state.process_index, state.num_processes

@@ -110,7 +110,7 @@ def main() -> None:
     quiet_torchao_logs()
     from bioreason.app.options import model_arg
     from bioreason.kegg_data.bundled import bundled_fasta
-    from bioreason.kegg_data.variants import VariantReader
+    from bioreason.kegg_data.vcf_reader import VariantReader
 
     from bioreason import cpu_math, decoding, rl
     from bioreason.checkpoints import load_model

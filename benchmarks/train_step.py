@@ -69,7 +69,7 @@ def build(encoder: str, lora: bool):
 def workload(n: int):
     from bioreason.kegg_data.bundled import bundled_fasta
     from bioreason.kegg_data.examples import Example
-    from bioreason.kegg_data.variants import VariantReader
+    from bioreason.kegg_data.vcf_reader import VariantReader
 
     out = []
     for v in VariantReader(ROOT / "examples" / "brca1_sge_part1.vcf", bundled_fasta()):

@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=1024)
     args = ap.parse_args()
     from bioreason.app.cli import main as cli
-    from bioreason.kegg_data.variants import VariantReader
+    from bioreason.kegg_data.vcf_reader import VariantReader
 
     with tempfile.TemporaryDirectory() as tmp:
         vcf, n = make_vcf(args.min_records, Path(tmp))

@@ -24,7 +24,8 @@ from urllib.parse import unquote
 from bioreason.kegg_data.examples import Example
 from bioreason.kegg_data.reference import prompt_chrom
 from bioreason.kegg_data.user_data import variant_question
-from bioreason.kegg_data.variants import Skip, VariantReader
+from bioreason.kegg_data.variants import Skip
+from bioreason.kegg_data.vcf_reader import VariantReader
 
 LABELS = ("LOF", "FUNC")
 TRACE_PREFIX = "<think>\nThe variant is"  # every fact trace opens so; predict --traces starts the answer with it

@@ -29,7 +29,8 @@ from bioreason.errors import DatasetValidationError, InvalidSequenceError
 from bioreason.kegg_data.examples import Example, load_table
 from bioreason.kegg_data.reference import prompt_chrom
 from bioreason.kegg_data.text_files import data_suffix
-from bioreason.kegg_data.variants import Skip, Variant, VariantReader, WindowBuilder
+from bioreason.kegg_data.variants import Skip, Variant, WindowBuilder
+from bioreason.kegg_data.vcf_reader import VariantReader
 
 DEFAULT_QUESTION = ("Variant {chrom}:{pos} {ref}>{alt}{gene}. The first DNA sequence is the reference window and "
                     "the second carries the variant at position {offset}. What is the effect of this variant?")

@@ -203,7 +203,8 @@ def test_shipped_model_traces_keep_most_drafts_and_every_token():
     from bioreason.checkpoints import load_model
     from bioreason.hub import shipped_model_dir
     from bioreason.kegg_data.bundled import bundled_fasta
-    from bioreason.kegg_data.variants import Variant, VariantReader
+    from bioreason.kegg_data.variants import Variant
+    from bioreason.kegg_data.vcf_reader import VariantReader
     from bioreason.predict import PredictConfig, VariantPredictor
 
     folder = shipped_model_dir()

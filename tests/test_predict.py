@@ -220,7 +220,7 @@ def test_annotated_prompts_from_the_model_task_file(tiny_dir, sge_small, tmp_pat
             assert {r["annotation"] for r in rows} >= {"Missense", "Synonymous"}
     from bioreason.kegg_data.annotated_variants import annotation_layouts
     from bioreason.kegg_data.bundled import bundled_fasta
-    from bioreason.kegg_data.variants import VariantReader
+    from bioreason.kegg_data.vcf_reader import VariantReader
     from bioreason.predict import PredictConfig, VariantPredictor
 
     cfg = PredictConfig.for_model(model)
