@@ -72,9 +72,10 @@ def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_
     once on top; then the continuations' own tokens on that KV cache, which they read without adding to it
     (``_peek``): on a CPU packed side by side (``_packed_logprobs``), on a GPU a few continuations per model call on
     a repeated cache (``_candidates_per_pass``). On a CPU the cache is never repeated K times, so a batch's peak
-    memory holds about two copies of the prompts' keys and values (the prompts' and the answer prefix's) instead of
-    2K + 1 (``shared_prefix_logprobs`` repeats them, as GRPO's gradients need), and the shared tokens run once, not
-    K times. ``keep_prompts``: also return the prompts' ``PromptState``.
+    memory holds one copy of the prompts' keys and values (with the answer prefix's after them) plus one layer's
+    concatenation at a time, instead of 2K + 1 copies (``shared_prefix_logprobs`` repeats them, as GRPO's gradients
+    need), and the shared tokens run once, not K times. ``keep_prompts``: also return the prompts' ``PromptState``
+    (views of the prompts' columns of that one copy).
     """
     import torch
 
@@ -85,8 +86,7 @@ def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_
     start = prompt_mask.sum(1, keepdim=True)
     per_pass = _candidates_per_pass(B, cand_ids.device, K)
     S = _shared_lead(cand_ids, cand_mask) if per_pass < K else 0  # all in one call: a call for the lead costs more
-    state = PromptState(first, [(layer.keys, layer.values) for layer in cache.layers], cached_mask) \
-        if keep_prompts else None  # a model call concatenates new tensors: these stay the prompts' alone
+    prompts_mask, W = cached_mask, cached_mask.shape[1]
     lead = first.unsqueeze(1)  # (B, S + 1, V): the predictions of the shared tokens and of each one's first own
     if S:
         ones = cached_mask.new_ones((B, S))
@@ -97,6 +97,10 @@ def candidate_logprobs(model, prompt_ids, prompt_mask, cand_ids, cand_mask, dna_
         cached_mask, start = torch.cat([cached_mask, ones], 1), start + S
     lead_logp = torch.log_softmax(lead.float(), dim=-1)
     kv = [(layer.keys, layer.values) for layer in cache.layers]
+    # the prompts' own columns of the cache, as views: the lead's pass concatenated new tensors layer by layer and
+    # the prompts' were freed as it went, so one copy of the prompts' keys and values is live, not two (~100 MB for
+    # 8 BRCA1 prompts, at predict --traces' peak); nothing writes into these tensors afterwards (_peek concatenates)
+    state = PromptState(first, [(k[:, :, :W], v[:, :, :W]) for k, v in kv], prompts_mask) if keep_prompts else None
     args = (model, cache, kv, cached_mask, start, lead_logp, cand_ids, cand_mask, S)
     out = _repeated_logprobs(*args, per_pass) if per_pass else _packed_logprobs(*args)
     return (torch.stack(out, 1), state) if keep_prompts else torch.stack(out, 1)
