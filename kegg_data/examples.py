@@ -131,10 +131,15 @@ def load_table(source: str, split: str | None = None):
             raise read_failure(files, kind, exc, kw.get("delimiter", ",")) from exc
     if source.startswith((".", "/", "~")) or data_suffix(source) in kinds:
         raise DatasetValidationError(f"dataset file {source} does not exist")
+    from bioreason.kegg_data.table_errors import LOCAL_COPY, hub_unreachable
+
+    offline = hub_unreachable(source)
+    if offline:
+        raise DatasetValidationError(offline)
     try:
         return datasets.load_dataset(source, split=split or "train")
     except Exception as exc:  # offline, unknown name, missing split: one clear message instead of a traceback
         raise DatasetValidationError(
             f"cannot load {source!r} (split {split or 'train'}) with datasets.load_dataset: {type(exc).__name__}: "
-            f"{str(exc)[:300]}; give a local JSONL/CSV/parquet file with the same columns, or check the name, "
-            "the split and the network") from exc
+            f"{str(exc)[:300]}; check the name, the split and the network, or "
+            + LOCAL_COPY.format(name=source)) from exc

@@ -7,7 +7,9 @@ position is relative to a parser block. :func:`read_failure` finds the first bad
 the standard library (``csv`` for field counts, ``json`` per line, a strict UTF-8 decode per line), which knows the
 real line number, and returns a ``DatasetValidationError`` that says what is wrong there and how to fix it.
 :func:`quiet_datasets_load` silences the ``Failed to read file ...`` line ``datasets`` logs before raising, so the
-user sees one message (and, for small local tables, its progress bars).
+user sees one message (and, for small local tables, its progress bars). :func:`hub_unreachable` says, before
+``datasets`` spends half a minute retrying, that a hub dataset cannot be had here (no network, no cached copy) and
+what to pass instead.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ import contextlib
 import csv
 import json
 import logging
+import os
 from pathlib import Path
 
 from bioreason.errors import DatasetValidationError
 from bioreason.kegg_data.text_files import data_suffix, open_text
 
 
+LOCAL_COPY = ("pass a local copy as the source instead (eval --source, train data.source=): a JSONL/CSV/parquet file "
+              "with the dataset's columns, or a folder of its split files (a hub snapshot, e.g. from `hf download {name} "
+              "--repo-type dataset --local-dir DIR` on a machine with a network; a clone of the "
+              "bioreason repository has KEGG's train split in examples/kegg)")
 QUIET_BELOW_BYTES = 50 * 2 ** 20  # local files smaller than this load in seconds: no progress bars for them
 
 
@@ -163,3 +170,42 @@ def _parquet_problem(path: Path) -> str | None:
 
 
 __all__ = ["quiet_datasets_load", "read_failure"]
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_cached(name: str) -> bool:
+    """Whether the hub cache or ``datasets``' cache holds something of dataset ``name`` (``datasets`` may then
+    load it without the network, after its retries)."""
+    from huggingface_hub import constants
+
+    import datasets
+
+    return (Path(constants.HF_HUB_CACHE) / f"datasets--{name.replace('/', '--')}").exists() or \
+        (Path(datasets.config.HF_DATASETS_CACHE) / name.replace("/", "___")).exists()
+
+
+def hub_unreachable(name: str) -> str | None:
+    """Why hub dataset ``name`` cannot be loaded here, or None when it may be: the hub's host does not resolve
+    (no network), no proxy is set and neither cache holds it. ``datasets`` would otherwise retry five times with
+    back-off (31 s here, offline) and print each attempt before failing. With ``HF_HUB_OFFLINE`` or
+    ``HF_DATASETS_OFFLINE`` set, ``datasets`` reads its cache without trying the network: None."""
+    import socket
+    from urllib.parse import urlparse
+
+    if _flag("HF_HUB_OFFLINE") or _flag("HF_DATASETS_OFFLINE") or any(
+            os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+        return None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    if hub_cached(name):
+        return None
+    return (f"cannot load {name!r} from the Hugging Face Hub: {host} cannot be reached from here ({why}) and no "
+            f"cached copy of it is here; " + LOCAL_COPY.format(name=name))
+

@@ -260,10 +260,54 @@ def test_missing_file_and_unreachable_hub_are_clear_errors(tmp_path, monkeypatch
 
     with pytest.raises(DatasetValidationError, match="does not exist"):
         load_table(str(tmp_path / "nope.jsonl"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(DatasetValidationError, match="cannot load 'wanglab/kegg'.*local JSONL"):
+    import datasets
+
+    def unreachable(*a, **k):  # what datasets raises offline (after its retries), without the network or the wait
+        raise ConnectionError("Couldn't reach 'wanglab/kegg' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # past hub_unreachable's check, to datasets
+    with pytest.raises(DatasetValidationError, match="cannot load 'wanglab/kegg' .*ConnectionError: Couldn't reach"
+                                                     ".*check the name, the split and the network, or pass a local "
+                                                     "copy .*eval --source"):
         load_table("wanglab/kegg", "test")
+
+
+def test_a_hub_dataset_without_network_fails_at_once_with_the_local_copy_to_pass(monkeypatch):
+    """Offline, datasets retried five times with back-off (31 s) and printed each attempt before failing; now an
+    unresolvable hub host with no cached copy is an error at once that names what to pass instead. A cached copy,
+    a proxy or HF_HUB_OFFLINE leave it to datasets (which can read its cache)."""
+    import socket
+
+    import datasets
+
+    from bioreason.kegg_data import table_errors
+    from bioreason.kegg_data.examples import load_table
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
+                 "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_dns(host, *a, **k):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(table_errors, "hub_cached", lambda name: False)
+    called = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: called.append(a) or ["row"])
+    with pytest.raises(DatasetValidationError, match=r"cannot load 'wanglab/kegg' from the Hugging Face Hub: "
+                                                     r"huggingface.co cannot be reached .*Name or service not known.*"
+                                                     r"hf download wanglab/kegg --repo-type dataset"):
+        load_table("wanglab/kegg", "test")
+    assert not called
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example.org")
+    with pytest.raises(DatasetValidationError, match="hf-mirror.example.org cannot be reached"):
+        load_table("wanglab/kegg", "test")
+    monkeypatch.setattr(table_errors, "hub_cached", lambda name: True)  # a cached copy: datasets may load it
+    assert load_table("wanglab/kegg", "test") == ["row"] and called
+    monkeypatch.setattr(table_errors, "hub_cached", lambda name: False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline mode: datasets reads its cache without the network
+    assert load_table("wanglab/kegg", "test") == ["row"] and len(called) == 2
 
 
 def test_small_local_table_loads_without_datasets_progress_bars(tmp_path, capfd, monkeypatch):
