@@ -153,6 +153,45 @@ def prepare_llm(force: bool = False) -> Path:
     return _atomic_build(models_dir() / LLM_NAME, build, force)
 
 
+def hub_unreachable(name: str, repo_type: str = "model") -> str | None:
+    """Why hub repo ``name`` cannot be fetched here, or None when it may be: its host (``HF_ENDPOINT``, default
+    huggingface.co) does not resolve (no network), no proxy is set and the hub cache has no copy of it.
+    transformers and datasets would otherwise retry five times with back-off (31-52 s here, offline), printing each
+    attempt, before an error that names neither the setting nor the fix. With ``HF_HUB_OFFLINE`` (or
+    ``HF_DATASETS_OFFLINE``) set they read their caches without the network: None."""
+    import socket
+    from urllib.parse import urlparse
+
+    def flag(key):
+        return os.environ.get(key, "").strip().lower() in ("1", "true", "yes", "on")
+
+    if flag("HF_HUB_OFFLINE") or flag("HF_DATASETS_OFFLINE") or any(
+            os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+        return None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    from huggingface_hub import constants
+
+    if (Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{name.replace('/', '--')}").exists():
+        return None
+    return f"{host} cannot be reached from here ({why}) and no cached copy of {name!r} is here"
+
+
+def _local_or_reachable(name, setting: str) -> None:
+    """A model or encoder given by hub name must be fetchable: else an error naming ``setting`` and the fix."""
+    if name is None or Path(str(name)).expanduser().exists() or "/" not in str(name):
+        return
+    why = hub_unreachable(str(name))
+    if why:
+        raise ModelNotPreparedError(
+            f"{setting}={name!r}: {why}; give a local folder of it instead (e.g. from `hf download {name} "
+            f"--local-dir DIR` on a machine with a network)")
+
+
 def build_model(llm: str | Path, encoder: str = "hyena", encoder_config: dict | None = None,
                 encoder_weights: str | None = "anticapt", pooling: str = "mean", pool_stride: int = 16,
                 max_dna_tokens: int = 64, seed: int = 0, model_id: str | None = None):
@@ -170,6 +209,10 @@ def build_model(llm: str | Path, encoder: str = "hyena", encoder_config: dict | 
     from bioreason.modeling import DNALLMForCausalLM
     from bioreason.processing import DNALLMProcessor
 
+    _local_or_reachable(llm, "model.build.llm")
+    _local_or_reachable((encoder_config or {}).get("pretrained"), "model.build.encoder_config.pretrained")
+    if encoder_weights != "anticapt":
+        _local_or_reachable(encoder_weights, "model.build.encoder_weights")
     tok = AutoTokenizer.from_pretrained(llm)
     if "<|endoftext|>" in tok.get_vocab() and tok.pad_token in (None, tok.eos_token):
         tok.pad_token = "<|endoftext|>"  # not the end-of-turn token, which must stay in the labels

@@ -18,7 +18,6 @@ import contextlib
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 
 from bioreason.errors import DatasetValidationError
@@ -169,43 +168,21 @@ def _parquet_problem(path: Path) -> str | None:
     return None
 
 
-__all__ = ["quiet_datasets_load", "read_failure"]
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def hub_cached(name: str) -> bool:
-    """Whether the hub cache or ``datasets``' cache holds something of dataset ``name`` (``datasets`` may then
-    load it without the network, after its retries)."""
-    from huggingface_hub import constants
-
+    """Whether ``datasets``' own cache holds something of dataset ``name`` (the hub cache is checked by
+    ``hub.hub_unreachable``)."""
     import datasets
 
-    return (Path(constants.HF_HUB_CACHE) / f"datasets--{name.replace('/', '--')}").exists() or \
-        (Path(datasets.config.HF_DATASETS_CACHE) / name.replace("/", "___")).exists()
+    return (Path(datasets.config.HF_DATASETS_CACHE) / name.replace("/", "___")).exists()
 
 
 def hub_unreachable(name: str) -> str | None:
-    """Why hub dataset ``name`` cannot be loaded here, or None when it may be: the hub's host does not resolve
-    (no network), no proxy is set and neither cache holds it. ``datasets`` would otherwise retry five times with
-    back-off (31 s here, offline) and print each attempt before failing. With ``HF_HUB_OFFLINE`` or
-    ``HF_DATASETS_OFFLINE`` set, ``datasets`` reads its cache without trying the network: None."""
-    import socket
-    from urllib.parse import urlparse
+    """Why hub dataset ``name`` cannot be loaded here (``bioreason.hub.hub_unreachable``: no network, no cached
+    copy), with what to pass instead; None when it may be."""
+    from bioreason.hub import hub_unreachable as unreachable
 
-    if _flag("HF_HUB_OFFLINE") or _flag("HF_DATASETS_OFFLINE") or any(
-            os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None
-    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
-    try:
-        socket.getaddrinfo(host, 443)
-        return None
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-    if hub_cached(name):
-        return None
-    return (f"cannot load {name!r} from the Hugging Face Hub: {host} cannot be reached from here ({why}) and no "
-            f"cached copy of it is here; " + LOCAL_COPY.format(name=name))
+    why = None if hub_cached(name) else unreachable(name, "dataset")
+    return f"cannot load {name!r} from the Hugging Face Hub: {why}; " + LOCAL_COPY.format(name=name) if why else None
 
+
+__all__ = ["LOCAL_COPY", "hub_cached", "hub_unreachable", "quiet_datasets_load", "read_failure"]
