@@ -78,6 +78,11 @@ def run(args) -> int:
     if config.prompt == "kegg" and len(dna) == 2 and dna[0].strip().upper() == dna[1].strip().upper():
         print("warning: the reference and variant sequences are the same, so there is no variant to reason about; "
               "the answer will not be about one (pass the variant's sequence as the second --dna)", file=sys.stderr)
+    if config.prompt == "annotated_variant" and len(dna) != 2:
+        print(f"warning: this model was trained on pairs of sequences, the reference window and then the one with the "
+              f"variant; with {len(dna)} its answer is an extrapolation (pass --dna REF --dna ALT, or run "
+              "`bioreason predict` on a VCF, which builds the windows and the prompt it was trained on)",
+              file=sys.stderr)
     model, processor = load_model(args.model, quantize=quantize_mode(args, generates=True))
     processor([messages])  # validate the sequences before any output
     pieces = []

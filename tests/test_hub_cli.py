@@ -176,6 +176,22 @@ def test_ask_bad_input_is_one_line_no_traceback(tiny_dir, capsys, argv, needle):
     assert rc == 2 and needle in err and "Traceback" not in err
 
 
+def test_ask_warns_when_a_variant_model_gets_other_than_two_sequences(tmp_path, capsys):
+    """The BRCA1 model was trained on (reference window, variant window) pairs; given three sequences it answered
+    'FUCUS' without a word. Now a warning says what it reads and how to give it that."""
+    import json
+
+    from conftest import save_tiny
+
+    folder = save_tiny(tmp_path / "m", seed=0)
+    (folder / "bioreason_task.json").write_text(json.dumps({"labels": ["LOF", "FUNC"], "prompt": "annotated_variant"}))
+    args = ["ask", "--model", str(folder), "--max-new-tokens", "2"]
+    assert main(args + ["--dna", "ACGT", "--dna", "ACGA", "--dna", "ACGG", "What is this?"]) == 0
+    assert "trained on pairs of sequences" in capsys.readouterr().err
+    assert main(args + ["--dna", "ACGT", "--dna", "ACGA", "What is this?"]) == 0
+    assert "trained on pairs" not in capsys.readouterr().err
+
+
 def test_ask_missing_model_folder(tmp_path, capsys):
     assert main(["ask", "--model", str(tmp_path / "nope"), "--dna", "ACGT", "q"]) == 2
     assert "does not exist" in capsys.readouterr().err
