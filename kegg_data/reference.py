@@ -84,7 +84,7 @@ def contig_synonyms(name: str) -> list[str]:
     return seen
 
 
-REWRAP = "python -c \"from Bio import SeqIO; SeqIO.write(SeqIO.parse('{src}', 'fasta'), '{dst}', 'fasta')\""
+REWRAP = "python -c \"from Bio import SeqIO; SeqIO.write(SeqIO.parse({src}, 'fasta'), '{dst}', 'fasta')\""
 
 
 def _indexing_message(path: Path, why: str) -> str:
@@ -95,8 +95,11 @@ def _indexing_message(path: Path, why: str) -> str:
 
     m = re.search(r"Inconsistent line found in >(\S*) at line (\d+)", why)
     if m:
-        fixed = path.with_name(path.stem + ".rewrapped" + path.suffix)
-        cmd = REWRAP.format(src=path, dst=fixed)
+        packed = path.suffix.lower() in (".gz", ".bgz")  # read through gzip; the rewrapped copy is plain
+        fixed = path.with_name(path.name[:-len(path.suffix)] if packed else path.stem)
+        fixed = fixed.with_name(fixed.stem + ".rewrapped" + (fixed.suffix or ".fa"))
+        src = f"__import__('gzip').open('{path}', 'rt')" if packed else f"'{path}'"
+        cmd = REWRAP.format(src=src, dst=fixed)
         return (f"{path}:{m.group(2)}: a sequence line of >{m.group(1)} differs in length from the lines before it "
                 f"(or is blank); an indexed FASTA needs every line of a record but its last to be the same length. "
                 f"Rewrap it, e.g. `{cmd}` (or `seqkit seq -w 60`), and pass --fasta {shlex.quote(str(fixed))}")

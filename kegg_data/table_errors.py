@@ -24,9 +24,9 @@ from bioreason.errors import DatasetValidationError
 from bioreason.kegg_data.text_files import data_suffix, open_text
 
 
-LOCAL_COPY = ("pass a local copy as the source instead (eval --source, train data.source=): a JSONL/CSV/parquet file "
-              "with the dataset's columns, or a folder of its split files (a hub snapshot, e.g. from `hf download {name} "
-              "--repo-type dataset --local-dir DIR` on a machine with a network; a clone of the "
+LOCAL_COPY = ("pass a local copy as the source instead (eval --source, train data.source=): a JSONL/CSV/parquet "
+              "file with the dataset's columns, or a folder of its split files (a hub snapshot, e.g. from `hf "
+              "download {name} --repo-type dataset --local-dir DIR` on a machine with a network; a clone of the "
               "bioreason repository has KEGG's train split in examples/kegg)")
 QUIET_BELOW_BYTES = 50 * 2 ** 20  # local files smaller than this load in seconds: no progress bars for them
 

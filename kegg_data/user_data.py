@@ -39,8 +39,8 @@ DEFAULT_QUESTION = ("Variant {chrom}:{pos} {ref}>{alt}{gene}. The first DNA sequ
 def variant_question(v: Variant, template: str = DEFAULT_QUESTION, gene: str | None = None) -> str:
     """The question for a variant window pair (``offset`` is 1-based, as a person reads it; the chromosome as
     ``reference.prompt_chrom`` states it)."""
-    return template.format(chrom=prompt_chrom(v.chrom), pos=v.pos, ref=v.ref, alt=v.alt, gene=f" in {gene}" if gene else "",
-                           offset=v.offset + 1, kind=v.kind)
+    return template.format(chrom=prompt_chrom(v.chrom), pos=v.pos, ref=v.ref, alt=v.alt,
+                           gene=f" in {gene}" if gene else "", offset=v.offset + 1, kind=v.kind)
 
 
 def _where(source: str, row: int, is_csv: bool) -> str:

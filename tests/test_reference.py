@@ -83,6 +83,16 @@ def test_a_fasta_that_cannot_be_indexed_names_its_line_and_the_fix(tmp_path):
     subprocess.run(cmd, shell=True, check=True, cwd=tmp_path, executable="/bin/bash",
                    env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     assert Reference(tmp_path / "uneven.rewrapped.fa").fetch("chrA", 0, 162) == "ACGT" * 40 + "AC"
+    from Bio import bgzf
+
+    with bgzf.BgzfWriter(tmp_path / "uneven.fa.gz", "wb") as fh:  # BGZF: the command reads it through gzip
+        fh.write(uneven.read_bytes())
+    (tmp_path / "uneven.rewrapped.fa").unlink()
+    with pytest.raises(InputFormatError, match=r"uneven.fa.gz:3: .*--fasta .*uneven.rewrapped.fa$") as err:
+        Reference(tmp_path / "uneven.fa.gz")
+    subprocess.run(str(err.value).split("`")[1], shell=True, check=True, cwd=tmp_path, executable="/bin/bash",
+                   env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    assert Reference(tmp_path / "uneven.rewrapped.fa").fetch("chrA", 0, 162) == "ACGT" * 40 + "AC"
     (tmp_path / "blank.fa").write_text(">chrA\nACGT\nACGT\n\nACGT\n")
     with pytest.raises(InputFormatError, match=r"blank.fa:4: .* \(or is blank\)"):
         Reference(tmp_path / "blank.fa")
