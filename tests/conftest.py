@@ -76,3 +76,21 @@ def save_tiny_kegg(folder, seed: int = 3, labels=("parkinson s disease", "colore
 def tiny_model_dir(tmp_path_factory):
     """A saved tiny model (seed 1), shared by the tests of one module."""
     return save_tiny(tmp_path_factory.mktemp("tiny-model"), seed=1)
+
+
+@pytest.fixture()
+def offline_hub(monkeypatch):
+    """No network to the Hugging Face Hub: its host does not resolve, and no offline flag, proxy or endpoint set
+    (``bioreason.hub.hub_unreachable`` then judges by the caches alone)."""
+    import socket
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
+                 "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_dns(host, *a, **k):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    return monkeypatch
+

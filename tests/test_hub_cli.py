@@ -57,20 +57,11 @@ def test_an_unwritable_home_names_bioreason_home(tmp_path, monkeypatch):
         hub._atomic_build(hub.models_dir() / "x", lambda tmp: None)
 
 
-def test_a_hub_model_without_network_is_named_by_its_setting_at_once(tmp_path, monkeypatch):
+def test_a_hub_model_without_network_is_named_by_its_setting_at_once(tmp_path, offline_hub):
     """Offline, a recipe's hub LLM (the paper recipe's Qwen/Qwen3-1.7B) cost 52 s of retries and then transformers'
     'We couldn't connect to huggingface.co' naming no setting; now an error at once naming the recipe key and the
     local folder to give instead. A local folder, a cached copy or a proxy are not refused."""
-    import socket
-
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
-                 "HF_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-
-    def no_dns(host, *a, **k):
-        raise socket.gaierror(-2, "Name or service not known")
-
-    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch = offline_hub
     with pytest.raises(ModelNotPreparedError, match=r"model.build.llm='someorg/no-such-llm': huggingface.co cannot "
                                                     r"be reached .*hf download someorg/no-such-llm --local-dir DIR"):
         hub.build_model("someorg/no-such-llm", "hyena", None, None)

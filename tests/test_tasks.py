@@ -273,25 +273,16 @@ def test_missing_file_and_unreachable_hub_are_clear_errors(tmp_path, monkeypatch
         load_table("wanglab/kegg", "test")
 
 
-def test_a_hub_dataset_without_network_fails_at_once_with_the_local_copy_to_pass(monkeypatch):
+def test_a_hub_dataset_without_network_fails_at_once_with_the_local_copy_to_pass(offline_hub):
     """Offline, datasets retried five times with back-off (31 s) and printed each attempt before failing; now an
     unresolvable hub host with no cached copy is an error at once that names what to pass instead. A cached copy,
     a proxy or HF_HUB_OFFLINE leave it to datasets (which can read its cache)."""
-    import socket
-
     import datasets
 
     from bioreason.kegg_data import table_errors
     from bioreason.kegg_data.examples import load_table
 
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
-                 "HF_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-
-    def no_dns(host, *a, **k):
-        raise socket.gaierror(-2, "Name or service not known")
-
-    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch = offline_hub
     monkeypatch.setattr(table_errors, "hub_cached", lambda name: False)
     called = []
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: called.append(a) or ["row"])
