@@ -183,8 +183,10 @@ def hub_unreachable(name: str, repo_type: str = "model") -> str | None:
 
 def _local_or_reachable(name, setting: str) -> None:
     """A model or encoder given by hub name must be fetchable: else an error naming ``setting`` and the fix."""
-    if name is None or Path(str(name)).expanduser().exists() or "/" not in str(name):
-        return
+    import re
+
+    if name is None or Path(str(name)).expanduser().exists() or not re.fullmatch(r"\w[\w.-]*/[\w.-]+", str(name)):
+        return  # a folder that is there, or not a hub id (org/name): the library's own error names the path
     why = hub_unreachable(str(name))
     if why:
         raise ModelNotPreparedError(

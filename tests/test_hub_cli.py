@@ -65,6 +65,8 @@ def test_a_hub_model_without_network_is_named_by_its_setting_at_once(tmp_path, o
     with pytest.raises(ModelNotPreparedError, match=r"model.build.llm='someorg/no-such-llm': huggingface.co cannot "
                                                     r"be reached .*hf download someorg/no-such-llm --local-dir DIR"):
         hub.build_model("someorg/no-such-llm", "hyena", None, None)
+    for path in ("./llm", "/abs/llm", "a/b/c"):  # paths, not hub ids: left to the library's own 'no such path'
+        assert hub._local_or_reachable(path, "model.build.llm") is None
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
