@@ -83,7 +83,8 @@ def prompt_prefiller(model, processor, prompts: list[list[dict]], enc: dict, pre
     encoded, the shared template prefix through ``rl.prefill``, ``prefix`` appended) and returns (last-position
     logits, [(keys, values)] per layer, cache mask). ``enc``: the processor's output for all ``prompts``, reused
     when a call takes all of them. ``prompt_state``: the prompts already prefilled (``rl.PromptState`` from
-    ``score_candidates``); only ``prefix`` then runs, on top of their rows."""
+    ``score_candidates``), consumed: only ``prefix`` then runs, on top of their rows, and once every prompt has
+    started the state's list of layers is emptied, so its keys and values live only in the decode's cache."""
     from bioreason.rl import cache_holding, last_only, prefill, returned_cache
 
     device = next(model.parameters()).device
@@ -98,8 +99,10 @@ def prompt_prefiller(model, processor, prompts: list[list[dict]], enc: dict, pre
                 prompt_state = None
             rows = torch.tensor(idx, dtype=torch.long, device=device)
             mask = state.mask if everyone else state.mask[rows]
-            kv = state.kv if everyone else [(k[rows], v[rows]) for k, v in state.kv]
+            kv = list(state.kv) if everyone else [(k[rows], v[rows]) for k, v in state.kv]
             logits = state.logits[rows]
+            if not left:  # consumed: the caller's object (which torch.no_grad's wrapper holds in its kwargs for the
+                state.kv.clear()  # whole call) no longer holds the layers, which place() then frees one by one
             del state
             if not prefix:
                 return logits, kv, mask
@@ -139,7 +142,7 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     prompts' shared template prefix is then computed once across calls, not once per call). ``slots``: rows decoded
     at once (``decoding.decode_slots``; default all B x G): with fewer, prompts wait in a queue and take the rows
     of finished completions. ``prompt_state``: the prompts as ``rl.score_candidates(keep_prompts=True)`` prefilled
-    them (same weights), so they are not run again. ``answer_tokens``: budget forcing (``decoding.decode_slots``) for
+    them (same weights), so they are not run again; consumed (its ``kv`` list is emptied as the decode takes it). ``answer_tokens``: budget forcing (``decoding.decode_slots``) for
     traces: a completion still without an answer at ``max_new_tokens`` gets its reasoning closed and an ``Answer:``
     line opened (``answers.closing_for``) and up to this many tokens more to answer; 0 (GRPO: rewards see what the
     policy wrote): cut as it is. ``drafter``: greedy decoding's ``drafting.NgramDrafter``, held by a caller that
