@@ -6,7 +6,8 @@
 ``adapter_config.json`` + ``adapter_model.safetensors`` (peft LoRA), ``projector.safetensors`` (projector,
 pooler, and the encoder if it was trained), the processor files and ``bioreason_adapter.json`` naming the base
 (``default`` or a folder). ``load_adapter_folder`` rebuilds the model: base, then LoRA merged into its weights,
-then the projector. Everything is safetensors; nothing is unpickled.
+then the projector (the processor is the adapter folder's; the base's is never read). Everything is safetensors;
+nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -116,11 +117,10 @@ def stack_adapters(first, second, out) -> Path:
 
 
 def load_adapter_folder(folder, dtype: str = "auto", device: str = "cpu"):
-    """(model, processor) from an adapter folder: base model + merged LoRA + trained projector."""
+    """The model of an adapter folder: base model + merged LoRA + trained projector (the processor is the folder's
+    own, read by ``load_model``; the base's is not read at all)."""
     from peft import PeftModel
     from safetensors.torch import load_file
-
-    from bioreason.processing import DNALLMProcessor
 
     folder = Path(folder)
     info = json.loads((folder / ADAPTER_FILE).read_text())
@@ -128,14 +128,37 @@ def load_adapter_folder(folder, dtype: str = "auto", device: str = "cpu"):
         if not (folder / name).is_file():
             raise CorruptModelError(f"adapter folder {folder} is incomplete: {name} is missing")
     base = info.get("base", "default")
-    model, _ = load_model(None if base == "default" else base, dtype="float32", device=device)
+    model = _load_folder(resolve_model_dir(None if base == "default" else base), "float32", device)
     model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
     missing = model.load_state_dict(load_file(str(folder / "projector.safetensors")), strict=False)
     if missing.unexpected_keys:
         raise CorruptModelError(f"{folder}/projector.safetensors has unknown tensors {missing.unexpected_keys[:3]}")
     model = model.to(resolve_dtype(dtype, device)).eval()
     model.config.model_id = folder.name  # outputs name the trained folder, not the base it sits on
-    return model, DNALLMProcessor.from_pretrained(folder)
+    return model
+
+
+def _load_folder(folder: Path, dtype: str, device: str):
+    """The model of a full or adapter folder, with any load failure that is not already ours as a
+    ``CorruptModelError`` naming the folder."""
+    from safetensors import SafetensorError
+
+    from bioreason.modeling import DNALLMForCausalLM
+
+    torch_dtype = resolve_dtype(dtype, device)  # a bad dtype is the caller's error, not a corrupt folder
+    try:
+        if is_adapter_folder(folder):
+            return load_adapter_folder(folder, dtype=dtype, device=device)
+        return DNALLMForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device).eval()
+    except BioreasonError:  # already says what is wrong (a missing file, a base model not prepared)
+        raise
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # a cut-off safetensors file, bad JSON
+        raise _corrupt(folder, exc) from None
+
+
+def _corrupt(folder: Path, exc: Exception) -> CorruptModelError:
+    return CorruptModelError(f"cannot load the model in {folder}: {type(exc).__name__}: {exc}; a file there may be "
+                             "cut off (an interrupted copy or download): copy the folder again, or retrain it")
 
 
 _TRIM = None  # glibc's malloc_trim, once looked up (False where there is none)
@@ -172,9 +195,7 @@ def load_model(path=None, dtype: str = "auto", device: str = "auto", quantize: s
     pays, else ``none``).
     """
     import torch
-    from safetensors import SafetensorError
 
-    from bioreason.modeling import DNALLMForCausalLM
     from bioreason.processing import DNALLMProcessor
 
     if device == "auto":
@@ -191,19 +212,11 @@ def load_model(path=None, dtype: str = "auto", device: str = "auto", quantize: s
         model = quantize_model(model, quantize)
         release_freed_memory()  # the fp32 weights the conversion replaced
         return model, proc
-    torch_dtype = resolve_dtype(dtype, device)  # a bad dtype is the caller's error, not a corrupt folder
+    model = _load_folder(folder, dtype, device)
     try:
-        if is_adapter_folder(folder):
-            model, proc = load_adapter_folder(folder, dtype=dtype, device=device)
-        else:
-            model = DNALLMForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(device).eval()
-            proc = DNALLMProcessor.from_pretrained(folder)
-    except BioreasonError:  # already says what is wrong (a missing file, a base model not prepared)
-        raise
-    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:  # a cut-off safetensors file, bad JSON
-        raise CorruptModelError(f"cannot load the model in {folder}: {type(exc).__name__}: {exc}; a file there may be "
-                                "cut off (an interrupted copy or download): copy the folder again, or retrain "
-                                "it") from None
+        proc = DNALLMProcessor.from_pretrained(folder)
+    except (OSError, ValueError, RuntimeError) as exc:  # a tokenizer file cut off, bad JSON
+        raise _corrupt(folder, exc) from None
     if torch.device(device).type == "cpu":  # scoring's and decoding's few-query attention (bioreason.attention)
         from bioreason.attention import use_few_query_attention
 
