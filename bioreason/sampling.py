@@ -101,8 +101,9 @@ def prompt_prefiller(model, processor, prompts: list[list[dict]], enc: dict, pre
             mask = state.mask if everyone else state.mask[rows]
             kv = list(state.kv) if everyone else [(k[rows], v[rows]) for k, v in state.kv]
             logits = state.logits[rows]
-            if not left:  # consumed: the caller's object (which torch.no_grad's wrapper holds in its kwargs for the
-                state.kv.clear()  # whole call) no longer holds the layers, which place() then frees one by one
+            if not left:  # consumed: the caller's state (torch.no_grad's wrapper keeps it in its kwargs for the
+                # whole call) holds the layers no more, so place() frees each once copied into the decode's cache
+                state.kv.clear()
             del state
             if not prefix:
                 return logits, kv, mask
@@ -142,10 +143,10 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     prompts' shared template prefix is then computed once across calls, not once per call). ``slots``: rows decoded
     at once (``decoding.decode_slots``; default all B x G): with fewer, prompts wait in a queue and take the rows
     of finished completions. ``prompt_state``: the prompts as ``rl.score_candidates(keep_prompts=True)`` prefilled
-    them (same weights), so they are not run again; consumed (its ``kv`` list is emptied as the decode takes it). ``answer_tokens``: budget forcing (``decoding.decode_slots``) for
-    traces: a completion still without an answer at ``max_new_tokens`` gets its reasoning closed and an ``Answer:``
-    line opened (``answers.closing_for``) and up to this many tokens more to answer; 0 (GRPO: rewards see what the
-    policy wrote): cut as it is. ``drafter``: greedy decoding's ``drafting.NgramDrafter``, held by a caller that
+    them (same weights), so they are not run again; consumed (its ``kv`` list is emptied as the decode takes it).
+    ``answer_tokens``: budget forcing (``decoding.decode_slots``) for traces: a completion still without an answer
+    at ``max_new_tokens`` gets its reasoning closed and an ``Answer:`` line opened (``answers.closing_for``) and up
+    to this many tokens more to answer; 0 (GRPO: rewards see what the policy wrote): cut as it is. ``drafter``: greedy decoding's ``drafting.NgramDrafter``, held by a caller that
     decodes batch after batch (``predict``, ``eval``) so later batches draft from earlier batches' completions
     (default: a new one per call). ``on_token(row, token)``: each token as it is chosen
     (``inference.stream_answer``)."""
