@@ -146,10 +146,10 @@ def sample_groups(model, processor, prompts: list[list[dict]], group: int, max_n
     them (same weights), so they are not run again; consumed (its ``kv`` list is emptied as the decode takes it).
     ``answer_tokens``: budget forcing (``decoding.decode_slots``) for traces: a completion still without an answer
     at ``max_new_tokens`` gets its reasoning closed and an ``Answer:`` line opened (``answers.closing_for``) and up
-    to this many tokens more to answer; 0 (GRPO: rewards see what the policy wrote): cut as it is. ``drafter``: greedy decoding's ``drafting.NgramDrafter``, held by a caller that
-    decodes batch after batch (``predict``, ``eval``) so later batches draft from earlier batches' completions
-    (default: a new one per call). ``on_token(row, token)``: each token as it is chosen
-    (``inference.stream_answer``)."""
+    to this many tokens more to answer; 0 (GRPO: rewards see what the policy wrote): cut as it is. ``drafter``:
+    greedy decoding's ``drafting.NgramDrafter``, held by a caller that decodes batch after batch (``predict``,
+    ``eval``) so later batches draft from earlier batches' completions (default: a new one per call).
+    ``on_token(row, token)``: each token as it is chosen (``inference.stream_answer``)."""
     from bioreason.decoding import decode_slots
     from bioreason.modeling import merged_lora
 
