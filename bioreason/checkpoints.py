@@ -170,9 +170,9 @@ def release_freed_memory() -> bool:
     Loading a model frees its fp32 copies as it merges an adapter, converts or quantises (the shipped model under
     ``--quantize auto``: 314 MB of weights live at the end, resident memory 1.23 GB, 0.79 GB after trimming); glibc
     keeps such memory, fragmented, and a later batch's peak lands on top of it: ``predict``'s score-only peak RSS
-    was 1.49 GiB, 1.19 with a trim once the model is loaded (``benchmarks/predict_memory.py``, same speed). A
-    trim after each batch of traces was tried twice and not kept (within the run-to-run spread). A no-op where the
-    C library has no ``malloc_trim`` (macOS, musl)."""
+    was 1.49 GiB, 1.19 with a trim once the model is loaded (``benchmarks/predict_memory.py``, same speed).
+    ``predict --traces`` also trims after each batch (96 variants: 1.36-1.38 GiB in 2 runs vs 1.39-1.51 in 4
+    without; 400: 1.52 vs 1.58). A no-op where the C library has no ``malloc_trim`` (macOS, musl)."""
     global _TRIM
     if _TRIM is None:
         try:

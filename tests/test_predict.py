@@ -124,7 +124,7 @@ def test_predict_with_traces(tiny_dir, sge_small, tmp_path):
 def test_memory_freed_while_loading_is_given_back(tiny_dir, sge_small, tmp_path, monkeypatch):
     """glibc kept the fp32 copies a load replaced, fragmented, so a batch's peak landed on top of them (the shipped
     model's score-only peak 1.49 GiB, 1.19 with a trim once the model is loaded): the load ends with
-    ``malloc_trim``. Here the call is counted."""
+    ``malloc_trim``, and ``predict --traces`` trims after each batch's decode too. Here the calls are counted."""
     from bioreason import checkpoints
 
     assert isinstance(checkpoints.release_freed_memory(), bool)  # glibc here: the real call, which must not fail
@@ -132,10 +132,17 @@ def test_memory_freed_while_loading_is_given_back(tiny_dir, sge_small, tmp_path,
     monkeypatch.setattr(checkpoints, "_TRIM", lambda pad: calls.append(pad) or 1)
     model, _ = checkpoints.load_model(tiny_dir, quantize="bf16-matmul")
     assert calls and set(calls) == {0} and getattr(model, "_bioreason_quantized", None) == "bf16-matmul"
-    done = len(calls)
-    assert main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(tiny_dir), "-o",
-                 str(tmp_path / "t"), "--traces", "--max-new-tokens", "4", "--batch-size", "2"]) == 0
-    assert len(calls) > done  # the CLI's load too
+    from bioreason.predict import VariantPredictor
+
+    counts, batches, predict = {}, [], VariantPredictor.predict
+    monkeypatch.setattr(VariantPredictor, "predict", lambda self, *a, **k: batches.append(1) or predict(self, *a, **k))
+    for traces in ([], ["--traces", "--max-new-tokens", "4"]):
+        done, batches[:] = len(calls), []
+        assert main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(tiny_dir), "-o",
+                     str(tmp_path / "t"), "--batch-size", "2", "--quantize", "none", "--force"] + traces) == 0
+        counts[bool(traces)] = len(calls) - done
+    assert counts[False] >= 1  # the CLI's load too
+    assert counts[True] - counts[False] == len(batches) > 1  # with traces, after each batch's decode as well
     monkeypatch.setattr(checkpoints, "_TRIM", False)  # no malloc_trim (macOS, musl): nothing called, no error
     assert checkpoints.release_freed_memory() is False
 
