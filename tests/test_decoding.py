@@ -178,6 +178,7 @@ def test_decoding_from_the_scorings_prefill_lets_its_keys_go(noisy, monkeypatch)
     assert len(alive) >= 3 and max(alive) == 0, alive
     assert state.kv == [] and len(out.texts) == 3
 
+
 def test_a_step_writes_into_the_dtypes_the_prefill_left(noisy):
     """transformers before 5.2x promotes a prefill's values to its keys' dtype (fp32) while a decode step under
     bf16 autocast with LoRA on the value projection yields bf16 values; the static cache's in-place write needs

@@ -136,6 +136,7 @@ def test_adapter_folder_reads_only_its_own_processor(tmp_path, monkeypatch):
     with pytest.raises(CorruptModelError, match=r"cannot load the model in .*adapter: .*may be cut off"):
         checkpoints.load_model(folder)
 
+
 def test_ask_streams_an_answer(tiny_dir, capsys):
     rc = main(["ask", "--model", str(tiny_dir), "--dna", "acgtacgt", "--dna", "ACGTACGA",
                "--max-new-tokens", "5", "--answer-tokens", "0", "What changed?"])
