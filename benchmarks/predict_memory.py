@@ -76,9 +76,10 @@ def main() -> None:
                 assert lines == n, (lines, n)  # every record accounted for
             rss, secs = max(r for r, _ in got), statistics.median(s for _, s in got)
             rows.append((n, rss, secs))
+            runs = ", ".join(f"{r:.2f}" for r, _ in got)
             print(f"{n:>9,} records{' --traces' if args.traces else ''}: peak RSS {rss:.2f} GiB (largest of "
-                  f"{args.reps}: {', '.join(f'{r:.2f}' for r, _ in got)}), {secs:.0f} s median ({args.predicted} predicted, "
-                  f"{n - args.predicted:,} skipped)")
+                  f"{args.reps}: {runs}), {secs:.0f} s median ({args.predicted} predicted, {n - args.predicted:,} "
+                  "skipped)")
             (Path(tmp) / f"n{n}.vcf").unlink()
     small, large = rows[0][1], rows[-1][1]
     print(f"peak RSS {rows[-1][0]:,} / {rows[0][0]:,} records: {large / small:.3f}x; flat (goal <= 1.1x): "
