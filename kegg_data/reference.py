@@ -71,9 +71,14 @@ def check_bgzf_whole(path: Path) -> None:
         log.warning("%s has no BGZF end-of-file block: it may be cut off (`bgzip -t %s` checks it)", path, path)
 
 
+def _without_chr(name: str) -> str:
+    """A contig name without its ``chr`` prefix (any case): ``chr17`` -> ``17``, ``MT`` as it is."""
+    return name[3:] if name.lower().startswith("chr") else name
+
+
 def contig_synonyms(name: str) -> list[str]:
     """Candidate FASTA names for a VCF contig, in VEP's order: as is, chr added/stripped, M <-> MT."""
-    base = name[3:] if name.lower().startswith("chr") else name
+    base = _without_chr(name)
     cands = [name, base, "chr" + base]
     if base.upper() in ("M", "MT"):
         cands += ["MT", "M", "chrM", "chrMT"]
@@ -116,7 +121,7 @@ def prompt_chrom(name: str) -> str:
     chromosomes and the mitochondrion, however the VCF names them (``17``, ``chr17``, ``MT``), so one variant gets
     one prompt (the shipped models were trained on ``chr``-named VCFs); other names (``NC_000017.11``, scaffolds)
     as written."""
-    base = name[3:] if name.lower().startswith("chr") else name
+    base = _without_chr(name)
     if base.upper() in ("M", "MT"):
         return "chrM"
     if base.isdigit() or base.upper() in ("X", "Y"):
