@@ -64,8 +64,9 @@ def resolve_mode(mode: str, device, generates: bool = False) -> str:
     """``auto`` (the CLI's default) -> ``bf16-matmul`` for work that only scores (``generates`` False: ``predict``
     without ``--traces``, ``eval`` without ``--traces``) on a CPU where bfloat16 products pay
     (``cpu_math.bf16_products_pay``), else ``none``: on the shipped models it keeps scores within the issue's bar
-    (validation AUROC +0.0009, every label of the 24-variant example), but it changes 28 of 79 kegg-v1 traces,
-    2 answers for the worse, so generation stays fp32 unless asked for. Any other mode as it is."""
+    (validation AUROC +0.0009, every label of the 24-variant example), but it changed 28 of 79 traces of the
+    kegg-v1 of 2026-11-27, 2 answers for the worse, so generation stays fp32 unless asked for. Any other mode as
+    it is."""
     if mode != "auto":
         return mode
     if generates or not str(device).startswith("cpu"):

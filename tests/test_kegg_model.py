@@ -12,13 +12,12 @@ import pytest
 from bioreason.hub import shipped_model_dir
 
 ROOT = Path(__file__).parents[1]
-# held-out pathway questions; held-out records of training questions (the shipped training, the one before it, and
-# later ones not shipped)
-REPORTS = {"kegg-v1": 177, "kegg-v1-seen": 79, "kegg-v1-previous": 177, "kegg-v1-previous-seen": 79,
-           "kegg-v2": 177, "kegg-v2-seen": 79,  # kegg-v2: the recipe without LoRA dropout, not shipped
-           # kegg-v3: without dropout and with the asked gene's description, not shipped (MODEL_CARD.md)
-           "kegg-v3": 177, "kegg-v3-seen": 79, "kegg-v3-sft-only": 177,
-           "kegg-v3-sft-only-seen": 79}
+# held-out pathway questions; held-out records of training questions: the shipped training (run kegg-v3: no LoRA
+# dropout, the asked gene's description) and its SFT stage, the checkpoint shipped until 2026-11-29 (-1127), the one
+# before it (-previous), and kegg-v2 (no dropout alone, not shipped)
+REPORTS = {"kegg-v1": 177, "kegg-v1-seen": 79, "kegg-v3-sft-only": 177, "kegg-v3-sft-only-seen": 79,
+           "kegg-v1-1127": 177, "kegg-v1-1127-seen": 79, "kegg-v1-previous": 177, "kegg-v1-previous-seen": 79,
+           "kegg-v2": 177, "kegg-v2-seen": 79}
 
 
 def test_kegg_checkpoint_is_small_and_named():
@@ -29,10 +28,27 @@ def test_kegg_checkpoint_is_small_and_named():
     assert sum(p.stat().st_size for p in folder.iterdir()) < 20 * 10**6  # the whole folder, tokenizer included
     task = json.loads((folder / "bioreason_task.json").read_text())
     assert task["prompt"] == "kegg" and task["mode"] == "dna" and len(task["labels"]) == 37
-    assert task["kegg"] == {"compact_genes": True, "state_variant": True, "trace_steps": 1, "max_variant_nt": 12}
+    assert task["kegg"] == {"compact_genes": True, "state_variant": True, "trace_steps": 1, "max_variant_nt": 12,
+                            "gene_description": True}  # as training/recipes/kegg.yaml has it
     assert set(task["label_texts"]) == set(task["labels"]) and task["label_texts"]["alzheimer s disease"] == \
         "alzheimer's disease"  # the names as the model writes them: how ask scores a completed answer
     assert model_arg("kegg-v1") == str(folder)
+
+
+def test_kegg_recipe_is_the_shipped_checkpoints():
+    """``training/recipes/kegg.yaml`` reproduces what ships: the prompt options the checkpoint's task file serves
+    with, and the LoRA dropout its adapter was trained with (a recipe edited without retraining, or a checkpoint
+    swapped without its recipe, fails here)."""
+    from bioreason.recipes import load_recipe
+
+    recipe = load_recipe("kegg")
+    folder = shipped_model_dir("kegg-v1")
+    task = json.loads((folder / "bioreason_task.json").read_text())
+    options = {k: v for k, v in recipe["data"]["options"].items() if k != "holdout"}
+    assert options == task["kegg"] and recipe["data"]["window"] == task["window"]
+    adapter = json.loads((folder / "adapter_config.json").read_text())
+    assert adapter["lora_dropout"] == recipe["model"]["lora"]["dropout"]
+    assert all(m in adapter["target_modules"] for m in recipe["model"]["lora"]["target_modules"])  # a regex
 
 
 def test_recipe_init_reads_a_shipped_name_as_model_does(tmp_path, monkeypatch):
