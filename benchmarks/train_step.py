@@ -10,7 +10,8 @@ Prints: LoRA SFT step (batch 2), full fine-tune step, peak RSS after LoRA SFT, g
 and 8 (transformers' ``generate``, our slot decoder with sdpa attention, then with the few-query attention the CLI
 uses on CPU, alone and with each ``--quantize`` path; all without draft tokens, then the CLI's path and the first
 ``--quantize`` path with ``decoding.DRAFT`` draft tokens per step), GRPO step (G=4, 64 new tokens) / SFT step on the
-same prompts (goal <= 8x; peers ~53x), batched sampling vs a per-completion generate loop at batch 8 (goal >= 4x;
+same prompts (goal <= 8x; peers ~53x), both steps with the frozen weights' autocast casts kept and remade per call
+(``bioreason.autocast_cache``, alternating), batched sampling vs a per-completion generate loop at batch 8 (goal >= 4x;
 equal 64-token completions and sampled lengths, median of several runs), and the ratios to the original BioReason
 run in the same session from ``../shared/peer/`` (``benchmarks/peer.py``: LoRA step, generation at batch 1 and 8,
 positions/kb; said plainly when it is not there, and the full fine-tune step is always PEER-NOTES.md's figure from
@@ -47,6 +48,19 @@ def timed(fn, steps: int, warmup: int = 2) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def kept_casts_ab(fn, reps: int) -> tuple[float, float]:
+    """Medians of ``fn`` with the frozen weights' autocast copies remade per call (off) and kept (on), alternating."""
+    from bioreason import autocast_cache
+
+    off, on = [], []
+    for _ in range(reps):
+        for keep, times in ((False, off), (True, on)):
+            autocast_cache.KEEP = keep
+            times.append(timed(fn, 1, warmup=0))
+    autocast_cache.KEEP = True
+    return statistics.median(off), statistics.median(on)
 
 
 def build(encoder: str, lora: bool):
@@ -88,8 +102,9 @@ def main() -> None:
     ap.add_argument("--quantize", default="int8-decode,bf16",
                     help="CPU inference paths (bioreason.quantize) whose decoding speed to add ('' for none)")
     ap.add_argument("--autocast", choices=("no", "bf16"), default="bf16",
-                    help="CPU autocast for training forward/backward (bf16 matmuls; weights stay fp32); sampling and "
-                         "generation run outside it, as in the trainer and predict")
+                    help="CPU autocast for training forward/backward and GRPO's sampling (bf16 matmuls; weights "
+                         "stay fp32, their casts kept as the trainer keeps them: bioreason.autocast_cache); "
+                         "greedy decoding runs outside it, as predict does")
     ap.add_argument("--cpu-matmul", choices=("auto", "onednn", "blas"), default="auto",
                     help="fp32 matmul backend (bioreason.cpu_math, as BIOREASON_CPU_MATMUL in the CLI); the slot "
                          "decoder and an fp32 LoRA step are also timed on the other one")
@@ -116,6 +131,8 @@ def main() -> None:
     from bioreason.training.grpo import GRPOStep
     from bioreason.training.sft import SFTStep
 
+    from bioreason.autocast_cache import drop_frozen_casts, keep_frozen_casts
+    from bioreason.modeling import unwrap_dna_llm
     from bioreason.sampling import sample_groups
 
     ac = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.autocast == "bf16" else contextlib.nullcontext
@@ -142,6 +159,8 @@ def main() -> None:
 
     model, proc = build(args.encoder, lora=True)
     model.train()
+    lm = unwrap_dna_llm(model).language_model
+    kept = keep_frozen_casts(lm) if args.autocast != "no" else 0  # as the trainer does under mixed precision
     one, tokens, dna_pos = sft_timer(model, proc)
     t_lora = timed(one, args.steps)
     rss_lora = rss_gib()
@@ -149,6 +168,10 @@ def main() -> None:
           f"original: {PEER['positions_per_kb']} per kb)")
     print(f"LoRA SFT step, batch 2: {t_lora:.3f} s ({same}: {PEER['lora_step']} s: {PEER['lora_step'] / t_lora:.2f}x "
           f"faster); peak RSS so far {rss_lora:.2f} GiB (original {PEER['lora_rss']:.2f} GiB)")
+    if kept:
+        off, on = kept_casts_ab(one, args.steps)
+        print(f"  frozen weights cast by autocast on every call -> cast once and kept ({kept} linears, "
+              f"bioreason.autocast_cache), alternating: {off:.3f} -> {on:.3f} s ({off / on:.2f}x)")
     ac_was, ac = ac, contextlib.nullcontext
     fp32 = {}
     for mode in ("blas", "onednn"):
@@ -162,10 +185,11 @@ def main() -> None:
     cfg = {"num_generations": 4, "max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "beta": 0.0,
            "epsilon": 0.2, "loss_type": "dapo", "rewards": {"correctness": 2.0, "format": 0.5}, "sampler": "hf"}
     grpo = GRPOStep(proc, cfg, ["LOF", "FUNC"], SYSTEM_PROMPT, "dna", get_model=lambda: model)
+    grpo.autocast = ac  # sampling under the trainer's mixed precision, as build_trainer sets it
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-6)
 
-    def grpo_one():  # as the trainer runs it: sampling outside autocast, loss and backward inside
+    def grpo_one():  # as the trainer runs it: sampling, loss and backward under its autocast
         batch = grpo.prepare(examples[:2])
         with ac():
             loss, _ = grpo.loss(model, batch)
@@ -176,6 +200,11 @@ def main() -> None:
     t_grpo = timed(grpo_one, max(2, args.steps // 2), warmup=1)
     print(f"GRPO step (2 prompts x G=4, 64 new tokens): {t_grpo:.2f} s = {t_grpo / t_lora:.1f}x the SFT step "
           f"(goal <= 8x; peers about 53x)")
+    if kept:
+        off, on = kept_casts_ab(grpo_one, max(2, args.steps // 2))
+        print(f"  frozen weights cast by autocast on every call -> cast once and kept, alternating: {off:.2f} -> "
+              f"{on:.2f} s ({off / on:.2f}x)")
+        drop_frozen_casts(lm)  # decoding below runs outside autocast, as predict does
 
     # sampling: one batched call for 8 completions vs a loop of 8 single calls (DNA encoded and the prompt
     # prefilled each time), both through sample_groups; first exactly 64 tokens each (equal work), then

@@ -238,8 +238,11 @@ def merged_lora(model):
     if not hasattr(base, "merge_adapter") or not layers or merged or is_fsdp(model):
         yield model
         return
+    from bioreason.autocast_cache import invalidate
+
     saved = [(m.base_layer.weight, m.base_layer.weight.detach().clone()) for m in layers]
     base.merge_adapter()
+    invalidate()  # peft merges through weight.data: kept autocast copies cannot see it
     try:
         yield model
     finally:
@@ -247,6 +250,7 @@ def merged_lora(model):
         with torch.no_grad():
             for weight, copy in saved:
                 weight.copy_(copy)
+        invalidate()
 
 
 def apply_lora(model: DNALLMForCausalLM, r: int = 16, alpha: int = 32, dropout: float = 0.05,

@@ -178,6 +178,15 @@ class Trainer:
 
         set_seed(int(t["seed"]))
         model, self.proc, self.base = load_for_training(recipe)
+        self.kept_casts = 0
+        # frozen weights cast once, not per call (autocast_cache): on CPUs, where it was measured; on a GPU the copies
+        # would take half the frozen weights' memory again for a cast that costs little there
+        plain_cpu = self.acc.device.type == "cpu" and self.acc.distributed_type.value in ("NO", "MULTI_CPU")
+        if self.acc.mixed_precision in ("bf16", "fp16") and plain_cpu:
+            from bioreason.autocast_cache import keep_frozen_casts
+            from bioreason.modeling import unwrap_dna_llm
+
+            self.kept_casts = keep_frozen_casts(unwrap_dna_llm(model).language_model)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise RecipeError("nothing to train: every parameter is frozen (check model.lora / train_encoder)")

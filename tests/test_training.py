@@ -78,10 +78,61 @@ def test_grpo_samples_under_the_trainers_bf16_autocast(tmp_path, sft_folder):
     index_copy_ dtype error at the first step)."""
     from bioreason.training.grpo import run
 
-    _, history, _ = run(_recipe(tmp_path, "grpo-bf16", f"model.init={sft_folder}", "train.max_steps=2",
-                                "model.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}",
-                                "train.batch_size=2", "train.mixed_precision=bf16"), progress=False)
+    trainer, history, _ = run(_recipe(tmp_path, "grpo-bf16", f"model.init={sft_folder}", "train.max_steps=2",
+                                      "model.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}",
+                                      "train.batch_size=2", "train.mixed_precision=bf16"), progress=False)
+    assert trainer.kept_casts > 0  # bf16 mixed precision keeps the frozen weights' casts (autocast_cache)
     assert len(history) == 2 and all(h["loss"] == h["loss"] for h in history)  # ran, and no NaN
+
+
+def test_kept_frozen_casts_change_no_loss_gradient_or_sample():
+    """Frozen weights cast to bf16 once (``autocast_cache``) instead of by autocast on every call: the same SFT loss
+    and LoRA gradients, bit for bit, and the same sampled tokens under the merged adapter GRPO samples with, in two
+    rounds (the second reuses the copies after a merge and restore; peft merges through ``weight.data``, which no
+    version counter sees, so a copy not invalidated then would sample from the unmerged weights)."""
+    import copy
+
+    import torch
+
+    from bioreason.autocast_cache import keep_frozen_casts
+    from bioreason.kegg_data.tasks import SYSTEM_PROMPT
+    from bioreason.kegg_data.toy import toy_examples
+    from bioreason.modeling import apply_lora, unwrap_dna_llm
+    from bioreason.sampling import sample_groups
+    from bioreason.tiny import build_tiny
+    from bioreason.training.sft import SFTStep
+
+    model, proc = build_tiny(seed=3)
+    plain = apply_lora(model, r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj"))
+    with torch.no_grad():  # a trained adapter: merging it changes the weights
+        for name, p in plain.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.3)
+    kept = copy.deepcopy(plain)
+    assert keep_frozen_casts(unwrap_dna_llm(kept).language_model) > 0
+    examples = toy_examples(n=3, seed=1)
+    step = SFTStep(proc, None)
+    batch = step.prepare(examples)
+    prompts = [e.to_messages(SYSTEM_PROMPT, with_answer=False) for e in examples]
+
+    def loss_and_grads(m):
+        m.train()
+        m.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = step.loss(m, batch)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad}
+
+    def sample(m):
+        m.eval()
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return sample_groups(m, proc, prompts, 2, 12).completion_ids
+
+    for _ in range(2):
+        (l0, g0), (l1, g1) = loss_and_grads(plain), loss_and_grads(kept)
+        assert torch.equal(l0, l1) and g0.keys() == g1.keys() and all(torch.equal(g0[n], g1[n]) for n in g0)
+        assert torch.equal(sample(plain), sample(kept))
 
 
 def test_resume_gives_the_same_next_losses(tmp_path, monkeypatch):
