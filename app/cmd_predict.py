@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
     p.add_argument("--progress-interval", type=non_negative_float, default=30.0, metavar="S",
                    help="when stderr is not a terminal (a log file), print progress every S seconds (default 30)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs / discard old progress")
-    add_variant_options(p)
+    add_variant_options(p, window_default=None)
     add_prompt_options(p)
     p.set_defaults(handler=run)
 

@@ -11,14 +11,16 @@ from bioreason.kegg_data.variants import REF_CHECK_POLICIES
 from bioreason.quantize import MODES as QUANTIZE_MODES
 
 
-def add_variant_options(p, window_default: int = 1024) -> None:
+def add_variant_options(p, window_default: int | None = 1024) -> None:
+    """``window_default`` None: the loaded model's own window (``predict_job`` reads its bioreason_task.json)."""
     g = p.add_argument_group("variant input policies")
     g.add_argument("--fasta", required=True,
                    help="reference FASTA (plain, or BGZF with .fai/.gzi); 'bundled' = the packaged GRCh38 chr17 "
                         "(real sequence over BRCA1 only)")
+    said = (f"{window_default}, the default encoder's maximum" if window_default else
+            "the window the model was trained on, from its bioreason_task.json, else 1024")
     g.add_argument("--window", type=positive_int, default=window_default,
-                   help=f"window length in nt for both the reference and the alternate sequence "
-                        f"(default {window_default}, the default encoder's maximum)")
+                   help=f"window length in nt for both the reference and the alternate sequence (default {said})")
     g.add_argument("--ref-check", choices=REF_CHECK_POLICIES, default="error",
                    help="when REF disagrees with the FASTA: error (default; stop and name the record), warn "
                         "(keep, flagged), skip (record it in the skip log), fix (use the FASTA's allele); "

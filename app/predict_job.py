@@ -80,6 +80,13 @@ def _run(args, vcf, state) -> int:
                                   max_new_tokens=args.max_new_tokens, trace_slots=args.trace_slots,
                                   answer_tokens=args.answer_tokens,
                                   **prompt_overrides(args))
+    from bioreason.predict import TASK_FILE
+
+    args.window = args.window or cfg.window or 1024  # the model's trained window unless --window says otherwise
+    if args.model and labels is None and rank == 0 and not (Path(args.model) / TASK_FILE).is_file():
+        log.warning("%s has no %s (trained on a task without a fixed label set, or by an older bioreason): scoring "
+                    "the default labels %s; pass --labels with the answers it was trained to give", args.model,
+                    TASK_FILE, ",".join(cfg.labels))
     if cfg.prompt == "kegg":
         from bioreason.errors import BioreasonError
 

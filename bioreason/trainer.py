@@ -391,7 +391,7 @@ class Trainer:
                          task=task_spec(self.recipe["data"], [e.meta.get("label") for e in self.examples],
                                         [self.examples[i].meta.get("label") for i in self.order.pool],
                                         label_set=getattr(self, "label_set", None),
-                                        label_texts=texts))
+                                        label_texts=texts, answers=[e.answer for e in self.examples]))
             if fmt == "adapter" and self.base != "default" and is_adapter_folder(self.base):
                 stack_adapters(self.base, folder, folder)  # GRPO on an SFT adapter -> one adapter on the base
         self.acc.wait_for_everyone()

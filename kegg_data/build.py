@@ -207,13 +207,15 @@ def kegg_prompt_options(opts: dict) -> dict:
 
 
 def task_spec(data: dict, labels: list | None = None, seen: list | None = None,
-              label_set: list | None = None, label_texts: dict | None = None) -> dict | None:
+              label_set: list | None = None, label_texts: dict | None = None,
+              answers: list | None = None) -> dict | None:
     """What a trained folder records in ``bioreason_task.json`` so ``predict``/``ask``/``demo`` prompt it the way it
     was trained (read by ``bioreason.predict.PredictConfig.for_model``); None for tasks with no fixed prompt.
     ``labels``/``seen``: the training labels, and as often as training saw them; when they differ (``data.balance``)
     the spec carries the log prior correction ``log(natural rate / seen rate)`` per label. ``label_set``: the task's
     closed answer set (KEGG: every disease name of the split, also those a holdout left out of training);
-    ``label_texts``: each label as the data writes it (KEGG's ``alzheimer's disease``), how answers are scored."""
+    ``label_texts``: each label as the data writes it (KEGG's ``alzheimer's disease``), how answers are scored.
+    ``answers``: each example's trained answer, in ``labels``' order (``vcf``/``user``: what ``predict`` scores)."""
     if data.get("task") == "kegg":
         from bioreason.kegg_data.tasks import SYSTEM_PROMPT
 
@@ -221,6 +223,8 @@ def task_spec(data: dict, labels: list | None = None, seen: list | None = None,
                 "window": data.get("window") or 1024, "kegg": kegg_prompt_options(data.get("options") or {}),
                 "mode": data.get("mode") or "dna",  # none: an LLM-only model, trained on the question alone
                 **({"label_texts": dict(sorted(label_texts.items()))} if label_texts else {})}
+    if data.get("task") in ("vcf", "user"):
+        return _labelled_variants_spec(data, labels, answers)
     if data.get("task") != "annotated_vcf":
         return None
     import math
@@ -234,4 +238,28 @@ def task_spec(data: dict, labels: list | None = None, seen: list | None = None,
     if labels and seen and data.get("balance"):
         spec["label_log_prior"] = {lab: math.log((labels.count(lab) / len(labels)) / (seen.count(lab) / len(seen)))
                                    for lab in LABELS if labels.count(lab) and seen.count(lab)}
+    return spec
+
+
+def _labelled_variants_spec(data: dict, labels: list | None, answers: list | None) -> dict | None:
+    """``vcf`` and ``user`` tasks: the answers the model learned to give, as it writes them, so ``predict`` scores
+    those and not its default pathogenic/benign; for ``vcf`` also the question template, and for both the window.
+    None when they are no label set: under two, a label written two ways, a label column that names something
+    other than the answer (``LOF`` for ``loss of function``: the model never wrote ``LOF``), or free text (fewer
+    than two examples per answer on average). ``user`` rows bring their own questions: ``predict`` asks its own."""
+    from bioreason.answers import normalise_text
+    from bioreason.kegg_data.tasks import SYSTEM_PROMPT
+    from bioreason.kegg_data.user_data import DEFAULT_QUESTION
+
+    pairs = {(str(lab), str(ans)) for lab, ans in zip(labels or [], answers or []) if lab not in (None, "")}
+    texts = sorted({ans for _, ans in pairs})
+    one_each = len({lab for lab, _ in pairs}) == len(pairs) == len(texts)
+    if (not answers or len(texts) < 2 or not one_each or len(texts) > len(answers) / 2
+            or any(normalise_text(lab) != normalise_text(ans) for lab, ans in pairs)):
+        return None
+    opts = data.get("options") or {}
+    spec = {"labels": texts, "prompt": "question", "system": SYSTEM_PROMPT,
+            "window": opts.get("window") or data.get("window") or 1024}
+    if data.get("task") == "vcf":
+        spec["question"] = opts.get("question") or DEFAULT_QUESTION
     return spec

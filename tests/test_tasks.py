@@ -232,6 +232,48 @@ def test_training_on_coordinates_names_its_fixes_as_recipe_keys_and_records_its_
         ["17", "43045705", "G", "A"], ["chr2", "1000", "A", "T"]]
 
 
+def test_a_model_trained_on_your_labels_predicts_them_and_one_without_says_so(tmp_path, capsys):
+    """Training on a labelled VCF (data.task=vcf) records its labels, question and window in bioreason_task.json, so
+    `predict` scores FUNC/INT/LOF on the trained 160-nt windows, not the default pathogenic/benign on 1,024 nt (which
+    this encoder cannot take); a user table whose answers are free text names no label set, and `predict` warns
+    that it scores the defaults."""
+    from bioreason.app.cli import main
+    from bioreason.kegg_data.user_data import DEFAULT_QUESTION
+
+    vcf = Path(__file__).parents[1] / "examples" / "brca1_sge_24.vcf"
+    common = ["--recipe", "tiny", "data.fasta=bundled", "data.options.window=160", "data.max_length=512",
+              "train.max_steps=1"]
+    assert main(["train", "sft", *common, "data.task=vcf", f"data.source={vcf}", "data.label_field=LABEL",
+                 f"train.output_dir={tmp_path / 'vcf'}"]) == 0
+    spec = json.loads((tmp_path / "vcf" / "final" / "bioreason_task.json").read_text())
+    assert spec["labels"] == ["FUNC", "INT", "LOF"] and spec["window"] == 160
+    assert spec["question"] == DEFAULT_QUESTION and spec["prompt"] == "question"
+    capsys.readouterr()
+    assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(tmp_path / "vcf" / "final"),
+                 "-o", str(tmp_path / "p")]) == 0
+    assert "has no bioreason_task.json" not in capsys.readouterr().err
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(rows) == 24 and all(r["label"] in spec["labels"] for r in rows)
+    assert all(r["window_length"] == 160 and set(r["probs"]) == set(spec["labels"]) for r in rows)
+
+    def user_run(name, answers):
+        table = tmp_path / f"{name}.csv"
+        table.write_text("chrom,pos,ref,alt,question,answer\n" + "".join(
+            f"17,43045705,T,{alt},Effect?,{answer}\n" for alt, answer in zip("ACGAC", answers)))
+        assert main(["train", "sft", *common, "data.task=user", f"data.source={table}",
+                     f"train.output_dir={tmp_path / name}"]) == 0
+        task = tmp_path / name / "final" / "bioreason_task.json"
+        return json.loads(task.read_text()) if task.exists() else None
+
+    assert user_run("labels", ["LOF", "FUNC", "LOF", "FUNC"])["labels"] == ["FUNC", "LOF"]  # as the model wrote them
+    assert user_run("free", ["It truncates the protein.", "A silent change.", "It breaks splicing."]) is None
+    capsys.readouterr()
+    assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(tmp_path / "free" / "final"),
+                 "--window", "160", "-o", str(tmp_path / "q")]) == 0
+    err = capsys.readouterr().err
+    assert "has no bioreason_task.json" in err and "scoring the default labels pathogenic,benign" in err
+
+
 @pytest.mark.parametrize("task", ["vcf", "annotated_vcf"])
 def test_a_vcf_without_the_label_field_says_why_it_gave_no_examples(task):
     from bioreason.errors import RecipeError
