@@ -256,6 +256,58 @@ def test_answer_weight_weights_only_the_final_label_tokens():
         assert float(got) == pytest.approx(float((ce * b1.weights[:, 1:].reshape(-1)).sum()), rel=1e-4)
 
 
+@pytest.mark.parametrize("mask", [True, False])
+def test_sft_loss_on_answer_positions_only_matches_every_positions_logits(monkeypatch, mask):
+    """The SFT loss computes logits at the answer positions only (a boolean logits_to_keep, where the LLM's
+    transformers takes one) or from the batch's earliest answer on: either way the same weighted loss and LoRA
+    gradients as the cross-entropy over every position's logits, on rows whose answers start at different
+    positions (right padding)."""
+    import dataclasses
+
+    import torch
+    import torch.nn.functional as F
+
+    from bioreason.kegg_data.toy import toy_examples
+    from bioreason.modeling import apply_lora
+    from bioreason.tiny import build_tiny
+    from bioreason.training import sft
+
+    assert sft.takes_position_mask(build_tiny(seed=2)[0])  # this transformers' Llama takes the mask
+    model, proc = build_tiny(seed=2)
+    model = apply_lora(model, r=4, alpha=8, dropout=0.0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.3)
+    examples = toy_examples(n=3, seed=1)
+    examples[1] = dataclasses.replace(examples[1], question=examples[1].question + " Compare both windows closely.")
+    monkeypatch.setattr(sft, "_uses_position_mask", lambda lm_class: mask)
+    step = sft.SFTStep(proc, None, answer_weight=5.0)
+    batch = step.prepare(examples)
+    labels = batch.inputs["labels"]
+    starts = (labels != -100).float().argmax(1)
+    assert len(set(starts.tolist())) > 1
+
+    def grads():
+        out = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        model.zero_grad()
+        return out
+
+    got, _ = step.loss(model, batch)
+    got.backward()
+    g_got = grads()
+    x = batch.inputs
+    logits = model(input_ids=x["input_ids"], attention_mask=x["attention_mask"], dna_input_ids=x["dna_input_ids"],
+                   dna_attention_mask=x["dna_attention_mask"]).logits[:, :-1]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100,
+                         reduction="none")
+    want = (ce * batch.weights[:, 1:].reshape(-1)).sum()
+    want.backward()
+    g_want = grads()
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    assert all(torch.allclose(g_got[n], g_want[n], rtol=1e-4, atol=1e-6) for n in g_want)
+
+
 def test_balanced_pool_and_the_prior_correction_it_implies():
     import math
 

@@ -1,14 +1,15 @@
 """Supervised fine-tuning entry point: ``bioreason train sft --recipe NAME [key=value ...]``.
 
 Thin: the recipe picks the model and data, the library does the rest. Loss is the summed cross-entropy of the
-assistant's answer tokens (logits computed only from the first answer position on), normalised by the number of
-answer tokens over all processes and micro-batches; ``data.answer_weight`` > 1 weights the tokens of the final
-answer label that much more (and counts them that many times in the normaliser). Multi-process: ``accelerate launch [--config_file
-training/recipes/accelerate_*.yaml] -m bioreason.training.sft --recipe NAME``.
+assistant's answer tokens (logits computed at the answer positions only, ``takes_position_mask``), normalised by the
+number of answer tokens over all processes and micro-batches; ``data.answer_weight`` > 1 weights the tokens of the
+final answer label that much more (and counts them that many times in the normaliser). Multi-process: ``accelerate
+launch [--config_file training/recipes/accelerate_*.yaml] -m bioreason.training.sft --recipe NAME``.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import zlib
 from dataclasses import dataclass
@@ -61,20 +62,42 @@ class SFTStep:
     def loss(self, model, batch: SFTBatch):
         x = batch.inputs.to(next(model.parameters()).device)
         labels = x["labels"]
-        first = int((labels != -100).float().argmax(1).min())  # earliest answer position in the batch
-        keep = labels.shape[1] - first + 1
-        out = model(input_ids=x["input_ids"], attention_mask=x["attention_mask"], dna_input_ids=x["dna_input_ids"],
-                    dna_attention_mask=x["dna_attention_mask"], logits_to_keep=keep)
-        logits = out.logits[:, :-1].float()  # (B, keep-1, V): position t predicts t + 1
-        targets = labels[:, -(keep - 1):]
-        if batch.weights is None:
-            loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
-                                       reduction="sum")
-            return loss_sum, {}
-        per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
-                                    reduction="none")
-        weights = batch.weights[:, -(keep - 1):].to(per_token.device).reshape(-1)
+        scored = labels[:, 1:] != -100  # (B, T-1): position t predicts token t + 1
+        inputs = dict(input_ids=x["input_ids"], attention_mask=x["attention_mask"], dna_input_ids=x["dna_input_ids"],
+                      dna_attention_mask=x["dna_attention_mask"])
+        if takes_position_mask(model):  # logits at the answer positions only: (N, V)
+            keep = torch.zeros_like(labels, dtype=torch.bool)
+            keep[:, :-1] = scored
+            logits = model(**inputs, logits_to_keep=keep).logits.float()
+            targets = labels[:, 1:][scored]
+            weights = None if batch.weights is None else batch.weights[:, 1:].to(logits.device)[scored]
+        else:  # an LLM whose forward takes only a count: from the earliest answer position in the batch on
+            first = int((labels != -100).float().argmax(1).min())
+            keep = labels.shape[1] - first + 1
+            logits = model(**inputs, logits_to_keep=keep).logits[:, :-1].float()  # (B, keep-1, V)
+            logits, targets = logits.reshape(-1, logits.shape[-1]), labels[:, -(keep - 1):].reshape(-1)
+            weights = None if batch.weights is None else batch.weights[:, -(keep - 1):].to(logits.device).reshape(-1)
+        if weights is None:
+            return F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum"), {}
+        per_token = F.cross_entropy(logits, targets, ignore_index=-100, reduction="none")
         return (per_token * weights).sum(), {}
+
+
+def takes_position_mask(model) -> bool:
+    """Whether the model's LLM computes logits only where a (B, T) boolean ``logits_to_keep`` is True (transformers'
+    ``slice_logits_to_keep``, which the LLM's own module must use): half the output-head and loss work of KEGG's SFT
+    batches, whose answers start at different positions in right-padded rows."""
+    from bioreason.modeling import unwrap_dna_llm
+
+    return _uses_position_mask(type(unwrap_dna_llm(model).language_model))
+
+
+@functools.lru_cache(maxsize=None)
+def _uses_position_mask(lm_class) -> bool:
+    import inspect
+
+    helper = getattr(sys.modules.get(lm_class.__module__), "slice_logits_to_keep", None)
+    return helper is not None and "boolean" in (inspect.getdoc(helper) or "")
 
 
 def build_trainer(recipe: dict):
