@@ -183,6 +183,8 @@ def _evaluate(args) -> int:
     system = pcfg.system or SYSTEM_PROMPT
     if args.task == "kegg":  # the prompt a KEGG model was trained with (compact genes, stated variant)
         options = {**(pcfg.kegg or {}), **options}
+    elif args.task in ("vcf", "user") and pcfg.prompt == "question" and pcfg.window:  # its window (and question)
+        options = {"window": pcfg.window, **({"question": pcfg.question} if args.task == "vcf" else {}), **options}
     data = {"task": args.task, "source": args.source, "split": args.split, "fasta": args.fasta,
             "label_field": args.label_field, "labels_tsv": args.labels_tsv, "limit": args.limit, "options": options}
     steps = EvalSteps(args.output, args)  # each finished step kept, so --resume redoes only the unfinished ones
