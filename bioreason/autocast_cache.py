@@ -1,20 +1,21 @@
 """Frozen weights cast once for mixed-precision training, not on every call (``keep_frozen_casts``).
 
-Under ``torch.autocast`` each linear casts its fp32 weight to the autocast dtype (bf16) on every call. Autocast's own
-cache keeps a cast only for leaf weights that require grad, and only until its context exits, so in LoRA training the
-frozen base weights (all of the LLM but the adapters) are cast afresh on every forward: every micro-batch of SFT, the
-recomputed forward of gradient checkpointing, and every decode step of GRPO sampling, which runs under the trainer's
-autocast (``training/grpo.py``). For the embedded default that is ~135M weights read in fp32 and written in bf16 per
-call (the tied output head included), several times the work of a decode step's own products at GRPO's batch sizes.
-Here each frozen ``nn.Linear`` of the LLM keeps its cast copy (weight and bias) and makes it again only when the
-weight may have changed: another autocast dtype, another storage or version counter (``load_state_dict`` on resume),
-or ``invalidate()``, which ``modeling.merged_lora`` calls around its merge (peft changes weights through
-``weight.data``, which bumps no version counter, and a new storage can reuse a freed address). The product is then ``linear(x in bf16, W in bf16, b in bf16)``,
-exactly what autocast computes, so losses, gradients and samples are bit-identical (tested); outside autocast, or
-for a weight that requires grad, the layer runs as it always did. The cost is the copies' memory (half the frozen
-weights' fp32 bytes). The trainer turns it on for bf16/fp16 mixed precision on CPUs (one process or several): on a
-GPU the cast is cheap and memory scarce, and under FSDP or DeepSpeed a whole-weight copy per layer would undo the
-sharding. Measured (``benchmarks/train_step.py``, README): the GRPO step 1.3x faster, the SFT step within noise.
+Under ``torch.autocast`` each linear casts its fp32 weight to the autocast dtype (bf16) on every call. Autocast's
+own cache keeps a cast only for leaf weights that require grad, and only until its context exits, so in LoRA
+training the frozen base weights (all of the LLM but the adapters) are cast afresh on every forward: every micro-
+batch of SFT, the recomputed forward of gradient checkpointing, and every decode step of GRPO sampling, which runs
+under the trainer's autocast (``training/grpo.py``). For the embedded default that is ~135M weights read in fp32 and
+written in bf16 per call (the tied output head included): ~0.8 GB of memory traffic, more than a decode step's
+products at GRPO's batch sizes. Here each frozen ``nn.Linear`` of the LLM keeps its cast copy (weight and bias) and
+makes it again only when the weight may have changed: another autocast dtype, another storage or version counter
+(``load_state_dict`` on resume), or ``invalidate()``, which ``modeling.merged_lora`` calls around its merge (peft
+changes weights through ``weight.data``, which bumps no version counter, and a new storage can reuse a freed
+address). The product is then ``linear(x in bf16, W in bf16, b in bf16)``, exactly what autocast computes, so
+losses, gradients and samples are bit-identical (tested); outside autocast, or for a weight that requires grad, the
+layer runs as it always did. The cost is the copies' memory (half the frozen weights' fp32 bytes). The trainer turns
+it on for bf16/fp16 mixed precision on CPUs (one process or several): on a GPU the cast is cheap and memory scarce,
+and under FSDP or DeepSpeed a whole-weight copy per layer would undo the sharding. Measured
+(``benchmarks/train_step.py``, README): the GRPO step 1.3x faster, the SFT step within noise.
 """
 
 from __future__ import annotations
