@@ -20,7 +20,7 @@ def add_variant_options(p, window_default: int | None = 1024) -> None:
     said = (f"{window_default}, the default encoder's maximum" if window_default else
             "the window the model was trained on, from its bioreason_task.json, else 1024")
     g.add_argument("--window", type=positive_int, default=window_default,
-                   help=f"window length in nt for both the reference and the alternate sequence (default {said})")
+                   help=f"window length in nt for both the reference and the alternate sequence (default: {said})")
     g.add_argument("--ref-check", choices=REF_CHECK_POLICIES, default="error",
                    help="when REF disagrees with the FASTA: error (default; stop and name the record), warn "
                         "(keep, flagged), skip (record it in the skip log), fix (use the FASTA's allele); "
