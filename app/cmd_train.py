@@ -44,4 +44,23 @@ def run(args) -> int:
               f"model in {folder}")
     else:
         print(f"{args.stage}: nothing to do (already at train.max_steps); model in {folder}")
+    _say_labels(folder, recipe["data"].get("task"))
     return 0
+
+
+def _say_labels(folder, task) -> None:
+    """What ``predict`` will score with the folder: the labels its bioreason_task.json records, or for a task of
+    your own without a label set, that ``--labels`` is needed."""
+    import json
+    from pathlib import Path
+
+    from bioreason.predict import TASK_FILE
+
+    spec = Path(folder) / TASK_FILE
+    labels = json.loads(spec.read_text()).get("labels") if spec.is_file() else None
+    if labels:
+        shown = ", ".join(labels[:8]) + (f" and {len(labels) - 8} more" if len(labels) > 8 else "")
+        print(f"labels it answers ({TASK_FILE}; predict scores these): {shown}")
+    elif task in ("vcf", "user"):
+        print(f"no label set recorded (answers are free text, or a label column that differs from them): give "
+              f"`bioreason predict` the answers to score with --labels")

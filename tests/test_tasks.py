@@ -245,6 +245,7 @@ def test_a_model_trained_on_your_labels_predicts_them_and_one_without_says_so(tm
               "train.max_steps=1"]
     assert main(["train", "sft", *common, "data.task=vcf", f"data.source={vcf}", "data.label_field=LABEL",
                  f"train.output_dir={tmp_path / 'vcf'}"]) == 0
+    assert "labels it answers (bioreason_task.json; predict scores these): FUNC, INT, LOF" in capsys.readouterr().out
     spec = json.loads((tmp_path / "vcf" / "final" / "bioreason_task.json").read_text())
     assert spec["labels"] == ["FUNC", "INT", "LOF"] and spec["window"] == 160
     assert spec["question"] == DEFAULT_QUESTION and spec["prompt"] == "question"
@@ -271,6 +272,7 @@ def test_a_model_trained_on_your_labels_predicts_them_and_one_without_says_so(tm
 
     assert user_run("labels", ["LOF", "FUNC", "LOF", "FUNC"])["labels"] == ["FUNC", "LOF"]  # as the model wrote them
     assert user_run("free", ["It truncates the protein.", "A silent change.", "It breaks splicing."]) is None
+    assert "no label set recorded" in capsys.readouterr().out
     capsys.readouterr()
     assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(tmp_path / "free" / "final"),
                  "--window", "160", "-o", str(tmp_path / "q")]) == 0
