@@ -57,6 +57,11 @@ class DemoBackend:
             self._loaded = VariantPredictor(model, proc, PredictConfig.for_model(self.model_path))
         return self._loaded
 
+    def window(self) -> int:
+        """The window the model was trained on (its bioreason_task.json), else its encoder's maximum."""
+        pred = self.predictor()
+        return pred.cfg.window or pred.proc.max_nucleotides
+
     def reference(self, fasta_file):
         """The bundled reference (kept open), or an upload (checked first; closed and deleted by ``release``)."""
         from bioreason.kegg_data.bundled import bundled_fasta
@@ -126,7 +131,7 @@ class DemoBackend:
 
         chrom, pos, ref, alt = parse_variant(text)
         reference = self.reference(fasta_file)
-        builder = WindowBuilder(reference, window=self.predictor().proc.max_nucleotides, ref_check="error",
+        builder = WindowBuilder(reference, window=self.window(), ref_check="error",
                                 options_as="pasted")
         try:
             (item,) = builder.build(chrom, pos, ref, [alt], where=lambda _i: "the variant box")
@@ -181,7 +186,7 @@ class DemoBackend:
             fh.write(data)
         try:
             pred = self.predictor()
-            reader = VariantReader(fh.name, self.reference(fasta_file), window=pred.proc.max_nucleotides,
+            reader = VariantReader(fh.name, self.reference(fasta_file), window=self.window(),
                                    ref_check="skip", info_fields=pred.cfg.info_fields(), options_as="pasted")
             pred = self.predictor_for(fasta_file, layouts=annotation_layouts(reader))
             items = list(reader)
@@ -224,7 +229,7 @@ class DemoBackend:
         found = locate_difference(ref or "", alt or "", self.annotator(None)) if len(seqs) == 2 else None
         if found is not None:
             chrom, pos, r, a = found
-            builder = WindowBuilder(self.reference(None), window=pred.proc.max_nucleotides, ref_check="error")
+            builder = WindowBuilder(self.reference(None), window=self.window(), ref_check="error")
             (item,) = builder.build(chrom, pos, r, [a], where=lambda _i: "the sequences")
             if not isinstance(item, Skip):
                 note = f"Found in the bundled reference as {chrom}:{pos} {r}>{a}"

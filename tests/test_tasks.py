@@ -235,7 +235,7 @@ def test_training_on_coordinates_names_its_fixes_as_recipe_keys_and_records_its_
 def test_a_model_trained_on_your_labels_predicts_them_and_one_without_says_so(tmp_path, capsys):
     """Training on a labelled VCF (data.task=vcf) records its labels, question and window in bioreason_task.json, so
     `predict` scores FUNC/INT/LOF on the trained 160-nt windows, not the default pathogenic/benign on 1,024 nt, and
-    `eval` cuts the same windows; a user table whose answers are free text names no label set, and `predict` warns
+    `eval` and the demo cut the same windows; a user table whose answers are free text names no label set, and `predict` warns
     that it scores the defaults."""
     from bioreason.app.cli import main
     from bioreason.kegg_data.user_data import DEFAULT_QUESTION
@@ -260,6 +260,10 @@ def test_a_model_trained_on_your_labels_predicts_them_and_one_without_says_so(tm
                  str(tmp_path / "vcf" / "final"), "-o", str(tmp_path / "ev")]) == 0  # eval prompts it the same way
     assert json.loads((tmp_path / "ev" / "report.json").read_text())["meta"]["options"] == {
         "window": 160, "question": DEFAULT_QUESTION}
+    from bioreason.app.demo import DemoBackend  # and so does the demo's variant tab
+
+    demo = DemoBackend(str(tmp_path / "vcf" / "final"), gtf="none")
+    assert len(demo.windows_for("chr17:43045705 T>A", None).ref_window) == 160
 
     def user_run(name, answers):
         table = tmp_path / f"{name}.csv"
