@@ -62,5 +62,5 @@ def _say_labels(folder, task) -> None:
         shown = ", ".join(labels[:8]) + (f" and {len(labels) - 8} more" if len(labels) > 8 else "")
         print(f"labels it answers ({TASK_FILE}; predict scores these): {shown}")
     elif task in ("vcf", "user"):
-        print(f"no label set recorded (answers are free text, or a label column that differs from them): give "
-              f"`bioreason predict` the answers to score with --labels")
+        print("no label set recorded (answers are free text, or a label column that differs from them): give "
+              "`bioreason predict` the answers to score with --labels")

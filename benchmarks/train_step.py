@@ -127,13 +127,12 @@ def main() -> None:
 
     on_dnn = cpu_math.use_onednn_matmuls(args.cpu_matmul)
     other = "blas" if on_dnn else "onednn"
-    from bioreason.kegg_data.tasks import SYSTEM_PROMPT
-    from bioreason.training.grpo import GRPOStep
-    from bioreason.training.sft import SFTStep
-
     from bioreason.autocast_cache import drop_frozen_casts, keep_frozen_casts
+    from bioreason.kegg_data.tasks import SYSTEM_PROMPT
     from bioreason.modeling import unwrap_dna_llm
     from bioreason.sampling import sample_groups
+    from bioreason.training.grpo import GRPOStep
+    from bioreason.training.sft import SFTStep
 
     ac = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.autocast == "bf16" else contextlib.nullcontext
     examples = workload(8)
