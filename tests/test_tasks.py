@@ -235,8 +235,8 @@ def test_training_on_coordinates_names_its_fixes_as_recipe_keys_and_records_its_
 def test_a_model_trained_on_your_labels_predicts_them_and_one_without_says_so(tmp_path, capsys):
     """Training on a labelled VCF (data.task=vcf) records its labels, question and window in bioreason_task.json, so
     `predict` scores FUNC/INT/LOF on the trained 160-nt windows, not the default pathogenic/benign on 1,024 nt, and
-    `eval` and the demo cut the same windows; a user table whose answers are free text names no label set, and `predict` warns
-    that it scores the defaults."""
+    `eval` and the demo cut the same windows; a user table whose answers are free text names no label set, and
+    `predict` warns that it scores the defaults."""
     from bioreason.app.cli import main
     from bioreason.kegg_data.user_data import DEFAULT_QUESTION
 
@@ -277,7 +277,6 @@ def test_a_model_trained_on_your_labels_predicts_them_and_one_without_says_so(tm
     assert user_run("labels", ["LOF", "FUNC", "LOF", "FUNC"])["labels"] == ["FUNC", "LOF"]  # as the model wrote them
     assert user_run("free", ["It truncates the protein.", "A silent change.", "It breaks splicing."]) is None
     assert "no label set recorded" in capsys.readouterr().out
-    capsys.readouterr()
     assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(tmp_path / "free" / "final"),
                  "--window", "160", "-o", str(tmp_path / "q")]) == 0
     err = capsys.readouterr().err

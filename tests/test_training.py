@@ -85,6 +85,23 @@ def test_grpo_samples_under_the_trainers_bf16_autocast(tmp_path, sft_folder):
     assert len(history) == 2 and all(h["loss"] == h["loss"] for h in history)  # ran, and no NaN
 
 
+def _tiny_trained_lora(seed: int, **lora):
+    """A tiny model under a LoRA adapter whose B matrices are non-zero, as after training (merging it changes the
+    weights; a fresh adapter's zero B would hide a wrong merge or a wrong gradient)."""
+    import torch
+
+    from bioreason.modeling import apply_lora
+    from bioreason.tiny import build_tiny
+
+    model, proc = build_tiny(seed=seed)
+    model = apply_lora(model, r=4, alpha=8, dropout=0.0, **lora)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.3)
+    return model, proc
+
+
 def test_kept_frozen_casts_change_no_loss_gradient_or_sample():
     """Frozen weights cast to bf16 once (``autocast_cache``) instead of by autocast on every call: the same SFT loss
     and LoRA gradients, bit for bit, and the same sampled tokens under the merged adapter GRPO samples with, in two
@@ -97,17 +114,11 @@ def test_kept_frozen_casts_change_no_loss_gradient_or_sample():
     from bioreason.autocast_cache import keep_frozen_casts
     from bioreason.kegg_data.tasks import SYSTEM_PROMPT
     from bioreason.kegg_data.toy import toy_examples
-    from bioreason.modeling import apply_lora, unwrap_dna_llm
+    from bioreason.modeling import unwrap_dna_llm
     from bioreason.sampling import sample_groups
-    from bioreason.tiny import build_tiny
     from bioreason.training.sft import SFTStep
 
-    model, proc = build_tiny(seed=3)
-    plain = apply_lora(model, r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj"))
-    with torch.no_grad():  # a trained adapter: merging it changes the weights
-        for name, p in plain.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.3)
+    plain, proc = _tiny_trained_lora(3, target_modules=("q_proj", "v_proj"))
     kept = copy.deepcopy(plain)
     assert keep_frozen_casts(unwrap_dna_llm(kept).language_model) > 0
     examples = toy_examples(n=3, seed=1)
@@ -268,17 +279,10 @@ def test_sft_loss_on_answer_positions_only_matches_every_positions_logits(monkey
     import torch.nn.functional as F
 
     from bioreason.kegg_data.toy import toy_examples
-    from bioreason.modeling import apply_lora
-    from bioreason.tiny import build_tiny
     from bioreason.training import sft
 
-    assert sft.takes_position_mask(build_tiny(seed=2)[0])  # this transformers' Llama takes the mask
-    model, proc = build_tiny(seed=2)
-    model = apply_lora(model, r=4, alpha=8, dropout=0.0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.3)
+    model, proc = _tiny_trained_lora(2)
+    assert sft.takes_position_mask(model)  # this transformers' Llama takes the mask
     examples = toy_examples(n=3, seed=1)
     examples[1] = dataclasses.replace(examples[1], question=examples[1].question + " Compare both windows closely.")
     monkeypatch.setattr(sft, "_uses_position_mask", lambda lm_class: mask)
