@@ -69,12 +69,13 @@ def read_dna_argument(value: str) -> str:
 def run(args) -> int:
     from bioreason.checkpoints import load_model
     from bioreason.inference import model_messages, stream_answer
-    from bioreason.predict import PredictConfig
+    from bioreason.predict import PredictConfig, encoder_max_nucleotides, model_window
 
     config = PredictConfig.for_model(args.model)
     dna = [read_dna_argument(d) for d in args.dna]
     # built before the model loads, so a bad question or sequence count fails at once
-    messages = model_messages(args.question, dna, config, args.system, config.window or 1024)
+    window = model_window(config, encoder_max_nucleotides(args.model))  # None: the untrained base, 1,024
+    messages = model_messages(args.question, dna, config, args.system, window)
     if config.prompt == "kegg" and len(dna) == 2 and dna[0].strip().upper() == dna[1].strip().upper():
         print("warning: the reference and variant sequences are the same, so there is no variant to reason about; "
               "the answer will not be about one (pass the variant's sequence as the second --dna)", file=sys.stderr)

@@ -58,9 +58,11 @@ class DemoBackend:
         return self._loaded
 
     def window(self) -> int:
-        """The window the model was trained on (its bioreason_task.json), else its encoder's maximum."""
+        """The window the model was trained on (its bioreason_task.json), else predict's default for it."""
+        from bioreason.predict import model_window
+
         pred = self.predictor()
-        return pred.cfg.window or pred.proc.max_nucleotides
+        return model_window(pred.cfg, pred.proc.max_nucleotides)
 
     def reference(self, fasta_file):
         """The bundled reference (kept open), or an upload (checked first; closed and deleted by ``release``)."""

@@ -18,7 +18,8 @@ def add_variant_options(p, window_default: int | None = 1024) -> None:
                    help="reference FASTA (plain, or BGZF with .fai/.gzi); 'bundled' = the packaged GRCh38 chr17 "
                         "(real sequence over BRCA1 only)")
     said = (f"{window_default}, the default encoder's maximum" if window_default else
-            "the window the model was trained on, from its bioreason_task.json, else 1024")
+            "the window the model was trained on, from its bioreason_task.json, else 1024 or its DNA encoder's "
+            "maximum if that is smaller")
     g.add_argument("--window", type=positive_int, default=window_default,
                    help=f"window length in nt for both the reference and the alternate sequence (default: {said})")
     g.add_argument("--ref-check", choices=REF_CHECK_POLICIES, default="error",

@@ -80,9 +80,12 @@ def _run(args, vcf, state) -> int:
                                   max_new_tokens=args.max_new_tokens, trace_slots=args.trace_slots,
                                   answer_tokens=args.answer_tokens,
                                   **prompt_overrides(args))
-    from bioreason.predict import TASK_FILE
+    from bioreason.predict import TASK_FILE, encoder_max_nucleotides, model_window
 
-    args.window = args.window or cfg.window or 1024  # the model's trained window unless --window says otherwise
+    folder = resolve_model_dir(args.model)
+    # the model's trained window unless --window says otherwise; longer than its encoder takes is an error here
+    args.window = args.window or model_window(cfg, encoder_max_nucleotides(folder))
+    _check_window(args.window, encoder_max_nucleotides(folder))
     if args.model and labels is None and rank == 0 and not (Path(args.model) / TASK_FILE).is_file():
         log.warning("%s has no %s (trained on a task without a fixed label set, or by an older bioreason): scoring "
                     "the default labels %s; pass --labels with the answers it was trained to give", args.model,
@@ -107,8 +110,6 @@ def _run(args, vcf, state) -> int:
                 "quantize": quantize, "trace_slots": cfg.trace_slots, "max_new_tokens": cfg.max_new_tokens,
                 "answer_tokens": cfg.answer_tokens, "prompt": [cfg.prompt, cfg.mode, cfg.gene, cfg.strand],
                 **reader_options(args)}
-    folder = resolve_model_dir(args.model)
-    _check_window(args.window, folder)
     fingerprint = content_fingerprint(vcf, fasta_path(args), folder, args.gtf, settings)
     progress_files = [progress_path(args.output, r) for r in range(world)]
     cfg_json = folder / "config.json"
@@ -176,16 +177,12 @@ def _run(args, vcf, state) -> int:
     return 0
 
 
-def _check_window(window: int, folder: Path) -> None:
+def _check_window(window: int, limit: int | None) -> None:
     """Before the model loads: a --window longer than the model's DNA encoder takes (its processor_config.json says,
     for the encoders that record it) is named here, not by the first batch's processor after the load."""
-    from bioreason.processing import PROCESSOR_FILE
-
-    cfg = folder / PROCESSOR_FILE
-    limit = (json.loads(cfg.read_text()).get("dna_config") or {}).get("max_nucleotides") if cfg.is_file() else None
-    if limit and window > int(limit):
-        raise InputFormatError(f"--window {window}: this model's DNA encoder takes at most {int(limit):,} nt per "
-                               f"sequence; give --window {int(limit)} or less")
+    if limit and window > limit:
+        raise InputFormatError(f"--window {window}: this model's DNA encoder takes at most {limit:,} nt per "
+                               f"sequence; give --window {limit} or less")
 
 
 def _summary(s, counts: dict, paths: dict, cfg) -> None:

@@ -23,6 +23,7 @@ from bioreason.kegg_data.user_data import DEFAULT_QUESTION, variant_question
 
 TASK_FILE = "bioreason_task.json"  # a trained folder may name its labels, question and system prompt
 DEFAULT_LABELS = ("pathogenic", "benign")
+DEFAULT_WINDOW = 1024  # training's data.window default (bioreason.recipes): what a folder without a task file used
 
 
 @dataclass
@@ -74,6 +75,25 @@ class PredictConfig:
         cfg.update({k: v for k, v in overrides.items() if v is not None})
         known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
         return cls(**known)
+
+
+def model_window(cfg: PredictConfig, encoder_max: int | None) -> int:
+    """The window to cut for a model: the one it was trained on (``bioreason_task.json``), else training's default
+    ``data.window`` capped at the longest sequence its DNA encoder takes. The one rule of ``predict``, ``ask`` and
+    the demo, so a model reads a variant the same way from each."""
+    return int(cfg.window or min(DEFAULT_WINDOW, encoder_max or DEFAULT_WINDOW))
+
+
+def encoder_max_nucleotides(folder: str | Path | None) -> int | None:
+    """Before the model loads: the longest sequence its DNA encoder takes, as its ``processor_config.json`` records
+    it (None for a folder or an encoder that does not say)."""
+    from bioreason.processing import PROCESSOR_FILE
+
+    path = Path(folder) / PROCESSOR_FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    limit = (json.loads(path.read_text()).get("dna_config") or {}).get("max_nucleotides")
+    return int(limit) if limit else None
 
 
 def batch_bytes(model, batch_size: int, tokens: int = 350) -> int:

@@ -349,3 +349,32 @@ def test_predict_batches_stream_from_the_reader():
         for k, batch, read in batched_windows(reader(), 8):
             got.append((k, [i for i, _ in batch], read))
     assert got == [(0, [0, 1, 2, 3, 5, 6, 7, 8], 9), (1, [10, 11, 12, 13, 15, 16, 17, 18], 19)]
+
+
+def test_without_a_task_file_predict_and_the_demo_cut_one_window_within_the_encoder(tiny_dir, sge_small, tmp_path,
+                                                                                     capsys):
+    """A folder without bioreason_task.json: predict, ask and the demo fall back to one rule (1,024 nt, or the DNA
+    encoder's maximum when smaller), so the same model reads a variant the same way from each front end."""
+    from bioreason.app.demo import DemoBackend
+    from bioreason.predict import TASK_FILE, PredictConfig, encoder_max_nucleotides, model_window
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_dir, folder)
+    (folder / TASK_FILE).unlink(missing_ok=True)
+    cfg_path = folder / "processor_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["dna_config"]["max_nucleotides"] = 256
+    cfg_path.write_text(json.dumps(cfg))
+    assert encoder_max_nucleotides(folder) == 256 and encoder_max_nucleotides(tmp_path) is None
+    assert model_window(PredictConfig(), 4096) == 1024 and model_window(PredictConfig(window=160), 256) == 160
+
+    prefix = tmp_path / "out"
+    assert main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(folder), "-o", str(prefix),
+                 "--labels", "LOF,FUNC"]) == 0
+    rows = [json.loads(x) for x in Path(f"{prefix}.jsonl").read_text().splitlines()]
+    assert {r["window_length"] for r in rows} == {256}
+    assert DemoBackend(str(folder), gtf="none").window() == 256
+    capsys.readouterr()
+    assert main(["predict", str(sge_small), "--fasta", "bundled", "--model", str(folder), "-o", str(prefix),
+                 "--window", "512", "--force"]) == 2
+    assert "takes at most 256 nt" in capsys.readouterr().err
