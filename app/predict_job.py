@@ -83,9 +83,10 @@ def _run(args, vcf, state) -> int:
     from bioreason.predict import TASK_FILE, encoder_max_nucleotides, model_window
 
     folder = resolve_model_dir(args.model)
+    limit = encoder_max_nucleotides(folder)
     # the model's trained window unless --window says otherwise; longer than its encoder takes is an error here
-    args.window = args.window or model_window(cfg, encoder_max_nucleotides(folder))
-    _check_window(args.window, encoder_max_nucleotides(folder))
+    args.window = args.window or model_window(cfg, limit)
+    _check_window(args.window, limit)
     if args.model and labels is None and rank == 0 and not (Path(args.model) / TASK_FILE).is_file():
         log.warning("%s has no %s (trained on a task without a fixed label set, or by an older bioreason): scoring "
                     "the default labels %s; pass --labels with the answers it was trained to give", args.model,
