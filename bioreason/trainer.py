@@ -203,6 +203,7 @@ class Trainer:
         self.order = DataOrder(pool, int(t["seed"]), int(t["batch_size"]), self.acc.num_processes,
                                int(t["grad_accum"]))
         self.step = 0
+        self._lengths: dict[int, int] = {}  # example index -> tokens, for micro_batches
         self.history: list[dict] = []
         if trackers:
             self.acc.init_trackers(f"bioreason-{kind}", config={k: v for k, v in t.items() if isinstance(
@@ -282,12 +283,28 @@ class Trainer:
         t = torch.tensor([float(value)], dtype=torch.float64, device=self.acc.device)
         return float(self.acc.reduce(t, reduction="sum").item())
 
+    def micro_batches(self, ga: int, rank: int) -> list[list[int]]:
+        """This process's examples for the step, in ``ga`` micro-batches. A step whose loss is normalised over all
+        of them (SFT: ``step_fn.length``) gets them sorted by token length first, so the rows padded together are
+        alike: the same gradient from less padding (KEGG's 8 examples: 8% of the cells padding in random pairs)."""
+        parts = [self.order.micro(self.step, m, rank) for m in range(ga)]
+        length = getattr(self.step_fn, "length", None)
+        if length is None or ga == 1:
+            return parts
+        flat = sorted((i for part in parts for i in part), key=lambda i: self._length(i, length))
+        bs = len(parts[0])
+        return [flat[m * bs:(m + 1) * bs] for m in range(ga)]
+
+    def _length(self, i: int, length) -> int:
+        if i not in self._lengths:
+            self._lengths[i] = length(self.examples[i])
+        return self._lengths[i]
+
     def train_step(self) -> dict:
         t = self.recipe["train"]
         ga = int(t["grad_accum"])
         rank = self.acc.process_index
-        prepared = [self.step_fn.prepare([self.examples[i] for i in self.order.micro(self.step, m, rank)])
-                    for m in range(ga)]
+        prepared = [self.step_fn.prepare([self.examples[i] for i in part]) for part in self.micro_batches(ga, rank)]
         units = self._sum_all(sum(p.units for p in prepared))
         if units == 0:
             raise RecipeError("a training step has no loss units (no answer tokens / completions)")

@@ -92,3 +92,72 @@ def test_a_model_switched_to_it_scores_and_decodes_as_with_sdpa(tiny_session, mo
     assert 1 in seen and any(1 < q <= MAX_QUERIES for q in seen) and any(q > MAX_QUERIES for q in seen)
     monkeypatch.undo()
     attention.register()  # the real function again, for the rest of the session
+
+
+@pytest.mark.parametrize("kind", ["none", "right-padded", "additive"])
+@pytest.mark.parametrize("block", [7, 160])  # 3 query blocks of a 20-position sequence, and one
+def test_causal_blocks_equal_sdpa_with_gradients(kind, block, monkeypatch):
+    """Training's attention (query blocks reading only the keys before them) gives sdpa's causal attention and the
+    same gradients for query, keys and values, on every position a right-padded row's loss can reach."""
+    from bioreason import attention
+
+    monkeypatch.setattr(attention, "BLOCK", block)
+    torch.manual_seed(block)
+    B, H, Hk, L, D = 2, 6, 2, 20, 8
+    q, k, v = (torch.randn(B, h, L, D, requires_grad=True) for h in (H, Hk, Hk))
+    keep = torch.ones(L, L, dtype=torch.bool).tril().expand(B, 1, L, L).clone()
+    keep[1, :, :, 15:] = False  # row 1 padded on the right from position 15
+    mask = {"none": None, "right-padded": keep,
+            "additive": torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)}[kind]
+    got = attention.causal_blocks(q, k, v, mask)
+    want = _reference(q, k, v, keep if mask is None else mask) if kind != "none" else _reference(
+        q, k, v, torch.ones(L, L, dtype=torch.bool).tril())
+    valid = torch.ones(B, L, 1, 1)
+    valid[1, 15:] = 0  # a padded query's output is never read
+    torch.testing.assert_close(got * valid, want * valid, atol=2e-6, rtol=1e-5)
+    grads = [torch.autograd.grad((out * valid).square().sum(), (q, k, v)) for out in (got, want)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_a_causal_training_pass_takes_the_blocks_and_a_cached_one_sdpa(monkeypatch):
+    import transformers.integrations.sdpa_attention as sdpa
+
+    calls = []
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward", lambda *a, **k: calls.append(a) or ("sdpa", None))
+    module = SimpleNamespace(training=True, is_causal=True, num_key_value_groups=2)
+    for dtype in (torch.float32, torch.bfloat16):
+        q, kv = torch.randn(1, 4, 30, 8, dtype=dtype), torch.randn(1, 2, 30, 8, dtype=dtype)
+        out, _ = few_query_attention(module, q, kv, kv, None)
+        assert out.shape == (1, 30, 4, 8) and out.dtype == dtype and not calls
+    out = few_query_attention(module, torch.randn(1, 4, 20, 8), kv.float(), kv.float(), None)  # 20 queries, 30 keys
+    assert out[0] == "sdpa" and len(calls) == 1
+
+
+def test_a_model_switched_to_it_trains_as_with_sdpa(tiny_session):
+    """The tiny model in training mode on a right-padded SFT batch: the blocks' loss and gradients are sdpa's."""
+    from bioreason.kegg_data.toy import toy_examples
+    from bioreason.modeling import unwrap_dna_llm
+    from bioreason.training.sft import SFTStep
+
+    model, proc = tiny_session
+    fast = copy.deepcopy(model)
+    assert use_few_query_attention(fast)
+    examples = toy_examples(n=3, seed=2)
+    batch = SFTStep(proc, None).prepare(examples)
+    assert not batch.inputs["attention_mask"].all()  # rows of different lengths, padded
+    results = []
+    for m in (model, fast):
+        m.train()
+        m.zero_grad()
+        loss, _ = SFTStep(proc, None).loss(m, batch)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
+    (l0, g0), (l1, g1) = results
+    assert unwrap_dna_llm(model).language_model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
+    assert g0.keys() == g1.keys() and g0
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4)
+    model.zero_grad()
+    model.eval()

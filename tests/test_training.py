@@ -488,3 +488,35 @@ def test_a_second_run_into_the_same_output_dir_is_refused_unless_forced(tmp_path
     assert main(cmd + ["train.lr=0.01", "--force"]) == 0
     assert len((out / "log.jsonl").read_text().splitlines()) == 3  # the old run's lines are gone, not mixed in
     assert (out / "final" / "model.safetensors").read_bytes() != first
+
+
+def test_sft_micro_batches_paired_by_length_give_the_same_step(tmp_path):
+    """The SFT trainer sorts a step's examples by length before cutting micro-batches (less padding): the loss is
+    normalised over the whole step, so the step's loss and the weights after it are those of the drawn pairing."""
+    import dataclasses
+
+    import torch
+
+    from bioreason.training.sft import build_trainer
+
+    recipe = _recipe(tmp_path, "pairs", "train.batch_size=2", "train.grad_accum=3", "train.max_steps=1")
+    runs = []
+    for paired in (True, False):
+        trainer = build_trainer(recipe)
+        for i in range(0, len(trainer.examples), 3):  # questions of three lengths, so the pairing matters
+            e = trainer.examples[i]
+            trainer.examples[i] = dataclasses.replace(e, question=e.question + " Look at both windows." * (i % 4))
+        if not paired:
+            trainer.step_fn.length = None
+        parts = trainer.micro_batches(3, 0)
+        lengths = [[trainer.step_fn.prepare([trainer.examples[i]]).inputs["input_ids"].shape[1] for i in p]
+                   for p in parts]
+        row = trainer.train_step()
+        runs.append((parts, lengths, row["loss"], {n: p.detach().clone() for n, p in trainer.model.named_parameters()
+                                                    if p.requires_grad}))
+    (p1, l1, loss1, w1), (p0, l0, loss0, w0) = runs
+    assert sorted(i for p in p1 for i in p) == sorted(i for p in p0 for i in p)  # the same examples
+    padding = [sum(max(ls) * len(ls) - sum(ls) for ls in lens) for lens in (l1, l0)]
+    assert padding[0] < padding[1]
+    assert loss1 == pytest.approx(loss0, rel=1e-5)
+    assert all(torch.allclose(w1[n], w0[n], rtol=1e-4, atol=1e-6) for n in w0)

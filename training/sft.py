@@ -51,6 +51,11 @@ class SFTStep:
         key = zlib.crc32((example.question + "|".join(s[:64] for s in example.dna)).encode())
         return (key % 10_000) / 10_000 >= self.empty_think_fraction
 
+    def length(self, example) -> int:
+        """The example's tokens as ``prepare`` lays it out (the trainer pairs examples of like length)."""
+        conv = example.to_messages(self.system, self.mode, reasoning=self._with_reasoning(example))
+        return int(self.proc([conv], max_length=self.max_length, truncation="error")["input_ids"].shape[1])
+
     def prepare(self, examples) -> SFTBatch:
         convs = [e.to_messages(self.system, self.mode, reasoning=self._with_reasoning(e)) for e in examples]
         inputs = self.proc(convs, max_length=self.max_length, truncation="error")
