@@ -30,10 +30,11 @@ def main() -> int:
     ap.add_argument("overrides", nargs="*", help="recipe key=value overrides")
     a = ap.parse_args()
 
-    from bioreason import attention
+    from bioreason import attention, cpu_math
     from bioreason.recipes import load_recipe
     from bioreason.training.sft import build_trainer
 
+    print(f"oneDNN fp32 matmuls: {cpu_math.configure_from_env()}")  # as the CLI's train command sets them
     out = tempfile.mkdtemp(prefix="bioreason-ab-")
     trainer = build_trainer(load_recipe(a.recipe, [f"train.output_dir={out}", "train.save_every=0", *a.overrides]))
     trains_causally, length = attention._trains_causally, trainer.step_fn.length
