@@ -11,8 +11,8 @@ in fp32, and hands everything else (inference prefills, GPUs, bf16 inference) to
 unchanged. Training on the CPU is the other case it takes: the forward and backward of torch's CPU flash kernel took
 ~38 ms per layer for 2 rows x 9 heads x 450 positions (a third of a KEGG SFT step), while :func:`causal_blocks`,
 the same grouped matmuls over query blocks that skip the keys a causal mask hides (a third of the square at three
-blocks), takes ~18 ms; scores are computed in the inputs' dtype and softmaxed in fp32, as transformers' eager
-attention does under autocast. :func:`use_few_query_attention` switches a DNA-LLM's language model to it;
+blocks), takes ~18 ms; scores and weights are kept in the inputs' dtype (bf16 under autocast, as transformers'
+eager attention keeps its scores; the softmax itself computes in fp32). :func:`use_few_query_attention` switches a DNA-LLM's language model to it;
 ``checkpoints.load_model`` does so for CPU inference and training. Results match ``sdpa`` to ~1e-6 in fp32
 (summation order); measured effect in the README.
 """
@@ -69,28 +69,29 @@ def _trains_causally(module, query, key, dropout, attention_mask, kwargs) -> boo
 def causal_blocks(query, key, value, attention_mask, scaling=None):
     """Causal attention of L queries on their own L keys, query block by query block: block [a, b) reads keys
     [0, b) only (the rest a causal mask hides), with the query heads that share a key/value head stacked. Scores
-    in the inputs' dtype, softmax in fp32, weights back in the inputs' dtype for the value product. ``attention_mask``
-    (B, 1, L, L), bool or additive, must be causal (each query sees no later key); None means causal alone.
-    Returns (B, L, H, D)."""
+    and weights in the inputs' dtype, the softmax computed in fp32 inside torch's kernel (bf16 in, bf16 out: one
+    pass over the scores instead of a conversion each way), the scale applied to the queries (a power of two for
+    64-wide heads: exact). ``attention_mask`` (B, 1, L, L), bool or additive, must be causal (each query sees no
+    later key); None means causal alone. Returns (B, L, H, D)."""
     B, H, L, D = query.shape
     Hk = key.shape[1]
     g = H // Hk
-    scale = D ** -0.5 if scaling is None else scaling
-    low = torch.finfo(torch.float32).min
+    query = query * (D ** -0.5 if scaling is None else scaling)
     outs = []
     n = max(1, round(L / BLOCK))
     edges = [round(L * i / n) for i in range(n + 1)]
     for a, b in zip(edges, edges[1:]):
         q = query[:, :, a:b].reshape(B, Hk, g * (b - a), D)
-        scores = torch.matmul(q, key[:, :, :b].transpose(-1, -2)).view(B, Hk, g, b - a, b).float() * scale
+        scores = torch.matmul(q, key[:, :, :b].transpose(-1, -2)).view(B, Hk, g, b - a, b)
+        low = torch.finfo(scores.dtype).min  # bf16 under autocast, whatever the inputs' dtype
         if attention_mask is None:
             hide = torch.ones(b - a, b, dtype=torch.bool, device=query.device).triu(a + 1)
             scores = scores.masked_fill(hide, low)
         elif attention_mask.dtype == torch.bool:  # a row with no key at all gets uniform weights, as eager does
             scores = scores.masked_fill(~attention_mask[:, :, None, a:b, :b], low)
         else:
-            scores = scores + attention_mask[:, :, None, a:b, :b].float()
-        weights = scores.softmax(-1).to(value.dtype).view(B, Hk, g * (b - a), b)
+            scores = scores + attention_mask[:, :, None, a:b, :b].to(scores.dtype)
+        weights = scores.softmax(-1).view(B, Hk, g * (b - a), b)
         outs.append(torch.matmul(weights, value[:, :, :b]).view(B, H, b - a, D))
     return torch.cat(outs, 2).transpose(1, 2).contiguous()
 

@@ -120,6 +120,24 @@ def test_causal_blocks_equal_sdpa_with_gradients(kind, block, monkeypatch):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_causal_blocks_under_autocast_compute_in_bf16():
+    """Under CPU autocast the LLM hands fp32 queries (rotary embedding in fp32) and bf16 values: scores, weights and
+    output come out bf16, within bf16's rounding of the fp32 result."""
+    from bioreason.attention import causal_blocks
+
+    torch.manual_seed(1)
+    q, k = torch.randn(2, 6, 40, 8), torch.randn(2, 2, 40, 8)
+    v = torch.randn(2, 2, 40, 8)
+    keep = torch.ones(40, 40, dtype=torch.bool).tril().expand(2, 1, 40, 40).clone()
+    keep[0, :, :, 30:] = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = causal_blocks(q, k, v.bfloat16(), keep)
+    assert got.dtype == torch.bfloat16
+    want = _reference(q, k, v, keep)
+    torch.testing.assert_close(got[1].float(), want[1], atol=0.05, rtol=0.05)
+    torch.testing.assert_close(got[0, :30].float(), want[0, :30], atol=0.05, rtol=0.05)
+
+
 def test_a_causal_training_pass_takes_the_blocks_and_a_cached_one_sdpa(monkeypatch):
     import transformers.integrations.sdpa_attention as sdpa
 
