@@ -8,11 +8,12 @@ share a key/value head stacked (grouped-query attention without repeating the ke
 :func:`few_query_attention`, registered with transformers' ``AttentionInterface`` as ``bioreason_sdpa`` (with
 ``sdpa``'s mask function), runs that path for inference on CPU tensors of at most ``MAX_QUERIES`` query positions
 in fp32, and hands everything else (inference prefills, GPUs, bf16 inference) to transformers' own ``sdpa``
-unchanged. Training on the CPU is the other case it takes: the forward and backward of torch's CPU flash kernel took
-~38 ms per layer for 2 rows x 9 heads x 450 positions (a third of a KEGG SFT step), while :func:`causal_blocks`,
-the same grouped matmuls over query blocks that skip the keys a causal mask hides (a third of the square at three
-blocks), takes ~18 ms; scores and weights are kept in the inputs' dtype (bf16 under autocast, as transformers'
-eager attention keeps its scores; the softmax itself computes in fp32). :func:`use_few_query_attention` switches a DNA-LLM's language model to it;
+unchanged. Training on the CPU is the other case it takes: the forward and backward of torch's CPU flash kernel
+took ~44 ms per layer for 2 rows x 9 heads x 450 positions with a padding mask (a third of a KEGG SFT step), while
+:func:`causal_blocks`, the same grouped matmuls over query blocks that skip the keys a causal mask hides (two thirds
+of the square at three blocks), takes ~22 ms. Its scores and weights stay in the compute dtype (bf16 under
+autocast, as transformers' eager attention keeps its scores; the softmax itself computes in fp32): converting them
+to fp32 and back cost all it saved. :func:`use_few_query_attention` switches a DNA-LLM's language model to it;
 ``checkpoints.load_model`` does so for CPU inference and training. Results match ``sdpa`` to ~1e-6 in fp32
 (summation order); measured effect in the README.
 """
