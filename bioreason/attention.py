@@ -1,21 +1,21 @@
-"""Attention for a few query positions on the CPU: the LLM's attention when it is not a prefill.
+"""The LLM's attention on CPU tensors where torch's flash kernel is slow: few queries, and training passes.
 
 Candidate scoring (an answer prefix of ~12 tokens, then 2-3 tokens per label, on the prompts' KV cache) and every
 decode step (one token per row) attend a handful of queries to a few hundred cached keys. torch's CPU
 ``scaled_dot_product_attention`` (the flash kernel transformers' ``sdpa`` calls) takes about 1 ms for 8 rows x 3
 queries x 260 keys, a tenth of which is arithmetic; two batched matmuls and a softmax, with the query heads that
-share a key/value head stacked (grouped-query attention without repeating the keys), take 0.12 ms. So
-:func:`few_query_attention`, registered with transformers' ``AttentionInterface`` as ``bioreason_sdpa`` (with
-``sdpa``'s mask function), runs that path for inference on CPU tensors of at most ``MAX_QUERIES`` query positions
-in fp32, and hands everything else (inference prefills, GPUs, bf16 inference) to transformers' own ``sdpa``
-unchanged. Training on the CPU is the other case it takes: the forward and backward of torch's CPU flash kernel
-took ~44 ms per layer for 2 rows x 9 heads x 450 positions with a padding mask (a third of a KEGG SFT step), while
-:func:`causal_blocks`, the same grouped matmuls over query blocks that skip the keys a causal mask hides (two thirds
-of the square at three blocks), takes ~22 ms. Its scores and weights stay in the compute dtype (bf16 under
-autocast, as transformers' eager attention keeps its scores; the softmax itself computes in fp32): converting them
-to fp32 and back cost all it saved. :func:`use_few_query_attention` switches a DNA-LLM's language model to it;
-``checkpoints.load_model`` does so for CPU inference and training. Results match ``sdpa`` to ~1e-6 in fp32
-(summation order); measured effect in the README.
+share a key/value head stacked (grouped-query attention without repeating the keys), take 0.12 ms. Training is the
+other case: the forward and backward of the flash kernel took ~44 ms per layer for 2 rows x 9 heads x 450
+positions with a padding mask (a third of a KEGG SFT step), the same grouped matmuls by query blocks that skip the
+keys a causal mask hides ~22 ms; GRPO's pass of 8 completions x 128 tokens on their prompts' cache 148 -> 76 ms.
+One function, :func:`grouped_attention`, serves both; :func:`few_query_attention`, registered with transformers'
+``AttentionInterface`` as ``bioreason_sdpa`` (with ``sdpa``'s mask function), sends it fp32 inference of at most
+``MAX_QUERIES`` queries and CPU training passes (bf16 under autocast, or fp32; :func:`train_by_blocks` turns the
+latter off per model), and hands everything else (inference prefills, GPUs, bf16 inference) to transformers' own
+``sdpa`` unchanged. Scores and weights stay in the compute dtype (as transformers' eager attention keeps them):
+converting bf16 scores to fp32 and back cost all the blocks saved. :func:`use_few_query_attention` switches a
+DNA-LLM's language model to it; ``checkpoints.load_model`` does so for CPU inference and training. Results match
+``sdpa`` to ~1e-6 in fp32 (summation order); measured effect in the README.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ NAME = "bioreason_sdpa"
 MAX_QUERIES = 16
 BLOCK = 160  # query positions per block of a training pass: 3 blocks at KEGG's ~450 positions measured fastest
 TRAIN_DTYPES = (torch.bfloat16, torch.float32)
+TRAIN_SWITCH = "bioreason_blocks"  # an attention module attribute: False sends its training passes to sdpa
 
 
 def few_query_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
@@ -34,67 +35,63 @@ def few_query_attention(module, query, key, value, attention_mask, dropout: floa
     additive, or None; returns ((B, Q, H, D), None)."""
     B, H, Q, D = query.shape
     Hk, L = key.shape[1], key.shape[2]
-    plain = (query.device.type == "cpu" and query.dtype == torch.float32 and Q <= MAX_QUERIES and not dropout
-             and not module.training and H % Hk == 0 and kwargs.get("position_bias") is None
-             and kwargs.get("softcap") is None and (attention_mask is not None or Q == 1)
-             and (attention_mask is None or (attention_mask.dim() == 4 and attention_mask.shape[1] == 1)))
-    if not plain and _trains_causally(module, query, key, dropout, attention_mask, kwargs):
-        return causal_blocks(query, key, value, attention_mask, scaling), None
-    if not plain:
-        return sdpa_attention.sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                                     scaling=scaling, **kwargs)
-    g = H // Hk  # query heads per key/value head: head h reads key/value head h // g (as repeat_kv lays them out)
-    scores = torch.matmul(query.reshape(B, Hk, g * Q, D), key.transpose(-1, -2))
-    scores = scores.mul_(D ** -0.5 if scaling is None else scaling).view(B, Hk, g, Q, L)
-    if attention_mask is not None:
-        mask = attention_mask[:, :, None]  # (B, 1, 1, Q, L): the same for every head
-        if mask.dtype == torch.bool:  # a row with no key at all gets uniform weights, as eager attention does
-            scores = scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores.add_(mask)
-    weights = scores.softmax(-1).view(B, Hk, g * Q, L)
-    out = torch.matmul(weights, value).view(B, H, Q, D)
-    return out.transpose(1, 2).contiguous(), None
+    simple = (query.device.type == "cpu" and not dropout and H % Hk == 0 and Q <= L
+              and all(kwargs.get(k) is None for k in ("position_bias", "softcap", "sliding_window"))
+              and (attention_mask is None or (attention_mask.dim() == 4 and attention_mask.shape[1] == 1)))
+    if simple and not module.training and query.dtype == torch.float32 and Q <= MAX_QUERIES and (
+            attention_mask is not None or Q == 1):
+        return grouped_attention(query, key, value, attention_mask, scaling), None
+    if simple and module.training and getattr(module, TRAIN_SWITCH, True) and getattr(module, "is_causal", False) \
+            and query.dtype in TRAIN_DTYPES:
+        return grouped_attention(query, key, value, attention_mask, scaling, block=BLOCK), None
+    return sdpa_attention.sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                                 scaling=scaling, **kwargs)
 
 
-def _trains_causally(module, query, key, dropout, attention_mask, kwargs) -> bool:
-    """A CPU training pass over a whole causal sequence (no cache: as many queries as keys), whose mask is causal
-    (sdpa's: causal + padding) or absent."""
-    H, Hk = query.shape[1], key.shape[1]
-    return (query.device.type == "cpu" and module.training and getattr(module, "is_causal", False)
-            and query.dtype in TRAIN_DTYPES and query.shape[2] == key.shape[2] and not dropout and H % Hk == 0
-            and all(kwargs.get(k) is None for k in ("position_bias", "softcap", "sliding_window"))
-            and (attention_mask is None or (attention_mask.dim() == 4 and attention_mask.shape[1] == 1)))
-
-
-def causal_blocks(query, key, value, attention_mask, scaling=None):
-    """Causal attention of L queries on their own L keys, query block by query block: block [a, b) reads keys
-    [0, b) only (the rest a causal mask hides), with the query heads that share a key/value head stacked. Scores
-    and weights in the inputs' dtype, the softmax computed in fp32 inside torch's kernel (bf16 in, bf16 out: one
-    pass over the scores instead of a conversion each way), the scale applied to the queries (a power of two for
-    64-wide heads: exact). ``attention_mask`` (B, 1, L, L), bool or additive, must be causal (each query sees no
-    later key); None means causal alone. Returns (B, L, H, D)."""
-    B, H, L, D = query.shape
-    Hk = key.shape[1]
-    g = H // Hk
+def grouped_attention(query, key, value, attention_mask, scaling=None, block: int | None = None):
+    """Attention of Q queries, the last Q of the L positions whose keys and values are given (a decode step, a
+    pass on a KV cache, or a whole sequence: Q = L), with the query heads that share a key/value head stacked
+    (grouped-query attention without repeating the keys). With ``block``, the queries go in blocks of about that
+    many, and block [a, b) reads only the keys a causal mask leaves it (the first L - Q + b); without, one block
+    reads every key, whatever the mask. ``attention_mask`` (B, 1, Q, L), bool or additive, must hide the later
+    keys when there are blocks; None means causal alone. Scores and weights in the compute dtype (bf16 under
+    autocast; torch's softmax kernel computes in fp32 inside), the scale applied to the queries (a power of two
+    for 64-wide heads: exact). A row with no key at all gets uniform weights, as eager attention does. Returns
+    (B, Q, H, D)."""
+    B, H, Q, D = query.shape
+    Hk, L = key.shape[1], key.shape[2]
+    g, first = H // Hk, L - Q  # query heads per key/value head (head h reads h // g, as repeat_kv lays them out)
     query = query * (D ** -0.5 if scaling is None else scaling)
+    n = max(1, round(Q / block)) if block else 1
+    edges = [round(Q * i / n) for i in range(n + 1)]
     outs = []
-    n = max(1, round(L / BLOCK))
-    edges = [round(L * i / n) for i in range(n + 1)]
     for a, b in zip(edges, edges[1:]):
+        seen = first + b  # keys [0, seen) are all block [a, b) can see
         q = query[:, :, a:b].reshape(B, Hk, g * (b - a), D)
-        scores = torch.matmul(q, key[:, :, :b].transpose(-1, -2)).view(B, Hk, g, b - a, b)
+        scores = torch.matmul(q, key[:, :, :seen].transpose(-1, -2)).view(B, Hk, g, b - a, seen)
         low = torch.finfo(scores.dtype).min  # bf16 under autocast, whatever the inputs' dtype
         if attention_mask is None:
-            hide = torch.ones(b - a, b, dtype=torch.bool, device=query.device).triu(a + 1)
-            scores = scores.masked_fill(hide, low)
-        elif attention_mask.dtype == torch.bool:  # a row with no key at all gets uniform weights, as eager does
-            scores = scores.masked_fill(~attention_mask[:, :, None, a:b, :b], low)
+            if b - a > 1:  # query a + i sees keys up to first + a + i
+                scores = scores.masked_fill_(torch.ones(b - a, seen, dtype=torch.bool,
+                                                        device=query.device).triu_(first + a + 1), low)
+        elif attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill_(~attention_mask[:, :, None, a:b, :seen], low)
         else:
-            scores = scores + attention_mask[:, :, None, a:b, :b].to(scores.dtype)
-        weights = scores.softmax(-1).view(B, Hk, g * (b - a), b)
-        outs.append(torch.matmul(weights, value[:, :, :b]).view(B, H, b - a, D))
-    return torch.cat(outs, 2).transpose(1, 2).contiguous()
+            scores = scores.add_(attention_mask[:, :, None, a:b, :seen].to(scores.dtype))
+        weights = scores.softmax(-1).view(B, Hk, g * (b - a), seen)
+        outs.append(torch.matmul(weights, value[:, :, :seen]).view(B, H, b - a, D))
+    out = outs[0] if n == 1 else torch.cat(outs, 2)
+    return out.transpose(1, 2).contiguous()
+
+
+def train_by_blocks(model, on: bool = True) -> None:
+    """Let (True, the default) or stop a DNA-LLM's CPU training passes from taking :func:`grouped_attention`'s
+    query blocks (``train.cpu_attention``: ``blocks`` or ``sdpa``, the flash kernel kegg-v1 was trained with)."""
+    from bioreason.modeling import unwrap_dna_llm
+
+    for module in unwrap_dna_llm(model).language_model.modules():
+        if hasattr(module, "is_causal"):
+            setattr(module, TRAIN_SWITCH, bool(on))
 
 
 def register() -> None:
@@ -119,4 +116,5 @@ def use_few_query_attention(model) -> bool:
     return True
 
 
-__all__ = ["BLOCK", "MAX_QUERIES", "NAME", "causal_blocks", "few_query_attention", "register", "use_few_query_attention"]
+__all__ = ["BLOCK", "MAX_QUERIES", "NAME", "few_query_attention", "grouped_attention", "register", "train_by_blocks",
+           "use_few_query_attention"]

@@ -56,6 +56,7 @@ CHECKS = {
     "train.mixed_precision": one_of("no", "bf16", "fp16"), "train.log_every": whole(1),
     "train.save_every": whole(0), "train.save_total_limit": whole(0, optional=True),
     "train.threads": whole(1, optional=True), "train.overwrite": one_of(True, False),
+    "train.cpu_attention": one_of("blocks", "sdpa"), "train.pair_by_length": one_of(True, False),
     "data.max_length": whole(8), "data.n": whole(1), "data.limit": whole(1, optional=True), "data.window": whole(1),
     "data.empty_think_fraction": number(0, 1), "data.answer_weight": number(0, lo_open=True),
     "data.mode": one_of("dna", "text", "none"),

@@ -37,6 +37,9 @@ DEFAULTS: dict = {
         "scheduler": "cosine", "warmup_steps": 0, "weight_decay": 0.0, "max_grad_norm": 1.0,
         "mixed_precision": "no", "log_every": 1, "save_every": 0, "save_total_limit": 2, "resume": None,
         "save_format": "auto", "trackers": "auto", "threads": None,
+        # CPU speed-ups that change a step's rounding, not its maths: attention by query blocks (blocks; sdpa =
+        # torch's flash kernel) and a step's examples paired by length into micro-batches (SFT)
+        "cpu_attention": "blocks", "pair_by_length": True,
         "overwrite": False,  # True (the CLI's --force): replace a previous run in output_dir instead of refusing
     },
     "grpo": {

@@ -178,6 +178,11 @@ class Trainer:
 
         set_seed(int(t["seed"]))
         model, self.proc, self.base = load_for_training(recipe)
+        if self.acc.device.type == "cpu":  # CPU attention (bioreason.attention), whatever model.init built
+            from bioreason.attention import train_by_blocks, use_few_query_attention
+
+            use_few_query_attention(model)  # a shipped or trained folder is switched already; tiny and build are not
+            train_by_blocks(model, t.get("cpu_attention", "blocks") == "blocks")  # sdpa: as kegg-v1 was trained
         self.kept_casts = 0
         # frozen weights cast once, not per call (autocast_cache): on CPUs, where it was measured; on a GPU the copies
         # would take half the frozen weights' memory again for a cast that costs little there
@@ -287,10 +292,10 @@ class Trainer:
         """This process's examples for the step, in ``ga`` micro-batches. A step whose loss is normalised over all
         of them (SFT: ``step_fn.length``) gets them sorted by token length first, so the rows padded together are
         alike: the same gradient from less padding (KEGG's 8 examples: 9.5-10% of the cells padding in random pairs,
-        3-4% paired)."""
+        3-4% paired); ``train.pair_by_length=false`` keeps the drawn pairs."""
         parts = [self.order.micro(self.step, m, rank) for m in range(ga)]
         length = getattr(self.step_fn, "length", None)
-        if length is None or ga == 1:
+        if length is None or ga == 1 or not self.recipe["train"].get("pair_by_length", True):
             return parts
         flat = sorted((i for part in parts for i in part), key=lambda i: self._length(i, length))
         bs = len(parts[0])

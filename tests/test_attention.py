@@ -1,6 +1,6 @@
-"""``bioreason.attention``: the few-query path gives sdpa's attention (grouped-query heads, bool and additive masks,
-padded rows, a row with no key), hands prefills, training and bf16 to sdpa untouched, and a model switched to it
-scores and decodes as with sdpa."""
+"""``bioreason.attention``: the few-query path and the training blocks give sdpa's attention (grouped-query heads,
+bool and additive masks, padded rows, a row with no key, queries on a cache), with sdpa's gradients; prefills and bf16
+inference go to sdpa untouched, and a model switched to it scores, decodes and trains as with sdpa."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bioreason.attention import MAX_QUERIES, NAME, few_query_attention, use_few_query_attention
+from bioreason.attention import MAX_QUERIES, NAME, TRAIN_SWITCH, few_query_attention, use_few_query_attention
 
 
 def _reference(query, key, value, mask):
@@ -96,34 +96,38 @@ def test_a_model_switched_to_it_scores_and_decodes_as_with_sdpa(tiny_session, mo
 
 @pytest.mark.parametrize("kind", ["none", "right-padded", "additive"])
 @pytest.mark.parametrize("block", [7, 160])  # 3 query blocks of a 20-position sequence, and one
-def test_causal_blocks_equal_sdpa_with_gradients(kind, block, monkeypatch):
+@pytest.mark.parametrize("cached", [0, 9])  # a whole sequence, or its last 11 positions on a cache of the first 9
+def test_training_blocks_equal_sdpa_with_gradients(kind, block, cached):
     """Training's attention (query blocks reading only the keys before them) gives sdpa's causal attention and the
-    same gradients for query, keys and values, on every position a right-padded row's loss can reach."""
-    from bioreason import attention
+    same gradients for query, keys and values, on every position a right-padded row's loss can reach; also for the
+    last positions of a sequence on the keys of its first (GRPO's completions on their prompts' cache)."""
+    from bioreason.attention import grouped_attention
 
-    monkeypatch.setattr(attention, "BLOCK", block)
-    torch.manual_seed(block)
+    torch.manual_seed(block + cached)
     B, H, Hk, L, D = 2, 6, 2, 20, 8
-    q, k, v = (torch.randn(B, h, L, D, requires_grad=True) for h in (H, Hk, Hk))
-    keep = torch.ones(L, L, dtype=torch.bool).tril().expand(B, 1, L, L).clone()
+    Q = L - cached
+    q = torch.randn(B, H, Q, D, requires_grad=True)
+    k, v = (torch.randn(B, Hk, L, D, requires_grad=True) for _ in range(2))
+    causal = torch.ones(L, L, dtype=torch.bool).tril()[cached:]  # (Q, L): query i is position cached + i
+    keep = causal.expand(B, 1, Q, L).clone()
     keep[1, :, :, 15:] = False  # row 1 padded on the right from position 15
     mask = {"none": None, "right-padded": keep,
             "additive": torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)}[kind]
-    got = attention.causal_blocks(q, k, v, mask)
-    want = _reference(q, k, v, keep if mask is None else mask) if kind != "none" else _reference(
-        q, k, v, torch.ones(L, L, dtype=torch.bool).tril())
-    valid = torch.ones(B, L, 1, 1)
-    valid[1, 15:] = 0  # a padded query's output is never read
+    got = grouped_attention(q, k, v, mask, block=block)
+    want = _reference(q, k, v, causal if mask is None else mask)
+    valid = torch.ones(B, Q, 1, 1)
+    if kind != "none":
+        valid[1, 15 - cached:] = 0  # a padded query's output is never read
     torch.testing.assert_close(got * valid, want * valid, atol=2e-6, rtol=1e-5)
     grads = [torch.autograd.grad((out * valid).square().sum(), (q, k, v)) for out in (got, want)]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_causal_blocks_under_autocast_compute_in_bf16():
+def test_training_blocks_under_autocast_compute_in_bf16():
     """Under CPU autocast the LLM hands fp32 queries (rotary embedding in fp32) and bf16 values: scores, weights and
     output come out bf16, within bf16's rounding of the fp32 result."""
-    from bioreason.attention import causal_blocks
+    from bioreason.attention import grouped_attention
 
     torch.manual_seed(1)
     q, k = torch.randn(2, 6, 40, 8), torch.randn(2, 2, 40, 8)
@@ -131,24 +135,26 @@ def test_causal_blocks_under_autocast_compute_in_bf16():
     keep = torch.ones(40, 40, dtype=torch.bool).tril().expand(2, 1, 40, 40).clone()
     keep[0, :, :, 30:] = False
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = causal_blocks(q, k, v.bfloat16(), keep)
+        got = grouped_attention(q, k, v.bfloat16(), keep, block=16)
     assert got.dtype == torch.bfloat16
     want = _reference(q, k, v, keep)
     torch.testing.assert_close(got[1].float(), want[1], atol=0.05, rtol=0.05)
     torch.testing.assert_close(got[0, :30].float(), want[0, :30], atol=0.05, rtol=0.05)
 
 
-def test_a_causal_training_pass_takes_the_blocks_and_a_cached_one_sdpa(monkeypatch):
+def test_a_training_pass_takes_the_blocks_unless_switched_off(monkeypatch):
     import transformers.integrations.sdpa_attention as sdpa
 
     calls = []
     monkeypatch.setattr(sdpa, "sdpa_attention_forward", lambda *a, **k: calls.append(a) or ("sdpa", None))
     module = SimpleNamespace(training=True, is_causal=True, num_key_value_groups=2)
     for dtype in (torch.float32, torch.bfloat16):
-        q, kv = torch.randn(1, 4, 30, 8, dtype=dtype), torch.randn(1, 2, 30, 8, dtype=dtype)
-        out, _ = few_query_attention(module, q, kv, kv, None)
-        assert out.shape == (1, 30, 4, 8) and out.dtype == dtype and not calls
-    out = few_query_attention(module, torch.randn(1, 4, 20, 8), kv.float(), kv.float(), None)  # 20 queries, 30 keys
+        for queries in (30, 20):  # a whole sequence; its last 20 positions on a cache of the first 10
+            q, kv = torch.randn(1, 4, queries, 8, dtype=dtype), torch.randn(1, 2, 30, 8, dtype=dtype)
+            out, _ = few_query_attention(module, q, kv, kv, None)
+            assert out.shape == (1, queries, 4, 8) and out.dtype == dtype and not calls
+    setattr(module, TRAIN_SWITCH, False)  # train.cpu_attention=sdpa
+    out = few_query_attention(module, torch.randn(1, 4, 30, 8), kv.float(), kv.float(), None)
     assert out[0] == "sdpa" and len(calls) == 1
 
 
@@ -173,6 +179,41 @@ def test_a_model_switched_to_it_trains_as_with_sdpa(tiny_session):
         results.append((loss.detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
     (l0, g0), (l1, g1) = results
     assert unwrap_dna_llm(model).language_model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
+    assert g0.keys() == g1.keys() and g0
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4)
+    model.zero_grad()
+    model.eval()
+
+
+def test_grpo_passes_on_the_prompts_cache_train_as_with_sdpa(tiny_session):
+    """GRPO's loss pass (prompts after their shared prefix on its cache, then completions on the prompts' cache,
+    both with fewer queries than keys): the blocks' log-probs and gradients are sdpa's."""
+    from bioreason import rl
+    from bioreason.processing import user_message
+
+    model, proc = tiny_session
+    fast = copy.deepcopy(model)
+    assert use_few_query_attention(fast)
+    prompts = [[user_message("Which gene is it?", ["ACGTTGCA" * 6])], [user_message("And here?", ["GGCATT" * 5])]]
+    enc = proc(prompts, padding_side="left")
+    prefix = proc.prefix_len(prompts, enc)
+    assert prefix > 1 and not enc["attention_mask"].all()  # a shared prefix, and a left-padded row
+    torch.manual_seed(0)
+    cont = torch.randint(5, 100, (4, 6))
+    cmask = torch.ones_like(cont)
+    cmask[1, 4:] = 0  # a completion that ended early
+    results = []
+    for m in (model, fast):
+        m.train()
+        m.zero_grad()
+        feats = m.get_dna_features(enc["dna_input_ids"], enc["dna_attention_mask"])
+        logp = rl.shared_prefix_logprobs(m, enc["input_ids"], enc["attention_mask"], cont, cmask, 2, feats,
+                                         prefix_len=prefix)
+        (logp * cmask).sum().backward()
+        results.append((logp.detach() * cmask, {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
+    (l0, g0), (l1, g1) = results
     torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
     assert g0.keys() == g1.keys() and g0
     for n in g0:

@@ -499,15 +499,13 @@ def test_sft_micro_batches_paired_by_length_give_the_same_step(tmp_path):
 
     from bioreason.training.sft import build_trainer
 
-    recipe = _recipe(tmp_path, "pairs", "train.batch_size=2", "train.grad_accum=3", "train.max_steps=1")
     runs = []
     for paired in (True, False):
-        trainer = build_trainer(recipe)
+        trainer = build_trainer(_recipe(tmp_path, f"pairs-{paired}", "train.batch_size=2", "train.grad_accum=3",
+                                        "train.max_steps=1", f"train.pair_by_length={str(paired).lower()}"))
         for i in range(0, len(trainer.examples), 3):  # questions of three lengths, so the pairing matters
             e = trainer.examples[i]
             trainer.examples[i] = dataclasses.replace(e, question=e.question + " Look at both windows." * (i % 4))
-        if not paired:
-            trainer.step_fn.length = None
         parts = trainer.micro_batches(3, 0)
         lengths = [[trainer.step_fn.prepare([trainer.examples[i]]).inputs["input_ids"].shape[1] for i in p]
                    for p in parts]
@@ -520,3 +518,24 @@ def test_sft_micro_batches_paired_by_length_give_the_same_step(tmp_path):
     assert padding[0] < padding[1]
     assert loss1 == pytest.approx(loss0, rel=1e-5)
     assert all(torch.allclose(w1[n], w0[n], rtol=1e-4, atol=1e-6) for n in w0)
+
+
+@pytest.mark.parametrize("choice", ["blocks", "sdpa"])
+def test_train_cpu_attention_picks_the_training_passes_attention(tmp_path, choice, monkeypatch):
+    """``train.cpu_attention``: a CPU training pass takes the query blocks (the default) or torch's flash kernel
+    (``sdpa``, as kegg-v1 was trained); inference is not affected."""
+    import transformers.integrations.sdpa_attention as sdpa
+
+    from bioreason import attention
+    from bioreason.training.sft import build_trainer
+
+    calls = {"blocks": 0, "sdpa": 0}
+    blocks, flash = attention.grouped_attention, sdpa.sdpa_attention_forward
+    monkeypatch.setattr(attention, "grouped_attention",
+                        lambda *a, **k: calls.__setitem__("blocks", calls["blocks"] + (k.get("block") is not None))
+                        or blocks(*a, **k))
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward",
+                        lambda *a, **k: calls.__setitem__("sdpa", calls["sdpa"] + 1) or flash(*a, **k))
+    trainer = build_trainer(_recipe(tmp_path, choice, "train.max_steps=1", f"train.cpu_attention={choice}"))
+    trainer.train_step()
+    assert calls[choice] > 0 and calls["sdpa" if choice == "blocks" else "blocks"] == 0
