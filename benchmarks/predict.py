@@ -3,9 +3,9 @@
 Prints, with this machine's fp32/bf16 matmul peaks and memory bandwidth measured in the same run: ``--score-only``
 variants/s on ``--n`` (default 200) real SGE variants, median of ``--reps``: prefix caching off and on
 (``rl.PREFIX_CACHING``) with fp32 matmuls on torch's BLAS, then on oneDNN (``bioreason.cpu_math``: what the CLI uses
-on CPUs where oneDNN keeps fp32) with the few-query attention ``load_model`` gives CPU models
-(``bioreason.attention``) and again with transformers' sdpa, then ``--quantize`` bf16-matmul (bfloat16 products, the
-rest fp32: the CLI's default for scoring where it pays), int8 and int8-weight (torchao) with caching on, each with
+on CPUs where oneDNN keeps fp32) with the attention ``load_model`` gives CPU models (``bioreason.attention``), with
+its prefills on the flash kernel, and with transformers' sdpa throughout, then ``--quantize`` bf16-matmul (bfloat16
+products, the rest fp32: the CLI's default for scoring where it pays), int8 and int8-weight (torchao) with caching on, each with
 the labels equal to the fp32 model's (as the CLI runs it) and the largest probability change; prefill MFU;
 ``--traces`` (greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a per-variant
 loop, batches of ``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every row runs until
@@ -112,7 +112,7 @@ def main() -> None:
     from bioreason.kegg_data.bundled import bundled_fasta
     from bioreason.kegg_data.vcf_reader import VariantReader
 
-    from bioreason import cpu_math, decoding, rl
+    from bioreason import attention, cpu_math, decoding, rl
     from bioreason.checkpoints import load_model
     from bioreason.drafting import NgramDrafter
     from bioreason.predict import PredictConfig, VariantPredictor
@@ -175,6 +175,9 @@ def main() -> None:
             d_dnn, dnn = score_only(pred, True)
             lm = model.language_model
             attn = lm.config._attn_implementation
+            block, attention.PREFILL_BLOCK = attention.PREFILL_BLOCK, None  # prefills on the flash kernel
+            d_flash, flash = score_only(pred, True)
+            attention.PREFILL_BLOCK = block
             lm.set_attn_implementation("sdpa")
             d_sdpa, sdpa = score_only(pred, True)
             lm.set_attn_implementation(attn)
@@ -183,6 +186,8 @@ def main() -> None:
               f"of oneDNN's fp32 peak")
         print(f"  attention {attn} (as the CLI loads the model) vs transformers' sdpa: {len(variants) / d_sdpa:.2f} "
               f"-> {len(variants) / d_dnn:.2f} variants/s ({d_sdpa / d_dnn:.2f}x); {compare(sdpa, dnn)}")
+        print(f"  of which prefills by blocks of {block} queries vs on the flash kernel: {len(variants) / d_flash:.2f} "
+              f"-> {len(variants) / d_dnn:.2f} variants/s ({d_flash / d_dnn:.2f}x); {compare(flash, dnn)}")
     using = cpu_math.use_onednn_matmuls(args.cpu_matmul) if on_cpu else False
     print(f"from here on fp32 matmuls run on {'oneDNN' if using else 'BLAS'} (--cpu-matmul {args.cpu_matmul})")
     d_base, base = (d_dnn, dnn) if using and on_cpu and dtype == torch.float32 else (dt, on)

@@ -1,6 +1,6 @@
-"""``bioreason.attention``: the few-query path and the training blocks give sdpa's attention (grouped-query heads,
-bool and additive masks, padded rows, a row with no key, queries on a cache), with sdpa's gradients; prefills and bf16
-inference go to sdpa untouched, and a model switched to it scores, decodes and trains as with sdpa."""
+"""``bioreason.attention``: the few-query path, fp32 prefills and the training blocks give sdpa's attention (grouped-query
+heads, bool and additive masks, padded rows, a row with no key, queries on a cache), with sdpa's gradients; bf16
+inference goes to sdpa untouched, and a model switched to it scores, decodes and trains as with sdpa."""
 
 from __future__ import annotations
 
@@ -47,15 +47,43 @@ def test_a_row_with_no_key_is_finite_and_others_are_unaffected():
     torch.testing.assert_close(got[1:], _reference(query[1:], key[1:], value[1:], keep[1:]), atol=2e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cached", [0, 7])
+@pytest.mark.parametrize("kind", ["left-padded", "after-prefix", "none"])
+def test_a_prefill_by_blocks_equals_sdpa(kind, cached, monkeypatch):
+    """An fp32 inference prefill (more than MAX_QUERIES queries) by query blocks: sdpa's causal attention, with left
+    padding, with the padding between a cached prefix and the rest (``rl.prefill``), or with no mask at all."""
+    import transformers.integrations.sdpa_attention as sdpa
+
+    from bioreason import attention
+
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward", None)  # not called
+
+    torch.manual_seed(cached)
+    B, H, Hk, L, D = 3, 6, 2, 150, 8
+    Q = L - cached
+    query, key, value = torch.randn(B, H, Q, D), torch.randn(B, Hk, L, D), torch.randn(B, Hk, L, D)
+    keep = torch.ones(L, L, dtype=torch.bool).tril()[cached:].expand(B, 1, Q, L).clone()
+    pad = {"left-padded": slice(0, 20), "after-prefix": slice(10, 30), "none": slice(0, 0)}[kind]
+    keep[0, :, :, pad] = False
+    keep[0, :, range(Q), range(cached, L)] = True  # a padded query sees itself (sdpa_mask's rows are never empty)
+    module = SimpleNamespace(training=False, is_causal=True, num_key_value_groups=H // Hk)
+    got, _ = few_query_attention(module, query, key, value, None if kind == "none" else keep)
+    assert Q > MAX_QUERIES and attention.PREFILL_BLOCK and Q > 2 * attention.PREFILL_BLOCK  # several blocks
+    torch.testing.assert_close(got, _reference(query, key, value, keep), atol=2e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("case", ["prefill", "training", "bf16"])
 def test_everything_else_goes_to_sdpa_unchanged(case, monkeypatch):
     import transformers.integrations.sdpa_attention as sdpa
 
+    from bioreason import attention
+
     calls = []
     monkeypatch.setattr(sdpa, "sdpa_attention_forward", lambda *a, **k: calls.append(a) or ("sdpa", None))
+    monkeypatch.setattr(attention, "PREFILL_BLOCK", None)  # prefills to sdpa
     q = MAX_QUERIES + 1 if case == "prefill" else 2
     dtype = torch.bfloat16 if case == "bf16" else torch.float32
-    module = SimpleNamespace(training=case == "training", num_key_value_groups=2)
+    module = SimpleNamespace(training=case == "training", is_causal=case == "prefill", num_key_value_groups=2)
     out = few_query_attention(module, torch.randn(1, 4, q, 8, dtype=dtype), torch.randn(1, 2, 30, 8, dtype=dtype),
                               torch.randn(1, 2, 30, 8, dtype=dtype), torch.ones(1, 1, q, 30, dtype=torch.bool))
     assert out[0] == "sdpa" and len(calls) == 1
