@@ -193,26 +193,36 @@ def test_a_model_switched_to_it_trains_as_with_sdpa(tiny_session):
     from bioreason.training.sft import SFTStep
 
     model, proc = tiny_session
+    batch = SFTStep(proc, None).prepare(toy_examples(n=3, seed=2))
+    assert not batch.inputs["attention_mask"].all()  # rows of different lengths, padded
+
+    def sft_pass(m):
+        loss, _ = SFTStep(proc, None).loss(m, batch)
+        return loss, loss
+
+    _assert_trains_as_with_sdpa(model, sft_pass)
+    assert unwrap_dna_llm(model).language_model.config._attn_implementation == "sdpa"
+
+
+def _assert_trains_as_with_sdpa(model, pass_):
+    """``pass_(m)`` -> (values to compare, scalar to backpropagate), run in training mode on ``model`` (sdpa) and on
+    a copy switched to ``bioreason_sdpa``: the values and every parameter's gradient agree."""
     fast = copy.deepcopy(model)
     assert use_few_query_attention(fast)
-    examples = toy_examples(n=3, seed=2)
-    batch = SFTStep(proc, None).prepare(examples)
-    assert not batch.inputs["attention_mask"].all()  # rows of different lengths, padded
     results = []
     for m in (model, fast):
         m.train()
         m.zero_grad()
-        loss, _ = SFTStep(proc, None).loss(m, batch)
+        values, loss = pass_(m)
         loss.backward()
-        results.append((loss.detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
-    (l0, g0), (l1, g1) = results
-    assert unwrap_dna_llm(model).language_model.config._attn_implementation == "sdpa"
-    torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
+        results.append((values.detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
+    model.zero_grad()
+    model.eval()
+    (v0, g0), (v1, g1) = results
+    torch.testing.assert_close(v1, v0, atol=1e-5, rtol=1e-5)
     assert g0.keys() == g1.keys() and g0
     for n in g0:
         torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4)
-    model.zero_grad()
-    model.eval()
 
 
 def test_grpo_passes_on_the_prompts_cache_train_as_with_sdpa(tiny_session):
@@ -222,8 +232,6 @@ def test_grpo_passes_on_the_prompts_cache_train_as_with_sdpa(tiny_session):
     from bioreason.processing import user_message
 
     model, proc = tiny_session
-    fast = copy.deepcopy(model)
-    assert use_few_query_attention(fast)
     prompts = [[user_message("Which gene is it?", ["ACGTTGCA" * 6])], [user_message("And here?", ["GGCATT" * 5])]]
     enc = proc(prompts, padding_side="left")
     prefix = proc.prefix_len(prompts, enc)
@@ -232,19 +240,11 @@ def test_grpo_passes_on_the_prompts_cache_train_as_with_sdpa(tiny_session):
     cont = torch.randint(5, 100, (4, 6))
     cmask = torch.ones_like(cont)
     cmask[1, 4:] = 0  # a completion that ended early
-    results = []
-    for m in (model, fast):
-        m.train()
-        m.zero_grad()
+
+    def grpo_pass(m):
         feats = m.get_dna_features(enc["dna_input_ids"], enc["dna_attention_mask"])
         logp = rl.shared_prefix_logprobs(m, enc["input_ids"], enc["attention_mask"], cont, cmask, 2, feats,
-                                         prefix_len=prefix)
-        (logp * cmask).sum().backward()
-        results.append((logp.detach() * cmask, {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
-    (l0, g0), (l1, g1) = results
-    torch.testing.assert_close(l1, l0, atol=1e-5, rtol=1e-5)
-    assert g0.keys() == g1.keys() and g0
-    for n in g0:
-        torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4)
-    model.zero_grad()
-    model.eval()
+                                         prefix_len=prefix) * cmask
+        return logp, logp.sum()
+
+    _assert_trains_as_with_sdpa(model, grpo_pass)
