@@ -5,8 +5,8 @@ variants/s on ``--n`` (default 200) real SGE variants, median of ``--reps``: pre
 (``rl.PREFIX_CACHING``) with fp32 matmuls on torch's BLAS, then on oneDNN (``bioreason.cpu_math``: what the CLI uses
 on CPUs where oneDNN keeps fp32) with the attention ``load_model`` gives CPU models (``bioreason.attention``), with
 its prefills on the flash kernel, and with transformers' sdpa throughout, then ``--quantize`` bf16-matmul (bfloat16
-products, the rest fp32: the CLI's default for scoring where it pays), int8 and int8-weight (torchao) with caching on, each with
-the labels equal to the fp32 model's (as the CLI runs it) and the largest probability change; prefill MFU;
+products, the rest fp32: the CLI's default for scoring where it pays), int8 and int8-weight (torchao) with caching
+on, each with the labels equal to the fp32 model's (as the CLI runs it) and the largest probability change; prefill MFU;
 ``--traces`` (greedy, the model's own lengths up to ``--new-tokens``) on ``--n-traces`` variants: a per-variant
 loop, batches of ``--trace-batch`` with row compaction and refill off (``decoding.COMPACTION``: every row runs until
 the batch's longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots (continuous

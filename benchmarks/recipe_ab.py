@@ -10,8 +10,8 @@ query blocks, ``bioreason.attention.grouped_attention``), ``sorted`` (the step's
 ``grpo.init``): each round samples one step's completions once (timed apart: attention there is inference, the same
 in every arm), then times the loss pass, forward and backward, on them under ``base`` (sdpa) and ``blocks``. Prints
 each arm's median seconds and its ratio to ``base`` (each SFT round prints its loss and padding share; each GRPO
-round the relative difference of the arms' gradient norms). Usage: ``python benchmarks/recipe_ab.py [--stage sft|grpo] [--recipe kegg]
-[--rounds 3] [--start 100] [key=value ...]``.
+round the relative difference of the arms' gradient norms). Usage: ``python benchmarks/recipe_ab.py
+[--stage sft|grpo] [--recipe kegg] [--rounds 3] [--start 100] [key=value ...]``.
 """
 
 from __future__ import annotations
@@ -123,8 +123,9 @@ def grpo_rounds(recipe: dict, arms: list[str], rounds: int, start: int) -> dict[
                 times[name].append(time.perf_counter() - t0)
         if r >= 0:
             spread = (max(norms.values()) - min(norms.values())) / max(max(norms.values()), 1e-30)
-            print(f"round {r} sampling {sampled:6.2f} s ({int(batch.units)} completion tokens)  " + "  ".join(
-                f"{n} {times[n][-1]:6.3f} s" for n in arms) + f"  gradient norms differ by {spread:.1e} (relative)", flush=True)
+            print(f"round {r} sampling {sampled:6.2f} s ({int(batch.units)} completion tokens)  "
+                  + "  ".join(f"{n} {times[n][-1]:6.3f} s" for n in arms)
+                  + f"  gradient norms differ by {spread:.1e} (relative)", flush=True)
     return times
 
 

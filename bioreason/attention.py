@@ -63,30 +63,37 @@ def grouped_attention(query, key, value, attention_mask, scaling=None, block: in
     autocast; torch's softmax kernel computes in fp32 inside), the scale applied to the queries (a power of two
     for 64-wide heads: exact). A row with no key at all gets uniform weights, as eager attention does. Returns
     (B, Q, H, D)."""
-    B, H, Q, D = query.shape
-    Hk, L = key.shape[1], key.shape[2]
-    g, first = H // Hk, L - Q  # query heads per key/value head (head h reads h // g, as repeat_kv lays them out)
+    Q, D = query.shape[2:]
+    first = key.shape[2] - Q  # the queries' first position
     query = query * (D ** -0.5 if scaling is None else scaling)
     n = max(1, round(Q / block)) if block else 1
+    if n == 1:  # no slicing: a decode step calls this once per layer per token
+        return _block(query, key, value, attention_mask, first).transpose(1, 2).contiguous()
     edges = [round(Q * i / n) for i in range(n + 1)]
-    outs = []
-    for a, b in zip(edges, edges[1:]):
-        seen = first + b  # keys [0, seen) are all block [a, b) can see
-        q = query[:, :, a:b].reshape(B, Hk, g * (b - a), D)
-        scores = torch.matmul(q, key[:, :, :seen].transpose(-1, -2)).view(B, Hk, g, b - a, seen)
-        low = torch.finfo(scores.dtype).min  # bf16 under autocast, whatever the inputs' dtype
-        if attention_mask is None:
-            if b - a > 1:  # query a + i sees keys up to first + a + i
-                scores = scores.masked_fill_(torch.ones(b - a, seen, dtype=torch.bool,
-                                                        device=query.device).triu_(first + a + 1), low)
-        elif attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill_(~attention_mask[:, :, None, a:b, :seen], low)
-        else:
-            scores = scores.add_(attention_mask[:, :, None, a:b, :seen].to(scores.dtype))
-        weights = scores.softmax(-1).view(B, Hk, g * (b - a), seen)
-        outs.append(torch.matmul(weights, value[:, :, :seen]).view(B, H, b - a, D))
-    out = outs[0] if n == 1 else torch.cat(outs, 2)
-    return out.transpose(1, 2).contiguous()
+    outs = [_block(query[:, :, a:b], key[:, :, :first + b], value[:, :, :first + b],
+                   None if attention_mask is None else attention_mask[:, :, a:b, :first + b], first + a)
+            for a, b in zip(edges, edges[1:])]  # keys [0, first + b) are all block [a, b) can see
+    return torch.cat(outs, 2).transpose(1, 2).contiguous()
+
+
+def _block(query, key, value, attention_mask, start: int):
+    """One block of :func:`grouped_attention`: queries (B, H, q, D), already scaled, at positions start .. start +
+    q - 1, on the keys and values (B, Hk, k, D) they can see, with the mask (B, 1, q, k) or None (causal).
+    Returns (B, H, q, D)."""
+    B, H, q, D = query.shape
+    Hk, k = key.shape[1], key.shape[2]
+    g = H // Hk  # query heads per key/value head (head h reads h // g, as repeat_kv lays them out)
+    scores = torch.matmul(query.reshape(B, Hk, g * q, D), key.transpose(-1, -2)).view(B, Hk, g, q, k)
+    low = torch.finfo(scores.dtype).min  # bf16 under autocast, whatever the inputs' dtype
+    if attention_mask is None:
+        if q > 1:  # query i (position start + i) sees keys up to start + i
+            scores = scores.masked_fill_(torch.ones(q, k, dtype=torch.bool, device=query.device).triu_(start + 1), low)
+    elif attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill_(~attention_mask[:, :, None], low)
+    else:
+        scores = scores.add_(attention_mask[:, :, None].to(scores.dtype))
+    weights = scores.softmax(-1).view(B, Hk, g * q, k)
+    return torch.matmul(weights, value).view(B, H, q, D)
 
 
 def train_by_blocks(model, on: bool = True) -> None:

@@ -1,6 +1,7 @@
-"""``bioreason.attention``: the few-query path, fp32 prefills and the training blocks give sdpa's attention (grouped-query
-heads, bool and additive masks, padded rows, a row with no key, queries on a cache), with sdpa's gradients; bf16
-inference goes to sdpa untouched, and a model switched to it scores, decodes and trains as with sdpa."""
+"""``bioreason.attention``: the few-query path, fp32 prefills and the training blocks give sdpa's attention
+(grouped-query heads, bool and additive masks, padded rows, a row with no key, queries on a cache), with sdpa's
+gradients; bf16 inference goes to sdpa untouched, and a model switched to it scores, decodes and trains as with
+sdpa."""
 
 from __future__ import annotations
 
