@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import os
-import random
 import shutil
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from bioreason.errors import RecipeError
+from bioreason.data_order import DataOrder, balance_keys, balanced_pool
 from bioreason.recipe_values import balance_setting
 
 log = logging.getLogger(__name__)
@@ -71,50 +71,6 @@ def load_for_training(recipe: dict):
     else:
         model.set_trainable(encoder=m.get("train_encoder", False), llm=True, projector=True)
     return model, proc, base
-
-
-def balanced_pool(keys: list, power: float = 1.0) -> list[int]:
-    """Example indices with each example repeated ``round((largest group / its group) ** power)`` times (at least
-    once), its group being its key (``data.balance``, ``recipe_values.balance_setting``); deterministic."""
-    by: dict = {}
-    for i, key in enumerate(keys):
-        by.setdefault(key, []).append(i)
-    top = max(len(v) for v in by.values())
-    return sorted(i for v in by.values() for i in v * max(1, round((top / len(v)) ** power)))
-
-
-def balance_keys(examples: list, by: str) -> list:
-    """Each example's group for ``data.balance``: its label, its question text, or the pair."""
-    from bioreason.kegg_data.tasks import question_group
-
-    if by == "label":
-        return [e.meta.get("label") for e in examples]
-    if by == "question":
-        return [question_group(e) for e in examples]
-    return [(question_group(e), e.meta.get("label")) for e in examples]
-
-
-class DataOrder:
-    """Example indices of every (step, micro-batch, rank): a seeded permutation per epoch, consumed in order.
-    ``pool``: the number of examples, or a list of example indices (with repeats) that makes up one epoch."""
-
-    def __init__(self, pool, seed: int, batch_size: int, world: int, grad_accum: int):
-        self.pool = list(range(pool)) if isinstance(pool, int) else list(pool)
-        self.n, self.seed, self.bs, self.world, self.ga = len(self.pool), seed, batch_size, world, grad_accum
-        self._perms: dict[int, list[int]] = {}
-
-    def _at(self, i: int) -> int:
-        epoch, k = divmod(i, self.n)
-        if epoch not in self._perms:
-            perm = list(self.pool)
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(perm)
-            self._perms = {epoch: perm}
-        return self._perms[epoch][k]
-
-    def micro(self, step: int, m: int, rank: int) -> list[int]:
-        global_bs = self.bs * self.world
-        start = (step * self.ga + m) * global_bs + rank * self.bs
-        return [self._at(i) for i in range(start, start + self.bs)]
 
 
 def _portable(path):

@@ -319,7 +319,7 @@ def test_balanced_pool_and_the_prior_correction_it_implies():
 
     from bioreason.kegg_data.build import task_spec
     from bioreason.predict import with_log_prior
-    from bioreason.trainer import DataOrder, balanced_pool
+    from bioreason.data_order import DataOrder, balanced_pool
 
     labels = ["FUNC"] * 8 + ["LOF"] * 2
     pool = balanced_pool(labels)
@@ -341,7 +341,7 @@ def test_tempered_balance_by_question_and_label(tmp_path):
     from types import SimpleNamespace
 
     from bioreason.errors import RecipeError
-    from bioreason.trainer import balance_keys, balanced_pool
+    from bioreason.data_order import balance_keys, balanced_pool
 
     def ex(question, label):
         return SimpleNamespace(question=f"rewritten {question}", meta={"group": question, "label": label})
