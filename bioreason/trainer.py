@@ -5,7 +5,7 @@ with ``units``, the number of loss units: label tokens, completion tokens or seq
 (the *sum* of the loss over those units, plus detached stats). The loop divides by the number of units over all
 processes and micro-batches, so N processes with the same global batch give the same loss and gradients as one.
 Data order is a pure function of (seed, step): each global step takes the next ``batch_size x processes x
-grad_accum`` examples of a per-epoch seeded permutation, and rank r takes its slice. Checkpoints
+grad_accum`` examples of a per-epoch seeded permutation, and rank r takes its slice (``data_order.py``). Checkpoints
 (``checkpoints/step-N``, written to a temporary folder and renamed) hold model, optimiser, scheduler and RNG
 states through ``accelerator.save_state``; with the deterministic data order this makes resume exact.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from bioreason.errors import RecipeError
 from bioreason.data_order import DataOrder, balance_keys, balanced_pool
+from bioreason.errors import RecipeError
 from bioreason.recipe_values import balance_setting
 
 log = logging.getLogger(__name__)
