@@ -2,11 +2,16 @@
 
 - ``fingerprint(...)``: the settings plus what the inputs *are*, not where they are: size and sha256 of the VCF,
   size, mtime and the index files' sha256 of the FASTA, sha256 of the model folder's weights and task file, of a
-  ``--gtf`` file, and the package version. ``--resume`` after any of them changed is an error that says which.
+  ``--gtf`` file, and the package version. ``--resume`` after any of them but the VCF changed is an error that says
+  which.
 - Progress files (``PREFIX.progress.rankR.jsonl``): a fingerprint line, then one line per finished batch (its
-  number, the results *and each variant's key*, ``chrom:pos:ref:alt``); ``done_batches`` says what a resume may
-  skip, ``iter_results`` merges every rank's results in input order without holding them (a key that no longer
-  matches the input is an error when the outputs are written).
+  number, the results, *each variant's key*, ``chrom:pos:ref:alt``, and the batch's ``batch_digest``: its items'
+  indices and every field the model reads); ``finished_batches`` says what a resume may skip. A VCF edited after
+  an interruption (a malformed line fixed, records appended, the file renamed or piped in again) resumes too: the
+  job recomputes each finished batch's digest from the edited input and keeps only the batches that match
+  (``keep_batches``), so a result is reused only for exactly the inputs it was computed from. ``iter_results``
+  merges every rank's results in input order without holding them (a key that no longer matches the input is an
+  error when the outputs are written).
 - ``output_lock(prefix)``: an exclusive lock on ``.PREFIX.lock`` (``bioreason.atomic.locked``), so two runs on one
   output prefix cannot interleave; the kernel releases it when its holder dies.
 """
@@ -79,12 +84,25 @@ def recorded_setting(path: Path, key: str):
         return None
 
 
-def done_batches(path: Path, fingerprint: dict) -> set[int]:
-    """Batch numbers already finished in a progress file; checks its fingerprint and cuts a torn last line (a
-    kill mid-write) off the file."""
+def batch_digest(batch, context) -> str:
+    """sha256 of what a batch's results are computed from: each (item index, ``Variant``) with every field (key,
+    ID, windows, flags, the INFO values the model reads) and ``context`` (the VCF header's annotation layouts)."""
+    import dataclasses
+
+    h = hashlib.sha256(json.dumps(context, sort_keys=True, default=str).encode())
+    for i, v in batch:
+        h.update(json.dumps([i, dataclasses.asdict(v)], sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def finished_batches(path: Path, fingerprint: dict) -> tuple[dict[int, str | None], bool]:
+    """The finished batches of a progress file ({batch number: its digest, None in a file written before digests})
+    and whether the VCF differs from the interrupted run's (the caller then keeps only the batches whose digest
+    the edited input reproduces). Any other difference of the fingerprint is an error; a torn last line (a kill
+    mid-write) is cut off the file."""
     if not path.is_file():
-        return set()
-    done, good_bytes = set(), 0
+        return {}, False
+    done, good_bytes, vcf_changed = {}, 0, False
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh):
             if not raw.endswith(b"\n"):
@@ -95,17 +113,32 @@ def done_batches(path: Path, fingerprint: dict) -> set[int]:
                 break
             if n == 0:
                 old = obj.get("fingerprint") or {}
-                if old != fingerprint:
+                changed = {k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k)}
+                if changed - {"vcf"}:
                     raise ResumeMismatchError(
                         f"{path} was written by a run whose {describe_change(old, fingerprint)} differ(s) from this "
                         "one (inputs are compared by content); rerun with the same inputs and options to --resume, "
                         "or pass --force to start over")
+                vcf_changed = bool(changed)
             else:
-                done.add(int(obj["batch"]))
+                done[int(obj["batch"])] = obj.get("digest")
             good_bytes += len(raw)
     with open(path, "r+b") as fh:
         fh.truncate(good_bytes)
-    return done
+    return done, vcf_changed
+
+
+def keep_batches(path: Path, fingerprint: dict, keep: set[int]) -> None:
+    """Rewrite a progress file (atomically) under ``fingerprint`` with the lines of the ``keep`` batches only."""
+    from bioreason.app.writers import dumps
+    from bioreason.atomic import AtomicFile
+
+    with open(path, "rb") as src, AtomicFile(path, "wb") as out:
+        next(src, None)
+        out.write(dumps({"fingerprint": fingerprint}).encode())
+        for raw in src:
+            if int(json.loads(raw)["batch"]) in keep:
+                out.write(raw)
 
 
 def _file_results(path: Path):

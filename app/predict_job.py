@@ -7,8 +7,9 @@ finished batch to a progress file (``PREFIX.progress.rankR.jsonl``, flushed and 
 ``--resume`` keeps the complete lines and redoes only unfinished batches, with the same batch composition, so
 results are bit-identical. When all batches are done, rank 0 reads the input once more and writes the outputs
 with the progress files' results merged in input order (``predict_outputs.py``); then the progress files go.
-What a resume checks (inputs by content, each variant's key) and the lock that keeps two runs off one prefix:
-``job_state.py``. ``-`` reads the VCF from standard input (``inputs.py``).
+What a resume checks (inputs by content, each variant's key; a VCF edited since, batch by batch: the finished
+batches it reproduces exactly are kept, ``_unchanged_batches``) and the lock that keeps two runs off one prefix:
+``job_state.py``. An input error met part-way says that the finished batches are kept for that resume. ``-`` reads the VCF from standard input (``inputs.py``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import os
 from pathlib import Path
 
 from bioreason.app.job_state import ResumeMismatchError  # noqa: F401 (raised here for callers)
-from bioreason.app.job_state import done_batches, iter_results, output_lock, progress_path, recorded_setting
+from bioreason.app.job_state import batch_digest, finished_batches, iter_results, keep_batches, output_lock
+from bioreason.app.job_state import progress_path, recorded_setting
 from bioreason.app.job_state import fingerprint as content_fingerprint
 from bioreason.app.predict_outputs import output_paths, write_outputs
 from bioreason.app.writers import check_outputs, dumps
-from bioreason.errors import InputFormatError, OutputExistsError
+from bioreason.errors import InputFormatError, OutputExistsError, ReferenceMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +132,14 @@ def _run(args, vcf, state) -> int:
         state.wait_for_everyone()
 
         path = progress_files[rank]
-        done = done_batches(path, fingerprint) if args.resume else set()
+        done, vcf_changed = finished_batches(path, fingerprint) if args.resume else ({}, False)
         reader = VariantReader(vcf, fasta_path(args), info_fields=cfg.info_fields(), **reader_options(args))
+        layouts = annotation_layouts(reader)
         if rank == 0:
             reader.warn_if_gvcf()
+        if vcf_changed:  # edited since the interruption: keep what the edited input reproduces exactly
+            again = VariantReader(vcf, reader.reference, info_fields=cfg.info_fields(), **reader_options(args))
+            done = _unchanged_batches(done, again, args.batch_size, layouts, path, fingerprint)
         chroms: dict[str, None] = {}  # contigs seen, for the output header
         predictor, reported = None, 0
         desc = "predict" if world == 1 else f"predict [rank {rank}]"
@@ -141,7 +147,7 @@ def _run(args, vcf, state) -> int:
         with open(path, "a") as fh:
             if fh.tell() == 0:
                 fh.write(dumps({"fingerprint": fingerprint}))
-            for k, batch, read in batched_windows(reader, args.batch_size):
+            for k, batch, read in _reading(batched_windows(reader, args.batch_size), path):
                 chroms.update(dict.fromkeys(v.chrom for _, v in batch))
                 if not batch or k % world != rank or k in done:
                     bar.update(read - reported)
@@ -152,13 +158,12 @@ def _run(args, vcf, state) -> int:
                     check_batch_fits(model, args.batch_size, len(batch))  # later batches are no larger
                     model_id = model.config.model_id or Path(str(args.model)).name
                     annotator = Annotator(transcripts, reader.reference) if transcripts is not None else None
-                    predictor = VariantPredictor(model, proc, cfg, layouts=annotation_layouts(reader),
-                                                 annotator=annotator)
+                    predictor = VariantPredictor(model, proc, cfg, layouts=layouts, annotator=annotator)
                 results = predictor.predict([v for _, v in batch])
                 if cfg.traces:  # a decode's freed caches, returned before the next batch fragments the heap further
                     release_freed_memory()  # (peak RSS over 400 variants 1.58 -> 1.52 GiB, same speed: README)
                 fh.write(dumps({"batch": k, "results": {str(i): r for (i, _), r in zip(batch, results)},
-                                "keys": {str(i): v.key for i, v in batch}}))
+                                "keys": {str(i): v.key for i, v in batch}, "digest": batch_digest(batch, layouts)}))
                 fh.flush()
                 os.fsync(fh.fileno())
                 bar.update(read - reported)
@@ -176,6 +181,40 @@ def _run(args, vcf, state) -> int:
             _summary(again.stats, counts, paths, cfg)
         state.wait_for_everyone()
     return 0
+
+
+def _unchanged_batches(done: dict, reader, size: int, layouts: dict, path: Path, fingerprint: dict) -> dict:
+    """After the VCF was edited: the finished batches whose items (indices, keys, windows, INFO) the edited input
+    reproduces exactly (``job_state.batch_digest``); the progress file is rewritten with those alone, under the new
+    fingerprint, and the others are predicted again."""
+    last, keep = max(done, default=-1), set()
+    try:
+        for k, batch, _ in batched_windows(reader, size):
+            if done.get(k) is not None and done[k] == batch_digest(batch, layouts):
+                keep.add(k)
+            if k >= last:  # read no further than the finished part (an error past it is the main loop's)
+                break
+    finally:
+        reader.close()
+    keep_batches(path, fingerprint, keep)
+    log.warning("the VCF differs from the interrupted run's: %d of its %d finished batches are unchanged and kept, "
+                "%d are predicted again", len(keep), len(done), len(done) - len(keep))
+    return {k: done[k] for k in keep}
+
+
+def _reading(batches, path: Path):
+    """``batches`` as they are read; an input error met part-way (a malformed line, a REF that does not match the
+    FASTA) also says that the batches already finished are kept for a resume once the input is fixed."""
+    try:
+        yield from batches
+    except (InputFormatError, ReferenceMismatchError) as exc:
+        with open(path, "rb") as fh:
+            finished = sum(1 for _ in fh) - 1  # the lines after the fingerprint
+        if finished < 1:
+            raise
+        raise type(exc)(f"{exc}. The {finished} batch(es) finished before it are saved in {path}: once the input "
+                        "is fixed, rerun the same command with --resume to keep them (a finished batch is predicted "
+                        "again only if its records changed)") from None
 
 
 def _check_window(window: int, limit: int | None) -> None:

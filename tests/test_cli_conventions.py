@@ -116,7 +116,8 @@ def _progress_run(model, vcf, prefix, *extra):
                  "--batch-size", "8", *extra])
 
 
-def test_resume_refuses_a_replaced_vcf_a_stale_key_and_an_overwrite(tiny_model_dir, tmp_path, capsys, monkeypatch):
+def test_resume_after_an_edit_keeps_unchanged_batches_and_refuses_a_stale_key(tiny_model_dir, tmp_path, capsys,
+                                                                             monkeypatch):
     vcf = tmp_path / "in.vcf"
     shutil.copy(SGE24, vcf)
     full = tmp_path / "full"
@@ -142,12 +143,33 @@ def test_resume_refuses_a_replaced_vcf_a_stale_key_and_an_overwrite(tiny_model_d
     assert len(lines) == 2 and set(json.loads(lines[1])["keys"]) == {str(i) for i in range(8)}
     saved = progress.read_text()
     original = vcf.read_text()
-    vcf.write_text(original.replace("chr17\t43045705\t.\tT\tA", "chr17\t43045705\t.\tT\tG", 1))  # same path
-    assert _progress_run(tiny_model_dir, vcf, prefix, "--resume") == 2
+    assert _progress_run(tiny_model_dir, vcf, prefix, "--ref-check", "skip", "--resume") == 2  # other settings
     err = capsys.readouterr().err
-    assert "vcf" in err and "differ(s) from this one (inputs are compared by content)" in err
+    assert "ref_check differ(s) from this one" in err and progress.read_text() == saved
+
+    def counted(self, variants, on_trace=None):
+        calls.append(len(variants))
+        return real(self, variants, on_trace)
+
+    monkeypatch.setattr(VariantPredictor, "predict", counted)
+    first, last = "chr17\t43045705\t.\tT\tA", original.rstrip("\n").rsplit("\n", 1)[1].split("\t", 5)
+    for edit, redone in (("after", 2), ("inside", 3)):  # a record of the last batch, then one of the saved batch
+        if edit == "after":
+            text = original.replace("\t".join(last[:5]), "\t".join(last[:4] + ["G" if last[4] != "G" else "C"]))
+        else:
+            text = original.replace(first, "chr17\t43045705\t.\tT\tG", 1)
+        assert text != original
+        vcf.write_text(text)
+        progress.write_text(saved)
+        calls.clear()
+        assert _progress_run(tiny_model_dir, vcf, prefix, "--resume") == 0, capsys.readouterr().err
+        assert len(calls) == redone  # the saved batch kept only when its records are unchanged
+        assert f"{3 - redone} of its 1 finished batches are unchanged and kept" in capsys.readouterr().err
+        fresh = tmp_path / f"fresh-{edit}"
+        assert _progress_run(tiny_model_dir, vcf, fresh) == 0
+        assert Path(f"{prefix}.jsonl").read_text() == Path(f"{fresh}.jsonl").read_text()
+    monkeypatch.undo()
     vcf.write_text(original)
-    assert progress.read_text() == saved  # the refused resume left the progress as it was
     body = json.loads(lines[1])  # a saved line whose variant keys are not the input's (same fingerprint)
     progress.write_text(lines[0] + "\n" + json.dumps({**body, "keys": {k: "chr1:1:A:C" for k in body["keys"]}})
                         + "\n")
@@ -157,6 +179,23 @@ def test_resume_refuses_a_replaced_vcf_a_stale_key_and_an_overwrite(tiny_model_d
     progress.write_text(saved)
     assert _progress_run(tiny_model_dir, vcf, prefix, "--resume") == 0  # unchanged inputs: resumes
     assert Path(f"{prefix}.jsonl").read_text() == Path(f"{full}.jsonl").read_text()
+
+
+def test_a_malformed_line_says_the_finished_batches_are_kept_and_a_fixed_input_resumes(tiny_model_dir, tmp_path,
+                                                                                         capsys):
+    good = SGE24.read_text()
+    vcf = tmp_path / "in.vcf"
+    vcf.write_text(good + "chr17\t-5\t.\tT\tA\t.\t.\t.\n")  # record 25: htslib cannot parse its position
+    prefix = tmp_path / "p"
+    assert _progress_run(tiny_model_dir, vcf, prefix) == 2
+    err = capsys.readouterr().err
+    assert "in.vcf:" in err and "could not parse this record" in err and "Traceback" not in err
+    assert "The 3 batch(es) finished before it are saved in" in err and "--resume to keep them" in err
+    vcf.write_text(good + "chr17\t43045800\t.\tT\tC\t.\t.\t.\n")  # the line fixed
+    assert _progress_run(tiny_model_dir, vcf, prefix, "--resume") == 0
+    assert "3 of its 3 finished batches are unchanged and kept, 0 are predicted again" in capsys.readouterr().err
+    assert _progress_run(tiny_model_dir, vcf, tmp_path / "fresh") == 0
+    assert Path(f"{prefix}.jsonl").read_text() == (tmp_path / "fresh.jsonl").read_text()
 
 
 def test_one_run_per_output_prefix(tiny_model_dir, tmp_path, capsys):
