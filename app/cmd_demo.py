@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bioreason.app.options import add_model_option, port_number, quantize_mode
+from bioreason.app.options import add_model_option, port_number
 
 
 def add_parser(sub) -> None:
@@ -34,7 +34,7 @@ def run(args) -> int:
 
     check_port_free(args.host, args.port)  # before the model loads (seconds), not after
     print(f"bioreason demo on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    launch(args.model, args.host, args.port, block=True, gtf=args.gtf, quantize=quantize_mode(args, generates=True))
+    launch(args.model, args.host, args.port, block=True, gtf=args.gtf, quantize=args.quantize)  # auto: per model
     return 0
 
 

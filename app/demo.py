@@ -53,7 +53,10 @@ class DemoBackend:
             from bioreason.checkpoints import load_model
             from bioreason.predict import PredictConfig, VariantPredictor
 
-            model, proc = load_model(self.model_path, quantize=self.quantize)
+            from bioreason.quantize import resolve_for_model
+
+            mode = resolve_for_model(self.quantize, self.model_path, generates=True)
+            model, proc = load_model(self.model_path, quantize=mode)
             self._loaded = VariantPredictor(model, proc, PredictConfig.for_model(self.model_path))
         return self._loaded
 
@@ -354,7 +357,8 @@ def build_demo(backend: DemoBackend, pathway=None):
 def launch(model_path=None, host: str = "127.0.0.1", port: int = 7860, block: bool = True, gtf: str = "auto",
            kegg_model=None, quantize: str = "none"):
     """Serve the demo. ``kegg_model``: the pathway tab's model (default: ``model_path`` when it is a KEGG model,
-    else the shipped kegg-v1, loaded on the tab's first use). ``quantize``: both models' CPU inference path."""
+    else the shipped kegg-v1, loaded on the tab's first use). ``quantize``: both models' CPU inference path
+    (``auto`` is resolved for each model: ``quantize.resolve_mode``)."""
     from bioreason.app.demo_pathway import PathwayBackend
 
     os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="bioreason-gradio-"))

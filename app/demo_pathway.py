@@ -62,7 +62,10 @@ class PathwayBackend:
             from bioreason.checkpoints import load_model
             from bioreason.predict import PredictConfig
 
-            model, proc = load_model(str(self.model_path), quantize=self.quantize)
+            from bioreason.quantize import resolve_for_model
+
+            mode = resolve_for_model(self.quantize, self.model_path, generates=True)
+            model, proc = load_model(str(self.model_path), quantize=mode)
             self._loaded = model, proc, PredictConfig.for_model(self.model_path)
         return self._loaded
 

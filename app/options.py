@@ -170,17 +170,19 @@ def add_answer_tokens_option(p) -> None:
                         f"(default {ANSWER_TOKENS}; 0: a trace cut at the cap stays unanswered)")
 
 
-def quantize_mode(args, generates: bool) -> str:
-    """The ``--quantize`` mode a command runs with: ``auto`` resolved for this machine (``quantize.resolve_mode``;
-    ``generates``: the command writes traces), any other mode as given. Resolved before the model loads, so
-    ``predict``'s resume fingerprint and ``eval``'s report name the mode that ran."""
+def quantize_mode(args, generates: bool, model=None) -> str:
+    """The ``--quantize`` mode a command runs with: ``auto`` resolved for this machine and for ``model`` (default
+    ``args.model``; ``quantize.resolve_mode``; ``generates``: the command writes traces), any other mode as given.
+    Resolved before the model loads, so ``predict``'s resume fingerprint and ``eval``'s report name the mode that
+    ran."""
     if args.quantize != "auto":
         return args.quantize
-    import torch
+    from bioreason.hub import resolve_model_dir
+    from bioreason.quantize import resolve_for_model
 
-    from bioreason.quantize import resolve_mode
-
-    return resolve_mode("auto", "cuda" if torch.cuda.is_available() else "cpu", generates)
+    model = args.model if model is None else model
+    folder = resolve_model_dir(model) if generates and model is not None else None  # None: base, no task file
+    return resolve_for_model("auto", folder, generates)
 
 
 def add_model_option(p, what: str = "model") -> None:
@@ -195,6 +197,7 @@ def add_model_option(p, what: str = "model") -> None:
                         "int8-weight = int8 weights only (torchao), bf16 = the whole LLM in bfloat16, int8-decode = "
                         "int8 weight copies for generated tokens only (about 2x faster generation at batch 1; "
                         "scores exactly fp32's, traces can differ; about 134 MB more memory), none = fp32 "
-                        "throughout. Default auto: bf16-matmul when the command only scores (predict or eval without "
-                        "--traces) on a CPU where bf16 products measure at least 1.3x faster, else none (traces, "
-                        "ask and the demo stay fp32). What each changes on the shipped models is in the README")
+                        "throughout. Default auto: bf16-matmul on a CPU where bf16 products measure at least 1.3x "
+                        "faster when the command only scores (predict or eval without --traces) or the model's task "
+                        "file allows it for generated text (the shipped BRCA1 model: yes; kegg-v1: no, its traces "
+                        "stay fp32), else none. What each changes on the shipped models is in the README")

@@ -9,7 +9,8 @@ results are bit-identical. When all batches are done, rank 0 reads the input onc
 with the progress files' results merged in input order (``predict_outputs.py``); then the progress files go.
 What a resume checks (inputs by content, each variant's key; a VCF edited since, batch by batch: the finished
 batches it reproduces exactly are kept, ``_unchanged_batches``) and the lock that keeps two runs off one prefix:
-``job_state.py``. An input error met part-way says that the finished batches are kept for that resume. ``-`` reads the VCF from standard input (``inputs.py``).
+``job_state.py``. An input error met part-way says that the finished batches are kept for that resume. ``-``
+reads the VCF from standard input (``inputs.py``).
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ torchao's int8 dynamic-activation (per token) + int8 weight (per output channel)
 inputs). ``bf16`` casts the LLM to bfloat16 instead (faster only on CPUs with native bf16 matmuls). ``bf16-matmul``
 runs only the decoder linears' products in bfloat16 (weights kept in bf16, inputs rounded for the product, outputs
 back in fp32; ``bf16_products``): on the shipped BRCA1 model it keeps the validation AUROC within 0.001 and every
-label of the 24-variant example, so ``auto``, the CLI's default, picks it for work that only scores, on CPUs where
-bf16 products measure faster (``resolve_mode``). The embeddings, the norms, the tied output head, the DNA encoder
-and the projector stay fp32 in every mode but ``bf16``. ``int8-decode`` changes nothing that scores: it gives every
+label of the 24-variant example, so ``auto``, the CLI's default, picks it on CPUs where bf16 products measure
+faster for work that only scores, and for generated text with models whose task file allows it (``resolve_mode``).
+The embeddings, the norms, the tied output head, the DNA encoder and the projector stay fp32 in every mode but
+``bf16``. ``int8-decode`` changes nothing that scores: it gives every
 decoder linear and the output head an int8 copy of its weight (per output channel, the scale in bfloat16) used only
 by decode steps, which run one new token per row and are bound by reading the weights (a quarter of fp32's bytes,
 through torch's own ``_weight_int8pack_mm`` kernel on bfloat16 activations); prefills, and with them every label,
@@ -60,20 +61,53 @@ def merge_adapter_for_good(model):
     return model
 
 
-def resolve_mode(mode: str, device, generates: bool = False) -> str:
-    """``auto`` (the CLI's default) -> ``bf16-matmul`` for work that only scores (``generates`` False: ``predict``
-    without ``--traces``, ``eval`` without ``--traces``) on a CPU where bfloat16 products pay
-    (``cpu_math.bf16_products_pay``), else ``none``: on the shipped models it keeps scores within the issue's bar
-    (validation AUROC +0.0009, every label of the 24-variant example), but it changed 28 of 79 traces of the
-    kegg-v1 of 2026-11-27, 2 answers for the worse, so generation stays fp32 unless asked for. Any other mode as
-    it is."""
+GENERATION_KEY = "auto_quantize_generation"  # in a model's bioreason_task.json: what auto may use for its text
+
+
+def generation_mode(folder) -> str:
+    """The mode ``auto`` may use when this model generates text on a CPU: its task file's
+    ``auto_quantize_generation``, written only where that mode's traces were measured against fp32's (the shipped
+    BRCA1 model: ``bf16-matmul``, README), else ``none``."""
+    import json
+    from pathlib import Path
+
+    from bioreason.errors import CorruptModelError
+
+    task = Path(folder) / "bioreason_task.json" if folder is not None else None
+    if task is None or not task.is_file():
+        return "none"
+    try:
+        mode = json.loads(task.read_text()).get(GENERATION_KEY, "none")
+    except (OSError, ValueError, AttributeError):
+        return "none"  # an unreadable task file is reported where the model loads
+    if mode not in ("none", "bf16-matmul"):
+        raise CorruptModelError(f"{task}: {GENERATION_KEY} must be 'none' or 'bf16-matmul', not {mode!r}")
+    return mode
+
+
+def resolve_mode(mode: str, device, generates: bool = False, folder=None) -> str:
+    """``auto`` (the CLI's default) -> ``bf16-matmul`` on a CPU where bfloat16 products pay
+    (``cpu_math.bf16_products_pay``) for work that only scores (``generates`` False: ``predict`` and ``eval``
+    without ``--traces``), and for work that generates text (traces, ``ask``, the demo) only with a model whose
+    task file (in ``folder``) allows it (``generation_mode``); else ``none``. On the shipped BRCA1 model it keeps
+    scores within the issue's bar (validation AUROC +0.002, every label of the 24-variant example) and its traces
+    all but 3 of 398 validation traces (README); it changed 28 of 79 traces of the kegg-v1 of 2026-11-27, 2 answers
+    for the worse, so a model without the key generates in fp32. Any other mode as it is."""
     if mode != "auto":
         return mode
-    if generates or not str(device).startswith("cpu"):
+    if not str(device).startswith("cpu") or (generates and generation_mode(folder) == "none"):
         return "none"
     from bioreason import cpu_math
 
     return "bf16-matmul" if cpu_math.bf16_products_pay() else "none"
+
+
+def resolve_for_model(mode: str, folder, generates: bool) -> str:
+    """``resolve_mode`` on this machine's device (CUDA when there is one) for the model in ``folder`` (None: the
+    base model, which has no task file)."""
+    import torch
+
+    return resolve_mode(mode, "cuda" if torch.cuda.is_available() else "cpu", generates, folder)
 
 
 def quantize_model(model, mode: str = "int8"):
@@ -124,4 +158,5 @@ def quantize_model(model, mode: str = "int8"):
     return model.eval()
 
 
-__all__ = ["MODES", "merge_adapter_for_good", "quantize_model", "quiet_torchao_logs", "resolve_mode"]
+__all__ = ["GENERATION_KEY", "MODES", "generation_mode", "merge_adapter_for_good", "quantize_model",
+           "quiet_torchao_logs", "resolve_for_model", "resolve_mode"]

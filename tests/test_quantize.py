@@ -6,6 +6,7 @@ copies in decode steps only (and only in the thread that is decoding)."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -273,9 +274,11 @@ def test_auto_quantize_is_bf16_matmul_only_on_a_cpu_where_it_pays(monkeypatch):
     assert quantize_model(model, "auto") is model
 
 
-def test_cli_default_quantize_is_bf16_matmul_for_scoring_only(tiny_model_dir, tmp_path, monkeypatch):
+def test_cli_default_quantize_is_bf16_matmul_for_scoring_and_for_text_where_the_model_allows(tiny_model_dir, tmp_path,
+                                                                                            monkeypatch):
     """``--quantize auto`` (the default) resolves before the model loads: bf16-matmul for predict and eval that
-    only score, none when they write traces; the eval report names the mode that ran."""
+    only score, none when they write traces unless the model's task file allows it; the eval report names the mode
+    that ran."""
     from bioreason import checkpoints, cpu_math
     from bioreason.app.cli import main
 
@@ -295,6 +298,40 @@ def test_cli_default_quantize_is_bf16_matmul_for_scoring_only(tiny_model_dir, tm
     assert main(["eval", "--task", "toy", "--model", str(tiny_model_dir), "--traces", "2", "--max-new-tokens", "4",
                  "-o", str(tmp_path / "f")]) == 0
     assert json.loads((tmp_path / "f" / "report.json").read_text())["meta"]["quantize"] == "none"
+    allowed = tmp_path / "allowed"  # a model whose task file allows bf16 products for its generated text
+    shutil.copytree(tiny_model_dir, allowed)
+    task = allowed / "bioreason_task.json"
+    meta = json.loads(task.read_text()) if task.is_file() else {}
+    task.write_text(json.dumps({**meta, "auto_quantize_generation": "bf16-matmul"}))
+    loaded.clear()
+    assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(allowed), "-o", str(tmp_path / "a"),
+                 "--traces", "--max-new-tokens", "4"]) == 0
+    assert [q for q in loaded if q] == ["bf16-matmul"]
+    assert "##bioreasonQuantize=bf16-matmul" in (tmp_path / "a.vcf").read_text()
+    monkeypatch.setattr(cpu_math, "bf16_products_pay", lambda: False)  # ... on a CPU where they pay
+    assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(allowed), "-o", str(tmp_path / "b"),
+                 "--traces", "--max-new-tokens", "4"]) == 0
+    assert "##bioreasonQuantize=none" in (tmp_path / "b.vcf").read_text()
+    task.write_text(json.dumps({**meta, "auto_quantize_generation": "int8"}))  # only what was measured
+    assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(allowed), "-o", str(tmp_path / "c"),
+                 "--traces"]) == 2
+
+
+def test_shipped_models_allow_bf16_products_for_generation_only_where_measured(monkeypatch):
+    """The BRCA1 model's traces were measured under bf16 products (395/398 validation traces identical, the
+    24-variant example's all; README); kegg-v1's were not kept (2 answers worse), so its text stays fp32."""
+    from bioreason import cpu_math
+    from bioreason.hub import shipped_model_dir
+    from bioreason.quantize import generation_mode, resolve_for_model
+
+    monkeypatch.setattr(cpu_math, "bf16_products_pay", lambda: True)
+    brca1, kegg = shipped_model_dir(), shipped_model_dir("kegg-v1")
+    if brca1 is None or kegg is None:
+        pytest.skip("the shipped checkpoints are not installed")
+    assert [generation_mode(m) for m in (brca1, kegg, None)] == ["bf16-matmul", "none", "none"]
+    assert [resolve_for_model("auto", m, generates=True) for m in (brca1, kegg, None)] == ["bf16-matmul", "none",
+                                                                                           "none"]
+    assert resolve_for_model("auto", kegg, generates=False) == "bf16-matmul"
 
 
 def test_resumed_predict_keeps_the_mode_auto_chose_when_it_started(tiny_model_dir, tmp_path, monkeypatch):
