@@ -12,8 +12,9 @@ loop, batches of ``--trace-batch`` with row compaction and refill off (``decodin
 the batch's longest trace ends), compaction on, and all of them queued into ``--trace-batch`` slots (continuous
 batching), then the last again on BLAS, all without draft tokens; queued and looped with ``decoding.DRAFT`` draft
 tokens per step (the CLI's default: ``bioreason.drafting``, each run drafting only from its own earlier variants),
-and with ``--trace-quantize`` (default ``int8-decode``: int8 weights for decode steps only, no drafts) queued and
-looped, with how many traces stay identical; the traces must be identical across the fp32 arrangements; the
+and with ``--trace-quantize`` (default ``int8-decode`` (int8 weights for decode steps only) and ``bf16-matmul``
+(what ``auto`` runs the shipped model's traces with where bf16 products pay), no drafts) queued and looped, with
+how many traces stay identical; the traces must be identical across the fp32 arrangements; the
 bandwidth roofline of batch-1 decoding (weights read once per token); peak RSS.
 Goals on 2 CPU cores: score-only >= 7 variants/s; batched traces >= 4x the loop; peak RSS of predict <= 1.5 GiB
 (``benchmarks/predict_memory.py`` measures it per process).
@@ -85,7 +86,7 @@ def main() -> None:
     ap.add_argument("--quantize", default=None,
                     help="CPU modes to compare with the unquantised model ('' for none; default "
                          "bf16-matmul,int8,int8-weight on CPU, none on a GPU)")
-    ap.add_argument("--trace-quantize", default="int8-decode",
+    ap.add_argument("--trace-quantize", default="int8-decode,bf16-matmul",
                     help="CPU modes whose --traces speed (slots and loop) to compare with fp32's ('' for none)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when there), cpu or cuda")
     ap.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on a GPU), float32 or bfloat16")
@@ -250,8 +251,9 @@ def main() -> None:
           f"{sum(a == b == c for a, b, c in zip(t_cont, t_dc, t_dl))}/{len(sub)}")
     for mode, ((q_cont, t_q), q_loop) in quantized.items():
         print(f"  --quantize {mode}: queued into {args.trace_batch} slots {q_cont:.2f} variants/s "
-              f"({q_cont / cont:.2f}x fp32's), per-variant loop {q_loop:.2f} ({q_loop / loop:.2f}x fp32's); traces "
-              f"identical to fp32's {sum(a == b for a, b in zip(t_cont, t_q))}/{len(sub)}")
+              f"({q_cont / cont:.2f}x fp32's), per-variant loop {q_loop:.2f} ({q_loop / loop:.2f}x fp32's); queued / "
+              f"loop {q_cont / q_loop:.1f}x (goal >= 4x); traces identical to fp32's "
+              f"{sum(a == b for a, b in zip(t_cont, t_q))}/{len(sub)}")
     weight_bytes = sum(p.numel() * p.element_size() for n, p in model.language_model.named_parameters()
                        if "embed_tokens" not in n)
     print(f"batch-1 decoding roofline: {bw * 1e9 / 2 / weight_bytes:.0f} tokens/s ({weight_bytes / 2**20:.0f} "
