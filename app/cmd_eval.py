@@ -189,7 +189,8 @@ def _evaluate(args) -> int:
             "label_field": args.label_field, "labels_tsv": args.labels_tsv, "limit": args.limit, "options": options}
     steps = EvalSteps(args.output, args)  # each finished step kept, so --resume redoes only the unfinished ones
     # auto resolved once (the report names it); a resumed run keeps the interrupted run's choice
-    args.quantize = steps.run("quantize", lambda: quantize_mode(args, generates=bool(args.traces)))
+    args.quantize = steps.run("quantize", lambda: quantize_mode(args, generates=bool(args.traces),
+                                                                prompt_mode=options.get("mode", pcfg.mode)))
     model, proc = load_model(args.model, quantize=args.quantize)
     modes = ["annotated", "sequence"] if args.task == "annotated_vcf" and options.get("mode") == "both" else [None]
     sets = {m: build_examples({**data, "options": {**options, "mode": m}} if m else data, proc.max_nucleotides)

@@ -52,12 +52,12 @@ class DemoBackend:
         if self._loaded is None:
             from bioreason.checkpoints import load_model
             from bioreason.predict import PredictConfig, VariantPredictor
-
             from bioreason.quantize import resolve_for_model
 
-            mode = resolve_for_model(self.quantize, self.model_path, generates=True)
+            cfg = PredictConfig.for_model(self.model_path)
+            mode = resolve_for_model(self.quantize, self.model_path, generates=True, prompt_mode=cfg.mode)
             model, proc = load_model(self.model_path, quantize=mode)
-            self._loaded = VariantPredictor(model, proc, PredictConfig.for_model(self.model_path))
+            self._loaded = VariantPredictor(model, proc, cfg)
         return self._loaded
 
     def window(self) -> int:

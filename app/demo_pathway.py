@@ -61,12 +61,12 @@ class PathwayBackend:
         if self._loaded is None:
             from bioreason.checkpoints import load_model
             from bioreason.predict import PredictConfig
-
             from bioreason.quantize import resolve_for_model
 
-            mode = resolve_for_model(self.quantize, self.model_path, generates=True)
+            cfg = PredictConfig.for_model(self.model_path)
+            mode = resolve_for_model(self.quantize, self.model_path, generates=True, prompt_mode=cfg.mode)
             model, proc = load_model(str(self.model_path), quantize=mode)
-            self._loaded = model, proc, PredictConfig.for_model(self.model_path)
+            self._loaded = model, proc, cfg
         return self._loaded
 
     def examples(self) -> list[list[str]]:

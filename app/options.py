@@ -170,9 +170,9 @@ def add_answer_tokens_option(p) -> None:
                         f"(default {ANSWER_TOKENS}; 0: a trace cut at the cap stays unanswered)")
 
 
-def quantize_mode(args, generates: bool, model=None) -> str:
-    """The ``--quantize`` mode a command runs with: ``auto`` resolved for this machine and for ``model`` (default
-    ``args.model``; ``quantize.resolve_mode``; ``generates``: the command writes traces), any other mode as given.
+def quantize_mode(args, generates: bool, prompt_mode: str | None = None) -> str:
+    """The ``--quantize`` mode a command runs with: ``auto`` resolved for this machine, ``args.model`` and its
+    prompts' mode (``quantize.resolve_mode``; ``generates``: the command writes traces), any other mode as given.
     Resolved before the model loads, so ``predict``'s resume fingerprint and ``eval``'s report name the mode that
     ran."""
     if args.quantize != "auto":
@@ -180,9 +180,8 @@ def quantize_mode(args, generates: bool, model=None) -> str:
     from bioreason.hub import resolve_model_dir
     from bioreason.quantize import resolve_for_model
 
-    model = args.model if model is None else model
-    folder = resolve_model_dir(model) if generates and model is not None else None  # None: base, no task file
-    return resolve_for_model("auto", folder, generates)
+    folder = resolve_model_dir(args.model) if generates and args.model is not None else None  # None: base model
+    return resolve_for_model("auto", folder, generates, prompt_mode)
 
 
 def add_model_option(p, what: str = "model") -> None:
@@ -199,5 +198,6 @@ def add_model_option(p, what: str = "model") -> None:
                         "scores exactly fp32's, traces can differ; about 134 MB more memory), none = fp32 "
                         "throughout. Default auto: bf16-matmul on a CPU where bf16 products measure at least 1.3x "
                         "faster when the command only scores (predict or eval without --traces) or the model's task "
-                        "file allows it for generated text (the shipped BRCA1 model: yes; kegg-v1: no, its traces "
-                        "stay fp32), else none. What each changes on the shipped models is in the README")
+                        "file allows it for generated text from the prompts in use (the shipped BRCA1 model: on its "
+                        "annotated prompts; kegg-v1: no, its traces stay fp32), else none. What each changes on "
+                        "the shipped models is in the README")

@@ -105,7 +105,7 @@ def _run(args, vcf, state) -> int:
     if quantize == "auto":
         if rank == 0:  # a resumed job keeps what auto chose when it started; else this CPU is probed
             recorded = recorded_setting(progress_path(args.output, 0), "quantize") if args.resume else None
-            quantize = recorded or quantize_mode(args, generates=bool(cfg.traces))
+            quantize = recorded or quantize_mode(args, generates=bool(cfg.traces), prompt_mode=cfg.mode)
         if world > 1:  # every process runs rank 0's choice (one mode per output)
             from accelerate.utils import broadcast_object_list
 
@@ -190,7 +190,7 @@ def _unchanged_batches(done: dict, reader, size: int, layouts: dict, path: Path,
     fingerprint, and the others are predicted again."""
     last, keep = max(done, default=-1), set()
     try:
-        for k, batch, _ in batched_windows(reader, size):
+        for k, batch, _ in batched_windows(reader, size) if done else ():
             if done.get(k) is not None and done[k] == batch_digest(batch, layouts):
                 keep.add(k)
             if k >= last:  # read no further than the finished part (an error past it is the main loop's)
@@ -198,8 +198,9 @@ def _unchanged_batches(done: dict, reader, size: int, layouts: dict, path: Path,
     finally:
         reader.close()
     keep_batches(path, fingerprint, keep)
-    log.warning("the VCF differs from the interrupted run's: %d of its %d finished batches are unchanged and kept, "
-                "%d are predicted again", len(keep), len(done), len(done) - len(keep))
+    if done:
+        log.warning("the VCF differs from the interrupted run's: %d of its %d finished batches are unchanged and "
+                    "kept, %d are predicted again", len(keep), len(done), len(done) - len(keep))
     return {k: done[k] for k in keep}
 
 

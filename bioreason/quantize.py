@@ -64,10 +64,11 @@ def merge_adapter_for_good(model):
 GENERATION_KEY = "auto_quantize_generation"  # in a model's bioreason_task.json: what auto may use for its text
 
 
-def generation_mode(folder) -> str:
-    """The mode ``auto`` may use when this model generates text on a CPU: its task file's
-    ``auto_quantize_generation``, written only where that mode's traces were measured against fp32's (the shipped
-    BRCA1 model: ``bf16-matmul``, README), else ``none``."""
+def generation_mode(folder, prompt_mode: str | None = None) -> str:
+    """The mode ``auto`` may use when this model generates text on a CPU from prompts of ``prompt_mode``: its task
+    file's ``auto_quantize_generation``, ``{mode: [prompt modes]}``, written only where that mode's traces were
+    measured against fp32's on those prompts (the shipped BRCA1 model: ``{"bf16-matmul": ["annotated"]}``, README;
+    its traces after sequence-only prompts answer near a coin flip and flip with any rounding), else ``none``."""
     import json
     from pathlib import Path
 
@@ -77,37 +78,40 @@ def generation_mode(folder) -> str:
     if task is None or not task.is_file():
         return "none"
     try:
-        mode = json.loads(task.read_text()).get(GENERATION_KEY, "none")
+        allowed = json.loads(task.read_text()).get(GENERATION_KEY) or {}
     except (OSError, ValueError, AttributeError):
         return "none"  # an unreadable task file is reported where the model loads
-    if mode not in ("none", "bf16-matmul"):
-        raise CorruptModelError(f"{task}: {GENERATION_KEY} must be 'none' or 'bf16-matmul', not {mode!r}")
-    return mode
+    if not isinstance(allowed, dict) or not set(allowed) <= {"bf16-matmul"} or \
+            not all(isinstance(v, list) for v in allowed.values()):
+        raise CorruptModelError(f"{task}: {GENERATION_KEY} must map 'bf16-matmul' to the prompt modes its traces "
+                                f"were measured on, e.g. {{\"bf16-matmul\": [\"annotated\"]}}, not {allowed!r}")
+    return next((m for m, modes in allowed.items() if prompt_mode in modes), "none")
 
 
-def resolve_mode(mode: str, device, generates: bool = False, folder=None) -> str:
+def resolve_mode(mode: str, device, generates: bool = False, folder=None, prompt_mode: str | None = None) -> str:
     """``auto`` (the CLI's default) -> ``bf16-matmul`` on a CPU where bfloat16 products pay
     (``cpu_math.bf16_products_pay``) for work that only scores (``generates`` False: ``predict`` and ``eval``
     without ``--traces``), and for work that generates text (traces, ``ask``, the demo) only with a model whose
-    task file (in ``folder``) allows it (``generation_mode``); else ``none``. On the shipped BRCA1 model it keeps
-    scores within the issue's bar (validation AUROC +0.002, every label of the 24-variant example) and its traces
-    all but 3 of 398 validation traces (README); it changed 28 of 79 traces of the kegg-v1 of 2026-11-27, 2 answers
-    for the worse, so a model without the key generates in fp32. Any other mode as it is."""
+    task file (in ``folder``) allows it for the prompts used (``generation_mode``); else ``none``. On the shipped
+    BRCA1 model it keeps scores within the issue's bar (validation AUROC +0.002, every label of the 24-variant
+    example) and, on annotated prompts, all but 3 of 398 validation traces (README); it changed 28 of 79 traces of
+    the kegg-v1 of 2026-11-27, 2 answers for the worse, so a model without the key generates in fp32. Any other
+    mode as it is."""
     if mode != "auto":
         return mode
-    if not str(device).startswith("cpu") or (generates and generation_mode(folder) == "none"):
+    if not str(device).startswith("cpu") or (generates and generation_mode(folder, prompt_mode) == "none"):
         return "none"
     from bioreason import cpu_math
 
     return "bf16-matmul" if cpu_math.bf16_products_pay() else "none"
 
 
-def resolve_for_model(mode: str, folder, generates: bool) -> str:
+def resolve_for_model(mode: str, folder, generates: bool, prompt_mode: str | None = None) -> str:
     """``resolve_mode`` on this machine's device (CUDA when there is one) for the model in ``folder`` (None: the
-    base model, which has no task file)."""
+    base model, which has no task file) and prompts of ``prompt_mode``."""
     import torch
 
-    return resolve_mode(mode, "cuda" if torch.cuda.is_available() else "cpu", generates, folder)
+    return resolve_mode(mode, "cuda" if torch.cuda.is_available() else "cpu", generates, folder, prompt_mode)
 
 
 def quantize_model(model, mode: str = "int8"):

@@ -302,24 +302,28 @@ def test_cli_default_quantize_is_bf16_matmul_for_scoring_and_for_text_where_the_
     shutil.copytree(tiny_model_dir, allowed)
     task = allowed / "bioreason_task.json"
     meta = json.loads(task.read_text()) if task.is_file() else {}
-    task.write_text(json.dumps({**meta, "auto_quantize_generation": "bf16-matmul"}))
+    task.write_text(json.dumps({**meta, "auto_quantize_generation": {"bf16-matmul": ["annotated"]}}))
     loaded.clear()
     assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(allowed), "-o", str(tmp_path / "a"),
                  "--traces", "--max-new-tokens", "4"]) == 0
     assert [q for q in loaded if q] == ["bf16-matmul"]
     assert "##bioreasonQuantize=bf16-matmul" in (tmp_path / "a.vcf").read_text()
+    assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(allowed), "-o", str(tmp_path / "q"),
+                 "--traces", "--max-new-tokens", "4", "--prompt-mode", "sequence"]) == 0  # prompts not measured
+    assert "##bioreasonQuantize=none" in (tmp_path / "q.vcf").read_text()
     monkeypatch.setattr(cpu_math, "bf16_products_pay", lambda: False)  # ... on a CPU where they pay
     assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(allowed), "-o", str(tmp_path / "b"),
                  "--traces", "--max-new-tokens", "4"]) == 0
     assert "##bioreasonQuantize=none" in (tmp_path / "b.vcf").read_text()
-    task.write_text(json.dumps({**meta, "auto_quantize_generation": "int8"}))  # only what was measured
+    task.write_text(json.dumps({**meta, "auto_quantize_generation": {"int8": ["annotated"]}}))  # bf16 products only
     assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(allowed), "-o", str(tmp_path / "c"),
                  "--traces"]) == 2
 
 
 def test_shipped_models_allow_bf16_products_for_generation_only_where_measured(monkeypatch):
-    """The BRCA1 model's traces were measured under bf16 products (395/398 validation traces identical, the
-    24-variant example's all; README); kegg-v1's were not kept (2 answers worse), so its text stays fp32."""
+    """The BRCA1 model's traces on annotated prompts were measured under bf16 products (395/398 validation traces
+    identical, the 24-variant example's all; README), on sequence-only prompts they flip (17/24 labels); kegg-v1's
+    were not kept (2 answers worse), so its text stays fp32."""
     from bioreason import cpu_math
     from bioreason.hub import shipped_model_dir
     from bioreason.quantize import generation_mode, resolve_for_model
@@ -328,9 +332,10 @@ def test_shipped_models_allow_bf16_products_for_generation_only_where_measured(m
     brca1, kegg = shipped_model_dir(), shipped_model_dir("kegg-v1")
     if brca1 is None or kegg is None:
         pytest.skip("the shipped checkpoints are not installed")
-    assert [generation_mode(m) for m in (brca1, kegg, None)] == ["bf16-matmul", "none", "none"]
-    assert [resolve_for_model("auto", m, generates=True) for m in (brca1, kegg, None)] == ["bf16-matmul", "none",
-                                                                                           "none"]
+    assert [generation_mode(m, "annotated") for m in (brca1, kegg, None)] == ["bf16-matmul", "none", "none"]
+    assert generation_mode(brca1, "sequence") == generation_mode(brca1) == "none"
+    assert [resolve_for_model("auto", m, True, "annotated") for m in (brca1, kegg, None)] == ["bf16-matmul", "none",
+                                                                                              "none"]
     assert resolve_for_model("auto", kegg, generates=False) == "bf16-matmul"
 
 
