@@ -26,7 +26,7 @@ from bioreason.app.job_state import progress_path, recorded_setting
 from bioreason.app.job_state import fingerprint as content_fingerprint
 from bioreason.app.predict_outputs import output_paths, write_outputs
 from bioreason.app.writers import check_outputs, dumps
-from bioreason.errors import InputFormatError, OutputExistsError, ReferenceMismatchError
+from bioreason.errors import BioreasonError, InputFormatError, OutputExistsError, ReferenceMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,12 @@ def run(args) -> int:
     if args.vcf == "-" and state.num_processes > 1:
         raise InputFormatError("standard input (-) can feed one process only; write the VCF to a file for torchrun")
     with vcf_input(args.vcf, args.output) as vcf:
-        return _run(args, vcf, state)
+        try:
+            return _run(args, vcf, state)
+        except BioreasonError as exc:  # standard input is spooled to a file that is gone when the user reads this
+            if args.vcf == "-":
+                exc.args = (str(exc).replace(str(vcf), "standard input"),)
+            raise
 
 
 def batched_windows(reader, size: int):

@@ -198,6 +198,20 @@ def test_a_malformed_line_says_the_finished_batches_are_kept_and_a_fixed_input_r
     assert Path(f"{prefix}.jsonl").read_text() == (tmp_path / "fresh.jsonl").read_text()
 
 
+def test_standard_input_names_itself_in_errors_and_resumes_when_piped_again(tiny_model_dir, tmp_path):
+    good = SGE24.read_text()
+    args = ["predict", "-", "--fasta", "bundled", "--model", str(tiny_model_dir), "-o", str(tmp_path / "s"),
+            "--batch-size", "8", "--quantize", "none"]
+    cut = _cli(*args, stdin=(good + "chr17\tabc\t.\tT\tA\t.\t.\t.\n").encode())
+    err = cut.stderr.decode()
+    assert cut.returncode == 2 and "error: standard input:37: htslib could not parse this record" in err, err[-800:]
+    assert ".stdin-" not in err and "--resume to keep them" in err  # not the spool file, which is gone
+    again = _cli(*args, "--resume", stdin=good.encode())  # its spool file has another name: kept by content
+    assert again.returncode == 0, again.stderr[-800:]
+    assert "3 of its 3 finished batches are unchanged and kept" in again.stderr.decode()
+    assert len((tmp_path / "s.jsonl").read_text().splitlines()) == 24
+
+
 def test_one_run_per_output_prefix(tiny_model_dir, tmp_path, capsys):
     from bioreason.atomic import locked
 
