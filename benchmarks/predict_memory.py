@@ -9,7 +9,8 @@ RSS per size and the ratio largest / smallest (goal: at most 1.1: flat), and the
 run to run with traces): the largest peak RSS and the median wall time. ``--predicted N`` (default 24) takes the
 first N real records of ``examples/brca1_sge_part1.vcf`` instead (up to 1,945) for sizes of at least N: a long
 run of traces lets glibc's heap and oneDNN's primitive cache grow batch after batch (the README's memory row: 1.33
-GiB on 24 variants, 1.52 on 400).
+GiB on 24 variants, 1.52 on 400 with fp32 traces; 1.31 on 400 and 1.36 on 1,000 with the bf16 products ``auto``
+gives the shipped model's traces since 2026-11-29).
 """
 
 from __future__ import annotations
