@@ -11,12 +11,11 @@ back in fp32; ``bf16_products``): on the shipped BRCA1 model it keeps the valida
 label of the 24-variant example, so ``auto``, the CLI's default, picks it on CPUs where bf16 products measure
 faster for work that only scores, and for generated text with models whose task file allows it (``resolve_mode``).
 The embeddings, the norms, the tied output head, the DNA encoder and the projector stay fp32 in every mode but
-``bf16``. ``int8-decode`` changes nothing that scores: it gives every
-decoder linear and the output head an int8 copy of its weight (per output channel, the scale in bfloat16) used only
-by decode steps, which run one new token per row and are bound by reading the weights (a quarter of fp32's bytes,
-through torch's own ``_weight_int8pack_mm`` kernel on bfloat16 activations); prefills, and with them every label,
-probability and AUROC, keep the fp32 weights, at the cost of the copies' memory (about 134 MB for the embedded
-default). Decode steps are marked by ``bioreason.int8_decode.decoding_steps`` (the slot decoder's steps,
+``bf16``. ``int8-decode`` changes nothing that scores: it gives every decoder linear and the output head an int8
+copy of its weight (per output channel, the scale in bfloat16) used only by decode steps, which run one new token
+per row and are bound by reading the weights (a quarter of fp32's bytes, through torch's own
+``_weight_int8pack_mm`` kernel on bfloat16 activations); prefills, and with them every label, probability and
+AUROC, keep the fp32 weights, at the cost of the copies' memory (about 134 MB for the embedded default). Decode steps are marked by ``bioreason.int8_decode.decoding_steps`` (the slot decoder's steps,
 ``generate`` in ``inference``). What each mode changes on the shipped model (speed, labels of the 24-variant
 example, validation AUROC, traces) is measured by ``benchmarks/predict.py`` and ``bioreason eval --quantize`` and
 stated in the README.

@@ -311,7 +311,7 @@ def test_cli_default_quantize_is_bf16_matmul_for_scoring_and_for_text_where_the_
     assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(allowed), "-o", str(tmp_path / "q"),
                  "--traces", "--max-new-tokens", "4", "--prompt-mode", "sequence"]) == 0  # prompts not measured
     assert "##bioreasonQuantize=none" in (tmp_path / "q.vcf").read_text()
-    monkeypatch.setattr(cpu_math, "bf16_products_pay", lambda: False)  # ... on a CPU where they pay
+    monkeypatch.setattr(cpu_math, "bf16_products_pay", lambda: False)  # and only where bf16 products pay
     assert main(["predict", str(vcf), "--fasta", "bundled", "--model", str(allowed), "-o", str(tmp_path / "b"),
                  "--traces", "--max-new-tokens", "4"]) == 0
     assert "##bioreasonQuantize=none" in (tmp_path / "b.vcf").read_text()
@@ -323,7 +323,7 @@ def test_cli_default_quantize_is_bf16_matmul_for_scoring_and_for_text_where_the_
 def test_shipped_models_allow_bf16_products_for_generation_only_where_measured(monkeypatch):
     """The BRCA1 model's traces on annotated prompts were measured under bf16 products (395/398 validation traces
     identical, the 24-variant example's all; README), on sequence-only prompts they flip (17/24 labels); kegg-v1's
-    were not kept (2 answers worse), so its text stays fp32."""
+    text stays fp32 (a quarter of its traces move), so eval reproduces its published figures."""
     from bioreason import cpu_math
     from bioreason.hub import shipped_model_dir
     from bioreason.quantize import generation_mode, resolve_for_model
