@@ -1,7 +1,9 @@
 """``predict`` throughput on real BRCA1 variants with the shipped checkpoint, every switch off and on in one run.
 
 Prints, with this machine's fp32/bf16 matmul peaks and memory bandwidth measured in the same run: ``--score-only``
-variants/s on ``--n`` (default 200) real SGE variants, median of ``--reps``: prefix caching off and on
+variants/s on ``--n`` (default 200) real SGE variants, prompted as ``bioreason predict`` prompts them (annotated
+with consequences computed from the bundled transcript; ``--prompts sequence``: without, as before 2026-11-29,
+session 32), median of ``--reps``: prefix caching off and on
 (``rl.PREFIX_CACHING``) with fp32 matmuls on torch's BLAS, then on oneDNN (``bioreason.cpu_math``: what the CLI uses
 on CPUs where oneDNN keeps fp32) with the attention ``load_model`` gives CPU models (``bioreason.attention``), with
 its prefills on the flash kernel, and with transformers' sdpa throughout, then ``--quantize`` bf16-matmul (bfloat16
@@ -86,6 +88,10 @@ def main() -> None:
     ap.add_argument("--quantize", default=None,
                     help="CPU modes to compare with the unquantised model ('' for none; default "
                          "bf16-matmul,int8,int8-weight on CPU, none on a GPU)")
+    ap.add_argument("--prompts", choices=("annotated", "sequence"), default="annotated",
+                    help="annotated (as `bioreason predict` builds them: consequences computed from the bundled "
+                         "BRCA1 transcript) or sequence (no annotation: the prompts of this benchmark before "
+                         "2026-11-29, session 32, for comparisons with earlier figures)")
     ap.add_argument("--trace-quantize", default="int8-decode,bf16-matmul",
                     help="CPU modes whose --traces speed (slots and loop) to compare with fp32's ('' for none)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when there), cpu or cuda")
@@ -120,10 +126,19 @@ def main() -> None:
     from bioreason.quantize import resolve_mode
 
     variants = []
-    for v in VariantReader(ROOT / "examples" / "brca1_sge_part1.vcf", bundled_fasta()):
+    reader = VariantReader(ROOT / "examples" / "brca1_sge_part1.vcf", bundled_fasta())
+    for v in reader:
         variants.append(v)
         if len(variants) == args.n:
             break
+    prompting = {}  # what predict adds for annotated prompts: the header's layouts, consequences computed
+    if args.prompts == "annotated":
+        from bioreason.kegg_data.annotated_variants import annotation_layouts
+        from bioreason.kegg_data.consequence import Annotator
+        from bioreason.kegg_data.transcripts import resolve_gtf
+
+        prompting = {"layouts": annotation_layouts(reader),
+                     "annotator": Annotator(resolve_gtf("bundled", None), reader.reference)}
     folder = model_arg(args.model)
     config = PredictConfig.for_model(folder) if folder else PredictConfig(labels=("LOF", "FUNC"))
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -131,10 +146,10 @@ def main() -> None:
                                                                 else "")
     model, proc = load_model(folder, dtype=args.dtype, device=device)
     dtype = next(model.language_model.parameters()).dtype
-    pred = VariantPredictor(model, proc, config)
+    pred = VariantPredictor(model, proc, config, **prompting)
     where = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {where}, model {args.model} in {str(dtype).split('.')[-1]}, "
-          f"{len(variants)} real variants, batch {args.batch}, medians of {args.reps}")
+          f"{len(variants)} real variants, {args.prompts} prompts, batch {args.batch}, medians of {args.reps}")
     on_cpu = device == "cpu"
     with cpu_math.matmuls("blas"):
         peak32, peak16 = matmul_peak(torch.float32, device), matmul_peak(torch.bfloat16, device)
@@ -196,7 +211,7 @@ def main() -> None:
     print(f"--quantize auto (the CLI's default for scoring) is {auto} here")
     for mode in [m for m in quantize.split(",") if m]:
         qmodel, qproc = load_model(folder, dtype="float32", quantize=mode)
-        dq, res = score_only(VariantPredictor(qmodel, qproc, config), True)
+        dq, res = score_only(VariantPredictor(qmodel, qproc, config, **prompting), True)
         mfu = f"; MFU {achieved * dt / dq / peak16:.1%} of the bf16 peak" if mode.startswith("bf16") else ""
         print(f"score-only --quantize {mode}: {len(variants) / dq:.2f} variants/s ({d_base / dq:.2f}x fp32 as the "
               f"CLI runs it; goal >= 7){mfu}; {compare(base, res)}")
@@ -211,7 +226,7 @@ def main() -> None:
     def traces(batch: int, slots: int, compaction: bool = True, m=model, draft: int = 0):
         decoding.COMPACTION, decoding.DRAFT = compaction, draft
         tr = VariantPredictor(m, proc, dataclasses.replace(config, traces=True, max_new_tokens=args.new_tokens,
-                                                               trace_slots=slots))
+                                                               trace_slots=slots), **prompting)
         tr.predict(sub[:2])
         times, out = [], []
         for _ in range(args.reps):
