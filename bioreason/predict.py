@@ -55,6 +55,9 @@ class PredictConfig:
     kegg: dict | None = None
     label_texts: dict | None = None  # KEGG: each label as the data writes it ("alzheimer's disease"), for scoring
     window: int | None = None
+    # the --quantize mode auto may use for this model's generated text, by prompt mode, where it was measured
+    # against fp32 ({"bf16-matmul": ["annotated"]}; bioreason.quantize.generation_mode)
+    auto_quantize_generation: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def info_fields(self) -> tuple[str, ...]:

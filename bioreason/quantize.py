@@ -15,8 +15,9 @@ The embeddings, the norms, the tied output head, the DNA encoder and the project
 copy of its weight (per output channel, the scale in bfloat16) used only by decode steps, which run one new token
 per row and are bound by reading the weights (a quarter of fp32's bytes, through torch's own
 ``_weight_int8pack_mm`` kernel on bfloat16 activations); prefills, and with them every label, probability and
-AUROC, keep the fp32 weights, at the cost of the copies' memory (about 134 MB for the embedded default). Decode steps are marked by ``bioreason.int8_decode.decoding_steps`` (the slot decoder's steps,
-``generate`` in ``inference``). What each mode changes on the shipped model (speed, labels of the 24-variant
+AUROC, keep the fp32 weights, at the cost of the copies' memory (about 134 MB for the embedded default). Decode
+steps are marked by ``bioreason.int8_decode.decoding_steps`` (the slot decoder's steps, ``generate`` in
+``inference``). What each mode changes on the shipped model (speed, labels of the 24-variant
 example, validation AUROC, traces) is measured by ``benchmarks/predict.py`` and ``bioreason eval --quantize`` and
 stated in the README.
 """
@@ -68,22 +69,19 @@ def generation_mode(folder, prompt_mode: str | None = None) -> str:
     file's ``auto_quantize_generation``, ``{mode: [prompt modes]}``, written only where that mode's traces were
     measured against fp32's on those prompts (the shipped BRCA1 model: ``{"bf16-matmul": ["annotated"]}``, README;
     its traces after sequence-only prompts answer near a coin flip and flip with any rounding), else ``none``."""
-    import json
     from pathlib import Path
 
     from bioreason.errors import CorruptModelError
+    from bioreason.predict import TASK_FILE, PredictConfig
 
-    task = Path(folder) / "bioreason_task.json" if folder is not None else None
-    if task is None or not task.is_file():
+    if folder is None:
         return "none"
-    try:
-        allowed = json.loads(task.read_text()).get(GENERATION_KEY) or {}
-    except (OSError, ValueError, AttributeError):
-        return "none"  # an unreadable task file is reported where the model loads
+    allowed = PredictConfig.for_model(folder).auto_quantize_generation or {}  # the task file's one reader
     if not isinstance(allowed, dict) or not set(allowed) <= {"bf16-matmul"} or \
             not all(isinstance(v, list) for v in allowed.values()):
-        raise CorruptModelError(f"{task}: {GENERATION_KEY} must map 'bf16-matmul' to the prompt modes its traces "
-                                f"were measured on, e.g. {{\"bf16-matmul\": [\"annotated\"]}}, not {allowed!r}")
+        raise CorruptModelError(f"{Path(folder) / TASK_FILE}: {GENERATION_KEY} must map 'bf16-matmul' to the prompt "
+                                f"modes its traces were measured on, e.g. {{\"bf16-matmul\": [\"annotated\"]}}, "
+                                f"not {allowed!r}")
     return next((m for m, modes in allowed.items() if prompt_mode in modes), "none")
 
 
