@@ -198,6 +198,15 @@ def test_a_malformed_line_says_the_finished_batches_are_kept_and_a_fixed_input_r
     assert Path(f"{prefix}.jsonl").read_text() == (tmp_path / "fresh.jsonl").read_text()
 
 
+def test_a_ref_mismatch_part_way_also_says_the_finished_batches_are_kept(tiny_model_dir, tmp_path, capsys):
+    vcf = tmp_path / "in.vcf"
+    vcf.write_text(SGE24.read_text() + "chr17\t43045800\t.\tC\tT\t.\t.\t.\n")  # the FASTA has T there
+    assert _progress_run(tiny_model_dir, vcf, tmp_path / "p") == 2
+    err = capsys.readouterr().err
+    assert "in.vcf:37: REF 'C' at chr17:43045800 does not match the FASTA ('T')" in err and "Traceback" not in err
+    assert "The 3 batch(es) finished before it are saved in" in err and "--resume to keep them" in err
+
+
 def test_standard_input_names_itself_in_errors_and_resumes_when_piped_again(tiny_model_dir, tmp_path):
     good = SGE24.read_text()
     args = ["predict", "-", "--fasta", "bundled", "--model", str(tiny_model_dir), "-o", str(tmp_path / "s"),
